@@ -1,0 +1,174 @@
+"""Command line: ``dse eval|explain|list`` (and the study commands as they land).
+
+Bad input prints one line ``error: FILE: KEY: RULE (got VALUE)`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from dse import __version__
+from dse.api import evaluate
+from dse.errors import DseError, SpecError
+from dse.explain import explain
+from dse.io import atomic_write, write_parquet
+from dse.model import METRIC_UNITS
+from dse.spec import builtin_names, load_model, load_platform
+
+EXIT_BAD_INPUT = 2
+
+# Human-readable view: (column, header, scale)
+_TABLE_VIEW: tuple[tuple[str, str, float], ...] = (
+    ("ttft_s", "ttft_ms", 1e3),
+    ("tpot_s", "tpot_ms", 1e3),
+    ("decode_tokens_per_s", "dec_tok/s", 1.0),
+    ("tokens_per_s", "tok/s", 1.0),
+    ("decode_power_w", "dec_W", 1.0),
+    ("decode_tokens_per_j", "dec_tok/J", 1.0),
+    ("tokens_per_j", "tok/J", 1.0),
+    ("tdp_tokens_per_j", "tdp_tok/J", 1.0),
+    ("memory_bytes", "mem_GB", 1e-9),
+)
+
+
+def _knob_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=float, nargs="+", default=[1.0])
+    p.add_argument("--in-len", type=float, nargs="+", default=[128.0])
+    p.add_argument("--out-len", type=float, nargs="+", default=[128.0])
+    p.add_argument("--w-bits", type=float, nargs="+", default=[16.0])
+    p.add_argument("--a-bits", type=float, nargs="+", default=[16.0])
+    p.add_argument("--kv-bits", type=float, nargs="+", default=[16.0])
+    p.add_argument("--w-sparsity-frac", type=float, nargs="+", default=[0.0])
+    p.add_argument("--nm-sparse", type=float, nargs="+", default=[0.0])
+    p.add_argument("--pim-offload", type=float, nargs="+", default=[0.0])
+    p.add_argument("--set", metavar="FIELD=VALUE", nargs="+", default=[],
+                   help="override a hardware field (SI units), e.g. mem_bw_bytes_per_s=4e12")
+
+
+_KNOBS = ("batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits", "w_sparsity_frac", "nm_sparse", "pim_offload")
+
+
+def _overrides(items: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError("--set", item, "must be FIELD=VALUE", item)
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise SpecError("--set", key, "must be a number", value) from None
+    return out
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    platforms = [load_platform(p).name if not Path(p).suffix else p for p in args.platform]
+    models = [load_model(m).name if not Path(m).suffix else m for m in args.model]
+    grid = list(itertools.product(platforms, models, *(getattr(args, k) for k in _KNOBS)))
+    designs = pd.DataFrame(grid, columns=["platform", "model", *_KNOBS])
+    for key, value in _overrides(args.set).items():
+        designs[key] = value
+    df = evaluate(designs)
+    fmt = args.format
+    if fmt == "parquet" and not args.out:
+        raise SpecError("--format", "parquet", "needs --out FILE", fmt)
+    if fmt == "parquet":
+        write_parquet(df, args.out, units=METRIC_UNITS, metadata={"version": __version__})
+    else:
+        text = _render(df, fmt)
+        if args.out:
+            atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        else:
+            sys.stdout.write(text)
+    if args.out:
+        print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _render(df: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return df.to_json(orient="records", indent=1) + "\n"
+    view = df[[c for c in df.columns if c not in METRIC_UNITS and df[c].nunique() > 1 or c in ("platform", "model")]]
+    view = view.copy()
+    for col, header, scale in _TABLE_VIEW:
+        view[header] = df[col] * scale
+    view["fits"] = df["g_memory_bytes"] <= 0
+    return view.to_string(index=False, float_format=lambda x: f"{x:.4g}") + "\n"
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    knobs = {k: getattr(args, k)[0] for k in _KNOBS}
+    plat = load_platform(args.platform)
+    overrides = _overrides(args.set)
+    if overrides:
+        plat = plat.with_fields(**overrides)
+    df = explain(args.model, plat, **knobs)
+    view = df.copy()
+    view["gflop"] = view.pop("flop") * 1e-9
+    view["mb"] = view.pop("bytes") * 1e-6
+    view["time_ms"] = view.pop("time_s") * 1e3
+    view["energy_mj"] = view.pop("energy_j") * 1e3
+    cols = ["phase", "operator", "gflop", "mb", "time_ms", "time_frac", "bound", "energy_mj", "energy_frac"]
+    print(f"{args.model} on {plat.name}: " + ", ".join(f"{k}={v:g}" for k, v in knobs.items()))
+    print(view[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    kind = "models" if args.what == "models" else "platforms"
+    loader = load_model if kind == "models" else load_platform
+    for name in builtin_names(kind):
+        item = loader(name)
+        cls = f"{item.platform_class:5s} " if kind == "platforms" else ""
+        print(f"{name:24s} {cls}{item.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dse", description="Design-space exploration of LLM inference hardware.")
+    parser.add_argument("--version", action="version", version=f"llm-dse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate the cartesian product of presets, models and knobs")
+    p.add_argument("--platform", nargs="+", required=True, help="preset names or YAML paths")
+    p.add_argument("--model", nargs="+", required=True, help="model card names or YAML paths")
+    _knob_args(p)
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    p.add_argument("--out", help="write to FILE instead of stdout")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("explain", help="per-operator breakdown of one design")
+    p.add_argument("--platform", required=True)
+    p.add_argument("--model", required=True)
+    _knob_args(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("list", help="list built-in models or platforms")
+    p.add_argument("what", choices=("models", "platforms"))
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

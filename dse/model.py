@@ -1,0 +1,143 @@
+"""The full analytic model: workload x hardware -> time, energy and the metric columns.
+
+:func:`evaluate_arrays` is a pure function of arrays (no I/O, no globals, inputs not
+mutated). Scalars broadcast, so a batch of one platform passes its fields as floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse import perf, power
+from dse.workload import OPERATORS, Array, Op, memory_bytes, phase_ops, weight_bytes_per_param
+
+METRICS: tuple[str, ...] = (
+    "ttft_s", "tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w",
+    "decode_tokens_per_j", "tokens_per_j", "tdp_tokens_per_j", "memory_bytes", "g_memory_bytes",
+)
+METRIC_UNITS: dict[str, str] = {
+    "ttft_s": "s", "tpot_s": "s", "decode_tokens_per_s": "token/s", "tokens_per_s": "token/s",
+    "decode_power_w": "W", "avg_power_w": "W", "decode_tokens_per_j": "token/J",
+    "tokens_per_j": "token/J", "tdp_tokens_per_j": "token/J", "memory_bytes": "B", "g_memory_bytes": "B",
+}
+# Larger is better for these; the rest are costs.
+MAXIMISED_METRICS: frozenset[str] = frozenset(
+    {"decode_tokens_per_s", "tokens_per_s", "decode_tokens_per_j", "tokens_per_j", "tdp_tokens_per_j"})
+
+
+def _pim_possible(hw: dict, k: dict) -> bool:
+    """False when no design of the batch can map work to PIM (lets the hot path skip it)."""
+    return bool(np.any(hw["pim_peak_flop_per_s"] > 0) and np.any(k["pim_offload"] > 0))
+
+
+def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
+             rate: tuple[Array, Array], pim: bool) -> dict[str, Array]:
+    """Time (s), dynamic energy (J), FLOPs and bytes of one operator over a phase.
+
+    Decode sums steps ``c = lo..hi`` exactly; prefill is one pass. ``rate`` is
+    ``(achievable FLOP/s, native bits)`` for the operator's precision.
+    """
+    flop_per_s, native = rate
+    bytes_per_s = perf.mem_rate(hw)
+    overhead_s = steps * op.kernels * hw["kernel_overhead_s"]
+    if op.flop1 is None:  # no context dependence: every step costs the same
+        flop, nbytes = steps * op.flop0, steps * op.bytes0
+        host_s = steps * perf.roofline_s(op.flop0, op.bytes0, flop_per_s, bytes_per_s)
+    else:
+        flop = perf.sum_linear(op.flop0, op.flop1, lo, hi)
+        nbytes = perf.sum_linear(op.bytes0, op.bytes1, lo, hi)
+        host_s = perf.sum_max_linear(op.flop0 / flop_per_s, op.flop1 / flop_per_s,
+                                     op.bytes0 / bytes_per_s, op.bytes1 / bytes_per_s, lo, hi)
+    cost = {"time_s": host_s + overhead_s, "energy_j": power.host_dynamic_j(hw, flop, nbytes, native),
+            "flop": flop, "bytes": nbytes, "flop_per_s": flop_per_s}
+    if pim:
+        cost = _with_pim(hw, k, name, op, lo, hi, steps, cost, overhead_s)
+    return cost
+
+
+def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
+              host: dict[str, Array], overhead_s: Array) -> dict[str, Array]:
+    """Replace the host cost by the PIM cost where the decode operator is mapped to PIM.
+
+    PIM units read weights/KV in-bank (``pim_bw_bytes_per_s``) and compute at 16-bit
+    (``pim_peak_flop_per_s``); activations cross the host link each step.
+    """
+    level = 1.0 if name == "attn" else 2.0
+    on_pim = (k["pim_offload"] >= level) & (hw["pim_peak_flop_per_s"] > 0)
+    pim_flop_per_s = np.where(on_pim, hw["pim_peak_flop_per_s"], 1.0)
+    pim_bytes_per_s = np.where(on_pim, hw["pim_bw_bytes_per_s"], 1.0)
+    link_ok = on_pim & (hw["host_link_bw_bytes_per_s"] > 0)
+    link_s = np.where(link_ok, op.act_bytes / np.where(link_ok, hw["host_link_bw_bytes_per_s"], 1.0), 0.0)
+    flop1 = 0.0 if op.flop1 is None else op.flop1
+    bytes1 = 0.0 if op.bytes1 is None else op.bytes1
+    inbank0 = op.bytes0 - op.act_bytes
+    pim_s = perf.sum_max_linear(op.flop0 / pim_flop_per_s, flop1 / pim_flop_per_s,
+                                inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi) + steps * link_s
+    inbank = host["bytes"] - steps * op.act_bytes
+    pim_j = power.pim_dynamic_j(hw, host["flop"], inbank, steps * op.act_bytes)
+    return {
+        "time_s": np.where(on_pim, pim_s + overhead_s, host["time_s"]),
+        "energy_j": np.where(on_pim, pim_j, host["energy_j"]),
+        "flop": host["flop"], "bytes": host["bytes"], "flop_per_s": host["flop_per_s"], "on_pim": on_pim,
+    }
+
+
+def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
+    """Per-phase, per-operator costs: ``{"prefill": {op: cost}, "decode": {op: cost}}``.
+
+    Each cost holds ``time_s``, ``energy_j`` (dynamic), ``flop``, ``bytes``,
+    ``flop_per_s`` (achievable host rate) and, where PIM is possible, ``on_pim``.
+    """
+    lin_flop_per_s, lin_native = perf.compute_rate(hw, np.maximum(k["w_bits"], k["a_bits"]))
+    nm_gain = 1.0 / (1.0 - 0.5 * (k["nm_sparse"] > 0) * (hw["nm_sparsity_native"] > 0))
+    lin_rate = (lin_flop_per_s * nm_gain, lin_native)
+    attn_rate = perf.compute_rate(hw, np.maximum(k["a_bits"], k["kv_bits"]))
+    rates = {name: attn_rate if name == "attn" else lin_rate for name in OPERATORS}
+    pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
+    dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
+    lo = k["in_len"] + 1.0
+    hi = k["in_len"] + k["out_len"]
+    pim = _pim_possible(hw, k)
+    return {
+        "prefill": {n: _op_cost(hw, k, n, pre_ops[n], 0.0, 0.0, 1.0, rates[n], False) for n in OPERATORS},
+        "decode": {n: _op_cost(hw, k, n, dec_ops[n], lo, hi, k["out_len"], rates[n], pim) for n in OPERATORS},
+    }
+
+
+def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
+    """All metric columns (DESIGN.md 3.2) for a batch of designs.
+
+    ``m``: model-card fields, ``k``: knobs (:data:`dse.workload.KNOB_DEFAULTS`),
+    ``hw``: hardware fields; each value an array or a scalar (broadcast).
+    """
+    wb = weight_bytes_per_param(k)
+    costs = phase_costs(m, k, hw, wb)
+    times: dict[str, Array] = {}
+    energies: dict[str, Array] = {}
+    for phase, ops in costs.items():
+        raw_s = sum(c["time_s"] for c in ops.values())
+        dyn_j = sum(c["energy_j"] for c in ops.values())
+        times[phase] = perf.power_capped_s(raw_s, dyn_j, hw)
+        energies[phase] = dyn_j + hw["static_power_w"] * times[phase]
+    b, n_out = k["batch"], k["out_len"]
+    generated = b * n_out
+    ttft, dec_s = times["prefill"], times["decode"]
+    total_j = energies["prefill"] + energies["decode"]
+    tpot = dec_s / n_out
+    dec_tps = b / tpot
+    mem = memory_bytes(m, k, wb)
+    out = {
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "decode_tokens_per_s": dec_tps,
+        "tokens_per_s": generated / (ttft + dec_s),
+        "decode_power_w": energies["decode"] / dec_s,
+        "avg_power_w": total_j / (ttft + dec_s),
+        "decode_tokens_per_j": generated / energies["decode"],
+        "tokens_per_j": generated / total_j,
+        "tdp_tokens_per_j": dec_tps / hw["tdp_w"],
+        "memory_bytes": mem,
+        "g_memory_bytes": mem - hw["mem_capacity_bytes"],
+    }
+    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
+    return {key: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for key, v in out.items()}

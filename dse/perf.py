@@ -1,0 +1,91 @@
+"""Performance model: roofline time per operator, exact decode sums, power capping.
+
+Pure functions over numpy arrays. ``hw`` holds hardware fields (:mod:`dse.hardware`),
+SI units. Time of one operator (DESIGN.md section 4)::
+
+    t = max(flop / (peak(bits) * compute_eff_frac * sparse_gain),
+            bytes / (mem_bw_bytes_per_s * mem_bw_eff_frac)) + kernels * kernel_overhead_s
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.workload import Array
+
+# Native precisions from narrow to wide; a precision the hardware lacks runs at the
+# next wider native one (emulation never gets free speed).
+_LADDER: tuple[tuple[float, str], ...] = (
+    (4.0, "flop4_peak_flop_per_s"),
+    (8.0, "flop8_peak_flop_per_s"),
+    (16.0, "flop16_peak_flop_per_s"),
+    (32.0, "flop32_peak_flop_per_s"),
+)
+
+
+def native_bits(hw: dict, bits: Array) -> Array:
+    """Narrowest native precision >= ``bits``; 16-bit is always native, 32-bit the fallback."""
+    out: Array = 32.0
+    for width, key in _LADDER[2::-1]:  # 16, 8, 4: narrower native widths overwrite wider ones
+        native = True if width == 16.0 else hw[key] > 0
+        out = np.where((bits <= width) & native, width, out)
+    return out
+
+
+def peak_flop_per_s(hw: dict, native: Array) -> Array:
+    """Dense peak FLOP/s at a native precision returned by :func:`native_bits`."""
+    return np.where(native == 16.0, hw["flop16_peak_flop_per_s"],
+                    np.where(native == 8.0, hw["flop8_peak_flop_per_s"],
+                             np.where(native == 4.0, hw["flop4_peak_flop_per_s"], hw["flop32_peak_flop_per_s"])))
+
+
+def compute_rate(hw: dict, bits: Array) -> tuple[Array, Array]:
+    """(achievable dense FLOP/s, native bits) for arithmetic that needs ``bits``."""
+    nb = native_bits(hw, bits)
+    return peak_flop_per_s(hw, nb) * hw["compute_eff_frac"], nb
+
+
+def mem_rate(hw: dict) -> Array:
+    """Achievable main-memory bandwidth, bytes/s."""
+    return hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
+
+
+def roofline_s(flop: Array, nbytes: Array, flop_per_s: Array, bytes_per_s: Array) -> Array:
+    """``max(flop / flop_per_s, bytes / bytes_per_s)``, seconds."""
+    return np.maximum(flop / flop_per_s, nbytes / bytes_per_s)
+
+
+def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:
+    """``sum_{c=lo}^{hi} (x0 + x1 * c)`` for integer ``lo..hi``; 0 when ``hi < lo``."""
+    n = np.maximum(hi - lo + 1.0, 0.0)
+    return n * x0 + x1 * n * (lo + hi) * 0.5
+
+
+def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Array) -> Array:
+    """Exact ``sum_{c=lo}^{hi} max(a0 + a1 c, b0 + b1 c)`` over integers, in closed form.
+
+    ``max(a, b) = b + max(a - b, 0)``; ``a - b`` is linear in ``c`` so it is positive on
+    one interval, found from the crossover ``c* = -(a0 - b0) / (a1 - b1)``. This is the
+    decode sum across the compute/memory regime change.
+    """
+    u0 = a0 - b0
+    u1 = a1 - b1
+    base = sum_linear(b0, b1, lo, hi)
+    flat = u1 == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = np.where(flat, 0.0, -u0 / np.where(flat, 1.0, u1))
+    cross = np.clip(cross, lo - 1.0, hi + 1.0)
+    pos_lo = np.where(u1 > 0.0, np.maximum(lo, np.floor(cross) + 1.0), lo)
+    pos_hi = np.where(u1 < 0.0, np.minimum(hi, np.ceil(cross) - 1.0), hi)
+    pos_hi = np.where(flat & (u0 <= 0.0), lo - 1.0, pos_hi)
+    return base + sum_linear(u0, u1, pos_lo, pos_hi)
+
+
+def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
+    """Stretch ``time_s`` so that static + dynamic power never exceeds ``tdp_w``.
+
+    A chip at its power limit lowers its clock: the dynamic energy is unchanged and
+    the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer.
+    """
+    headroom_w = np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
+    return np.maximum(time_s, dynamic_j / headroom_w)

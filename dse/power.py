@@ -1,0 +1,37 @@
+"""Power model: energy of compute and of every memory level, plus static power.
+
+``energy = static_power_w * time + sum(flop * e_flop(bits)) + sum(bytes * 8 * e_bit(level))``
+(DESIGN.md section 4). Levels: main memory (DRAM/HBM), on-chip SRAM (every DRAM byte
+is staged through it once: written then read), PIM in-bank access, host <-> PIM link.
+"""
+
+from __future__ import annotations
+
+from dse.units import BITS_PER_BYTE, PJ
+from dse.workload import Array
+
+SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
+
+
+def flop_energy_pj(hw: dict, native: Array) -> Array:
+    """Energy per FLOP at a native precision, pJ: linear in operand width from the 16-bit figure.
+
+    Linear scaling follows operand delivery (register file, datapath wires), which
+    dominates ALU energy in modern accelerators; it is conservative for integer
+    multipliers, whose energy falls faster than linearly (Horowitz, ISSCC 2014).
+    """
+    return hw["flop16_energy_pj_per_flop"] * (native / 16.0)
+
+
+def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array:
+    """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules."""
+    bits = nbytes * BITS_PER_BYTE
+    per_bit_pj = hw["mem_energy_pj_per_bit"] + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]
+    return (flop * flop_energy_pj(hw, native) + bits * per_bit_pj) * PJ
+
+
+def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:
+    """Dynamic energy of work done in memory: PIM compute + in-bank access + host link, joules."""
+    return (flop * hw["pim_energy_pj_per_flop"]
+            + inbank_bytes * BITS_PER_BYTE * hw["pim_energy_pj_per_bit"]
+            + link_bytes * BITS_PER_BYTE * hw["host_link_energy_pj_per_bit"]) * PJ

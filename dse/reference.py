@@ -1,0 +1,140 @@
+"""Scalar reference implementation of the model, one design at a time, step by step.
+
+Written independently of the vectorised code (no shared helpers) so that tests can
+check :func:`dse.model.evaluate_arrays` against it on random batches. It loops over
+decode steps explicitly instead of using the closed-form sum. Slow by design.
+"""
+
+from __future__ import annotations
+
+import math
+
+PJ = 1e-12
+
+
+def _native(hw: dict, bits: float) -> float:
+    if bits <= 4 and hw["flop4_peak_flop_per_s"] > 0:
+        return 4.0
+    if bits <= 8 and hw["flop8_peak_flop_per_s"] > 0:
+        return 8.0
+    if bits <= 16:
+        return 16.0
+    return 32.0
+
+
+def _peak(hw: dict, native: float) -> float:
+    return hw[{4.0: "flop4_peak_flop_per_s", 8.0: "flop8_peak_flop_per_s",
+               16.0: "flop16_peak_flop_per_s", 32.0: "flop32_peak_flop_per_s"}[native]]
+
+
+def _bytes_per_weight(k: dict) -> float:
+    dense = k["w_bits"] / 8
+    if k["nm_sparse"] > 0:
+        stored = 0.5 * dense + 0.5 * 2 / 8
+    elif k["w_sparsity_frac"] > 0:
+        stored = (1 - k["w_sparsity_frac"]) * dense + 1 / 8
+    else:
+        stored = dense
+    return min(stored, dense)
+
+
+def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool) -> list[dict]:
+    """Operators of one pass as dicts: name, flop, bytes, act (activation bytes), bits, sparse, kernels."""
+    L, d, h, kv, hd = m["n_layers"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    E, top_k = m["n_experts"], m["n_experts_active"]
+    ab, kvb, wb = k["a_bits"] / 8, k["kv_bits"] / 8, _bytes_per_weight(k)
+    lin_bits = max(k["w_bits"], k["a_bits"])
+    sparse = 0.5 if k["nm_sparse"] > 0 else 0.0
+    ops = []
+
+    def linear(name, n_layers, n_tok, weights, flop_weights, act_elems, kernels):
+        act = n_layers * n_tok * act_elems * ab
+        ops.append({"name": name, "flop": n_layers * 2 * n_tok * flop_weights,
+                    "bytes": n_layers * weights * wb + act, "act": act, "bits": lin_bits,
+                    "sparse": sparse, "kernels": n_layers * kernels})
+
+    w_qkv = d * (h + 2 * kv) * hd
+    w_o = h * hd * d
+    w_expert = (2 + m["ffn_gated"]) * d * m["d_ff"]
+    w_router = d * E if E > 1 else 0.0
+    touched = E * (1 - (1 - top_k / E) ** tokens)
+    linear("qkv", L, tokens, w_qkv, w_qkv, d + (h + 2 * kv) * hd, 3)
+    linear("o", L, tokens, w_o, w_o, h * hd + 2 * d, 2)
+    linear("ffn", L, tokens, w_expert * touched + w_router, w_expert * top_k + w_router,
+           2 * d + (1 + m["ffn_gated"]) * m["d_ff"] * top_k, 4 + (2 if E > 1 else 0))
+    b = k["batch"]
+    if prefill:
+        n = k["in_len"]
+        act = L * b * n * hd * (2 * h + 2 * kv) * ab
+        ops.append({"name": "attn", "flop": L * 2 * b * h * hd * n * (n + 1),
+                    "bytes": act + L * b * n * hd * 2 * kv * kvb, "act": act,
+                    "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
+    else:
+        act = L * b * hd * (2 * h + 2 * kv) * ab
+        ops.append({"name": "attn", "flop": L * 4 * b * h * hd * context,
+                    "bytes": act + L * b * hd * 2 * kv * kvb + L * 2 * b * kv * hd * context * kvb,
+                    "act": act, "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
+    linear("lm_head", 1, b, m["vocab_size"] * d, m["vocab_size"] * d, d + m["vocab_size"], 2)
+    return ops
+
+
+def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, float]:
+    """(seconds, dynamic joules) of one operator instance."""
+    level = 1 if op["name"] == "attn" else 2
+    overhead = op["kernels"] * hw["kernel_overhead_s"]
+    if decode and k["pim_offload"] >= level and hw["pim_peak_flop_per_s"] > 0:
+        inbank = op["bytes"] - op["act"]
+        link_bw = hw["host_link_bw_bytes_per_s"]
+        link_s = op["act"] / link_bw if link_bw > 0 else 0.0
+        t = max(op["flop"] / hw["pim_peak_flop_per_s"], inbank / hw["pim_bw_bytes_per_s"]) + link_s
+        e = (op["flop"] * hw["pim_energy_pj_per_flop"] + inbank * 8 * hw["pim_energy_pj_per_bit"]
+             + op["act"] * 8 * hw["host_link_energy_pj_per_bit"]) * PJ
+        return t + overhead, e
+    native = _native(hw, op["bits"])
+    gain = 1 / (1 - op["sparse"] * hw["nm_sparsity_native"])
+    flop_rate = _peak(hw, native) * hw["compute_eff_frac"] * gain
+    byte_rate = hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
+    t = max(op["flop"] / flop_rate, op["bytes"] / byte_rate)
+    e_flop = hw["flop16_energy_pj_per_flop"] * native / 16
+    e_bit = hw["mem_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]
+    return t + overhead, (op["flop"] * e_flop + op["bytes"] * 8 * e_bit) * PJ
+
+
+def _capped(seconds: float, dynamic_j: float, hw: dict) -> float:
+    return max(seconds, dynamic_j / max(hw["tdp_w"] - hw["static_power_w"], 1e-9))
+
+
+def evaluate_one(m: dict, k: dict, hw: dict) -> dict[str, float]:
+    """All metric columns for one design (plain floats in, plain floats out)."""
+    b, n_in, n_out = k["batch"], k["in_len"], k["out_len"]
+    pre_s = pre_j = 0.0
+    for op in _operators(m, k, b * n_in, 0.0, prefill=True):
+        t, e = _run_op(op, m, k, hw, decode=False)
+        pre_s, pre_j = pre_s + t, pre_j + e
+    dec_s = dec_j = 0.0
+    for step in range(1, int(n_out) + 1):
+        for op in _operators(m, k, b, n_in + step, prefill=False):
+            t, e = _run_op(op, m, k, hw, decode=True)
+            dec_s, dec_j = dec_s + t, dec_j + e
+    pre_s, dec_s = _capped(pre_s, pre_j, hw), _capped(dec_s, dec_j, hw)
+    pre_e = pre_j + hw["static_power_w"] * pre_s
+    dec_e = dec_j + hw["static_power_w"] * dec_s
+    tokens = b * n_out
+    L, kv, hd = m["n_layers"], m["n_kv_heads"], m["head_dim"]
+    E = m["n_experts"]
+    params = L * (m["d_model"] * (m["n_heads"] + 2 * kv) * hd + m["n_heads"] * hd * m["d_model"]
+                  + E * (2 + m["ffn_gated"]) * m["d_model"] * m["d_ff"] + (m["d_model"] * E if E > 1 else 0))
+    params += m["vocab_size"] * m["d_model"] * (2 - m["tied_embeddings"])
+    widest = max((m["n_heads"] + 2 * kv) * hd, (1 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
+    mem = (params * _bytes_per_weight(k) + 2 * L * kv * hd * b * (n_in + n_out) * k["kv_bits"] / 8
+           + b * n_in * (m["d_model"] + widest) * k["a_bits"] / 8 + b * m["vocab_size"] * 4)
+    tpot = dec_s / n_out
+    out = {
+        "ttft_s": pre_s, "tpot_s": tpot, "decode_tokens_per_s": b / tpot,
+        "tokens_per_s": tokens / (pre_s + dec_s), "decode_power_w": dec_e / dec_s,
+        "avg_power_w": (pre_e + dec_e) / (pre_s + dec_s), "decode_tokens_per_j": tokens / dec_e,
+        "tokens_per_j": tokens / (pre_e + dec_e), "tdp_tokens_per_j": (b / tpot) / hw["tdp_w"],
+        "memory_bytes": mem, "g_memory_bytes": mem - hw["mem_capacity_bytes"],
+    }
+    assert all(math.isfinite(v) for v in out.values())
+    return out

@@ -1,0 +1,240 @@
+"""Load and validate model cards and platform presets (YAML -> SI dicts).
+
+Cards live in ``models/``, presets in ``spaces/platforms/``; both are shipped as
+package data (``dse/data``) so built-in names resolve in a wheel too. A path to
+a user's own file works wherever a name does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dse.cards import CARD_DEFAULTS, CARD_FIELD_NAMES, REQUIRED_CARD_FIELDS
+from dse.errors import SpecError, did_you_mean
+from dse.hardware import (
+    HARDWARE_DEFAULTS,
+    HARDWARE_FIELD_NAMES,
+    PLATFORM_CLASSES,
+    REQUIRED_HARDWARE_FIELDS,
+)
+from dse.units import to_si
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_SOURCE_ROOT = _PACKAGE_DIR.parent
+
+
+def data_dir(kind: str) -> Path:
+    """Folder of built-in YAML for ``kind`` in ('models', 'platforms', 'spaces', 'studies').
+
+    A source checkout uses the repository folders; an installed wheel uses ``dse/data``.
+    """
+    rel = {"models": "models", "platforms": "spaces/platforms", "spaces": "spaces",
+           "studies": "studies"}[kind]
+    checkout = _SOURCE_ROOT / rel
+    if checkout.is_dir() and (_SOURCE_ROOT / "pyproject.toml").is_file():
+        return checkout
+    return _PACKAGE_DIR / "data" / rel
+
+
+def builtin_names(kind: str) -> list[str]:
+    """Sorted stems of the built-in YAML files of ``kind``."""
+    folder = data_dir(kind)
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve(kind: str, name_or_path: str | Path) -> Path:
+    """Path of a built-in name or of a user's file; SpecError names the closest built-in."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError(text, "", "file not found", text)
+        return path
+    candidate = data_dir(kind) / f"{text}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = builtin_names(kind)
+    raise SpecError("", kind.rstrip("s"), f"unknown name{did_you_mean(text, names)}", text)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file; syntax errors become a one-line SpecError with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), "", f"cannot read file: {exc.__class__.__name__}", str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise SpecError(str(path), "", f"invalid YAML at {where}: {problem}", "<yaml>") from None
+
+
+def as_number(file: str, key: str, value: Any, *, minimum: float = 0.0) -> float:
+    """A finite number >= ``minimum`` (booleans count as 0/1), else SpecError."""
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)):
+        raise SpecError(file, key, "must be a number", value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise SpecError(file, key, "must be finite", value)
+    if number < minimum:
+        raise SpecError(file, key, f"must be >= {minimum:g}", value)
+    return number
+
+
+def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive: dict[str, type],
+                    required: frozenset[str], defaults: dict[str, float]) -> tuple[dict[str, float], dict]:
+    """Split a flat YAML mapping into SI numeric fields and descriptive fields; check sources."""
+    if not isinstance(raw, dict):
+        raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
+    sources = raw.get("sources", {})
+    if not isinstance(sources, dict):
+        raise SpecError(file, "sources", "must be a mapping of key -> source", sources)
+    values: dict[str, float] = dict(defaults)
+    info: dict[str, Any] = {}
+    given: set[str] = set()
+    for key, value in raw.items():
+        if key == "sources":
+            continue
+        if key in descriptive:
+            if not isinstance(value, descriptive[key]):
+                raise SpecError(file, key, f"must be {descriptive[key].__name__}", value)
+            info[key] = value
+            continue
+        si_key, factor = to_si(str(key))
+        if si_key not in allowed:
+            valid = list(allowed) + list(descriptive) + ["sources"]
+            raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), valid)}", value)
+        if si_key in given:
+            raise SpecError(file, str(key), "given twice (in two unit spellings)", value)
+        values[si_key] = as_number(file, str(key), value) * factor
+        given.add(si_key)
+        source = sources.get(key)
+        if not isinstance(source, str) or not source.strip():
+            raise SpecError(file, f"sources.{key}", "every number needs a source string", source)
+    for key in sources:
+        if key not in raw:
+            raise SpecError(file, f"sources.{key}", "source for a key the file does not set", key)
+    missing = sorted(required - given)
+    if missing:
+        raise SpecError(file, missing[0], "required field missing", None)
+    info["sources"] = dict(sources)
+    return values, info
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """An LLM architecture: integer shape fields plus provenance."""
+
+    name: str
+    fields: dict[str, float]
+    description: str = ""
+    n_params: float | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def __getattr__(self, item: str) -> float:
+        try:
+            return self.__dict__["fields"][item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A hardware platform: SI hardware fields (dse.hardware) plus provenance."""
+
+    name: str
+    platform_class: str
+    fields: dict[str, float]
+    description: str = ""
+    process_nm: float | None = None
+    mem_technology: str = ""
+    sources: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def __getattr__(self, item: str) -> float:
+        try:
+            return self.__dict__["fields"][item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+    def with_fields(self, name: str | None = None, **updates: float) -> Platform:
+        """A copy with some hardware fields replaced (SI values)."""
+        unknown = set(updates) - set(HARDWARE_FIELD_NAMES)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise SpecError(self.name, key, f"unknown hardware field{did_you_mean(key, HARDWARE_FIELD_NAMES)}", key)
+        return Platform(name or self.name, self.platform_class, {**self.fields, **updates},
+                        self.description, self.process_nm, self.mem_technology, self.sources, self.path)
+
+
+def _card_from_mapping(raw: dict, file: str) -> ModelCard:
+    values, info = _numeric_fields(file, raw, CARD_FIELD_NAMES + ("n_params",), {"name": str, "description": str},
+                                   REQUIRED_CARD_FIELDS, CARD_DEFAULTS)
+    n_params = values.pop("n_params", None)
+    for key in ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
+                "n_experts", "n_experts_active"):
+        if values[key] < 1 or values[key] != int(values[key]):
+            raise SpecError(file, key, "must be a positive integer", values[key])
+    if values["n_heads"] % values["n_kv_heads"]:
+        raise SpecError(file, "n_kv_heads", "must divide n_heads", values["n_kv_heads"])
+    if values["n_experts_active"] > values["n_experts"]:
+        raise SpecError(file, "n_experts_active", "must be <= n_experts", values["n_experts_active"])
+    name = info.get("name") or Path(file).stem
+    return ModelCard(name, values, info.get("description", ""), n_params, info["sources"], file)
+
+
+def _platform_from_mapping(raw: dict, file: str) -> Platform:
+    descriptive = {"name": str, "description": str, "platform_class": str, "mem_technology": str,
+                   "process_nm": (int, float)}
+    values, info = _numeric_fields(file, raw, HARDWARE_FIELD_NAMES, descriptive,
+                                   REQUIRED_HARDWARE_FIELDS, HARDWARE_DEFAULTS)
+    cls = info.get("platform_class")
+    if cls not in PLATFORM_CLASSES:
+        raise SpecError(file, "platform_class", f"must be one of {list(PLATFORM_CLASSES)}", cls)
+    for key in ("compute_eff_frac", "mem_bw_eff_frac"):
+        if not 0.0 < values[key] <= 1.0:
+            raise SpecError(file, key, "must be in (0, 1]", values[key])
+    for key in ("flop16_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes"):
+        if values[key] <= 0:
+            raise SpecError(file, key, "must be > 0", values[key])
+    name = info.get("name") or Path(file).stem
+    return Platform(name, cls, values, info.get("description", ""), info.get("process_nm"),
+                    info.get("mem_technology", ""), info["sources"], file)
+
+
+@lru_cache(maxsize=256)
+def _load_card_path(path: str, mtime: float) -> ModelCard:
+    return _card_from_mapping(read_yaml(Path(path)), path)
+
+
+@lru_cache(maxsize=256)
+def _load_platform_path(path: str, mtime: float) -> Platform:
+    return _platform_from_mapping(read_yaml(Path(path)), path)
+
+
+def load_model(name_or_path: str | Path | ModelCard) -> ModelCard:
+    """Load a model card by built-in name (``"llama-2-7b"``) or YAML path."""
+    if isinstance(name_or_path, ModelCard):
+        return name_or_path
+    path = resolve("models", name_or_path)
+    return _load_card_path(str(path), path.stat().st_mtime)
+
+
+def load_platform(name_or_path: str | Path | Platform) -> Platform:
+    """Load a platform preset by built-in name (``"h100-sxm"``) or YAML path."""
+    if isinstance(name_or_path, Platform):
+        return name_or_path
+    path = resolve("platforms", name_or_path)
+    return _load_platform_path(str(path), path.stat().st_mtime)

@@ -1,0 +1,168 @@
+"""Workload model: a decoder reduced to operators with closed-form FLOPs and bytes.
+
+Every function is pure over numpy arrays (or scalars, which broadcast). ``m`` holds
+model-card fields (:mod:`dse.cards`), ``k`` the software knobs:
+
+=================  =============================================================
+``batch``          sequences decoded together
+``in_len``         prompt tokens per sequence
+``out_len``        generated tokens per sequence (= decode steps)
+``w_bits``         weight bits (4, 8, 16, ...)
+``a_bits``         activation bits; ``w_bits < a_bits`` is weight-only quantisation:
+                   the kernel dequantises and computes at ``a_bits``
+``kv_bits``        KV-cache bits
+``w_sparsity_frac`` unstructured weight sparsity (0..1), stored as values + 1-bit bitmap
+``nm_sparse``      1: 2:4 structured sparsity (half the weights + 2-bit indices);
+                   halves matrix FLOPs only where the hardware supports it natively
+``pim_offload``    0 none, 1 decode attention on PIM, 2 every decode GEMV on PIM
+=================  =============================================================
+
+Operators per layer: ``qkv`` (fused Q/K/V projection), ``attn`` (scores + context
+over the KV cache, flash-style), ``o`` (output projection), ``ffn`` (gate/up/down,
+MoE experts and router); once per model: ``lm_head``. Norms, RoPE and residual adds
+are counted as kernels (launch overhead) and activation traffic, not FLOPs.
+
+Decode operators are linear in the attended context ``c`` (tokens in the cache,
+including the new one): ``flop = flop0 + flop1 * c`` and likewise for bytes; the
+step generating output token ``t`` (1-based) attends ``c = in_len + t`` tokens.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+Array = np.ndarray | float
+
+OPERATORS: tuple[str, ...] = ("qkv", "attn", "o", "ffn", "lm_head")
+KNOB_DEFAULTS: dict[str, float] = {
+    "batch": 1.0,
+    "in_len": 128.0,
+    "out_len": 128.0,
+    "w_bits": 16.0,
+    "a_bits": 16.0,
+    "kv_bits": 16.0,
+    "w_sparsity_frac": 0.0,
+    "nm_sparse": 0.0,
+    "pim_offload": 0.0,
+}
+KNOB_NAMES: tuple[str, ...] = tuple(KNOB_DEFAULTS)
+BITMAP_INDEX_BITS = 1.0  # per original weight, unstructured sparsity
+NM_INDEX_BITS = 2.0  # per kept weight, 2:4 structured sparsity (position within the group of 4)
+
+
+class Op(NamedTuple):
+    """One operator of one phase, summed over the layers it appears in.
+
+    ``flop0 + flop1 * c`` FLOPs and ``bytes0 + bytes1 * c`` main-memory bytes, where
+    ``c`` is the attended context; ``flop1``/``bytes1`` are None for operators that do
+    not depend on it (everything but decode attention).
+    ``act_bytes`` is the part of ``bytes0`` that is activations (what crosses the
+    host link when the operator runs in memory).
+    ``kernels`` is the launches per step. Precision: weight GEMMs run at
+    ``max(w_bits, a_bits)`` (and skip half their FLOPs with 2:4 sparsity where the
+    hardware supports it), attention at ``max(a_bits, kv_bits)``.
+    """
+
+    flop0: Array
+    flop1: Array
+    bytes0: Array
+    bytes1: Array
+    act_bytes: Array
+    kernels: Array
+
+
+def weight_bytes_per_param(k: dict) -> Array:
+    """Stored bytes per original weight with quantisation and sparsity (never more than dense)."""
+    dense = k["w_bits"] / 8.0
+    unstructured = (1.0 - k["w_sparsity_frac"]) * dense + BITMAP_INDEX_BITS / 8.0
+    nm = 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0
+    stored = np.where(k["nm_sparse"] > 0, nm, np.where(k["w_sparsity_frac"] > 0, unstructured, dense))
+    return np.minimum(stored, dense)
+
+
+def layer_params(m: dict) -> dict[str, Array]:
+    """Weight elements per layer by operator (all experts for the FFN)."""
+    qkv = m["d_model"] * (m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"]
+    o = m["n_heads"] * m["head_dim"] * m["d_model"]
+    ffn_one = (2.0 + m["ffn_gated"]) * m["d_model"] * m["d_ff"]
+    router = np.where(m["n_experts"] > 1, m["d_model"] * m["n_experts"], 0.0)
+    return {"qkv": qkv, "o": o, "ffn_expert": ffn_one, "router": router}
+
+
+def n_params(m: dict) -> Array:
+    """Total weights: layers + embedding + (untied) LM head; norms and biases ignored."""
+    p = layer_params(m)
+    per_layer = p["qkv"] + p["o"] + p["ffn_expert"] * m["n_experts"] + p["router"]
+    embed = m["vocab_size"] * m["d_model"]
+    return m["n_layers"] * per_layer + embed * (2.0 - m["tied_embeddings"])
+
+
+def experts_touched(m: dict, tokens: Array) -> Array:
+    """Expected distinct experts hit by ``tokens`` tokens routed uniformly to top-k of E."""
+    e = m["n_experts"]
+    if np.all(e == 1.0):
+        return 1.0
+    return e * (1.0 - (1.0 - m["n_experts_active"] / e) ** tokens)
+
+
+def _linear(layers: Array, tokens: Array, params: Array, flop_params: Array, wbytes: Array,
+            act_elems: Array, k: dict, kernels: Array) -> Op:
+    """A weight GEMM/GEMV in ``layers`` layers: ``2 * tokens * flop_params`` FLOPs each;
+    weights read once per pass, ``act_elems`` activations in and out per token."""
+    flop = layers * 2.0 * tokens * flop_params
+    act = layers * tokens * act_elems * (k["a_bits"] / 8.0)
+    nbytes = layers * params * wbytes + act
+    return Op(flop, None, nbytes, None, act, layers * kernels)
+
+
+def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict[str, Op]:
+    """Operators of one prefill pass (``tokens = batch * in_len``) or one decode step (``tokens = batch``).
+
+    Per-layer operators are summed over ``n_layers``; ``lm_head`` runs on ``batch``
+    tokens (the last position of each sequence) in both phases. ``wb`` is
+    :func:`weight_bytes_per_param` of ``k``.
+    """
+    nl = m["n_layers"]
+    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    p = layer_params(m)
+    ops: dict[str, Op] = {}
+    ops["qkv"] = _linear(nl, tokens, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, k, 3.0)
+    ops["o"] = _linear(nl, tokens, p["o"], p["o"], wb, h * hd + 2.0 * d, k, 2.0)
+    ffn_params = p["ffn_expert"] * experts_touched(m, tokens) + p["router"]
+    ffn_flop_params = p["ffn_expert"] * m["n_experts_active"] + p["router"]
+    ffn_act = 2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
+    ffn_kernels = 4.0 + np.where(m["n_experts"] > 1, 2.0, 0.0)
+    ops["ffn"] = _linear(nl, tokens, ffn_params, ffn_flop_params, wb, ffn_act, k, ffn_kernels)
+
+    b = k["batch"]
+    a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
+    if prefill:
+        L = k["in_len"]
+        flop = nl * 2.0 * b * h * hd * L * (L + 1.0)  # causal: QK^T and PV over L(L+1)/2 pairs
+        act = nl * b * L * hd * (2.0 * h + 2.0 * kv) * a_b
+        nbytes = act + nl * b * L * hd * 2.0 * kv * kv_b
+        ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
+    else:
+        flop1 = nl * 4.0 * b * h * hd
+        bytes1 = nl * 2.0 * b * kv * hd * kv_b
+        act = nl * b * hd * (2.0 * h + 2.0 * kv) * a_b
+        bytes0 = act + nl * b * hd * 2.0 * kv * kv_b
+        ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
+
+    v = m["vocab_size"]
+    ops["lm_head"] = _linear(1.0, b, v * d, v * d, wb, d + v, k, 2.0)
+    return ops
+
+
+def memory_bytes(m: dict, k: dict, wb: Array) -> Array:
+    """Footprint: weights (``wb`` bytes each) + KV cache at full context + peak prefill activations + logits."""
+    weights = n_params(m) * wb
+    ctx = k["in_len"] + k["out_len"]
+    kv_cache = 2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"] * k["batch"] * ctx * (k["kv_bits"] / 8.0)
+    widest = np.maximum((m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"],
+                        (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
+    acts = k["batch"] * k["in_len"] * (m["d_model"] + widest) * (k["a_bits"] / 8.0)
+    logits = k["batch"] * m["vocab_size"] * 4.0
+    return weights + kv_cache + acts + logits
