@@ -132,6 +132,73 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from dse.search import run_study
+    from dse.study import load_study
+
+    study = load_study(args.study, output=args.output, storage=args.storage)
+    if args.n_trials is not None:
+        study = replace(study, n_trials=args.n_trials)
+    if args.command == "sweep":
+        study = replace(study, sampler="exhaustive")
+    result = run_study(study, progress=not args.quiet)
+    verb = "interrupted after" if result.interrupted else "finished:"
+    print(f"{study.name} {verb} {result.n_trials} designs evaluated ({result.n_new} new, "
+          f"{result.n_feasible} feasible), front of {result.front_size} in {result.elapsed_s:.1f} s")
+    for kind, path in result.paths.items():
+        print(f"  {kind:7s} {path}")
+    return 130 if result.interrupted else 0
+
+
+def _results_path(path: str, name: str) -> Path:
+    p = Path(path)
+    return p / name if p.is_dir() else p
+
+
+def _cmd_front(args: argparse.Namespace) -> int:
+    from dse.io import read_metadata, read_table
+
+    path = _results_path(args.path, "front.parquet")
+    df = read_table(path)
+    meta = read_metadata(path) if path.suffix == ".parquet" else {}
+    objectives = meta.get("objectives", [])
+    sort = args.sort or (objectives[0][0] if objectives else None)
+    if sort:
+        if sort not in df.columns:
+            raise SpecError(str(path), "--sort", "unknown column", sort)
+        ascending = not any(m == sort and up for m, up in objectives) if not args.ascending else True
+        df = df.sort_values(sort, ascending=ascending)
+    if args.top:
+        df = df.head(args.top)
+    cols = args.columns or [c for c in df.columns if not c.startswith("c_") and c != "feasible"]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SpecError(str(path), "--columns", "unknown column", missing[0])
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from dse.io import read_metadata, read_table
+    from dse.plot import plot_front
+
+    folder = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
+    trials_path, front_path = folder / "trials.parquet", folder / "front.parquet"
+    trials, front = read_table(trials_path), read_table(front_path)
+    meta = read_metadata(front_path)
+    objectives = [tuple(o) for o in meta.get("objectives", [])]
+    if args.x and args.y:
+        objectives = [(args.x, True), (args.y, True)]
+    if len(objectives) < 2:
+        raise SpecError(str(front_path), "objectives", "need two objectives to plot (or --x and --y)", objectives)
+    out = Path(args.out) if args.out else folder / "front.png"
+    plot_front(trials, front, objectives, out, title=meta.get("study", ""), color_by=args.color_by)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dse", description="Design-space exploration of LLM inference hardware.")
     parser.add_argument("--version", action="version", version=f"llm-dse {__version__}")
@@ -150,6 +217,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     _knob_args(p)
     p.set_defaults(func=_cmd_explain)
+
+    for name, text in (("run", "run or resume a study (Optuna search or exhaustive sweep)"),
+                       ("sweep", "sweep a study's finite space exhaustively for the exact front")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study", help="study YAML path or built-in study name")
+        p.add_argument("--output", help="output folder (default: the spec's, else results/<name>)")
+        p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
+        p.add_argument("--n-trials", type=int, help="override the budget's n_trials")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("front", help="print a Pareto front table")
+    p.add_argument("path", help="results folder or front.parquet")
+    p.add_argument("--top", type=int, help="first N rows")
+    p.add_argument("--sort", help="column to sort by (default: first objective, best first)")
+    p.add_argument("--ascending", action="store_true")
+    p.add_argument("--columns", nargs="+", help="columns to show")
+    p.set_defaults(func=_cmd_front)
+
+    p = sub.add_parser("plot", help="redraw the front plot of a results folder")
+    p.add_argument("path", help="results folder")
+    p.add_argument("--x", help="metric on the x axis")
+    p.add_argument("--y", help="metric on the y axis")
+    p.add_argument("--color-by", help="colour feasible designs by this column (e.g. platform)")
+    p.add_argument("--out", help="PNG path (default: front.png in the folder)")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("list", help="list built-in models or platforms")
     p.add_argument("what", choices=("models", "platforms"))

@@ -1,0 +1,99 @@
+"""Study results as tables: trials and front DataFrames, written to the output folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dse import __version__
+from dse.io import write_parquet
+from dse.model import METRIC_UNITS, METRICS
+from dse.pareto import pareto_mask
+from dse.study import Constraint, Study
+
+
+def violations(metrics: dict[str, np.ndarray], constraints: list[Constraint]) -> dict[str, np.ndarray]:
+    """Constraint columns, ``<= 0`` feasible: memory fit always, then the study's bounds."""
+    out = {"c_g_memory_bytes": metrics["g_memory_bytes"]}
+    for con in constraints:
+        if con.max is not None:
+            out[f"c_{con.metric}_max"] = metrics[con.metric] - con.max
+        if con.min is not None:
+            out[f"c_{con.metric}_min"] = con.min - metrics[con.metric]
+    return out
+
+
+def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.ndarray | None = None
+                 ) -> pd.DataFrame:
+    """Evaluate knob values and return knobs, design columns, metrics, constraints, feasibility."""
+    space = study.space
+    columns = space.columns(params)
+    n = len(next(iter(params.values()))) if params else 0
+    metrics = space.evaluator()({k: np.broadcast_to(v, (n,)) if np.ndim(v) else v for k, v in columns.items()})
+    cons = violations(metrics, study.constraints)
+    data: dict[str, Any] = {}
+    if trial_numbers is not None:
+        data["trial"] = trial_numbers
+    decoded = space.decode({**columns, **params})
+    for name in list(params) + [c for c in columns if c not in params]:
+        value = decoded.get(name, columns.get(name))
+        data[name] = value if np.ndim(value) else np.full(n, value)
+    for name in METRICS:
+        data[name] = metrics[name]
+    data.update(cons)
+    data["feasible"] = np.all(np.stack(list(cons.values())) <= 0, axis=0) if n else np.zeros(0, bool)
+    return pd.DataFrame(data)
+
+
+def front_of(df: pd.DataFrame, objectives: list[tuple[str, bool]], knobs: list[str] | None = None
+             ) -> pd.DataFrame:
+    """The feasible non-dominated rows of ``df`` (one row per distinct design of ``knobs``),
+    sorted by the first objective (best first)."""
+    feasible = df[df["feasible"]]
+    if knobs:
+        feasible = feasible.drop_duplicates(subset=knobs)
+    if feasible.empty:
+        return feasible.copy()
+    values = feasible[[m for m, _ in objectives]].to_numpy(dtype=float)
+    front = feasible[pareto_mask(values, [up for _, up in objectives])]
+    first, up = objectives[0]
+    return front.sort_values(first, ascending=not up).reset_index(drop=True)
+
+
+def units_for(df: pd.DataFrame) -> dict[str, str]:
+    """Unit of every column whose name has a unit suffix (DESIGN.md 3.3)."""
+    units = dict(METRIC_UNITS)
+    suffixes = {"_bytes_per_s": "B/s", "_flop_per_s": "FLOP/s", "_pj_per_bit": "pJ/bit", "_pj_per_flop": "pJ/FLOP",
+                "_bytes": "B", "_bits": "bit", "_s": "s", "_w": "W", "_hz": "Hz", "_frac": "1", "_j": "J"}
+    for col in df.columns:
+        if col in units:
+            continue
+        base = col[2:] if col.startswith("c_") else col
+        base = base.removesuffix("_max").removesuffix("_min")
+        if base in METRIC_UNITS:
+            units[col] = METRIC_UNITS[base]
+            continue
+        for suffix, unit in suffixes.items():
+            if col.endswith(suffix):
+                units[col] = unit
+                break
+    return {c: u for c, u in units.items() if c in df.columns}
+
+
+def write_results(study: Study, trials: pd.DataFrame, front: pd.DataFrame, extra_meta: dict | None = None
+                  ) -> dict[str, Path]:
+    """Write ``trials.parquet`` and ``front.parquet`` (atomically) plus ``front.png``."""
+    from dse.plot import plot_front
+
+    meta = {"spec": study.raw, "spec_hash": study.spec_hash, "version": __version__, "seed": study.seed,
+            "objectives": [[m, up] for m, up in study.objectives], "study": study.name, **(extra_meta or {})}
+    out = study.output
+    paths = {
+        "trials": write_parquet(trials, out / "trials.parquet", units=units_for(trials), metadata=meta),
+        "front": write_parquet(front, out / "front.parquet", units=units_for(front), metadata=meta),
+    }
+    paths["plot"] = plot_front(trials, front, study.objectives, out / "front.png", title=study.name)
+    return paths

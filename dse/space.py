@@ -1,0 +1,381 @@
+"""Declarative search spaces (``spaces/*.yaml``): knobs, fixed values, derived expressions.
+
+A space names a base platform preset (or lets ``platform`` be a knob), declares knobs
+that map one-to-one to Optuna distributions (float/int ``low``/``high``/``step``/``log``,
+categorical ``choices``), conditional knobs (``when``: an expression; elsewhere the
+knob takes its ``default``), fixed overrides and derived fields (expressions of other
+names, evaluated on arrays by :mod:`dse.expr`). ``mem_technology`` is a categorical
+whose choices carry per-unit bandwidth, capacity and energy from
+``spaces/memory_technologies.yaml``; with ``n_mem_units`` they set the memory fields.
+
+YAML may use prefixed units (``mem_bw_tb_per_s``); the space converts to SI once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dse.api import INPUT_COLUMNS, Evaluator
+from dse.errors import SpecError, did_you_mean
+from dse.expr import Expr, order_derived, parse
+from dse.spec import builtin_names, data_dir, load_model, load_platform, read_yaml, resolve
+from dse.units import to_si
+
+MAX_SPACE_SIZE = 10**15
+CATEGORICAL_STRINGS = ("platform", "model", "mem_technology")
+_TECH_FIELDS = {  # technology table key (SI) -> variable exposed to expressions
+    "bw_per_unit_bytes_per_s": "mem_unit_bw_bytes_per_s",
+    "capacity_per_unit_bytes": "mem_unit_capacity_bytes",
+    "energy_pj_per_bit": "mem_energy_pj_per_bit",
+    "pim_bw_per_unit_bytes_per_s": "pim_unit_bw_bytes_per_s",
+    "pim_peak_per_unit_flop_per_s": "pim_unit_flop_per_s",
+    "pim_energy_pj_per_bit": "pim_energy_pj_per_bit",
+    "pim_energy_pj_per_flop": "pim_energy_pj_per_flop",
+    "pim_capable": "mem_pim_capable",
+}
+_SPACE_KEYS = ("name", "description", "platform", "model", "knobs", "fixed", "derived")
+_KNOB_KEYS = ("type", "low", "high", "step", "log", "choices", "when", "default", "description")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched dimension, SI units. ``choices`` for categoricals, else a numeric range."""
+
+    name: str
+    kind: str  # "float" | "int" | "categorical"
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+    when: Expr | None = None
+    default: Any = None
+
+    @property
+    def n_values(self) -> int | None:
+        """Number of distinct values, None for a continuous float range."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        if self.step is None:  # continuous float range
+            return 1 if self.low == self.high else None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def values(self) -> np.ndarray:
+        """All values of a finite knob (codes 0..n-1 for string categoricals)."""
+        if self.kind == "categorical":
+            return np.arange(len(self.choices), dtype=float) if _is_strings(self.choices) else \
+                np.asarray(self.choices, dtype=float)
+        step = self.step if self.step is not None else 1.0
+        return self.low + step * np.arange(self.n_values or 0)
+
+
+def _is_strings(choices: tuple) -> bool:
+    return bool(choices) and isinstance(choices[0], str)
+
+
+@dataclass
+class Space:
+    """A validated search space; see the module docstring for the YAML form."""
+
+    name: str
+    file: str
+    knobs: list[Knob]
+    fixed: dict[str, Any]
+    derived: dict[str, Expr]
+    derived_order: list[str]
+    platforms: list[str]
+    models: list[str]
+    technologies: dict[str, dict[str, float]] = field(default_factory=dict)
+    description: str = ""
+
+    # ---- finite enumeration (exhaustive sweep) ------------------------------------------
+    @property
+    def size(self) -> int | None:
+        """Number of designs, None if any knob is continuous."""
+        total = 1
+        for k in self.knobs:
+            n = k.n_values
+            if n is None:
+                return None
+            total *= n
+        return total
+
+    def columns_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Design columns for flat design indices (mixed radix over the knobs, last fastest)."""
+        rest = np.asarray(index, dtype=np.int64)
+        params: dict[str, np.ndarray] = {}
+        for knob in reversed(self.knobs):
+            n = knob.n_values
+            params[knob.name] = knob.values()[rest % n]
+            rest = rest // n
+        return self.columns(params)
+
+    # ---- params -> evaluator columns ----------------------------------------------------
+    def categories(self) -> dict[str, list[str]]:
+        """String categoricals and their choices (codes index these lists)."""
+        out = {"platform": self.platforms, "model": self.models}
+        if self.technologies:
+            out["mem_technology"] = list(self.technologies)
+        return out
+
+    def columns(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Evaluator columns from knob values (string categoricals as codes), SI units.
+
+        Applies conditions (``when``), fixed values, the memory-technology table and the
+        derived expressions, then keeps the columns the evaluator reads.
+        """
+        cats = self.categories()
+        env: dict[str, Any] = {}
+        for name, value in self.fixed.items():
+            env[name] = float(cats[name].index(value)) if name in cats and isinstance(value, str) else value
+        for knob in self.knobs:
+            env[knob.name] = np.asarray(params[knob.name], dtype=float)
+        for knob in self.knobs:
+            if knob.when is not None:
+                cond = knob.when(env, cats)
+                default = float(cats[knob.name].index(knob.default)) if isinstance(knob.default, str) else knob.default
+                env[knob.name] = np.where(cond, env[knob.name], default)
+        if "mem_technology" in env:
+            self._apply_technology(env)
+        for name in self.derived_order:
+            value = self.derived[name](env, cats)
+            if not np.all(np.isfinite(value)):
+                raise SpecError(self.file, f"derived.{name}", "expression gives a non-finite value",
+                                self.derived[name].text)
+            env[name] = value
+        return {k: v for k, v in env.items() if k in INPUT_COLUMNS}
+
+    def _apply_technology(self, env: dict[str, Any]) -> None:
+        codes = np.asarray(env["mem_technology"], dtype=np.int64)
+        table = list(self.technologies.values())
+        for key, var in _TECH_FIELDS.items():
+            env[var] = np.array([t.get(key, 0.0) for t in table])[codes]
+        n_units = env.get("n_mem_units")
+        if n_units is not None:
+            env["mem_bw_bytes_per_s"] = n_units * env["mem_unit_bw_bytes_per_s"]
+            env["mem_capacity_bytes"] = n_units * env["mem_unit_capacity_bytes"]
+            env["pim_bw_bytes_per_s"] = n_units * env["pim_unit_bw_bytes_per_s"]
+            env["pim_peak_flop_per_s"] = n_units * env["pim_unit_flop_per_s"]
+
+    def evaluator(self) -> Evaluator:
+        """An evaluator whose platform/model codes match this space's categories."""
+        return Evaluator(self.models, self.platforms)
+
+    def decode(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Replace string-categorical codes by their names (for tables and plots)."""
+        out = dict(columns)
+        for name, choices in self.categories().items():
+            if name in out and np.ndim(out[name]) > 0:
+                out[name] = np.asarray(choices, dtype=object)[np.asarray(out[name], dtype=np.int64)]
+        return out
+
+
+def load_technologies() -> dict[str, dict[str, float]]:
+    """The memory-technology table (SI keys) from ``spaces/memory_technologies.yaml``."""
+    path = data_dir("spaces") / "memory_technologies.yaml"
+    raw = read_yaml(path)
+    out = {}
+    for name, entry in (raw or {}).get("technologies", {}).items():
+        row = {}
+        for key, value in entry.items():
+            si_key, factor = to_si(key)
+            if isinstance(value, bool) or isinstance(value, (int, float)):
+                row[si_key] = float(value) * factor
+        out[name] = row
+    return out
+
+
+def _knob(file: str, name: str, raw: Any) -> Knob:
+    path = f"knobs.{name}"
+    if not isinstance(raw, dict):
+        if isinstance(raw, list):
+            raw = {"choices": raw}
+        else:
+            raise SpecError(file, path, "must be a mapping (low/high/step/log or choices)", raw)
+    for key in raw:
+        if key not in _KNOB_KEYS:
+            raise SpecError(file, f"{path}.{key}", f"unknown key{did_you_mean(key, _KNOB_KEYS)}", raw[key])
+    si_name, factor = to_si(name)
+    when = parse(raw["when"], file=file, key=f"{path}.when") if "when" in raw else None
+    if "choices" in raw:
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SpecError(file, f"{path}.choices", "must be a non-empty list", choices)
+        kinds = {type(c) for c in choices}
+        if kinds <= {str}:
+            if si_name not in CATEGORICAL_STRINGS:
+                raise SpecError(file, f"{path}.choices", f"string choices only for {list(CATEGORICAL_STRINGS)}",
+                                choices)
+        elif kinds <= {int, float}:
+            bad = [c for c in choices if not math.isfinite(c)]
+            if bad:
+                raise SpecError(file, f"{path}.choices", "must be finite numbers", bad[0])
+            choices = [float(c) * factor for c in choices]
+        else:
+            raise SpecError(file, f"{path}.choices", "must be all numbers or all strings", choices)
+        if len(set(choices)) != len(choices):
+            raise SpecError(file, f"{path}.choices", "must not repeat a value", choices)
+        default = raw.get("default", choices[0])
+        if when is not None and "default" not in raw:
+            raise SpecError(file, f"{path}.default", "a conditional knob needs a default", None)
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            default = float(default) * factor
+        return Knob(si_name, "categorical", choices=tuple(choices), when=when, default=default)
+    for key in ("low", "high"):
+        if key not in raw:
+            raise SpecError(file, f"{path}.{key}", "required (or give choices)", None)
+        v = raw[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SpecError(file, f"{path}.{key}", "must be a finite number", v)
+    kind = raw.get("type", "int" if all(isinstance(raw[k], int) for k in ("low", "high")) and
+                   isinstance(raw.get("step", 1), int) else "float")
+    if kind not in ("int", "float"):
+        raise SpecError(file, f"{path}.type", "must be int or float", kind)
+    low, high = float(raw["low"]) * factor, float(raw["high"]) * factor
+    if low > high:
+        raise SpecError(file, f"{path}.low", f"must be <= high ({raw['high']})", raw["low"])
+    step = raw.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+            raise SpecError(file, f"{path}.step", "must be a positive number", step)
+        step = float(step) * factor
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        raise SpecError(file, f"{path}.log", "must be true or false", log)
+    if log and (low <= 0 or step is not None and kind == "float"):
+        raise SpecError(file, f"{path}.log", "log needs low > 0 and no float step", raw.get("low"))
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise SpecError(file, f"{path}.low", "int knob bounds must be integers", raw["low"])
+    if when is not None and "default" not in raw:
+        raise SpecError(file, f"{path}.default", "a conditional knob needs a default", None)
+    if kind == "int":
+        step = step or 1.0
+        if log and step != 1.0:
+            raise SpecError(file, f"{path}.step", "an int log knob must have step 1", raw.get("step"))
+    default = float(raw.get("default", low)) * (factor if "default" in raw else 1.0)
+    return Knob(si_name, kind, low, high, step, log, (), when, default)
+
+
+def load_space(source: str | Path | dict, *, file: str | None = None, platform: str | None = None,
+               model: str | list[str] | None = None, extra_fixed: dict | None = None,
+               extra_knobs: dict | None = None) -> Space:
+    """Load and validate a space from a built-in name, a YAML path or a mapping.
+
+    ``platform``/``model`` replace the space's own; ``extra_fixed``/``extra_knobs`` (from a
+    study's workload section) are merged in. Errors are one-line SpecErrors.
+    """
+    if isinstance(source, dict):
+        raw, file = source, file or "<space>"
+    else:
+        path = resolve("spaces", source)
+        raw, file = read_yaml(path), str(path)
+    if not isinstance(raw, dict):
+        raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
+    for key in raw:
+        if key not in _SPACE_KEYS:
+            raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), _SPACE_KEYS)}", raw[key])
+    knobs_raw = dict(raw.get("knobs") or {})
+    knobs_raw.update(extra_knobs or {})
+    fixed_raw = dict(raw.get("fixed") or {})
+    fixed_raw.update(extra_fixed or {})
+    derived_raw = raw.get("derived") or {}
+    for key, section in (("knobs", knobs_raw), ("fixed", fixed_raw), ("derived", derived_raw)):
+        if not isinstance(section, dict):
+            raise SpecError(file, key, "must be a mapping", section)
+    knobs = [_knob(file, str(n), v) for n, v in knobs_raw.items()]
+    names = [k.name for k in knobs]
+    fixed: dict[str, Any] = {}
+    for name, value in fixed_raw.items():
+        si, factor = to_si(str(name))
+        if isinstance(value, str):
+            if si not in CATEGORICAL_STRINGS:
+                raise SpecError(file, f"fixed.{name}", "must be a number", value)
+            fixed[si] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SpecError(file, f"fixed.{name}", "must be a finite number", value)
+            fixed[si] = float(value) * factor
+    derived = {to_si(str(n))[0]: parse(v, file=file, key=f"derived.{n}") for n, v in derived_raw.items()}
+    dup = _first_duplicate(names + list(fixed) + list(derived))
+    if dup:
+        raise SpecError(file, dup, "set twice (knob, fixed or derived)", dup)
+
+    # platforms and models: knob choices, fixed values, or the arguments / space defaults
+    platforms = _names_for("platform", knobs, fixed, platform or raw.get("platform"), file, "platforms")
+    models = _names_for("model", knobs, fixed, model or raw.get("model"), file, "models")
+    if "platform" not in names and "platform" in fixed:
+        fixed.pop("platform")
+    if "model" not in names and "model" in fixed:
+        fixed.pop("model")
+    technologies = load_technologies() if ("mem_technology" in names or "mem_technology" in fixed) else {}
+    for knob in knobs:
+        if knob.name == "mem_technology":
+            for c in knob.choices:
+                if c not in technologies:
+                    raise SpecError(file, "knobs.mem_technology.choices",
+                                    f"unknown memory technology{did_you_mean(c, technologies)}", c)
+    if isinstance(fixed.get("mem_technology"), str) and fixed["mem_technology"] not in technologies:
+        raise SpecError(file, "fixed.mem_technology", "unknown memory technology", fixed["mem_technology"])
+
+    known = set(INPUT_COLUMNS) | set(names) | set(fixed) | set(_TECH_FIELDS.values()) | {"n_mem_units"}
+    order = order_derived(derived, known, file=file)
+    used = set().union(*(e.names for e in derived.values()), *(k.when.names for k in knobs if k.when)) \
+        if (derived or any(k.when for k in knobs)) else set()
+    for name in names + list(fixed) + list(derived):
+        if name not in INPUT_COLUMNS and name not in used and name not in ("mem_technology", "n_mem_units"):
+            where = "knobs" if name in names else "fixed" if name in fixed else "derived"
+            hint = did_you_mean(name, INPUT_COLUMNS)
+            raise SpecError(file, f"{where}.{name}", f"not a design column and not used by any expression{hint}",
+                            name)
+    space = Space(raw.get("name", Path(file).stem), file, knobs, fixed, derived, order, platforms, models,
+                  technologies, raw.get("description", ""))
+    size = space.size
+    if size is not None and size > MAX_SPACE_SIZE:
+        raise SpecError(file, "knobs", f"space has more than {MAX_SPACE_SIZE:.0e} designs", size)
+    _smoke_test(space)
+    return space
+
+
+def _names_for(what: str, knobs: list[Knob], fixed: dict, given: Any, file: str, kind: str) -> list[str]:
+    loader = load_platform if what == "platform" else load_model
+    for knob in knobs:
+        if knob.name == what:
+            for c in knob.choices:
+                if not isinstance(c, str):
+                    raise SpecError(file, f"knobs.{what}.choices", "must be names", c)
+                try:
+                    loader(c)
+                except SpecError as exc:
+                    raise SpecError(file, f"knobs.{what}.choices", exc.rule, c) from None
+            return list(knob.choices)
+    value = fixed.get(what, given)
+    if value is None:
+        raise SpecError(file, what, f"required: a {what} name (one of {builtin_names(kind)[:4]}...)", None)
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        try:
+            loader(v)
+        except SpecError as exc:
+            raise SpecError(file, what, exc.rule, v) from None
+    return [str(v) for v in values]
+
+
+def _first_duplicate(names: list[str]) -> str | None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
+
+
+def _smoke_test(space: Space) -> None:
+    """Evaluate the space's lowest corner so that bad expressions fail at load time."""
+    params = {k.name: np.array([k.values()[0] if k.n_values else k.low]) for k in space.knobs}
+    cols = space.columns(params)
+    space.evaluator()(cols)

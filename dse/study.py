@@ -1,0 +1,191 @@
+"""Study specs (``studies/*.yaml``): a space, model(s), objectives, constraints, sampler,
+budget, storage and output folder. Loading validates everything up front."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dse.errors import SpecError, did_you_mean
+from dse.model import MAXIMISED_METRICS, METRICS
+from dse.space import Space, load_space
+from dse.spec import read_yaml, resolve
+
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")
+DEFAULT_OBJECTIVES = (("decode_tokens_per_s", True), ("decode_tokens_per_j", True))
+_RESUMABLE_KEYS = ("budget", "batch_size", "storage", "output", "description")
+_STUDY_KEYS = ("name", "description", "space", "model", "platform", "workload", "objectives", "constraints",
+               "sampler", "budget", "batch_size", "seed", "storage", "output")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric <= max`` and/or ``metric >= min``; violation as Optuna wants it (<= 0 feasible)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass
+class Study:
+    """A validated study spec."""
+
+    name: str
+    file: str
+    space: Space
+    objectives: list[tuple[str, bool]]  # (metric, maximise)
+    constraints: list[Constraint]
+    sampler: str
+    sampler_options: dict[str, Any]
+    n_trials: int
+    timeout_s: float | None
+    batch_size: int
+    seed: int
+    storage: str | None
+    output: Path
+    raw: dict = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def spec_hash(self) -> str:
+        """Hash of what is searched: a resumed run must match the stored one. The budget,
+        batch size, storage, output folder and description may change between runs."""
+        searched = {k: v for k, v in self.raw.items() if k not in _RESUMABLE_KEYS}
+        text = json.dumps(searched, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _number(file: str, key: str, value: Any, *, integer: bool = False, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(file, key, "must be a finite number", value)
+    if integer and value != int(value):
+        raise SpecError(file, key, "must be an integer", value)
+    if minimum is not None and value < minimum:
+        raise SpecError(file, key, f"must be >= {minimum:g}", value)
+    return value
+
+
+def _metric(file: str, key: str, name: Any) -> str:
+    if name not in METRICS:
+        raise SpecError(file, key, f"unknown metric{did_you_mean(str(name), METRICS)}", name)
+    return name
+
+
+def load_study(source: str | Path | dict, *, file: str | None = None, output: str | Path | None = None,
+               storage: str | None = None) -> Study:
+    """Load and validate a study from a built-in name, a YAML path or a mapping.
+
+    ``output``/``storage`` override the spec's (the CLI's ``--output``/``--storage``).
+    """
+    if isinstance(source, dict):
+        raw, file = source, file or "<study>"
+    else:
+        path = resolve("studies", source)
+        raw, file = read_yaml(path), str(path)
+    if not isinstance(raw, dict):
+        raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
+    for key in raw:
+        if key not in _STUDY_KEYS:
+            raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), _STUDY_KEYS)}", raw[key])
+    if "space" not in raw:
+        raise SpecError(file, "space", "required: a space name, path or mapping", None)
+    workload = raw.get("workload") or {}
+    if not isinstance(workload, dict):
+        raise SpecError(file, "workload", "must be a mapping of knob -> value or knob spec", workload)
+    fixed = {k: v for k, v in workload.items() if not isinstance(v, (dict, list))}
+    knobs = {k: v for k, v in workload.items() if isinstance(v, (dict, list))}
+    space_src = raw["space"]
+    if isinstance(space_src, str) and not space_src.endswith((".yaml", ".yml")) and "/" not in space_src:
+        space_arg: Any = space_src
+    elif isinstance(space_src, str):
+        space_arg = str((Path(file).parent / space_src) if not Path(space_src).is_absolute()
+                        and not Path(space_src).exists() else space_src)
+    else:
+        space_arg = space_src
+    try:
+        space = load_space(space_arg, platform=raw.get("platform"), model=raw.get("model"),
+                           extra_fixed=fixed, extra_knobs=knobs)
+    except SpecError as exc:
+        if exc.file in ("", "<space>"):
+            raise SpecError(file, f"space.{exc.key_path}".rstrip("."), exc.rule, exc.value) from None
+        raise
+
+    objectives = []
+    for i, obj in enumerate(raw.get("objectives") or [{"metric": m, "direction": "maximize" if up else "minimize"}
+                                                       for m, up in DEFAULT_OBJECTIVES]):
+        key = f"objectives[{i}]"
+        if isinstance(obj, str):
+            obj = {"metric": obj}
+        if not isinstance(obj, dict):
+            raise SpecError(file, key, "must be a metric name or {metric, direction}", obj)
+        for k in obj:
+            if k not in ("metric", "direction"):
+                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(k, ('metric', 'direction'))}", obj[k])
+        metric = _metric(file, f"{key}.metric", obj.get("metric"))
+        direction = obj.get("direction", "maximize" if metric in MAXIMISED_METRICS else "minimize")
+        if direction not in ("maximize", "minimize"):
+            raise SpecError(file, f"{key}.direction", "must be maximize or minimize", direction)
+        objectives.append((metric, direction == "maximize"))
+    if len(objectives) < 1 or len({m for m, _ in objectives}) != len(objectives):
+        raise SpecError(file, "objectives", "need one or more distinct metrics", raw.get("objectives"))
+
+    constraints = []
+    for i, con in enumerate(raw.get("constraints") or []):
+        key = f"constraints[{i}]"
+        if not isinstance(con, dict):
+            raise SpecError(file, key, "must be {metric, max and/or min}", con)
+        for k in con:
+            if k not in ("metric", "max", "min"):
+                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(k, ('metric', 'max', 'min'))}", con[k])
+        metric = _metric(file, f"{key}.metric", con.get("metric"))
+        if "max" not in con and "min" not in con:
+            raise SpecError(file, key, "needs max or min", con)
+        hi = _number(file, f"{key}.max", con["max"]) if "max" in con else None
+        lo = _number(file, f"{key}.min", con["min"]) if "min" in con else None
+        if hi is not None and lo is not None and lo > hi:
+            raise SpecError(file, f"{key}.min", f"must be <= max ({hi})", lo)
+        constraints.append(Constraint(metric, hi, lo))
+
+    sampler_raw = raw.get("sampler", {"name": "nsga2"})
+    if isinstance(sampler_raw, str):
+        sampler_raw = {"name": sampler_raw}
+    if not isinstance(sampler_raw, dict):
+        raise SpecError(file, "sampler", "must be a name or {name, options}", sampler_raw)
+    for k in sampler_raw:
+        if k not in ("name", "options"):
+            raise SpecError(file, f"sampler.{k}", f"unknown key{did_you_mean(k, ('name', 'options'))}", sampler_raw[k])
+    sampler = sampler_raw.get("name")
+    if sampler not in SAMPLERS:
+        raise SpecError(file, "sampler.name", f"unknown sampler{did_you_mean(str(sampler), SAMPLERS)}", sampler)
+    options = sampler_raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise SpecError(file, "sampler.options", "must be a mapping", options)
+    if sampler in ("exhaustive", "grid") and space.size is None:
+        raise SpecError(file, "sampler.name", f"{sampler} needs a finite space (every float knob needs a step)",
+                        sampler)
+
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        raise SpecError(file, "budget", "must be a mapping {n_trials, timeout_s}", budget)
+    for k in budget:
+        if k not in ("n_trials", "timeout_s"):
+            raise SpecError(file, f"budget.{k}", f"unknown key{did_you_mean(k, ('n_trials', 'timeout_s'))}", budget[k])
+    n_trials = int(_number(file, "budget.n_trials", budget.get("n_trials", 1000), integer=True, minimum=1))
+    timeout = budget.get("timeout_s")
+    timeout_s = float(_number(file, "budget.timeout_s", timeout, minimum=0)) if timeout is not None else None
+    batch_size = int(_number(file, "batch_size", raw.get("batch_size", 100), integer=True, minimum=1))
+    seed = int(_number(file, "seed", raw.get("seed", 0), integer=True, minimum=0))
+    storage_url = storage if storage is not None else raw.get("storage")
+    if storage_url is not None and not isinstance(storage_url, str):
+        raise SpecError(file, "storage", "must be an Optuna storage URL", storage_url)
+    name = raw.get("name", Path(file).stem)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise SpecError(file, "name", "must be a plain name (no path separators)", name)
+    out = Path(output) if output is not None else Path(raw.get("output", f"results/{name}"))
+    return Study(name, file, space, objectives, constraints, sampler, dict(options), n_trials, timeout_s,
+                 batch_size, seed, storage_url, out, raw, raw.get("description", ""))

@@ -1,0 +1,20 @@
+"""Shared fixtures: the built-in cards and presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from dse.spec import builtin_names, load_model, load_platform
+
+MODELS = builtin_names("models")
+PLATFORMS = builtin_names("platforms")
+
+
+@pytest.fixture(scope="session")
+def llama7b():
+    return load_model("llama-2-7b")
+
+
+@pytest.fixture(scope="session")
+def h100():
+    return load_platform("h100-sxm")

@@ -1,0 +1,73 @@
+"""Closed forms of the workload model, computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dse.workload import KNOB_DEFAULTS, n_params, phase_ops, weight_bytes_per_param
+from tests.conftest import MODELS
+from dse.spec import load_model
+
+
+def knobs(**kw):
+    return {**KNOB_DEFAULTS, **kw}
+
+
+def test_gemm_flops_are_2mnk(llama7b):
+    m = llama7b.fields
+    k = knobs(batch=4, in_len=100)
+    ops = phase_ops(m, k, weight_bytes_per_param(k), 400.0, prefill=True)
+    d, L = 4096, 32
+    assert ops["qkv"].flop0 == pytest.approx(2 * 400 * d * (3 * d) * L)
+    assert ops["o"].flop0 == pytest.approx(2 * 400 * d * d * L)
+    assert ops["ffn"].flop0 == pytest.approx(2 * 400 * (3 * d * 11008) * L)
+    assert ops["lm_head"].flop0 == pytest.approx(2 * 4 * d * 32000)  # last position of each sequence
+    # causal attention: QK^T and PV over L(L+1)/2 pairs, 2*head_dim FLOPs each, per head
+    assert ops["attn"].flop0 == pytest.approx(L * 4 * 32 * 2 * 128 * 100 * 101)
+
+
+def test_llama2_7b_decode_bytes_at_16_bits(llama7b):
+    """One decode step at batch 1 reads every weight once (2 bytes each) plus a little."""
+    m = llama7b.fields
+    k = knobs(batch=1.0)
+    ops = phase_ops(m, k, weight_bytes_per_param(k), 1.0, prefill=False)
+    weight_bytes = sum(float(op.bytes0) - float(op.act_bytes) for name, op in ops.items() if name != "attn")
+    d, f, L, V = 4096, 11008, 32, 32000
+    expected = 2 * (L * (4 * d * d + 3 * d * f) + V * d)  # embedding table not read in decode
+    assert weight_bytes == pytest.approx(expected)
+    assert expected == pytest.approx(12.95e9, rel=0.01)
+    # KV cache read per attended token: 2 (K,V) * layers * kv_heads * head_dim * 2 bytes
+    assert float(ops["attn"].bytes1) == pytest.approx(2 * L * 32 * 128 * 2)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_matches_published(name):
+    card = load_model(name)
+    if card.n_params is None:
+        pytest.skip("card gives no published parameter count")
+    # norms, biases and OPT's learned positions are not modelled: within 1.5%
+    assert float(n_params(card.fields)) == pytest.approx(card.n_params, rel=0.015)
+
+
+def test_quantisation_and_sparsity_bytes():
+    dense16 = weight_bytes_per_param(knobs(w_bits=16.0))
+    assert dense16 == 2.0
+    assert weight_bytes_per_param(knobs(w_bits=4.0)) == 0.5
+    # 2:4: half the values + a 2-bit index per kept value
+    assert weight_bytes_per_param(knobs(w_bits=16.0, nm_sparse=1.0)) == pytest.approx(1.0 + 0.125)
+    # unstructured 50%: half the values + a 1-bit bitmap per original weight
+    assert weight_bytes_per_param(knobs(w_bits=16.0, w_sparsity_frac=0.5)) == pytest.approx(1.0 + 0.125)
+    # sparse storage is never chosen when it is larger than dense
+    assert weight_bytes_per_param(knobs(w_bits=4.0, w_sparsity_frac=0.01)) == 0.5
+
+
+def test_moe_touches_fewer_experts_at_small_batch():
+    m = load_model("mixtral-8x7b").fields
+    k1, k64 = knobs(batch=1.0), knobs(batch=64.0)
+    b1 = phase_ops(m, k1, 2.0, 1.0, prefill=False)["ffn"].bytes0
+    b64 = phase_ops(m, k64, 2.0, 64.0, prefill=False)["ffn"].bytes0
+    expert_bytes = 32 * 3 * 4096 * 14336 * 2
+    assert float(b1) == pytest.approx(2 * expert_bytes, rel=0.01)  # top-2 of 8
+    assert float(b64) == pytest.approx(8 * expert_bytes, rel=0.01)  # all experts
+    assert np.isfinite(b1)
