@@ -8,7 +8,7 @@ import pandas as pd
 from dse import perf
 from dse.api import check_columns
 from dse.errors import SpecError, did_you_mean
-from dse.model import phase_costs
+from dse.model import op_energy_j, op_totals, phase_costs
 from dse.spec import ModelCard, Platform, load_model, load_platform
 from dse.workload import KNOB_DEFAULTS, weight_bytes_per_param
 
@@ -31,15 +31,16 @@ def explain(model: str | ModelCard, platform: str | Platform, **knobs: float) ->
     rows = []
     for phase, ops in costs.items():
         for name, c in ops.items():
+            c = op_totals(c)
             on_pim = bool(c.get("on_pim", False))
             if on_pim:
                 bound = "pim"
             else:
-                compute_s = float(c["flop"]) / float(c["flop_per_s"])
-                memory_s = float(c["bytes"]) / float(perf.mem_rate(hw))
+                compute_s = float(c["flop"]) * float(c["s_per_flop"])
+                memory_s = float(c["bytes"]) * float(perf.mem_s_per_byte(hw))
                 bound = "compute" if compute_s >= memory_s else "memory"
             rows.append({"phase": phase, "operator": name, "flop": float(c["flop"]), "bytes": float(c["bytes"]),
-                         "time_s": float(c["time_s"]), "bound": bound, "energy_j": float(c["energy_j"])})
+                         "time_s": float(c["time_s"]), "bound": bound, "energy_j": float(op_energy_j(hw, c))})
         phase_s = sum(r["time_s"] for r in rows if r["phase"] == phase)
         rows.append({"phase": phase, "operator": "static", "flop": 0.0, "bytes": 0.0, "time_s": 0.0,
                      "bound": "", "energy_j": hw["static_power_w"] * phase_s})

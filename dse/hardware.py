@@ -4,7 +4,7 @@ A platform preset (``spaces/platforms/*.yaml``) sets these fields; any of them c
 also be a column of a design batch, which overrides the preset per row. Every field
 is SI, its name ends in its unit (DESIGN.md 3.3). A ``flop{B}_peak_flop_per_s`` of 0
 means the precision is not native: work at that precision is emulated at the next
-wider native precision (:func:`dse.perf.native_bits`).
+wider native precision (:func:`dse.perf.native_bits`); the 32-bit peak must be > 0.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class HardwareField:
 
 HARDWARE_FIELDS: tuple[HardwareField, ...] = (
     HardwareField("flop32_peak_flop_per_s", None, "dense peak at 32-bit (FP32/TF32 matrix path), FLOP/s"),
-    HardwareField("flop16_peak_flop_per_s", None, "dense peak at 16-bit (FP16/BF16), FLOP/s"),
+    HardwareField("flop16_peak_flop_per_s", None, "dense peak at 16-bit (FP16/BF16), FLOP/s; 0 = not native"),
     HardwareField("flop8_peak_flop_per_s", 0.0, "dense peak at 8-bit (FP8 or INT8), OP/s; 0 = not native"),
     HardwareField("flop4_peak_flop_per_s", 0.0, "dense peak at 4-bit (INT4/FP4), OP/s; 0 = not native"),
     HardwareField("nm_sparsity_native", 0.0, "1 if 2:4 structured sparsity doubles matrix throughput"),

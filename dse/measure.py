@@ -65,10 +65,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from dse.errors import DseError
 
@@ -269,7 +270,7 @@ class Decoder:
         torch, F, s = self.torch, self.F, self.s
         b, T = tokens.shape
         x = F.embedding(tokens, self.emb).view(b * T, s.d_model)
-        for layer, kv in zip(self.layers, kv_bufs):
+        for layer, kv in zip(self.layers, kv_bufs, strict=True):
             h = self.norm(x, layer["ln1"])
             qkv = F.linear(h, layer["wqkv"])
             q = qkv[:, : s.q_dim].view(b, T, s.n_heads, s.head_dim).transpose(1, 2)
@@ -297,7 +298,7 @@ class Decoder:
         torch, F, s = self.torch, self.F, self.s
         B = tokens.shape[0]
         x = F.embedding(tokens, self.emb)
-        for layer, kv in zip(self.layers, cache):
+        for layer, kv in zip(self.layers, cache, strict=True):
             h = self.norm(x, layer["ln1"])
             qkv = F.linear(h, layer["wqkv"])
             q = qkv[:, : s.q_dim].view(B, s.n_kv_heads, s.group, s.head_dim)
@@ -429,6 +430,22 @@ class _Gpu:
             return (e1 - e0) / 1000.0 / (t1 - t0)
         return sampler.mean("power")
 
+    def heat(self, seconds: float) -> float:
+        """Run bf16 matrix products for ``seconds``; returns the GPU temperature (C) after."""
+        if not self.is_cuda or seconds <= 0:
+            return math.nan
+        torch = self.torch
+        a = torch.randn(8192, 8192, device=self.device, dtype=torch.bfloat16)
+        b = torch.randn_like(a)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(20):
+                torch.mm(a, b)
+            self.sync()
+        del a, b
+        torch.cuda.empty_cache()
+        return self.sample()["temp"]
+
     def close(self) -> None:
         if self.nvml is not None:
             try:
@@ -540,17 +557,20 @@ def _warm(gpu: _Gpu, fn: Any, stream: Any) -> None:
     gpu.sync()
 
 
-def _run_timed(gpu: _Gpu, body: Any, *, repeats: int, min_s: float, max_s: float) -> dict[str, Any]:
-    """Warm once, then time ``body`` back to back: >= ``repeats`` runs and >= ``min_s`` seconds
-    (unless that would exceed ``max_s``), energy and NVML samples around the timed runs."""
+def _run_timed(gpu: _Gpu, body: Any, *, repeats: int, min_s: float, soft_s: float,
+               min_runs: int = 1) -> dict[str, Any]:
+    """Warm once, then time ``body`` back to back, with energy and NVML samples around the timed runs.
+
+    Runs: ``repeats``, fewer (down to ``min_runs``) where they would take over ``soft_s``, and more
+    where needed to last ``min_s`` seconds (for the energy counter).
+    """
     t = _Timer(gpu)
     t.start()
     body()
     t.stop()
-    warm_s = t.seconds()
-    n = max(repeats, math.ceil(min_s / max(warm_s, 1e-9)))
-    n = min(n, max(1, int(max_s / max(warm_s, 1e-9))), 100000)
-    n = max(n, 1)
+    warm_s = max(t.seconds(), 1e-9)
+    n = min(repeats, max(min_runs, int(soft_s / warm_s)))
+    n = max(1, min(max(n, math.ceil(min_s / warm_s)), 100000))
     timers = [_Timer(gpu) for _ in range(n)]
     gpu.sync()
     with _Sampler(gpu) as sampler:
@@ -572,19 +592,9 @@ def _run_timed(gpu: _Gpu, body: Any, *, repeats: int, min_s: float, max_s: float
     return {"times": times, "n": n, "wall_s": wall, "energy_j": energy_j, "method": method, "sampler": sampler}
 
 
-def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, *, repeats: int = DEFAULT_REPEATS,
-                kv_bucket: int = 16, max_prefill_tokens: int = 16384, min_decode_s: float = 2.0,
-                min_prefill_s: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """Measure one (batch, in_len, out_len) case on an already built decoder; returns a partial row."""
-    torch = gpu.torch
-    s = dec.s
-    dev = gpu.device
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(seed + 1)
-    stream = torch.cuda.Stream(dev) if gpu.is_cuda else None
-    row: dict[str, Any] = {}
-
-    # ---- prefill
+def _prefill_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, *, repeats: int,
+                   max_prefill_tokens: int, min_prefill_s: float) -> dict[str, Any]:
+    torch, s, dev = gpu.torch, dec.s, gpu.device
     bc = _prefill_chunk(batch, in_len, max_prefill_tokens)
     n_chunks = batch // bc
     p_tokens = torch.randint(0, s.vocab, (bc, in_len), device=dev, generator=gen)
@@ -604,16 +614,14 @@ def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, 
             for _ in range(n_chunks):
                 p_graph()
 
-        pre = _run_timed(gpu, prefill_all, repeats=repeats, min_s=min_prefill_s,
-                         max_s=max(3.0, min_prefill_s))
-    row["ttft_s"] = _median(pre["times"])
-    row["prefill_power_w"] = pre["energy_j"] / pre["wall_s"] if pre["wall_s"] > 0 else math.nan
-    del p_graph, p_kv, p_tokens, p_out, prefill_fn, prefill_all, pre
-    if gpu.is_cuda:
-        gpu.sync()
-        torch.cuda.empty_cache()
+        pre = _run_timed(gpu, prefill_all, repeats=repeats, min_s=min_prefill_s, soft_s=3.0, min_runs=1)
+    return {"ttft_s": _median(pre["times"]),
+            "prefill_power_w": pre["energy_j"] / pre["wall_s"] if pre["wall_s"] > 0 else math.nan}
 
-    # ---- decode
+
+def _decode_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, out_len: int, *,
+                  repeats: int, kv_bucket: int, min_decode_s: float) -> dict[str, Any]:
+    torch, s, dev = gpu.torch, dec.s, gpu.device
     max_len = _round_up(in_len + out_len, kv_bucket)
     cache = [torch.empty(2, batch, s.n_kv_heads, max_len, s.head_dim, device=dev, dtype=dec.dtype)
              for _ in range(s.n_layers)]
@@ -625,13 +633,11 @@ def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, 
     steps: dict[int, Any] = {}
     with torch.inference_mode():
         pool = torch.cuda.graph_pool_handle() if gpu.is_cuda else None
-        first = True
         for kv_len in sorted(set(lengths)):
             def step_fn(kv_len: int = kv_len) -> None:
                 dec.decode_step(tokens, cache, pos, kv_len)
-            if first:
+            if not steps:
                 _warm(gpu, step_fn, stream)
-                first = False
             steps[kv_len] = _graph(gpu, step_fn, pool, stream)
         sequence = [steps[n] for n in lengths]
 
@@ -649,35 +655,52 @@ def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, 
             replay()
         host_step_s = (time.perf_counter() - h0) / probe
         gpu.sync()
-
-        dec_res = _run_timed(gpu, decode_loop, repeats=repeats, min_s=min_decode_s,
-                             max_s=max(30.0, min_decode_s))
-    times = dec_res["times"]
-    loop_s = _median(times)
-    tpot = loop_s / out_len
-    n_loops = dec_res["n"]
-    e_loop = dec_res["energy_j"] / n_loops
-    sampler = dec_res["sampler"]
-    row.update({
+        res = _run_timed(gpu, decode_loop, repeats=repeats, min_s=min_decode_s, soft_s=6.0, min_runs=2)
+    times = res["times"]
+    tpot = _median(times) / out_len
+    e_loop = res["energy_j"] / res["n"]
+    sampler = res["sampler"]
+    return {
         "tpot_s": tpot,
         "decode_tokens_per_s": batch / tpot,
-        "decode_power_w": dec_res["energy_j"] / dec_res["wall_s"],
+        "decode_power_w": res["energy_j"] / res["wall_s"],
         "decode_tokens_per_j": batch * out_len / e_loop if e_loop > 0 else math.nan,
         "tpot_min_s": min(times) / out_len,
         "tpot_max_s": max(times) / out_len,
-        "n_decode_loops": n_loops,
+        "n_decode_loops": res["n"],
         "decode_energy_j": e_loop,
         "host_enqueue_frac": host_step_s / tpot,
         "sm_clock_mhz": sampler.mean("sm"),
         "mem_clock_mhz": sampler.mean("mem"),
         "gpu_temp_c": sampler.mean("temp"),
-        "energy_method": dec_res["method"],
-    })
-    del steps, sequence, cache, tokens, pos, decode_loop, dec_res
+        "energy_method": res["method"],
+    }
+
+
+def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, *, repeats: int = DEFAULT_REPEATS,
+                kv_bucket: int = 16, max_prefill_tokens: int = 16384, min_decode_s: float = 2.0,
+                min_prefill_s: float = 2.0, seed: int = 0) -> dict[str, Any]:
+    """Measure one (batch, in_len, out_len) case on an already built decoder; returns a partial row.
+
+    The prefill and decode phases run one after the other, each freeing its buffers and graphs.
+    """
+    torch = gpu.torch
+    gen = torch.Generator(device=gpu.device)
+    gen.manual_seed(seed + 1)
+    stream = torch.cuda.Stream(gpu.device) if gpu.is_cuda else None
+    row = _prefill_phase(gpu, dec, gen, stream, batch, in_len, repeats=repeats,
+                         max_prefill_tokens=max_prefill_tokens, min_prefill_s=min_prefill_s)
+    _release(gpu)
+    row.update(_decode_phase(gpu, dec, gen, stream, batch, in_len, out_len, repeats=repeats,
+                             kv_bucket=kv_bucket, min_decode_s=min_decode_s))
+    _release(gpu)
+    return row
+
+
+def _release(gpu: _Gpu) -> None:
     if gpu.is_cuda:
         gpu.sync()
-        torch.cuda.empty_cache()
-    return row
+        gpu.torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- sweep
@@ -691,13 +714,15 @@ def _load_card(name: Any) -> Any:
 
 def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = DEFAULT_REPEATS,
                   device: int | str = 0, kv_bucket: int = 16, max_prefill_tokens: int = 16384,
-                  min_decode_s: float = 2.0, min_prefill_s: float = 1.0, idle_s: float = 3.0,
-                  seed: int = 0, mem_margin_bytes: int = 3 << 30):
+                  min_decode_s: float = 2.0, min_prefill_s: float = 2.0, idle_s: float = 3.0,
+                  heat_s: float = 30.0, seed: int = 0, mem_margin_bytes: int = 3 << 30):
     """Measure explicit ``(model, batch, in_len, out_len)`` cases; a pandas DataFrame, one row each.
 
     ``model`` is a card name, a YAML path or a :class:`dse.spec.ModelCard`. Cases that would not
     fit in GPU memory (estimate, or an out-of-memory error) and MoE cards are skipped with a line
     on stderr. ``device="cpu"`` runs the same code eagerly on the CPU (no graphs, no energy).
+    ``heat_s``: seconds of bf16 matrix products first, so that the GPU measures near its working
+    temperature (leakage power grows with temperature); then ``idle_s`` seconds of idle power.
     """
     import pandas as pd
 
@@ -717,6 +742,9 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
                 cards[key] = _load_card(m)
         if gpu.is_cuda:
             torch.empty(1, device=gpu.device)  # create the context before reading idle power
+        temp = gpu.heat(heat_s)
+        if heat_s > 0 and gpu.is_cuda:
+            _log(f"heated the GPU for {heat_s:.0f} s: {temp:.0f} C")
         idle = gpu.idle_power_w(idle_s)
         if gpu.is_cuda:
             _log(f"{gpu.name} (platform {gpu.platform}), driver {gpu.driver}, torch {torch.__version__}, "
@@ -852,13 +880,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode attends over the cache rounded up to N positions (default 16)")
     parser.add_argument("--min-decode-s", type=float, default=2.0, metavar="S",
                         help="repeat the decode loop for at least S seconds for the energy counter (default 2)")
+    parser.add_argument("--heat-s", type=float, default=30.0, metavar="S",
+                        help="warm the GPU up with matrix products for S seconds first (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``dse measure`` from parsed arguments; writes ``args.out``."""
     device: int | str = args.device if str(args.device) == "cpu" else int(args.device)
     df = measure(args.model, args.batch, args.in_len, args.out_len, repeats=args.repeats, device=device,
-                 kv_bucket=args.kv_bucket, min_decode_s=args.min_decode_s)
+                 kv_bucket=args.kv_bucket, min_decode_s=args.min_decode_s, heat_s=args.heat_s)
     if df.empty:
         raise DseError("dse measure: no case could be measured (see the messages above)")
     path = write_measurements(df, args.out)

@@ -6,6 +6,9 @@ mutated). Scalars broadcast, so a batch of one platform passes its fields as flo
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 
 from dse import perf, power
@@ -31,32 +34,80 @@ def _pim_possible(hw: dict, k: dict) -> bool:
 
 
 def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
-             rate: tuple[Array, Array], pim: bool) -> dict[str, Array]:
-    """Time (s), dynamic energy (J), FLOPs and bytes of one operator over a phase.
+             rate: tuple[Array, Array], s_per_byte: Array, pim: bool) -> dict[str, Array]:
+    """Time (s, with launch overhead), FLOPs and bytes of one operator.
 
-    Decode sums steps ``c = lo..hi`` exactly; prefill is one pass. ``rate`` is
-    ``(achievable FLOP/s, native bits)`` for the operator's precision.
+    Operators that do not depend on the context are costed per step (``per_step``
+    True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
+    summed exactly over ``c = lo..hi``. ``s_per_byte`` is the reciprocal achievable
+    memory bandwidth, ``rate`` ``(achievable seconds per FLOP, native bits)``; both are
+    kept (``s_per_flop``, ``native``) for the energy and the breakdown. Where PIM is
+    possible the result holds phase totals with ``energy_j`` and ``on_pim``.
     """
-    flop_per_s, native = rate
-    bytes_per_s = perf.mem_rate(hw)
-    overhead_s = steps * op.kernels * hw["kernel_overhead_s"]
+    s_per_flop, native = rate
+    launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
-        flop, nbytes = steps * op.flop0, steps * op.bytes0
-        host_s = steps * perf.roofline_s(op.flop0, op.bytes0, flop_per_s, bytes_per_s)
+        step_s = perf.roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
+        cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
-        flop = perf.sum_linear(op.flop0, op.flop1, lo, hi)
-        nbytes = perf.sum_linear(op.bytes0, op.bytes1, lo, hi)
-        host_s = perf.sum_max_linear(op.flop0 / flop_per_s, op.flop1 / flop_per_s,
-                                     op.bytes0 / bytes_per_s, op.bytes1 / bytes_per_s, lo, hi)
-    cost = {"time_s": host_s + overhead_s, "energy_j": power.host_dynamic_j(hw, flop, nbytes, native),
-            "flop": flop, "bytes": nbytes, "flop_per_s": flop_per_s}
+        cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
+                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi)
+                + steps * launch_s,
+                "flop": perf.sum_linear(op.flop0, op.flop1, lo, hi),
+                "bytes": perf.sum_linear(op.bytes0, op.bytes1, lo, hi), "per_step": False}
+    cost.update(s_per_flop=s_per_flop, native=native, steps=steps)
     if pim:
-        cost = _with_pim(hw, k, name, op, lo, hi, steps, cost, overhead_s)
+        cost = _with_pim(hw, k, name, op, lo, hi, op_totals(cost), launch_s)
     return cost
 
 
-def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
-              host: dict[str, Array], overhead_s: Array) -> dict[str, Array]:
+def op_totals(cost: dict[str, Array]) -> dict[str, Array]:
+    """The cost with ``time_s``, ``flop`` and ``bytes`` as totals over the phase."""
+    if not cost["per_step"]:
+        return cost
+    steps = cost["steps"]
+    return {**cost, "per_step": False, **{key: steps * cost[key] for key in ("time_s", "flop", "bytes")}}
+
+
+def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
+    """Dynamic energy of one operator over its phase (host compute and memory, or PIM), joules."""
+    if "energy_j" in cost:
+        return cost["energy_j"]
+    total = op_totals(cost)
+    return power.host_dynamic_j(hw, total["flop"], total["bytes"], total["native"])
+
+
+def _phase_sum(costs: list[dict[str, Array]], key: str) -> Array:
+    """Sum of ``key`` over operators: per-step ones summed first, then times their steps once."""
+    per_step = [c[key] for c in costs if c["per_step"]]
+    totals = [c[key] for c in costs if not c["per_step"]]
+    out = functools.reduce(operator.add, totals) if totals else 0.0
+    if per_step:
+        steps = costs[0]["steps"]
+        part = functools.reduce(operator.add, per_step)
+        out = out + (part if isinstance(steps, float) and steps == 1.0 else steps * part)
+    return out
+
+
+def phase_time_s(costs: dict[str, dict[str, Array]]) -> Array:
+    """Time of a phase before the power cap, seconds."""
+    return _phase_sum(list(costs.values()), "time_s")
+
+
+def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
+    """Dynamic energy of a phase; host operators that share a precision are priced together."""
+    if any("energy_j" in c for c in costs.values()):
+        return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
+    groups: dict[int, list[dict[str, Array]]] = {}
+    for c in costs.values():
+        groups.setdefault(id(c["native"]), []).append(c)
+    return functools.reduce(operator.add, (
+        power.host_dynamic_j(hw, _phase_sum(g, "flop"), _phase_sum(g, "bytes"), g[0]["native"])
+        for g in groups.values()))
+
+
+def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, host: dict[str, Array],
+              launch_s: Array) -> dict[str, Array]:
     """Replace the host cost by the PIM cost where the decode operator is mapped to PIM.
 
     PIM units read weights/KV in-bank (``pim_bw_bytes_per_s``) and compute at 16-bit
@@ -71,36 +122,40 @@ def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps:
     flop1 = 0.0 if op.flop1 is None else op.flop1
     bytes1 = 0.0 if op.bytes1 is None else op.bytes1
     inbank0 = op.bytes0 - op.act_bytes
+    steps = host["steps"]
     pim_s = perf.sum_max_linear(op.flop0 / pim_flop_per_s, flop1 / pim_flop_per_s,
                                 inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi) + steps * link_s
     inbank = host["bytes"] - steps * op.act_bytes
     pim_j = power.pim_dynamic_j(hw, host["flop"], inbank, steps * op.act_bytes)
     return {
-        "time_s": np.where(on_pim, pim_s + overhead_s, host["time_s"]),
-        "energy_j": np.where(on_pim, pim_j, host["energy_j"]),
-        "flop": host["flop"], "bytes": host["bytes"], "flop_per_s": host["flop_per_s"], "on_pim": on_pim,
+        **host,
+        "time_s": np.where(on_pim, pim_s + steps * launch_s, host["time_s"]),
+        "energy_j": np.where(on_pim, pim_j, op_energy_j(hw, host)),
+        "on_pim": on_pim,
     }
 
 
 def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
     """Per-phase, per-operator costs: ``{"prefill": {op: cost}, "decode": {op: cost}}``.
 
-    Each cost holds ``time_s``, ``energy_j`` (dynamic), ``flop``, ``bytes``,
-    ``flop_per_s`` (achievable host rate) and, where PIM is possible, ``on_pim``.
+    Each cost holds ``time_s``, ``flop``, ``bytes`` (per step where ``per_step``; see
+    :func:`op_totals`), ``s_per_flop`` (reciprocal achievable host rate), ``native``
+    (bits), ``steps`` and, where PIM is possible, ``energy_j`` and ``on_pim``.
     """
-    lin_flop_per_s, lin_native = perf.compute_rate(hw, np.maximum(k["w_bits"], k["a_bits"]))
-    nm_gain = 1.0 / (1.0 - 0.5 * (k["nm_sparse"] > 0) * (hw["nm_sparsity_native"] > 0))
-    lin_rate = (lin_flop_per_s * nm_gain, lin_native)
-    attn_rate = perf.compute_rate(hw, np.maximum(k["a_bits"], k["kv_bits"]))
+    lin_s_per_flop, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
+    nm_time_frac = 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))  # 2:4 skips half
+    lin_rate = (lin_s_per_flop * nm_time_frac, lin_native)
+    attn_rate = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
     rates = {name: attn_rate if name == "attn" else lin_rate for name in OPERATORS}
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
     dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     lo = k["in_len"] + 1.0
     hi = k["in_len"] + k["out_len"]
     pim = _pim_possible(hw, k)
+    bw = perf.mem_s_per_byte(hw)
     return {
-        "prefill": {n: _op_cost(hw, k, n, pre_ops[n], 0.0, 0.0, 1.0, rates[n], False) for n in OPERATORS},
-        "decode": {n: _op_cost(hw, k, n, dec_ops[n], lo, hi, k["out_len"], rates[n], pim) for n in OPERATORS},
+        "prefill": {n: _op_cost(hw, k, n, pre_ops[n], 0.0, 0.0, 1.0, rates[n], bw, False) for n in OPERATORS},
+        "decode": {n: _op_cost(hw, k, n, dec_ops[n], lo, hi, k["out_len"], rates[n], bw, pim) for n in OPERATORS},
     }
 
 
@@ -115,8 +170,8 @@ def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     for phase, ops in costs.items():
-        raw_s = sum(c["time_s"] for c in ops.values())
-        dyn_j = sum(c["energy_j"] for c in ops.values())
+        raw_s = phase_time_s(ops)
+        dyn_j = phase_dynamic_j(hw, ops)
         times[phase] = perf.power_capped_s(raw_s, dyn_j, hw)
         energies[phase] = dyn_j + hw["static_power_w"] * times[phase]
     b, n_out = k["batch"], k["out_len"]

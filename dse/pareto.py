@@ -169,7 +169,10 @@ def hypervolume_2d(values: np.ndarray, maximize: Sequence[bool], ref: Sequence[f
     costs = _as_costs(values, maximize)
     if costs.shape[1] != 2:
         raise SpecError("", "values", "hypervolume_2d needs exactly 2 objective columns", costs.shape[1])
-    bound = _as_costs(np.asarray(ref, dtype=np.float64).reshape(1, -1), maximize)[0]
+    ref_arr = np.asarray(ref, dtype=np.float64)
+    if ref_arr.shape != (2,):
+        raise SpecError("", "ref", "must be a point of 2 objective values", ref)
+    bound = _as_costs(ref_arr[None], maximize)[0]
     inside = costs[np.all(costs < bound, axis=1)]
     if len(inside) == 0:
         return 0.0

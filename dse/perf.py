@@ -24,11 +24,10 @@ _LADDER: tuple[tuple[float, str], ...] = (
 
 
 def native_bits(hw: dict, bits: Array) -> Array:
-    """Narrowest native precision >= ``bits``; 16-bit is always native, 32-bit the fallback."""
+    """Narrowest native precision (peak > 0) >= ``bits``; 32-bit is the fallback."""
     out: Array = 32.0
     for width, key in _LADDER[2::-1]:  # 16, 8, 4: narrower native widths overwrite wider ones
-        native = True if width == 16.0 else hw[key] > 0
-        out = np.where((bits <= width) & native, width, out)
+        out = np.where((bits <= width) & (hw[key] > 0), width, out)
     return out
 
 
@@ -39,20 +38,35 @@ def peak_flop_per_s(hw: dict, native: Array) -> Array:
                              np.where(native == 4.0, hw["flop4_peak_flop_per_s"], hw["flop32_peak_flop_per_s"])))
 
 
-def compute_rate(hw: dict, bits: Array) -> tuple[Array, Array]:
-    """(achievable dense FLOP/s, native bits) for arithmetic that needs ``bits``."""
+def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
+    """(achievable seconds per dense FLOP, native bits) for arithmetic that needs ``bits``.
+
+    Reciprocal rates keep divisions out of the per-operator hot path. When the peaks
+    are one platform's scalars, the precision ladder is tabulated for widths 1..32 and
+    looked up (gathers instead of a chain of ``where``).
+    """
+    peaks = [hw[key] for _, key in _LADDER]
+    eff = hw["compute_eff_frac"]
+    if np.ndim(bits) and not any(np.ndim(p) for p in peaks):
+        widths = np.arange(33, dtype=float)
+        native_table = np.asarray(native_bits(hw, widths), dtype=float)
+        rate_table = np.asarray(peak_flop_per_s(hw, native_table), dtype=float)
+        idx = np.clip(np.ceil(bits), 1, 32).astype(np.intp)
+        if np.ndim(eff):
+            return 1.0 / (rate_table.take(idx) * eff), native_table.take(idx)
+        return (1.0 / (rate_table * eff)).take(idx), native_table.take(idx)
     nb = native_bits(hw, bits)
-    return peak_flop_per_s(hw, nb) * hw["compute_eff_frac"], nb
+    return 1.0 / (peak_flop_per_s(hw, nb) * eff), nb
 
 
-def mem_rate(hw: dict) -> Array:
-    """Achievable main-memory bandwidth, bytes/s."""
-    return hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
+def mem_s_per_byte(hw: dict) -> Array:
+    """Seconds per main-memory byte at the achievable bandwidth."""
+    return 1.0 / (hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"])
 
 
-def roofline_s(flop: Array, nbytes: Array, flop_per_s: Array, bytes_per_s: Array) -> Array:
-    """``max(flop / flop_per_s, bytes / bytes_per_s)``, seconds."""
-    return np.maximum(flop / flop_per_s, nbytes / bytes_per_s)
+def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array) -> Array:
+    """``max(flop * s_per_flop, bytes * s_per_byte)``, seconds."""
+    return np.maximum(flop * s_per_flop, nbytes * s_per_byte)
 
 
 def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:

@@ -13,21 +13,17 @@ from dse.workload import Array
 SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
 
 
-def flop_energy_pj(hw: dict, native: Array) -> Array:
-    """Energy per FLOP at a native precision, pJ: linear in operand width from the 16-bit figure.
+def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array:
+    """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
 
-    Linear scaling follows operand delivery (register file, datapath wires), which
+    Energy per FLOP at a native precision is linear in operand width from the 16-bit
+    figure (``flop16_energy_pj_per_flop * native / 16``). Linear scaling follows operand delivery (register file, datapath wires), which
     dominates ALU energy in modern accelerators; it is conservative for integer
     multipliers, whose energy falls faster than linearly (Horowitz, ISSCC 2014).
     """
-    return hw["flop16_energy_pj_per_flop"] * (native / 16.0)
-
-
-def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array:
-    """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules."""
-    bits = nbytes * BITS_PER_BYTE
     per_bit_pj = hw["mem_energy_pj_per_bit"] + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]
-    return (flop * flop_energy_pj(hw, native) + bits * per_bit_pj) * PJ
+    # scalar factors grouped first: four array operations for a one-platform batch
+    return flop * (native * (hw["flop16_energy_pj_per_flop"] * PJ / 16.0)) + nbytes * (per_bit_pj * BITS_PER_BYTE * PJ)
 
 
 def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:

@@ -17,7 +17,7 @@ def _native(hw: dict, bits: float) -> float:
         return 4.0
     if bits <= 8 and hw["flop8_peak_flop_per_s"] > 0:
         return 8.0
-    if bits <= 16:
+    if bits <= 16 and hw["flop16_peak_flop_per_s"] > 0:
         return 16.0
     return 32.0
 

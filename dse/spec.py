@@ -203,10 +203,12 @@ def _platform_from_mapping(raw: dict, file: str) -> Platform:
     cls = info.get("platform_class")
     if cls not in PLATFORM_CLASSES:
         raise SpecError(file, "platform_class", f"must be one of {list(PLATFORM_CLASSES)}", cls)
+    if values["tdp_w"] <= values["static_power_w"]:
+        raise SpecError(file, "tdp_w", f"must exceed static_power_w ({values['static_power_w']:g})", values["tdp_w"])
     for key in ("compute_eff_frac", "mem_bw_eff_frac"):
         if not 0.0 < values[key] <= 1.0:
             raise SpecError(file, key, "must be in (0, 1]", values[key])
-    for key in ("flop16_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes"):
+    for key in ("flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes"):
         if values[key] <= 0:
             raise SpecError(file, key, "must be > 0", values[key])
     name = info.get("name") or Path(file).stem

@@ -96,17 +96,17 @@ def sweep(space: FiniteSpace, make_evaluator: Callable[[], Evaluate],
     """Evaluate every design of ``space`` (or of one shard) and keep the Pareto front.
 
     ``make_evaluator()`` returns the metric function (columns -> metric arrays); each
-    task calls it once, so it must pickle for process backends, e.g.
-    ``functools.partial(dse.Evaluator, model="llama-2-7b", platform="h100-sxm")``.
+    task calls it once, so it must pickle for process backends: ``space.evaluator`` for a
+    :class:`dse.space.Space`, or ``functools.partial(dse.Evaluator, model=..., platform=...)``.
     ``objectives``: ``(name, maximize)`` pairs; ``constraints``: ``(name, upper)`` or
     ``(name, lower, upper)`` (None: unbounded), feasible when ``lower <= value <= upper``,
-    on top of ``g_memory_bytes <= 0``; names are metrics or design columns. ``n_jobs``/``backend`` go to
-    :class:`joblib.Parallel`. ``shard=(i, n)`` evaluates chunks ``i, i + n, ...`` only.
-    ``progress(done, total)`` is called with design counts as tasks finish.
+    on top of ``g_memory_bytes <= 0``; names are metrics or design columns.
+    ``n_jobs``/``backend`` go to :class:`joblib.Parallel`. ``shard=(i, n)`` evaluates
+    chunks ``i, i + n, ...`` only. ``progress(done, total)`` gets design counts as tasks finish.
 
-    >>> from functools import partial
-    >>> res = sweep(space, partial(Evaluator, model="llama-2-7b", platform="h100-sxm"),
-    ...             [("decode_tokens_per_s", True), ("decode_tokens_per_j", True)])  # doctest: +SKIP
+    >>> res = sweep(space, space.evaluator, [("decode_tokens_per_s", True), ("tpot_s", False)],
+    ...             [("ttft_s", 0.5)])  # doctest: +SKIP
+    >>> res.front[["design_index", "decode_tokens_per_s", "tpot_s"]]  # doctest: +SKIP
     """
     start_s = time.perf_counter()
     plan, empty = _plan(space, make_evaluator, objectives, constraints, chunk_size, sample_size)
@@ -132,6 +132,8 @@ def merge_fronts(fronts: Sequence[pd.DataFrame], objectives: Sequence[tuple[str,
 
     A design present in several inputs counts once.
     """
+    if not fronts:
+        raise SpecError("", "fronts", "at least one front table is required", fronts)
     union = pd.concat(list(fronts), ignore_index=True).drop_duplicates(INDEX_COLUMN)
     names = [name for name, _ in objectives]
     missing = [n for n in names if n not in union.columns]
@@ -143,6 +145,8 @@ def merge_fronts(fronts: Sequence[pd.DataFrame], objectives: Sequence[tuple[str,
 
 def merge_samples(samples: Sequence[pd.DataFrame], sample_size: int = 10_000) -> pd.DataFrame:
     """Sample of the union of shard samples (``SweepResult.sample`` tables), as one run gives."""
+    if not samples:
+        raise SpecError("", "samples", "at least one sample table is required", samples)
     union = pd.concat(list(samples), ignore_index=True).drop_duplicates(INDEX_COLUMN)
     keys = _sample_keys(union[INDEX_COLUMN].to_numpy(dtype=np.int64))
     return _sorted(union.iloc[np.sort(_smallest(keys, sample_size))])
@@ -229,19 +233,24 @@ def _run_task(space: FiniteSpace, make_evaluator: Callable[[], Evaluate], chunks
     for chunk in chunks:
         start = chunk * plan.chunk_size
         index = np.arange(start, min(start + plan.chunk_size, plan.size), dtype=np.int64)
-        table = _evaluate(space, evaluate, index)
-        feasible = _feasible(table, plan.constraints)
-        rows = np.flatnonzero(feasible)
-        values = np.column_stack([table[name][rows] for name in plan.objectives])
-        on_front = pareto_mask(values, plan.maximize)
-        part.front.update(values[on_front], _take(table, rows[on_front]))
-        if plan.sample_size:
-            picked = np.flatnonzero(_sample_keys(index) <= np.uint64(plan.sample_cap))
-            candidates = _with_feasible(_take(table, picked), feasible[picked])
-            part.sample = _smallest_rows(_concat(part.sample, candidates), plan.sample_size)
-        part.n_evaluated += len(index)
-        part.n_feasible += len(rows)
+        _add_chunk(part, space, evaluate, index, plan)
     return part
+
+
+def _add_chunk(part: _Partial, space: FiniteSpace, evaluate: Evaluate, index: np.ndarray, plan: _Plan) -> None:
+    """Evaluate one chunk into ``part`` (a function, so the chunk's arrays die on return)."""
+    table = _evaluate(space, evaluate, index)
+    feasible = _feasible(table, plan.constraints)
+    rows = np.flatnonzero(feasible)
+    values = np.column_stack([table[name][rows] for name in plan.objectives])
+    on_front = pareto_mask(values, plan.maximize)
+    part.front.update(values[on_front], _take(table, rows[on_front]))
+    if plan.sample_size:
+        picked = np.flatnonzero(_sample_keys(index) <= np.uint64(plan.sample_cap))
+        candidates = _with_feasible(_take(table, picked), feasible[picked])
+        part.sample = _smallest_rows(_concat(part.sample, candidates), plan.sample_size)
+    part.n_evaluated += len(index)
+    part.n_feasible += len(rows)
 
 
 def _evaluate(space: FiniteSpace, evaluate: Evaluate, index: np.ndarray) -> Table:

@@ -111,9 +111,10 @@ def _linear(layers: Array, tokens: Array, params: Array, flop_params: Array, wby
             act_elems: Array, k: dict, kernels: Array) -> Op:
     """A weight GEMM/GEMV in ``layers`` layers: ``2 * tokens * flop_params`` FLOPs each;
     weights read once per pass, ``act_elems`` activations in and out per token."""
-    flop = layers * 2.0 * tokens * flop_params
-    act = layers * tokens * act_elems * (k["a_bits"] / 8.0)
-    nbytes = layers * params * wbytes + act
+    # scalar factors are grouped first so a one-model batch costs one array op per product
+    flop = (2.0 * layers * flop_params) * tokens
+    act = (layers * act_elems) * tokens * k["a_bytes"]
+    nbytes = (layers * params) * wbytes + act
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
 
@@ -124,6 +125,7 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict
     tokens (the last position of each sequence) in both phases. ``wb`` is
     :func:`weight_bytes_per_param` of ``k``.
     """
+    k = {**k, "a_bytes": k["a_bits"] / 8.0}
     nl = m["n_layers"]
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     p = layer_params(m)
@@ -137,18 +139,19 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict
     ops["ffn"] = _linear(nl, tokens, ffn_params, ffn_flop_params, wb, ffn_act, k, ffn_kernels)
 
     b = k["batch"]
-    a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
+    a_b, kv_b = k["a_bytes"], k["kv_bits"] / 8.0
     if prefill:
         L = k["in_len"]
-        flop = nl * 2.0 * b * h * hd * L * (L + 1.0)  # causal: QK^T and PV over L(L+1)/2 pairs
-        act = nl * b * L * hd * (2.0 * h + 2.0 * kv) * a_b
-        nbytes = act + nl * b * L * hd * 2.0 * kv * kv_b
+        bl = b * L
+        flop = (2.0 * nl * h * hd) * bl * (L + 1.0)  # causal: QK^T and PV over L(L+1)/2 pairs
+        act = (nl * hd * (2.0 * h + 2.0 * kv)) * bl * a_b
+        nbytes = act + (nl * hd * 2.0 * kv) * bl * kv_b
         ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
     else:
-        flop1 = nl * 4.0 * b * h * hd
-        bytes1 = nl * 2.0 * b * kv * hd * kv_b
-        act = nl * b * hd * (2.0 * h + 2.0 * kv) * a_b
-        bytes0 = act + nl * b * hd * 2.0 * kv * kv_b
+        flop1 = (4.0 * nl * h * hd) * b
+        bytes1 = (2.0 * nl * kv * hd) * b * kv_b
+        act = (nl * hd * (2.0 * h + 2.0 * kv)) * b * a_b
+        bytes0 = act + (nl * hd * 2.0 * kv) * b * kv_b
         ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
 
     v = m["vocab_size"]

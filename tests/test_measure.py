@@ -155,12 +155,12 @@ def test_cpu_path_tiny_cards(tmp_path):
         part = [torch.empty(2, b, s.n_kv_heads, t, s.head_dim) for _ in range(s.n_layers)]
         dec.prefill(toks[:, :t], part)
         cache = [torch.randn(2, b, s.n_kv_heads, 16, s.head_dim) for _ in range(s.n_layers)]
-        for c, p in zip(cache, part):
+        for c, p in zip(cache, part, strict=True):
             c[:, :, :, :t] = p
         cur, pos = toks[:, t].clone(), torch.tensor([t])
         dec.decode_step(cur, cache, pos, t + 1)
         assert cur.tolist() == want.tolist() and int(pos) == t + 1
-        for c, f in zip(cache, full):
+        for c, f in zip(cache, full, strict=True):
             assert torch.allclose(c[:, :, :, : t + 1], f, atol=1e-5)
 
 

@@ -126,6 +126,10 @@ def test_hypervolume_matches_grid_count():
 def test_hypervolume_ignores_points_not_better_than_ref():
     assert hypervolume_2d(np.array([[1.0, 5.0], [5.0, 0.0]]), [True, True], [0.0, 0.0]) == 5.0
     assert hypervolume_2d(np.zeros((0, 2)), [True, True], [0.0, 0.0]) == 0.0
+    with pytest.raises(SpecError, match="ref"):
+        hypervolume_2d(np.zeros((1, 2)), [True, True], [0.0])
+    with pytest.raises(SpecError, match="exactly 2"):
+        hypervolume_2d(np.zeros((1, 3)), [True, True, True], [0.0, 0.0, 0.0])
 
 
 def test_archive_streaming_and_merge_equal_one_shot():
