@@ -74,7 +74,8 @@ def main() -> None:
     print(f"model={args.model} platform={args.platform} points={n:,} cpu_count={os.cpu_count()}")
     print(f"vectorised: best {best:.3f} s, median {median:.3f} s over {args.repeats} runs -> "
           f"{vec_pts / 1e6:.2f} M points/s (median {n / median / 1e6:.2f} M/s)")
-    print(f"peak traced memory during one call: {peak / 2**20:.1f} MiB (inputs {sum(v.nbytes for v in designs.values()) / 2**20:.1f} MiB not counted)")
+    inputs_mib = sum(v.nbytes for v in designs.values()) / 2**20
+    print(f"peak traced memory during one call: {peak / 2**20:.1f} MiB (inputs {inputs_mib:.1f} MiB not counted)")
     print(f"scalar reference loop: {ref_s * 1e3:.3f} ms/point over {k_ref} points -> {1 / ref_s:,.0f} points/s")
     print(f"speed-up vectorised / scalar reference: {vec_pts * ref_s:,.0f}x")
 

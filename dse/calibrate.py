@@ -46,6 +46,7 @@ EFF_BOUNDS = (0.05, 1.0)
 OVERHEAD_BOUNDS_S = (0.0, 1e-3)
 ENERGY_SCALE = 10.0  # energy terms may move within [preset / 10, preset * 10]
 MIN_SENSITIVITY = 1e-2  # |d ln(metric) / d u| below this for every residual: not identifiable (u: 0..1 over bounds)
+AT_BOUND_U = 1e-3  # a fitted u this close to 0 or 1 is reported as at its bound
 DEGENERATE_SV_RATIO = 1e-4  # smallest/largest singular value of the Jacobian below this: collinear parameters
 
 
@@ -258,6 +259,8 @@ def calibrate(platform: str | Path | Platform, measurements: pd.DataFrame, *, fi
         if not dead:
             values.update({p.name: p.from_u(x) for p, x in zip(active, sol.x, strict=True)})
             warnings.extend(_collinearity(sol.jac, active))
+            warnings.extend(f"{p.name}: fitted value {p.from_u(x):.4g} is at its bound; the model may lack an "
+                            "effect the data shows" for p, x in zip(active, sol.x, strict=True) if _at_bound(p, x))
             break
         for p in dead:
             notes[p.name] = "the measurements do not constrain it; kept preset value"
@@ -271,6 +274,11 @@ def calibrate(platform: str | Path | Platform, measurements: pd.DataFrame, *, fi
                            "fitted": n in values and n not in notes, "note": notes.get(n, "")}
                           for n in dict.fromkeys(fit)]).set_index("param")
     return CalibrationResult(calibrated, base, table, compare(calibrated, rows), tuple(warnings), label)
+
+
+def _at_bound(p: _Param, u: float) -> bool:
+    """At the upper bound, or at the lower one where that is implausible (zero overhead is plausible)."""
+    return u > 1.0 - AT_BOUND_U or (u < AT_BOUND_U and p.name != "kernel_overhead_s")
 
 
 def _collinearity(jac: np.ndarray, active: list[_Param]) -> list[str]:

@@ -147,7 +147,7 @@ class _Eval(ast.NodeVisitor):
     def visit_Compare(self, node: ast.Compare) -> object:
         out = None
         left_node = node.left
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             left, right = self._operand(left_node, right_node), self._operand(right_node, left_node)
             part = _CMPOPS[type(op)](left, right)
             out = part if out is None else np.logical_and(out, part)

@@ -50,11 +50,12 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
         step_s = perf.roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
+        c_sum = steps * (lo + hi) * 0.5  # sum of the attended contexts over the decode steps
         cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
                                               op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi)
                 + steps * launch_s,
-                "flop": perf.sum_linear(op.flop0, op.flop1, lo, hi),
-                "bytes": perf.sum_linear(op.bytes0, op.bytes1, lo, hi), "per_step": False}
+                "flop": perf.sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
+                "bytes": perf.sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
     cost.update(s_per_flop=s_per_flop, native=native, steps=steps)
     if pim:
         cost = _with_pim(hw, k, name, op, lo, hi, op_totals(cost), launch_s)
@@ -177,20 +178,21 @@ def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
     ttft, dec_s = times["prefill"], times["decode"]
+    total_s = ttft + dec_s
     total_j = energies["prefill"] + energies["decode"]
-    tpot = dec_s / n_out
-    dec_tps = b / tpot
+    per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
+    dec_tps = generated * per_dec_s
     mem = memory_bytes(m, k, wb)
     out = {
         "ttft_s": ttft,
-        "tpot_s": tpot,
+        "tpot_s": dec_s / n_out,
         "decode_tokens_per_s": dec_tps,
-        "tokens_per_s": generated / (ttft + dec_s),
-        "decode_power_w": energies["decode"] / dec_s,
-        "avg_power_w": total_j / (ttft + dec_s),
+        "tokens_per_s": generated * per_total_s,
+        "decode_power_w": energies["decode"] * per_dec_s,
+        "avg_power_w": total_j * per_total_s,
         "decode_tokens_per_j": generated / energies["decode"],
         "tokens_per_j": generated / total_j,
-        "tdp_tokens_per_j": dec_tps / hw["tdp_w"],
+        "tdp_tokens_per_j": dec_tps * (1.0 / hw["tdp_w"]),
         "memory_bytes": mem,
         "g_memory_bytes": mem - hw["mem_capacity_bytes"],
     }

@@ -72,7 +72,12 @@ def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array)
 def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:
     """``sum_{c=lo}^{hi} (x0 + x1 * c)`` for integer ``lo..hi``; 0 when ``hi < lo``."""
     n = np.maximum(hi - lo + 1.0, 0.0)
-    return n * x0 + x1 * n * (lo + hi) * 0.5
+    return n * x0 + x1 * (n * (lo + hi) * 0.5)
+
+
+def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
+    """:func:`sum_linear` over a range known to hold ``n >= 1`` terms whose ``c`` sum to ``c_sum``."""
+    return n * x0 + x1 * c_sum
 
 
 def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Array) -> Array:
@@ -101,5 +106,5 @@ def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
     A chip at its power limit lowers its clock: the dynamic energy is unchanged and
     the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer.
     """
-    headroom_w = np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
-    return np.maximum(time_s, dynamic_j / headroom_w)
+    per_headroom_w = 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
+    return np.maximum(time_s, dynamic_j * per_headroom_w)

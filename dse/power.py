@@ -17,13 +17,15 @@ def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array
     """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
 
     Energy per FLOP at a native precision is linear in operand width from the 16-bit
-    figure (``flop16_energy_pj_per_flop * native / 16``). Linear scaling follows operand delivery (register file, datapath wires), which
-    dominates ALU energy in modern accelerators; it is conservative for integer
-    multipliers, whose energy falls faster than linearly (Horowitz, ISSCC 2014).
+    figure (``flop16_energy_pj_per_flop * native / 16``). Linear scaling follows operand
+    delivery (register file, datapath wires), which dominates ALU energy in modern
+    accelerators; it is conservative for integer multipliers, whose energy falls faster
+    than linearly (Horowitz, ISSCC 2014).
     """
     per_bit_pj = hw["mem_energy_pj_per_bit"] + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]
     # scalar factors grouped first: four array operations for a one-platform batch
-    return flop * (native * (hw["flop16_energy_pj_per_flop"] * PJ / 16.0)) + nbytes * (per_bit_pj * BITS_PER_BYTE * PJ)
+    j_per_flop_per_bit = hw["flop16_energy_pj_per_flop"] * PJ / 16.0
+    return flop * (native * j_per_flop_per_bit) + nbytes * (per_bit_pj * BITS_PER_BYTE * PJ)
 
 
 def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:

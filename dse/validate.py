@@ -43,6 +43,7 @@ CLASS_COLOURS: dict[str, str] = {  # the survey's own colours (survey.md section
     "cpu": "#70AD47", "gpu": "#4472C4", "fpga": "#FFC000", "asic": "#C00000", "pim": "#7030A0", "?": "#888888",
 }
 BAND_FRAC = 0.25  # the plot's +-25 % band
+MARKERS = "o^sDv"  # one per set in the plot
 
 
 def validation_dir() -> Path:
@@ -59,6 +60,7 @@ def load_set(name: str) -> pd.DataFrame:
     path = validation_dir() / SETS[name] if name in SETS else Path(name)
     df = read_table(path)
     df.insert(0, "set", name if name in SETS else path.stem)
+    df.insert(1, "row", range(len(df)))  # position in the file, kept through concatenation
     return measurement_rows(df)
 
 
@@ -215,8 +217,8 @@ def _design_problem(r: pd.Series) -> str | None:
 
 
 def _carried(rows: pd.DataFrame) -> pd.DataFrame:
-    """Identity and design columns of rows, with ``row`` = position in the input."""
-    out = pd.DataFrame({"row": rows.index}, index=rows.index)
+    """Identity and design columns of rows; ``row`` is the input's ``row`` column, else the position in the input."""
+    out = pd.DataFrame({"row": rows["row"] if "row" in rows else rows.index}, index=rows.index)
     for col in (*_CARRIED[:1], "platform", "model", "batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits",
                 *_CARRIED[1:]):
         if col in rows:
@@ -254,14 +256,15 @@ def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.D
 
 
 def summarise(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Per metric and platform class (plus ``all``): n, MAPE %, median |ln(pred/meas)|,
-    geometric-mean pred/meas and Spearman's rank correlation (NaN below 3 points)."""
+    """Per set (where a ``set`` column exists), metric and platform class (plus ``all``): n, MAPE %,
+    median |ln(pred/meas)|, geometric-mean pred/meas and Spearman's rank correlation (NaN below 3 points)."""
+    by = ["set", "metric"] if "set" in comparisons else ["metric"]
     rows = []
-    for metric, by_metric in comparisons.groupby("metric", sort=False):
-        groups = [("all", by_metric), *by_metric.groupby("platform_class")]
-        for cls, g in groups:
-            rows.append({"metric": metric, "platform_class": cls, **_stats(g)})
-    return pd.DataFrame(rows, columns=["metric", "platform_class", "n", "mape_pct", "median_abs_log_error",
+    for key, group in comparisons.groupby(by, sort=False):
+        labels = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        for cls, part in [("all", group), *group.groupby("platform_class")]:
+            rows.append({**labels, "platform_class": cls, **_stats(part)})
+    return pd.DataFrame(rows, columns=[*by, "platform_class", "n", "mape_pct", "median_abs_log_error",
                                        "gmean_ratio", "spearman_rho"])
 
 
@@ -279,7 +282,8 @@ def _stats(g: pd.DataFrame) -> dict[str, float]:
 
 
 def plot_validation(report: ValidationReport, path: str | Path) -> Path:
-    """Predicted vs measured, log-log, one panel per metric: y = x, +-25 % band, colour = platform class."""
+    """Predicted vs measured, log-log, one panel per metric: y = x, +-25 % band, colour = platform class,
+    marker = set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,9 +301,11 @@ def plot_validation(report: ValidationReport, path: str | Path) -> Path:
         line = np.geomspace(lo, hi, 50)
         ax.fill_between(line, line * (1 - BAND_FRAC), line * (1 + BAND_FRAC), color="#dddddd", label="±25 %")
         ax.plot(line, line, "k-", lw=0.8, label="y = x")
-        for cls, g in part.groupby("platform_class"):
-            ax.scatter(g["measured"], g["predicted"], s=16, color=CLASS_COLOURS.get(cls, "#888888"),
-                       edgecolors="none", label=f"{cls} ({len(g)})")
+        sets = part["set"] if "set" in part else pd.Series("", index=part.index)
+        for (cls, name), g in part.groupby([part["platform_class"], sets]):
+            marker = MARKERS[sorted(set(sets)).index(name) % len(MARKERS)]
+            ax.scatter(g["measured"], g["predicted"], s=16, marker=marker, color=CLASS_COLOURS.get(cls, "#888888"),
+                       edgecolors="none", label=f"{cls} {name} ({len(g)})".replace("  ", " "))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)

@@ -107,13 +107,14 @@ def experts_touched(m: dict, tokens: Array) -> Array:
     return e * (1.0 - (1.0 - m["n_experts_active"] / e) ** tokens)
 
 
-def _linear(layers: Array, tokens: Array, params: Array, flop_params: Array, wbytes: Array,
-            act_elems: Array, k: dict, kernels: Array) -> Op:
+def _linear(layers: Array, tokens: Array, token_bytes: Array, params: Array, flop_params: Array,
+            wbytes: Array, act_elems: Array, kernels: Array) -> Op:
     """A weight GEMM/GEMV in ``layers`` layers: ``2 * tokens * flop_params`` FLOPs each;
-    weights read once per pass, ``act_elems`` activations in and out per token."""
+    weights read once per pass, ``act_elems`` activations of ``token_bytes / act_elem``
+    (= tokens * activation bytes) in and out."""
     # scalar factors are grouped first so a one-model batch costs one array op per product
     flop = (2.0 * layers * flop_params) * tokens
-    act = (layers * act_elems) * tokens * k["a_bytes"]
+    act = (layers * act_elems) * token_bytes
     nbytes = (layers * params) * wbytes + act
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
@@ -125,21 +126,21 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict
     tokens (the last position of each sequence) in both phases. ``wb`` is
     :func:`weight_bytes_per_param` of ``k``.
     """
-    k = {**k, "a_bytes": k["a_bits"] / 8.0}
+    a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
+    token_bytes = tokens * a_b
     nl = m["n_layers"]
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     p = layer_params(m)
     ops: dict[str, Op] = {}
-    ops["qkv"] = _linear(nl, tokens, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, k, 3.0)
-    ops["o"] = _linear(nl, tokens, p["o"], p["o"], wb, h * hd + 2.0 * d, k, 2.0)
+    ops["qkv"] = _linear(nl, tokens, token_bytes, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, 3.0)
+    ops["o"] = _linear(nl, tokens, token_bytes, p["o"], p["o"], wb, h * hd + 2.0 * d, 2.0)
     ffn_params = p["ffn_expert"] * experts_touched(m, tokens) + p["router"]
     ffn_flop_params = p["ffn_expert"] * m["n_experts_active"] + p["router"]
     ffn_act = 2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
     ffn_kernels = 4.0 + np.where(m["n_experts"] > 1, 2.0, 0.0)
-    ops["ffn"] = _linear(nl, tokens, ffn_params, ffn_flop_params, wb, ffn_act, k, ffn_kernels)
+    ops["ffn"] = _linear(nl, tokens, token_bytes, ffn_params, ffn_flop_params, wb, ffn_act, ffn_kernels)
 
     b = k["batch"]
-    a_b, kv_b = k["a_bytes"], k["kv_bits"] / 8.0
     if prefill:
         L = k["in_len"]
         bl = b * L
@@ -155,7 +156,8 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict
         ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
 
     v = m["vocab_size"]
-    ops["lm_head"] = _linear(1.0, b, v * d, v * d, wb, d + v, k, 2.0)
+    b_bytes = token_bytes if not prefill else b * a_b
+    ops["lm_head"] = _linear(1.0, b, b_bytes, v * d, v * d, wb, d + v, 2.0)
     return ops
 
 

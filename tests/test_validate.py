@@ -12,6 +12,7 @@ import pytest
 import dse
 from dse.errors import SpecError
 from dse.io import read_metadata
+from dse.measure import COLUMNS as MEASURE_COLUMNS
 from dse.validate import (
     MEASURED_METRICS,
     SETS,
@@ -98,6 +99,16 @@ def test_tdp_rows_compare_tdp_tokens_per_j_and_tpot_becomes_decode_speed(toy_pat
     assert comp.loc[(0, "tdp_tokens_per_j")] == pytest.approx(0.0, abs=1e-9)  # toy TDP is 700 W
     assert comp.loc[(1, "decode_power_w")] == pytest.approx(-50.0)
     assert comp.loc[(1, "decode_tokens_per_j")] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reads_the_dse_measure_format(toy_path):
+    p = predicted(toy_path, batch=2)
+    values = {"platform": toy_path, "gpu_name": "NVIDIA H100 80GB HBM3", **DESIGN, "batch": 2, "idle_power_w": 70.0,
+              "source": "dse measure", "energy_method": "nvml", **{m: p[m] for m in MEASURE_COLUMNS if m in p}}
+    rows = pd.DataFrame([{c: values.get(c, np.nan) for c in MEASURE_COLUMNS + ("energy_method",)}])
+    comp = validate(rows).comparisons
+    assert set(comp["metric"]) == {"decode_tokens_per_s", "ttft_s", "decode_power_w", "decode_tokens_per_j"}
+    assert comp["error_pct"].abs().max() < 1e-9
 
 
 def test_survey_points_get_the_stated_assumptions():
