@@ -244,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG path (default: front.png in the folder)")
     p.set_defaults(func=_cmd_plot)
 
+    from dse import calibrate, measure, validate
+
+    for name, module, text in (("validate", validate, "compare predictions with measurements shipped in validation/"),
+                               ("calibrate", calibrate, "fit a preset's efficiencies and power terms to measurements"),
+                               ("measure", measure, "measure TTFT, time per token and energy on a local NVIDIA GPU")):
+        p = sub.add_parser(name, help=text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+
     p = sub.add_parser("list", help="list built-in models or platforms")
     p.add_argument("what", choices=("models", "platforms"))
     p.set_defaults(func=_cmd_list)

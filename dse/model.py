@@ -52,7 +52,7 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
     else:
         c_sum = steps * (lo + hi) * 0.5  # sum of the attended contexts over the decode steps
         cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
-                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi)
+                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
                 + steps * launch_s,
                 "flop": perf.sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
                 "bytes": perf.sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
@@ -124,8 +124,10 @@ def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, host: 
     bytes1 = 0.0 if op.bytes1 is None else op.bytes1
     inbank0 = op.bytes0 - op.act_bytes
     steps = host["steps"]
+    c_sum = steps * (lo + hi) * 0.5
     pim_s = perf.sum_max_linear(op.flop0 / pim_flop_per_s, flop1 / pim_flop_per_s,
-                                inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi) + steps * link_s
+                                inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi, steps, c_sum)
+    pim_s = pim_s + steps * link_s
     inbank = host["bytes"] - steps * op.act_bytes
     pim_j = power.pim_dynamic_j(hw, host["flop"], inbank, steps * op.act_bytes)
     return {

@@ -80,24 +80,25 @@ def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
     return n * x0 + x1 * c_sum
 
 
-def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Array) -> Array:
-    """Exact ``sum_{c=lo}^{hi} max(a0 + a1 c, b0 + b1 c)`` over integers, in closed form.
+def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Array,
+                   n: Array, c_sum: Array) -> Array:
+    """Exact ``sum_{c=lo}^{hi} max(a0 + a1 c, b0 + b1 c)`` over the integers, in closed form.
 
-    ``max(a, b) = b + max(a - b, 0)``; ``a - b`` is linear in ``c`` so it is positive on
-    one interval, found from the crossover ``c* = -(a0 - b0) / (a1 - b1)``. This is the
-    decode sum across the compute/memory regime change.
+    The range is non-empty: ``n = hi - lo + 1 >= 1`` terms whose ``c`` sum to ``c_sum``.
+    ``max(a, b) = b + max(u, 0)`` with ``u = a - b`` linear in ``c``, positive on one
+    side of the crossover ``c* = -(a0 - b0) / (a1 - b1)``: this is the decode sum across
+    the compute/memory regime change. Division by ``u1 = 0`` is intended: ``c*`` becomes
+    +-inf (the whole range or none) or NaN (``u == 0``, which adds nothing).
     """
     u0 = a0 - b0
     u1 = a1 - b1
-    base = sum_linear(b0, b1, lo, hi)
-    flat = u1 == 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = np.where(flat, 0.0, -u0 / np.where(flat, 1.0, u1))
-    cross = np.clip(cross, lo - 1.0, hi + 1.0)
-    pos_lo = np.where(u1 > 0.0, np.maximum(lo, np.floor(cross) + 1.0), lo)
-    pos_hi = np.where(u1 < 0.0, np.minimum(hi, np.ceil(cross) - 1.0), hi)
-    pos_hi = np.where(flat & (u0 <= 0.0), lo - 1.0, pos_hi)
-    return base + sum_linear(u0, u1, pos_lo, pos_hi)
+        cross = -u0 / u1
+    cross = np.fmin(np.fmax(cross, lo - 1.0), hi + 1.0)  # fmax maps NaN to lo - 1
+    rising = u1 >= 0.0  # u > 0 right of c* when rising, left of it when falling
+    pos_lo = np.where(rising, np.floor(cross) + 1.0, lo)
+    pos_hi = np.where(rising, hi, np.ceil(cross) - 1.0)
+    return sum_linear_nonempty(b0, b1, n, c_sum) + sum_linear(u0, u1, pos_lo, pos_hi)
 
 
 def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:

@@ -8,9 +8,11 @@ from functools import partial
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import dse
 from dse.errors import SpecError
+from dse.pareto import pareto_mask
 from dse.spec import _platform_from_mapping
 from dse.sweep import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, merge_samples, sweep
 
@@ -159,6 +161,24 @@ def test_bad_space_or_evaluator_raise_spec_error():
         sweep(GridSpace({"batch": []}), MAKE_EVALUATOR, OBJECTIVES, n_jobs=1)
     with pytest.raises(SpecError, match="g_memory_bytes"):
         sweep(SMALL, lambda: (lambda cols: {"tpot_s": cols["batch"]}), [("tpot_s", False)], n_jobs=1)
+
+
+def test_sweeps_a_yaml_space(tmp_path):
+    from dse.space import load_space
+
+    platform = tmp_path / "test-h100.yaml"
+    platform.write_text(yaml.safe_dump({**_H100_LIKE, "sources": dict(PLATFORM.sources)}))
+    space = load_space({"name": "t", "platform": str(platform), "model": "llama-2-7b",
+                        "knobs": {"batch": {"choices": [1, 4, 16, 64]}, "w_bits": {"choices": [4, 8, 16]},
+                                  "flop16_peak_tflop_per_s": {"choices": [250, 500, 1000]}},
+                        "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"}})
+    result = sweep(space, space.evaluator, OBJECTIVES, n_jobs=1)
+    index = np.arange(space.size)
+    table = pd.DataFrame({INDEX_COLUMN: index, **space.evaluator()(space.columns_at(index))})
+    expected = table[table["g_memory_bytes"] <= 0]
+    expected = expected[pareto_mask(expected[[n for n, _ in OBJECTIVES]].to_numpy(), [m for _, m in OBJECTIVES])]
+    assert result.front[INDEX_COLUMN].tolist() == expected[INDEX_COLUMN].tolist()
+    assert result.n_evaluated == space.size == 36
 
 
 def test_memory_stays_bounded_on_two_million_designs():
