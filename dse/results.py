@@ -37,7 +37,7 @@ def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.
     data: dict[str, Any] = {}
     if trial_numbers is not None:
         data["trial"] = trial_numbers
-    decoded = space.decode({**columns, **params})
+    decoded = space.decode({**params, **columns})  # effective values (after `when`) win
     for name in list(params) + [c for c in columns if c not in params]:
         value = decoded.get(name, columns.get(name))
         data[name] = value if np.ndim(value) else np.full(n, value)

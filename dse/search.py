@@ -182,7 +182,7 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
     Ctrl-C stops after saving everything finished so far; running again resumes.
     """
     if study.sampler == "exhaustive":
-        from dse.sweep_study import run_exhaustive
+        from dse.sweep_study import run_exhaustive  # imports this module: resolved at call time
         return run_exhaustive(study, progress=progress)
     start = time.perf_counter()
     storage, checkpointed = _open_storage(study)

@@ -90,7 +90,7 @@ class Space:
     derived_order: list[str]
     platforms: list[str]
     models: list[str]
-    technologies: dict[str, dict[str, float]] = field(default_factory=dict)
+    technologies: dict[str, dict[str, float]] = field(default_factory=dict)  # code order
     description: str = ""
 
     # ---- finite enumeration (exhaustive sweep) ------------------------------------------
@@ -105,15 +105,19 @@ class Space:
             total *= n
         return total
 
-    def columns_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """Design columns for flat design indices (mixed radix over the knobs, last fastest)."""
+    def params_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Knob values (string categoricals as codes) of flat design indices (mixed radix, last knob fastest)."""
         rest = np.asarray(index, dtype=np.int64)
         params: dict[str, np.ndarray] = {}
         for knob in reversed(self.knobs):
             n = knob.n_values
             params[knob.name] = knob.values()[rest % n]
             rest = rest // n
-        return self.columns(params)
+        return {k.name: params[k.name] for k in self.knobs}
+
+    def columns_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Evaluator columns of flat design indices (see :meth:`params_at`)."""
+        return self.columns(self.params_at(index))
 
     # ---- params -> evaluator columns ----------------------------------------------------
     def categories(self) -> dict[str, list[str]]:
@@ -135,13 +139,13 @@ class Space:
             env[name] = float(cats[name].index(value)) if name in cats and isinstance(value, str) else value
         for knob in self.knobs:
             env[knob.name] = np.asarray(params[knob.name], dtype=float)
+        if "mem_technology" in env:
+            self._apply_technology(env)
         for knob in self.knobs:
             if knob.when is not None:
                 cond = knob.when(env, cats)
                 default = float(cats[knob.name].index(knob.default)) if isinstance(knob.default, str) else knob.default
                 env[knob.name] = np.where(cond, env[knob.name], default)
-        if "mem_technology" in env:
-            self._apply_technology(env)
         for name in self.derived_order:
             value = self.derived[name](env, cats)
             if not np.all(np.isfinite(value)):
@@ -321,6 +325,9 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
                                     f"unknown memory technology{did_you_mean(c, technologies)}", c)
     if isinstance(fixed.get("mem_technology"), str) and fixed["mem_technology"] not in technologies:
         raise SpecError(file, "fixed.mem_technology", "unknown memory technology", fixed["mem_technology"])
+    if technologies:  # keep the used ones, in the order their codes index
+        used = next((list(k.choices) for k in knobs if k.name == "mem_technology"), [fixed.get("mem_technology")])
+        technologies = {name: technologies[name] for name in used}
 
     known = set(INPUT_COLUMNS) | set(names) | set(fixed) | set(_TECH_FIELDS.values()) | {"n_mem_units"}
     order = order_derived(derived, known, file=file)
