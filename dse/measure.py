@@ -79,10 +79,11 @@ COLUMNS: tuple[str, ...] = (
     "ttft_s", "tpot_s", "decode_tokens_per_s", "decode_power_w", "decode_tokens_per_j",
     "idle_power_w", "source",
 )
-#: Extra diagnostic columns written after :data:`COLUMNS`.
+#: Extra columns written after :data:`COLUMNS` (``tokens_per_s`` and ``power_kind`` as in
+#: ``validation/README.md``; the rest are diagnostics).
 EXTRA_COLUMNS: tuple[str, ...] = (
-    "prefill_power_w", "tpot_min_s", "tpot_max_s", "n_decode_loops", "decode_energy_j",
-    "host_enqueue_frac", "sm_clock_mhz", "mem_clock_mhz", "max_sm_clock_mhz", "power_limit_w",
+    "tokens_per_s", "power_kind", "stack", "prefill_power_w", "tpot_min_s", "tpot_max_s", "n_decode_loops",
+    "decode_energy_j", "host_enqueue_frac", "sm_clock_mhz", "mem_clock_mhz", "max_sm_clock_mhz", "power_limit_w",
     "gpu_temp_c", "weight_bytes", "kv_bucket", "max_prefill_tokens", "energy_method",
     "torch_version", "driver_version",
 )
@@ -101,7 +102,7 @@ def _import_torch() -> Any:
     try:
         import torch
     except ImportError:
-        raise DseError("dse measure needs PyTorch: pip install 'llm-dse[measure]' (torch)") from None
+        raise DseError("dse measure needs PyTorch: pip install 'llm-dse[measure]' (torch, nvidia-ml-py)") from None
     return torch
 
 
@@ -753,6 +754,8 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
         source = (f"measured with dse measure on {gpu.name}, torch {torch.__version__}"
                   + (f" (CUDA {torch.version.cuda}), driver {gpu.driver}" if gpu.is_cuda else "")
                   + f", {today}")
+        stack = (f"dse measure: PyTorch {torch.__version__} bf16, random weights, "
+                 + (f"CUDA graphs, kv_bucket {kv_bucket}" if gpu.is_cuda else "eager CPU"))
         static = {"power_limit_w": gpu.power_limit_w(), "max_sm_clock_mhz": gpu.max_sm_clock(),
                   "torch_version": torch.__version__, "driver_version": gpu.driver}
         rows: list[dict[str, Any]] = []
@@ -808,6 +811,9 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
                        "in_len": i, "out_len": o, "w_bits": 16, "a_bits": 16, "kv_bits": 16,
                        "idle_power_w": idle, "source": source, "weight_bytes": dec.weight_bytes(),
                        "kv_bucket": kv_bucket, "max_prefill_tokens": max_prefill_tokens, **static, **part}
+                row["tokens_per_s"] = b * o / (row["ttft_s"] + o * row["tpot_s"])
+                row["power_kind"] = "measured" if math.isfinite(row["decode_power_w"]) else ""
+                row["stack"] = stack
                 rows.append(row)
                 _log(f"{head}: ttft {row['ttft_s'] * 1e3:.2f} ms, tpot {row['tpot_s'] * 1e3:.3f} ms "
                      f"({row['decode_tokens_per_s']:.1f} tok/s), {row['decode_power_w']:.0f} W, "
@@ -873,7 +879,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generated tokens per sequence (default 128)")
     parser.add_argument("--out", required=True, metavar="FILE", help="measurement CSV to write")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, metavar="N",
-                        help=f"minimum timed repeats per phase (default {DEFAULT_REPEATS})")
+                        help=f"timed repeats per phase (default {DEFAULT_REPEATS}; fewer for runs of several "
+                             "seconds, more where needed to fill the energy window)")
     parser.add_argument("--device", default="0", metavar="INDEX",
                         help="CUDA device index (default 0), or 'cpu' to check the code path")
     parser.add_argument("--kv-bucket", type=int, default=16, metavar="N",

@@ -11,6 +11,7 @@ many workers), trials are asked and told on that storage directly so workers sha
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -82,6 +83,26 @@ def make_sampler(name: str, options: dict[str, Any], seed: int, batch_size: int,
     raise SpecError("", "sampler.name", "no Optuna sampler for this name", name)
 
 
+class CheckpointJournal(optuna.storages.journal.JournalFileBackend):
+    """A journal file that flushes each append to the OS but fsyncs once per checkpoint.
+
+    Optuna's backend fsyncs every trial (about 0.5 ms each here); written data already
+    survives the death of the process (it is in the page cache), so one fsync per
+    checkpoint keeps the SIGKILL guarantee and adds power-loss safety at the checkpoint.
+    """
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with optuna.storages.journal._file.get_lock_file(self._lock):
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with open(self._file_path, "ab") as fh:
+                fh.write(text.encode("utf-8"))
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        with open(self._file_path, "ab") as fh:
+            os.fsync(fh.fileno())
+
+
 def repair_journal(path: Path) -> None:
     """Drop a torn last line left by a killed writer (Optuna would fail on the next append)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -141,27 +162,28 @@ class _Progress:
             self.bar.close()
 
 
-def _open_storage(study: Study) -> tuple[Any, bool]:
-    """(Optuna storage, checkpointed?) for the study: a journal file by default."""
+def _open_storage(study: Study) -> tuple[Any, CheckpointJournal | None]:
+    """(Optuna storage, checkpoint backend or None) for the study: a journal file by default."""
     if study.storage is None:
         study.output.mkdir(parents=True, exist_ok=True)
         path = (study.output / "optuna.journal").resolve()
         repair_journal(path)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend), True
+        backend = CheckpointJournal(str(path))
+        return optuna.storages.JournalStorage(backend), backend
     url = study.storage
     if url.startswith(("sqlite", "postgresql", "mysql")):
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": 60}}
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), False
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), None
         except Exception as exc:  # noqa: BLE001 - report any driver/connection failure as bad input
             raise DseError(f"storage: cannot open {redact(url)}: {exc.__class__.__name__}") from None
     if url.endswith((".journal", ".log")):
         path = Path(url).resolve()
         repair_journal(path)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path))), True
+        backend = CheckpointJournal(str(path))
+        return optuna.storages.JournalStorage(backend), backend
     raise SpecError(study.file, "storage", "unsupported storage URL (sqlite:///, postgresql+psycopg://, or a "
                     ".journal file)", redact(url))
 
@@ -185,7 +207,8 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
         from dse.sweep_study import run_exhaustive  # imports this module: resolved at call time
         return run_exhaustive(study, progress=progress)
     start = time.perf_counter()
-    storage, checkpointed = _open_storage(study)
+    storage, journal = _open_storage(study)
+    checkpointed = journal is not None
     directions = ["maximize" if up else "minimize" for _, up in study.objectives]
     try:
         stored = optuna.create_study(storage=storage, study_name=study.name, directions=directions,
@@ -235,9 +258,9 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
                 for j, name in enumerate(cons):
                     t.set_constraint(name, float(con_arr[i, j]))
                 work.tell(t, values[i].tolist())
-            if checkpointed:
-                finished = work.get_trials(deepcopy=False)[-k:]
-                stored.add_trials(finished)
+            if journal is not None:
+                stored.add_trials(work.get_trials(deepcopy=False)[-k:])
+                journal.sync()
             done += k
             feasible = np.all(con_arr <= 0, axis=1)
             front_vals, hv_ref, hv = _update_front(front_vals, values[feasible], study, hv_ref)
