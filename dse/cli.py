@@ -135,7 +135,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from dse.search import run_study
+    from dse.search import run_study, run_workers
     from dse.study import load_study
 
     study = load_study(args.study, output=args.output, storage=args.storage)
@@ -143,13 +143,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
         study = replace(study, n_trials=args.n_trials)
     if args.command == "sweep":
         study = replace(study, sampler="exhaustive")
-    result = run_study(study, progress=not args.quiet)
+    if args.command == "sweep":
+        result = _sweep(study, args)
+    elif args.workers > 1 and study.sampler != "exhaustive":
+        result = run_workers(args.study, args.workers, output=args.output, storage=args.storage,
+                             n_trials=args.n_trials, stale_after_s=args.stale_after, progress=not args.quiet)
+    else:
+        result = run_study(study, progress=not args.quiet, stale_after_s=args.stale_after)
     verb = "interrupted after" if result.interrupted else "finished:"
     print(f"{study.name} {verb} {result.n_trials} designs evaluated ({result.n_new} new, "
           f"{result.n_feasible} feasible), front of {result.front_size} in {result.elapsed_s:.1f} s")
     for kind, path in result.paths.items():
         print(f"  {kind:7s} {path}")
     return 130 if result.interrupted else 0
+
+
+def _sweep(study, args: argparse.Namespace):
+    from dse.sweep_study import SweepOptions, run_exhaustive
+
+    shard = None
+    if args.shard:
+        i, sep, n = args.shard.partition("/")
+        if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+            raise SpecError("--shard", "shard", "must be I/N with 0 <= I < N", args.shard)
+        shard = (int(i), int(n))
+    options = SweepOptions(n_jobs=args.n_jobs, backend=args.backend, shard=shard)
+    if args.backend == "dask":
+        try:
+            from distributed import Client
+        except ImportError:
+            raise DseError("the dask backend needs the 'dask' extra: pip install 'llm-dse[dask]'") from None
+        with Client(args.scheduler) if args.scheduler else Client(processes=True):
+            return run_exhaustive(study, progress=not args.quiet, options=options)
+    return run_exhaustive(study, progress=not args.quiet, options=options)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from dse.io import read_table
+    from dse.results import write_results
+    from dse.study import load_study
+    from dse.sweep_study import merge_shards
+
+    study = load_study(args.study, output=args.output)
+    fronts = [read_table(_results_path(d, "front.parquet")) for d in args.shards]
+    trials = [read_table(_results_path(d, "trials.parquet")) for d in args.shards]
+    front = merge_shards(fronts, study)
+    all_trials = pd.concat(trials, ignore_index=True).drop_duplicates(subset=["design_index"])
+    paths = write_results(study, all_trials, front, {"sampler": "exhaustive", "merged_shards": list(args.shards)})
+    print(f"merged {len(args.shards)} shards: front of {len(front)}")
+    for kind, path in paths.items():
+        print(f"  {kind:7s} {path}")
+    return 0
 
 
 def _results_path(path: str, name: str) -> Path:
@@ -225,8 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", help="output folder (default: the spec's, else results/<name>)")
         p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
         p.add_argument("--n-trials", type=int, help="override the budget's n_trials")
+        p.add_argument("--workers", type=int, default=1,
+                       help="local worker processes sharing the study's storage (the same command on other "
+                            "machines with the same --storage joins the study)")
+        p.add_argument("--stale-after", type=float, default=60.0,
+                       help="seconds after which a RUNNING trial of a dead worker is failed and replaced")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "sweep":
+            p.add_argument("--n-jobs", type=int, default=-1, help="parallel jobs (joblib; -1 = all cores)")
+            p.add_argument("--backend", help="joblib backend, e.g. loky (default) or dask")
+            p.add_argument("--scheduler", help="dask scheduler address (default: a local cluster)")
+            p.add_argument("--shard", help="evaluate shard I/N only (merge shards with `dse merge`)")
         p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("merge", help="merge the outputs of sweep shards into the exact front")
+    p.add_argument("study", help="the study the shards ran")
+    p.add_argument("shards", nargs="+", help="shard output folders")
+    p.add_argument("--output", required=True, help="folder for the merged results")
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("front", help="print a Pareto front table")
     p.add_argument("path", help="results folder or front.parquet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -28,8 +29,18 @@ class SpecError(DseError, ValueError):
 
 
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value).replace("\n", " ")
+    text = redact(repr(value).replace("\n", " "))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*@")
+_PARAM_PASSWORD = re.compile(r"(?i)\b((?:password|passwd|pwd)=)[^&;\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it (``user:PASSWORD@host``, ``password=``
+    parameters) replaced by ``***``: storage URLs must never be printed with their secret."""
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -11,6 +11,7 @@ non-finite by the caller), never a giant integer.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,17 +41,23 @@ FUNCTIONS: dict[str, tuple[Callable, int, int]] = {  # name -> (function, min ar
 
 @dataclass(frozen=True)
 class Expr:
-    """A parsed expression: its text, the names it reads, and the checked AST."""
+    """A parsed expression: its text, the names it reads, the checked AST, and the file and
+    key it came from (named by evaluation errors)."""
 
     text: str
     names: frozenset[str]
     tree: ast.Expression
+    file: str = ""
+    key: str = ""
 
     def __call__(self, env: Mapping[str, object], categories: Mapping[str, list] | None = None) -> np.ndarray:
         """Evaluate on ``env`` (name -> array or scalar); ``categories`` maps a categorical
         name to its choices so ``mem_technology == "hbm3"`` compares integer codes."""
-        with np.errstate(all="ignore"):
-            return _Eval(env, categories or {}).visit(self.tree.body)
+        try:
+            with np.errstate(all="ignore"):
+                return _Eval(env, categories or {}).visit(self.tree.body)
+        except SpecError as exc:
+            raise SpecError(self.file, self.key, exc.rule, exc.value) from None
 
 
 def parse(text: str, *, file: str = "", key: str = "") -> Expr:
@@ -67,12 +74,15 @@ def parse(text: str, *, file: str = "", key: str = "") -> Expr:
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_NODES:
         raise SpecError(file, key, f"expression has more than {MAX_NODES} nodes", text)
+    bad = next((node for node in nodes if not isinstance(node, _ALLOWED)), None)
+    if bad is not None:  # first, so that `f.__class__()` says Attribute, not "unknown function"
+        raise SpecError(file, key, f"expression may not use {type(bad).__name__}", text)
     names = set()
     for node in nodes:
         _check_node(node, file, key, text)
         if isinstance(node, ast.Name) and not _is_call_target(node, tree):
             names.add(node.id)
-    return Expr(text, frozenset(names), tree)
+    return Expr(text, frozenset(names), tree, file, key)
 
 
 def _is_call_target(name: ast.Name, tree: ast.AST) -> bool:
@@ -85,13 +95,13 @@ _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast
 
 
 def _check_node(node: ast.AST, file: str, key: str, text: str) -> None:
-    if not isinstance(node, _ALLOWED):
-        raise SpecError(file, key, f"expression may not use {type(node).__name__}", text)
     if isinstance(node, ast.Name) and node.id.startswith("_"):
         raise SpecError(file, key, "names may not start with '_'", text)
     if isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
                                            not isinstance(node.value, (int, float, str))):
         raise SpecError(file, key, f"constant {node.value!r} not allowed", text)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not _finite(node.value):
+        raise SpecError(file, key, "number out of the float range", text)
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             fname = getattr(node.func, "id", type(node.func).__name__)
@@ -99,6 +109,13 @@ def _check_node(node: ast.AST, file: str, key: str, text: str) -> None:
         _fn, lo, hi = FUNCTIONS[node.func.id]
         if node.keywords or not lo <= len(node.args) <= hi:
             raise SpecError(file, key, f"{node.func.id}() takes {lo} argument(s)", text)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 class _Eval(ast.NodeVisitor):
@@ -118,7 +135,8 @@ class _Eval(ast.NodeVisitor):
         try:
             return self.env[node.id]
         except KeyError:
-            raise SpecError("", "", "unknown name in expression", node.id) from None
+            raise SpecError("", "", f"unknown name in expression{did_you_mean(node.id, self.env)}",
+                            node.id) from None
 
     def visit_BinOp(self, node: ast.BinOp) -> object:
         return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))

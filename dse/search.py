@@ -11,12 +11,15 @@ many workers), trials are asked and told on that storage directly so workers sha
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,10 @@ from dse.study import Study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPEC_HASH_ATTR = "dse_spec_hash"
+STALE_AFTER_S = 60.0  # a RUNNING trial this old belongs to a dead worker (a batch takes milliseconds)
+# On a shared RDB every ask re-reads the RUNNING trials (optuna.md, pitfall P5): keep batches small.
+SHARED_BATCH = 8
+RACE_MARGIN = 256  # concurrent claims beyond this many free slots cannot overshoot the budget
 
 
 def distributions(space: Space) -> dict[str, BaseDistribution]:
@@ -148,11 +155,13 @@ class RunResult:
 class _Progress:
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.bar = None
+        self.done = 0  # trials told by this process
         if enabled:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total, initial=done, unit="trial", dynamic_ncols=True, leave=True)
 
     def update(self, n: int, front: int, hv: float) -> None:
+        self.done += n
         if self.bar is not None:
             self.bar.set_postfix(front=front, hv=f"{hv:.4g}", refresh=False)
             self.bar.update(n)
@@ -198,20 +207,90 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
-def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] | None = None) -> RunResult:
-    """Run (or resume) a study to its budget and write its result files.
+def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] | None = None,
+              worker: int | None = None, stale_after_s: float = STALE_AFTER_S) -> RunResult:
+    """Run (or resume) a study to its budget (``n_trials`` complete trials) and write its result files.
 
-    Ctrl-C stops after saving everything finished so far; running again resumes.
+    Ctrl-C stops after saving everything finished so far; running again resumes. With a
+    shared storage (an RDB URL, or ``worker`` set by :func:`run_workers`), trials are
+    asked and told on that storage so that any number of processes and machines share
+    the study; trials left RUNNING by a dead worker for ``stale_after_s`` are failed
+    and replaced. A ``worker`` process writes no result files (its parent does).
     """
     if study.sampler == "exhaustive":
         from dse.sweep_study import run_exhaustive  # imports this module: resolved at call time
         return run_exhaustive(study, progress=progress)
     start = time.perf_counter()
     storage, journal = _open_storage(study)
-    checkpointed = journal is not None
-    directions = ["maximize" if up else "minimize" for _, up in study.objectives]
+    shared = worker is not None or journal is None
+    stored = _load_stored(study, storage)
+    seed = study.seed + (worker or 0)
+    sampler = make_sampler(study.sampler, study.sampler_options, seed, study.batch_size, study.space)
+    if shared:
+        work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
+    else:
+        work = optuna.create_study(directions=_directions(study), sampler=sampler)
+        work.add_trials(stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    dists = distributions(study.space)
+    evaluator = study.space.evaluator()
+    n_before = _n_complete(work)
+    bar = _Progress(study.n_trials, n_before, progress)
+    hv_ref: np.ndarray | None = None
+    front_vals = np.empty((0, len(study.objectives)))
+    interrupted = False
     try:
-        stored = optuna.create_study(storage=storage, study_name=study.name, directions=directions,
+        while True:
+            if study.timeout_s is not None and time.perf_counter() - start > study.timeout_s:
+                break
+            if stop is not None and stop():
+                break
+            if shared:
+                free = _free_slots(work, study.n_trials, stale_after_s)
+                k = min(study.batch_size, SHARED_BATCH, free) if free is not None else 0
+            else:
+                free = k = min(study.batch_size, study.n_trials - n_before - bar.done)
+            if free is None:  # others still running the last trials
+                time.sleep(0.2)
+                continue
+            if k <= 0:
+                break
+            trials = [work.ask(dists) for _ in range(k)]
+            if shared and free - k < RACE_MARGIN:  # near the budget, other workers may have raced us
+                trials = _within_budget(work, trials, study.n_trials)
+                if not trials:
+                    continue
+            values, con_arr, names = _evaluate_trials(study, evaluator, work, trials)
+            for i, t in enumerate(trials):
+                for j, name in enumerate(names):
+                    t.set_constraint(name, float(con_arr[i, j]))
+                work.tell(t, values[i].tolist())
+            if journal is not None and not shared:
+                stored.add_trials(work.get_trials(deepcopy=False)[-len(trials):])
+                journal.sync()
+            feasible = np.all(con_arr <= 0, axis=1)
+            front_vals, hv_ref, hv = _update_front(front_vals, values[feasible], study, hv_ref)
+            bar.update(len(trials), len(front_vals), hv)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if worker is not None:
+        return RunResult(0, bar.done, 0, 0, time.perf_counter() - start, {}, interrupted)
+    result = export(study, work)
+    result.n_new = _n_complete(work) - n_before
+    result.elapsed_s = time.perf_counter() - start
+    result.interrupted = interrupted
+    return result
+
+
+def _directions(study: Study) -> list[str]:
+    return ["maximize" if up else "minimize" for _, up in study.objectives]
+
+
+def _load_stored(study: Study, storage: Any) -> optuna.Study:
+    """Create or load the stored study; refuse one whose searched spec differs."""
+    try:
+        stored = optuna.create_study(storage=storage, study_name=study.name, directions=_directions(study),
                                      load_if_exists=True)
     except ValueError as exc:
         raise SpecError(study.file, "objectives", f"stored study differs: {exc}", study.name) from None
@@ -221,68 +300,116 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
     elif old_hash != study.spec_hash:
         raise SpecError(study.file, "", "the spec changed since this study was started: use a new output folder "
                         "or name", study.output)
-    sampler = make_sampler(study.sampler, study.sampler_options, study.seed, study.batch_size, study.space)
-    if checkpointed:
-        work = optuna.create_study(directions=directions, sampler=sampler)
-        work.add_trials(stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    else:
-        work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
-        _fail_stale(work)
-    dists = distributions(study.space)
-    evaluator = study.space.evaluator()
-    done = _n_complete(work)
-    n_before = done
-    bar = _Progress(study.n_trials, done, progress)
-    hv_ref: np.ndarray | None = None
-    front_vals = np.empty((0, len(study.objectives)))
-    interrupted = False
+    return stored
+
+
+def _evaluate_trials(study: Study, evaluator: Any, work: optuna.Study, trials: list
+                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Objective values, constraint values and constraint names of asked trials (FAIL them on error)."""
     try:
-        while done < study.n_trials:
-            if study.timeout_s is not None and time.perf_counter() - start > study.timeout_s:
-                break
-            if stop is not None and stop():
-                break
-            k = min(study.batch_size, study.n_trials - done)
-            trials = [work.ask(dists) for _ in range(k)]
-            try:
-                params = _params_arrays(study.space, trials)
-                metrics = evaluator(study.space.columns(params))
-            except BaseException:
-                for t in trials:
-                    work.tell(t, state=TrialState.FAIL, skip_if_finished=True)
-                raise
-            cons = violations(metrics, study.constraints)
-            values = np.stack([metrics[m] for m, _ in study.objectives], axis=1)
-            con_arr = np.stack(list(cons.values()), axis=1)
-            for i, t in enumerate(trials):
-                for j, name in enumerate(cons):
-                    t.set_constraint(name, float(con_arr[i, j]))
-                work.tell(t, values[i].tolist())
-            if journal is not None:
-                stored.add_trials(work.get_trials(deepcopy=False)[-k:])
-                journal.sync()
-            done += k
-            feasible = np.all(con_arr <= 0, axis=1)
-            front_vals, hv_ref, hv = _update_front(front_vals, values[feasible], study, hv_ref)
-            bar.update(k, len(front_vals), hv)
+        params = _params_arrays(study.space, trials)
+        metrics = evaluator(study.space.columns(params))
+    except BaseException:
+        for t in trials:
+            work.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    cons = violations(metrics, study.constraints)
+    values = np.stack([metrics[m] for m, _ in study.objectives], axis=1)
+    return values, np.stack(list(cons.values()), axis=1), list(cons)
+
+
+_LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+
+
+def _free_slots(work: optuna.Study, n_trials: int, stale_after_s: float) -> int | None:
+    """Trials still to ask for the budget: 0 when it is complete, None to wait for running ones.
+
+    Fails RUNNING trials older than ``stale_after_s`` (their worker died: a batch is
+    evaluated in milliseconds), so their slots are asked again by the live workers.
+    """
+    trials = work.get_trials(deepcopy=False)
+    now = time.time()
+    complete = running = 0
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            complete += 1
+        elif t.state == TrialState.RUNNING:
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - started > stale_after_s:
+                work.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            else:
+                running += 1
+    if complete >= n_trials:
+        return 0
+    free = n_trials - complete - running
+    return free if free > 0 else None
+
+
+def _within_budget(work: optuna.Study, trials: list, n_trials: int) -> list:
+    """Keep the asked trials whose rank among live trials (by number) is below the budget.
+
+    Workers may race past the budget; a trial's rank only counts trials created before
+    it, so every worker agrees, and surplus trials are told PRUNED (never evaluated).
+    """
+    live = sorted(t.number for t in work.get_trials(deepcopy=False, states=_LIVE))
+    keep = []
+    for t in trials:
+        rank = bisect.bisect_left(live, t.number)
+        if rank < n_trials:
+            keep.append(t)
+        else:
+            work.tell(t, state=TrialState.PRUNED)
+    return keep
+
+
+def run_workers(study_path: str, n_workers: int, *, output: str | None = None, storage: str | None = None,
+                n_trials: int | None = None, stale_after_s: float = STALE_AFTER_S, progress: bool = True
+                ) -> RunResult:
+    """Run a study with ``n_workers`` local processes sharing its storage, then export once.
+
+    Each worker loads the spec itself and samples with seed ``seed + worker``; the same
+    command on other machines (same storage URL) joins the same study.
+    """
+    from dse.study import load_study
+
+    def load() -> Study:
+        st = load_study(study_path, output=output, storage=storage)
+        return replace(st, n_trials=n_trials) if n_trials is not None else st
+
+    study = load()
+    start = time.perf_counter()
+    storage_obj, _ = _open_storage(study)
+    _load_stored(study, storage_obj)  # create it once, before the workers race to
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(study_path, output, storage, n_trials, i, stale_after_s),
+                         daemon=False) for i in range(n_workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
     except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    work = optuna.load_study(study_name=study.name, storage=storage_obj)
+    _free_slots(work, study.n_trials, stale_after_s)  # fail what dead workers left running
     result = export(study, work)
-    result.n_new = _n_complete(work) - n_before
     result.elapsed_s = time.perf_counter() - start
-    result.interrupted = interrupted
+    if failed:
+        print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
     return result
 
 
-def _fail_stale(work: optuna.Study, older_than_s: float = 600.0) -> None:
-    """Mark RUNNING trials of dead workers FAIL (ask/tell has no heartbeat)."""
-    now = time.time()
-    for t in work.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        started = t.datetime_start.timestamp() if t.datetime_start else now
-        if now - started > older_than_s:
-            work.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,
+                 stale_after_s: float) -> None:
+    from dse.study import load_study
+
+    study = load_study(study_path, output=output, storage=storage)
+    if n_trials is not None:
+        study = replace(study, n_trials=n_trials)
+    run_study(study, progress=False, worker=worker, stale_after_s=stale_after_s)
 
 
 def _n_complete(work: optuna.Study) -> int:

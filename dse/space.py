@@ -23,7 +23,16 @@ import numpy as np
 from dse.api import INPUT_COLUMNS, Evaluator
 from dse.errors import SpecError, did_you_mean
 from dse.expr import Expr, order_derived, parse
-from dse.spec import builtin_names, data_dir, load_model, load_platform, read_yaml, resolve
+from dse.spec import (
+    builtin_names,
+    data_dir,
+    is_finite_number,
+    load_model,
+    load_platform,
+    near,
+    read_yaml,
+    resolve,
+)
 from dse.units import to_si
 
 MAX_SPACE_SIZE = 10**15
@@ -70,8 +79,14 @@ class Knob:
         if self.kind == "categorical":
             return np.arange(len(self.choices), dtype=float) if _is_strings(self.choices) else \
                 np.asarray(self.choices, dtype=float)
+        return self.value_at(np.arange(self.n_values or 0))
+
+    def value_at(self, index: np.ndarray) -> np.ndarray:
+        """The values at positions ``index`` of :meth:`values`, without building them all."""
+        if self.kind == "categorical":
+            return self.values()[index]
         step = self.step if self.step is not None else 1.0
-        return self.low + step * np.arange(self.n_values or 0)
+        return self.low + step * np.asarray(index, dtype=float)
 
 
 def _is_strings(choices: tuple) -> bool:
@@ -111,7 +126,7 @@ class Space:
         params: dict[str, np.ndarray] = {}
         for knob in reversed(self.knobs):
             n = knob.n_values
-            params[knob.name] = knob.values()[rest % n]
+            params[knob.name] = knob.value_at(rest % n)
             rest = rest // n
         return {k.name: params[k.name] for k in self.knobs}
 
@@ -194,18 +209,25 @@ def load_technologies() -> dict[str, dict[str, float]]:
     return out
 
 
-def _knob(file: str, name: str, raw: Any) -> Knob:
-    path = f"knobs.{name}"
+def _finite(file: str, key: str, value: Any) -> float:
+    if not is_finite_number(value):
+        raise SpecError(file, key, "must be a finite number", value)
+    return float(value)
+
+
+def _knob(file: str, path: str, name: str, raw: Any) -> Knob:
+    """One knob from its YAML (a mapping, or a list of choices) at key path ``path``."""
+    if isinstance(raw, list):
+        raw = {"choices": raw}
     if not isinstance(raw, dict):
-        if isinstance(raw, list):
-            raw = {"choices": raw}
-        else:
-            raise SpecError(file, path, "must be a mapping (low/high/step/log or choices)", raw)
+        raise SpecError(file, path, "must be a mapping (low/high/step/log or choices)", raw)
     for key in raw:
         if key not in _KNOB_KEYS:
-            raise SpecError(file, f"{path}.{key}", f"unknown key{did_you_mean(key, _KNOB_KEYS)}", raw[key])
+            raise SpecError(file, f"{path}.{key}", f"unknown key{did_you_mean(str(key), _KNOB_KEYS)}", raw[key])
     si_name, factor = to_si(name)
     when = parse(raw["when"], file=file, key=f"{path}.when") if "when" in raw else None
+    if when is not None and "default" not in raw:
+        raise SpecError(file, f"{path}.default", "a conditional knob needs a default", None)
     if "choices" in raw:
         choices = raw["choices"]
         if not isinstance(choices, list) or not choices:
@@ -216,7 +238,7 @@ def _knob(file: str, name: str, raw: Any) -> Knob:
                 raise SpecError(file, f"{path}.choices", f"string choices only for {list(CATEGORICAL_STRINGS)}",
                                 choices)
         elif kinds <= {int, float}:
-            bad = [c for c in choices if not math.isfinite(c)]
+            bad = [c for c in choices if not is_finite_number(c)]
             if bad:
                 raise SpecError(file, f"{path}.choices", "must be finite numbers", bad[0])
             choices = [float(c) * factor for c in choices]
@@ -225,17 +247,15 @@ def _knob(file: str, name: str, raw: Any) -> Knob:
         if len(set(choices)) != len(choices):
             raise SpecError(file, f"{path}.choices", "must not repeat a value", choices)
         default = raw.get("default", choices[0])
-        if when is not None and "default" not in raw:
-            raise SpecError(file, f"{path}.default", "a conditional knob needs a default", None)
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            default = float(default) * factor
+        if "default" in raw and _is_strings(tuple(choices)) and default not in choices:
+            raise SpecError(file, f"{path}.default", "must be one of the choices", default)
+        if "default" in raw and not _is_strings(tuple(choices)):
+            default = _finite(file, f"{path}.default", default) * factor
         return Knob(si_name, "categorical", choices=tuple(choices), when=when, default=default)
     for key in ("low", "high"):
         if key not in raw:
             raise SpecError(file, f"{path}.{key}", "required (or give choices)", None)
-        v = raw[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise SpecError(file, f"{path}.{key}", "must be a finite number", v)
+        _finite(file, f"{path}.{key}", raw[key])
     kind = raw.get("type", "int" if all(isinstance(raw[k], int) for k in ("low", "high")) and
                    isinstance(raw.get("step", 1), int) else "float")
     if kind not in ("int", "float"):
@@ -245,7 +265,7 @@ def _knob(file: str, name: str, raw: Any) -> Knob:
         raise SpecError(file, f"{path}.low", f"must be <= high ({raw['high']})", raw["low"])
     step = raw.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        if not is_finite_number(step) or step <= 0:
             raise SpecError(file, f"{path}.step", "must be a positive number", step)
         step = float(step) * factor
     log = raw.get("log", False)
@@ -255,63 +275,84 @@ def _knob(file: str, name: str, raw: Any) -> Knob:
         raise SpecError(file, f"{path}.log", "log needs low > 0 and no float step", raw.get("low"))
     if kind == "int" and (low != int(low) or high != int(high)):
         raise SpecError(file, f"{path}.low", "int knob bounds must be integers", raw["low"])
-    if when is not None and "default" not in raw:
-        raise SpecError(file, f"{path}.default", "a conditional knob needs a default", None)
     if kind == "int":
         step = step or 1.0
+        if step != int(step):
+            raise SpecError(file, f"{path}.step", "an int knob needs an integer step", raw.get("step"))
         if log and step != 1.0:
             raise SpecError(file, f"{path}.step", "an int log knob must have step 1", raw.get("step"))
-    default = float(raw.get("default", low)) * (factor if "default" in raw else 1.0)
+    if step is not None and (high - low) / step > MAX_SPACE_SIZE:
+        key = f"{path}.step" if "step" in raw else f"{path}.high"
+        raise SpecError(file, key, f"gives more than {MAX_SPACE_SIZE:.0e} values", raw.get("step", raw["high"]))
+    default = _finite(file, f"{path}.default", raw["default"]) * factor if "default" in raw else low
     return Knob(si_name, kind, low, high, step, log, (), when, default)
 
 
-def load_space(source: str | Path | dict, *, file: str | None = None, platform: str | None = None,
+def load_space(source: str | Path | dict, *, file: str | None = None, platform: str | list | None = None,
                model: str | list[str] | None = None, extra_fixed: dict | None = None,
-               extra_knobs: dict | None = None) -> Space:
+               extra_knobs: dict | None = None, origin: str = "") -> Space:
     """Load and validate a space from a built-in name, a YAML path or a mapping.
 
     ``platform``/``model`` replace the space's own; ``extra_fixed``/``extra_knobs`` (from a
-    study's workload section) are merged in. Errors are one-line SpecErrors.
+    study's ``workload`` section) replace the space's knob or fixed value of the same name.
+    Errors are one-line SpecErrors naming the file and key that set the bad value: ``origin``
+    (the study's file) for the arguments, the space's file for its own keys.
     """
     if isinstance(source, dict):
         raw, file = source, file or "<space>"
     else:
         path = resolve("spaces", source)
         raw, file = read_yaml(path), str(path)
+    origin = origin or file
     if not isinstance(raw, dict):
         raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
     for key in raw:
         if key not in _SPACE_KEYS:
             raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), _SPACE_KEYS)}", raw[key])
-    knobs_raw = dict(raw.get("knobs") or {})
-    knobs_raw.update(extra_knobs or {})
-    fixed_raw = dict(raw.get("fixed") or {})
-    fixed_raw.update(extra_fixed or {})
-    derived_raw = raw.get("derived") or {}
-    for key, section in (("knobs", knobs_raw), ("fixed", fixed_raw), ("derived", derived_raw)):
+    sections = {key: raw.get(key) or {} for key in ("knobs", "fixed", "derived")}
+    for key, section in sections.items():
         if not isinstance(section, dict):
             raise SpecError(file, key, "must be a mapping", section)
-    knobs = [_knob(file, str(n), v) for n, v in knobs_raw.items()]
+    # name -> (file, key path, value); a study's workload entry replaces the space's of that name
+    knobs_raw = {str(n): (file, f"knobs.{n}", v) for n, v in sections["knobs"].items()}
+    fixed_raw = {str(n): (file, f"fixed.{n}", v) for n, v in sections["fixed"].items()}
+    for extra, mine, other in ((extra_knobs, knobs_raw, fixed_raw), (extra_fixed, fixed_raw, knobs_raw)):
+        for n, v in (extra or {}).items():
+            other.pop(str(n), None)
+            mine[str(n)] = (origin, f"workload.{n}", v)
+    entries: list[tuple[str, str, str]] = []  # (SI name, file, key path) of every knob, fixed and derived
+    knobs = []
+    for name, (at, key, value) in knobs_raw.items():
+        knobs.append(_knob(at, key, name, value))
+        entries.append((knobs[-1].name, at, key))
     names = [k.name for k in knobs]
     fixed: dict[str, Any] = {}
-    for name, value in fixed_raw.items():
+    for name, (at, key, value) in fixed_raw.items():
+        si, factor = to_si(name)
+        if isinstance(value, str) and si not in CATEGORICAL_STRINGS:
+            raise SpecError(at, key, "must be a number", value)
+        fixed[si] = value if isinstance(value, str) else _finite(at, key, value) * factor
+        entries.append((si, at, key))
+    derived: dict[str, Expr] = {}
+    for name, text in sections["derived"].items():
         si, factor = to_si(str(name))
-        if isinstance(value, str):
-            if si not in CATEGORICAL_STRINGS:
-                raise SpecError(file, f"fixed.{name}", "must be a number", value)
-            fixed[si] = value
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SpecError(file, f"fixed.{name}", "must be a finite number", value)
-            fixed[si] = float(value) * factor
-    derived = {to_si(str(n))[0]: parse(v, file=file, key=f"derived.{n}") for n, v in derived_raw.items()}
-    dup = _first_duplicate(names + list(fixed) + list(derived))
-    if dup:
-        raise SpecError(file, dup, "set twice (knob, fixed or derived)", dup)
+        if factor != 1.0:
+            raise SpecError(file, f"derived.{name}", f"a derived value is in SI units: name it {si}", name)
+        derived[si] = parse(text, file=file, key=f"derived.{name}")
+        entries.append((si, file, f"derived.{name}"))
+    where: dict[str, tuple[str, str]] = {}  # SI name -> (file, key path) that set it
+    for si, at, key in entries:
+        if si in where:
+            raise SpecError(at, key, f"set twice (also by {where[si][1]})", si)
+        where[si] = (at, key)
 
     # platforms and models: knob choices, fixed values, or the arguments / space defaults
-    platforms = _names_for("platform", knobs, fixed, platform or raw.get("platform"), file, "platforms")
-    models = _names_for("model", knobs, fixed, model or raw.get("model"), file, "models")
+    at_platform = (origin, "platform") if platform is not None else (file, "platform")
+    at_model = (origin, "model") if model is not None else (file, "model")
+    platforms = _names_for("platform", knobs, fixed, where, platform if platform is not None
+                           else near(file, raw.get("platform")), at_platform)
+    models = _names_for("model", knobs, fixed, where, model if model is not None else near(file, raw.get("model")),
+                        at_model)
     if "platform" not in names and "platform" in fixed:
         fixed.pop("platform")
     if "model" not in names and "model" in fixed:
@@ -321,10 +362,12 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
         if knob.name == "mem_technology":
             for c in knob.choices:
                 if c not in technologies:
-                    raise SpecError(file, "knobs.mem_technology.choices",
-                                    f"unknown memory technology{did_you_mean(c, technologies)}", c)
+                    at, key = where["mem_technology"]
+                    raise SpecError(at, f"{key}.choices", f"unknown memory technology{did_you_mean(c, technologies)}",
+                                    c)
     if isinstance(fixed.get("mem_technology"), str) and fixed["mem_technology"] not in technologies:
-        raise SpecError(file, "fixed.mem_technology", "unknown memory technology", fixed["mem_technology"])
+        hint = did_you_mean(fixed["mem_technology"], technologies)
+        raise SpecError(*where["mem_technology"], f"unknown memory technology{hint}", fixed["mem_technology"])
     if technologies:  # keep the used ones, in the order their codes index
         used = next((list(k.choices) for k in knobs if k.name == "mem_technology"), [fixed.get("mem_technology")])
         technologies = {name: technologies[name] for name in used}
@@ -335,54 +378,57 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
         if (derived or any(k.when for k in knobs)) else set()
     for name in names + list(fixed) + list(derived):
         if name not in INPUT_COLUMNS and name not in used and name not in ("mem_technology", "n_mem_units"):
-            where = "knobs" if name in names else "fixed" if name in fixed else "derived"
             hint = did_you_mean(name, INPUT_COLUMNS)
-            raise SpecError(file, f"{where}.{name}", f"not a design column and not used by any expression{hint}",
-                            name)
+            raise SpecError(*where[name], f"not a design column and not used by any expression{hint}", name)
     space = Space(raw.get("name", Path(file).stem), file, knobs, fixed, derived, order, platforms, models,
                   technologies, raw.get("description", ""))
     size = space.size
     if size is not None and size > MAX_SPACE_SIZE:
         raise SpecError(file, "knobs", f"space has more than {MAX_SPACE_SIZE:.0e} designs", size)
-    _smoke_test(space)
+    _smoke_test(space, where)
     return space
 
 
-def _names_for(what: str, knobs: list[Knob], fixed: dict, given: Any, file: str, kind: str) -> list[str]:
+def _names_for(what: str, knobs: list[Knob], fixed: dict, where: dict[str, tuple[str, str]], given: Any,
+               at: tuple[str, str]) -> list[str]:
+    """The platforms (or models) of a space: a knob's choices, else a fixed value, else ``given``
+    (set at ``at``, a file and key); each must load."""
     loader = load_platform if what == "platform" else load_model
-    for knob in knobs:
-        if knob.name == what:
-            for c in knob.choices:
-                if not isinstance(c, str):
-                    raise SpecError(file, f"knobs.{what}.choices", "must be names", c)
-                try:
-                    loader(c)
-                except SpecError as exc:
-                    raise SpecError(file, f"knobs.{what}.choices", exc.rule, c) from None
-            return list(knob.choices)
-    value = fixed.get(what, given)
-    if value is None:
-        raise SpecError(file, what, f"required: a {what} name (one of {builtin_names(kind)[:4]}...)", None)
-    values = value if isinstance(value, list) else [value]
+    if what in where and what not in fixed:  # a knob
+        at = (where[what][0], f"{where[what][1]}.choices")
+        values = list(next(k for k in knobs if k.name == what).choices)
+    elif what in fixed:
+        at, values = where[what], [fixed[what]]
+    elif given is None:
+        kind = "platforms" if what == "platform" else "models"
+        raise SpecError(at[0], what, f"required: a {what} name (one of {builtin_names(kind)[:4]}...)", None)
+    else:
+        values = given if isinstance(given, list) else [given]
+    if not values:
+        raise SpecError(*at, "must name at least one", values)
     for v in values:
+        if not isinstance(v, str):
+            raise SpecError(*at, "must be names or YAML paths", v)
         try:
             loader(v)
         except SpecError as exc:
-            raise SpecError(file, what, exc.rule, v) from None
-    return [str(v) for v in values]
+            if exc.file:  # the card or preset file itself is invalid: its own file and key
+                raise
+            raise SpecError(*at, exc.rule, v) from None
+    return list(values)
 
 
-def _first_duplicate(names: list[str]) -> str | None:
-    seen = set()
-    for n in names:
-        if n in seen:
-            return n
-        seen.add(n)
-    return None
-
-
-def _smoke_test(space: Space) -> None:
-    """Evaluate the space's lowest corner so that bad expressions fail at load time."""
-    params = {k.name: np.array([k.values()[0] if k.n_values else k.low]) for k in space.knobs}
-    cols = space.columns(params)
-    space.evaluator()(cols)
+def _smoke_test(space: Space, where: dict[str, tuple[str, str]]) -> None:
+    """Evaluate the space's lowest and highest corners so that bad bounds and expressions fail
+    at load time; an error names the file and key that set the offending column."""
+    params = {k.name: k.value_at(np.array([0, k.n_values - 1])) if k.n_values else np.array([k.low, k.high])
+              for k in space.knobs}
+    try:
+        space.evaluator()(space.columns(params))
+    except SpecError as exc:
+        if exc.file:
+            raise
+        at, key = where.get(exc.key_path, (space.file, exc.key_path))
+        factor = to_si(key.rsplit(".", 1)[-1])[1]  # show the value in the key's unit
+        value = exc.value / factor if isinstance(exc.value, float) else exc.value
+        raise SpecError(at, key, exc.rule, value) from None

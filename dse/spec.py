@@ -23,7 +23,7 @@ from dse.hardware import (
     PLATFORM_CLASSES,
     REQUIRED_HARDWARE_FIELDS,
 )
-from dse.units import to_si
+from dse.units import prefixed_aliases, to_si
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent
@@ -48,34 +48,107 @@ def builtin_names(kind: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+_KIND_KEY = {"models": "model", "platforms": "platform", "spaces": "space", "studies": "study"}
+
+
 def resolve(kind: str, name_or_path: str | Path) -> Path:
-    """Path of a built-in name or of a user's file; SpecError names the closest built-in."""
+    """Path of a built-in name or of a user's file; SpecError names the closest built-in.
+
+    The error's file is empty and its key is the kind (``model``, ...): the caller that
+    read the name from a file re-raises it with that file and key.
+    """
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SpecError(text, "", "file not found", text)
-        return path
-    candidate = data_dir(kind) / f"{text}.yaml"
-    if candidate.is_file():
-        return candidate
-    names = builtin_names(kind)
-    raise SpecError("", kind.rstrip("s"), f"unknown name{did_you_mean(text, names)}", text)
+    try:
+        is_path = path.suffix in (".yaml", ".yml") or path.exists()
+        found = path.is_file() if is_path else (data_dir(kind) / f"{text}.yaml").is_file()
+    except (OSError, ValueError):  # a name too long or with a NUL byte for the file system
+        raise SpecError("", _KIND_KEY[kind], "not a valid name or path", text) from None
+    if is_path and not found:
+        raise SpecError("", _KIND_KEY[kind], "file not found", text)
+    if found:
+        return path if is_path else data_dir(kind) / f"{text}.yaml"
+    raise SpecError("", _KIND_KEY[kind], f"unknown name{did_you_mean(text, builtin_names(kind))}", text)
+
+
+def near(file: str, value: Any) -> Any:
+    """``value`` (a name, path or list of them) with each relative YAML path that does not
+    exist from the working directory taken relative to ``file``'s folder instead, so a spec
+    may name files next to it; other values are returned unchanged."""
+    if isinstance(value, list):
+        return [near(file, v) for v in value]
+    if not isinstance(value, str) or not value.endswith((".yaml", ".yml")) or Path(value).is_absolute():
+        return value
+    try:
+        beside = Path(file).parent / value
+        return str(beside) if not Path(value).exists() and beside.exists() else value
+    except (OSError, ValueError):
+        return value
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _value in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 32
+
+
+def _check_size(data: Any, file: str) -> None:
+    """SpecError if ``data`` expands (through YAML aliases) to too many values or levels."""
+    stack = [(data, 0)]
+    count = 0
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise SpecError(file, "", f"YAML expands to more than {MAX_YAML_VALUES} values (aliases?)", "<yaml>")
+        if depth > MAX_YAML_DEPTH:
+            raise SpecError(file, "", f"YAML nested deeper than {MAX_YAML_DEPTH} levels", "<yaml>")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for kv in item.items() for v in kv)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file; syntax errors become a one-line SpecError with the line."""
+    """Parse one YAML file; syntax errors, duplicate keys and alias bombs become a one-line
+    SpecError (with the line where known)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), "", f"cannot read file: {exc.__class__.__name__}", str(path)) from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise SpecError(str(path), "", f"invalid YAML at {where}: {problem}", "<yaml>") from None
+    except RecursionError:
+        raise SpecError(str(path), "", f"YAML nested deeper than {MAX_YAML_DEPTH} levels", "<yaml>") from None
+    _check_size(data, str(path))
+    return data
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def as_number(file: str, key: str, value: Any, *, minimum: float = 0.0) -> float:
@@ -84,9 +157,9 @@ def as_number(file: str, key: str, value: Any, *, minimum: float = 0.0) -> float
         return float(value)
     if not isinstance(value, (int, float)):
         raise SpecError(file, key, "must be a number", value)
-    number = float(value)
-    if not math.isfinite(number):
+    if not is_finite_number(value):
         raise SpecError(file, key, "must be finite", value)
+    number = float(value)
     if number < minimum:
         raise SpecError(file, key, f"must be >= {minimum:g}", value)
     return number
@@ -94,7 +167,8 @@ def as_number(file: str, key: str, value: Any, *, minimum: float = 0.0) -> float
 
 def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive: dict[str, type],
                     required: frozenset[str], defaults: dict[str, float]) -> tuple[dict[str, float], dict]:
-    """Split a flat YAML mapping into SI numeric fields and descriptive fields; check sources."""
+    """Split a flat YAML mapping into SI numeric fields and descriptive fields (``str`` or
+    ``float``); check sources. ``info["keys"]`` maps each SI field to the key the file wrote."""
     if not isinstance(raw, dict):
         raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
     sources = raw.get("sources", {})
@@ -102,33 +176,35 @@ def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive:
         raise SpecError(file, "sources", "must be a mapping of key -> source", sources)
     values: dict[str, float] = dict(defaults)
     info: dict[str, Any] = {}
-    given: set[str] = set()
+    given: dict[str, str] = {}
     for key, value in raw.items():
         if key == "sources":
             continue
         if key in descriptive:
-            if not isinstance(value, descriptive[key]):
-                raise SpecError(file, key, f"must be {descriptive[key].__name__}", value)
+            kind = descriptive[key]
+            if not (is_finite_number(value) if kind is float else isinstance(value, kind)):
+                raise SpecError(file, key, f"must be a {'number' if kind is float else 'string'}", value)
             info[key] = value
             continue
         si_key, factor = to_si(str(key))
         if si_key not in allowed:
-            valid = list(allowed) + list(descriptive) + ["sources"]
+            valid = [*allowed, *(a for k in allowed for a in prefixed_aliases(k)), *descriptive, "sources"]
             raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), valid)}", value)
         if si_key in given:
             raise SpecError(file, str(key), "given twice (in two unit spellings)", value)
         values[si_key] = as_number(file, str(key), value) * factor
-        given.add(si_key)
+        given[si_key] = str(key)
         source = sources.get(key)
         if not isinstance(source, str) or not source.strip():
             raise SpecError(file, f"sources.{key}", "every number needs a source string", source)
     for key in sources:
         if key not in raw:
             raise SpecError(file, f"sources.{key}", "source for a key the file does not set", key)
-    missing = sorted(required - given)
+    missing = sorted(required - given.keys())
     if missing:
         raise SpecError(file, missing[0], "required field missing", None)
     info["sources"] = dict(sources)
+    info["keys"] = given
     return values, info
 
 
@@ -197,20 +273,25 @@ def _card_from_mapping(raw: dict, file: str) -> ModelCard:
 
 def _platform_from_mapping(raw: dict, file: str) -> Platform:
     descriptive = {"name": str, "description": str, "platform_class": str, "mem_technology": str,
-                   "process_nm": (int, float)}
+                   "process_nm": float}
     values, info = _numeric_fields(file, raw, HARDWARE_FIELD_NAMES, descriptive,
                                    REQUIRED_HARDWARE_FIELDS, HARDWARE_DEFAULTS)
+
+    def bad(key: str, rule: str) -> SpecError:  # named as the file wrote it (mem_bw_tb_per_s: 0)
+        written = info["keys"].get(key, key)
+        return SpecError(file, written, rule, raw.get(written, values[key]))
+
     cls = info.get("platform_class")
     if cls not in PLATFORM_CLASSES:
         raise SpecError(file, "platform_class", f"must be one of {list(PLATFORM_CLASSES)}", cls)
     if values["tdp_w"] <= values["static_power_w"]:
-        raise SpecError(file, "tdp_w", f"must exceed static_power_w ({values['static_power_w']:g})", values["tdp_w"])
+        raise bad("tdp_w", f"must exceed static_power_w ({values['static_power_w']:g})")
     for key in ("compute_eff_frac", "mem_bw_eff_frac"):
         if not 0.0 < values[key] <= 1.0:
-            raise SpecError(file, key, "must be in (0, 1]", values[key])
+            raise bad(key, "must be in (0, 1]")
     for key in ("flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes"):
         if values[key] <= 0:
-            raise SpecError(file, key, "must be > 0", values[key])
+            raise bad(key, "must be > 0")
     name = info.get("name") or Path(file).stem
     return Platform(name, cls, values, info.get("description", ""), info.get("process_nm"),
                     info.get("mem_technology", ""), info["sources"], file)

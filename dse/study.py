@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse.errors import SpecError, did_you_mean
+from dse.errors import SpecError, did_you_mean, redact
 from dse.model import MAXIMISED_METRICS, METRICS
 from dse.space import Space, load_space
-from dse.spec import read_yaml, resolve
+from dse.spec import is_finite_number, near, read_yaml, resolve
 
+RESULTS_ROOT = Path("results")  # where a spec file may write, relative to the working directory
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")
 DEFAULT_OBJECTIVES = (("decode_tokens_per_s", True), ("decode_tokens_per_j", True))
 _RESUMABLE_KEYS = ("budget", "batch_size", "storage", "output", "description")
@@ -60,27 +60,61 @@ class Study:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _number(file: str, key: str, value: Any, *, integer: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _number(file: str, key: str, value: Any, *, integer: bool = False, minimum: float | None = None,
+            maximum: float | None = None) -> float:
+    if not is_finite_number(value):
         raise SpecError(file, key, "must be a finite number", value)
     if integer and value != int(value):
         raise SpecError(file, key, "must be an integer", value)
     if minimum is not None and value < minimum:
-        raise SpecError(file, key, f"must be >= {minimum:g}", value)
+        raise SpecError(file, key, f"must be >= {minimum:.10g}", value)
+    if maximum is not None and value > maximum:
+        raise SpecError(file, key, f"must be <= {maximum:.10g}", value)
     return value
 
 
 def _metric(file: str, key: str, name: Any) -> str:
-    if name not in METRICS:
+    if not isinstance(name, str) or name not in METRICS:
         raise SpecError(file, key, f"unknown metric{did_you_mean(str(name), METRICS)}", name)
     return name
+
+
+def _list(file: str, key: str, value: Any, default: list) -> list:
+    if value is None:
+        return default
+    if not isinstance(value, list) or not value:
+        raise SpecError(file, key, "must be a non-empty list", value)
+    return value
+
+
+def _inside_results(file: str, key: str, value: Any) -> Path:
+    """``value`` as a relative path strictly inside :data:`RESULTS_ROOT`: a spec file may not
+    write anywhere else (the command line may: ``--output``, ``--storage``)."""
+    root = RESULTS_ROOT.resolve()
+    try:
+        inside = isinstance(value, str) and not Path(value).is_absolute() and root in Path(value).resolve().parents
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise SpecError(file, key, f"must be a relative path inside {RESULTS_ROOT}/ (else give it on the command "
+                        "line)", value)
+    return Path(value)
+
+
+def _storage_file(url: str) -> str | None:
+    """The local file a storage URL writes (a journal or an SQLite database), None for a server."""
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if "://" in url else url
 
 
 def load_study(source: str | Path | dict, *, file: str | None = None, output: str | Path | None = None,
                storage: str | None = None) -> Study:
     """Load and validate a study from a built-in name, a YAML path or a mapping.
 
-    ``output``/``storage`` override the spec's (the CLI's ``--output``/``--storage``).
+    ``output``/``storage`` override the spec's (the CLI's ``--output``/``--storage``); a
+    spec's own output folder and storage file must lie inside :data:`RESULTS_ROOT`.
+    Relative YAML paths in ``space``, ``platform`` and ``model`` may be next to the study.
     """
     if isinstance(source, dict):
         raw, file = source, file or "<study>"
@@ -100,24 +134,23 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
     fixed = {k: v for k, v in workload.items() if not isinstance(v, (dict, list))}
     knobs = {k: v for k, v in workload.items() if isinstance(v, (dict, list))}
     space_src = raw["space"]
-    if isinstance(space_src, str) and not space_src.endswith((".yaml", ".yml")) and "/" not in space_src:
-        space_arg: Any = space_src
-    elif isinstance(space_src, str):
-        space_arg = str((Path(file).parent / space_src) if not Path(space_src).is_absolute()
-                        and not Path(space_src).exists() else space_src)
-    else:
-        space_arg = space_src
+    if not isinstance(space_src, (str, dict)):
+        raise SpecError(file, "space", "must be a space name, path or mapping", space_src)
     try:
-        space = load_space(space_arg, platform=raw.get("platform"), model=raw.get("model"),
-                           extra_fixed=fixed, extra_knobs=knobs)
+        space_arg = resolve("spaces", near(file, space_src)) if isinstance(space_src, str) else space_src
+    except SpecError as exc:
+        raise SpecError(file, "space", exc.rule, space_src) from None
+    try:
+        space = load_space(space_arg, platform=near(file, raw.get("platform")), model=near(file, raw.get("model")),
+                           extra_fixed=fixed, extra_knobs=knobs, origin=file)
     except SpecError as exc:
         if exc.file in ("", "<space>"):
             raise SpecError(file, f"space.{exc.key_path}".rstrip("."), exc.rule, exc.value) from None
         raise
 
     objectives = []
-    for i, obj in enumerate(raw.get("objectives") or [{"metric": m, "direction": "maximize" if up else "minimize"}
-                                                       for m, up in DEFAULT_OBJECTIVES]):
+    default_objectives = [{"metric": m, "direction": "maximize" if up else "minimize"} for m, up in DEFAULT_OBJECTIVES]
+    for i, obj in enumerate(_list(file, "objectives", raw.get("objectives"), default_objectives)):
         key = f"objectives[{i}]"
         if isinstance(obj, str):
             obj = {"metric": obj}
@@ -125,23 +158,25 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
             raise SpecError(file, key, "must be a metric name or {metric, direction}", obj)
         for k in obj:
             if k not in ("metric", "direction"):
-                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(k, ('metric', 'direction'))}", obj[k])
+                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(str(k), ('metric', 'direction'))}",
+                                obj[k])
         metric = _metric(file, f"{key}.metric", obj.get("metric"))
         direction = obj.get("direction", "maximize" if metric in MAXIMISED_METRICS else "minimize")
         if direction not in ("maximize", "minimize"):
             raise SpecError(file, f"{key}.direction", "must be maximize or minimize", direction)
         objectives.append((metric, direction == "maximize"))
-    if len(objectives) < 1 or len({m for m, _ in objectives}) != len(objectives):
-        raise SpecError(file, "objectives", "need one or more distinct metrics", raw.get("objectives"))
+    if len({m for m, _ in objectives}) != len(objectives):
+        raise SpecError(file, "objectives", "need distinct metrics", raw.get("objectives"))
 
     constraints = []
-    for i, con in enumerate(raw.get("constraints") or []):
+    for i, con in enumerate(_list(file, "constraints", raw.get("constraints"), [])):
         key = f"constraints[{i}]"
         if not isinstance(con, dict):
             raise SpecError(file, key, "must be {metric, max and/or min}", con)
         for k in con:
             if k not in ("metric", "max", "min"):
-                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(k, ('metric', 'max', 'min'))}", con[k])
+                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(str(k), ('metric', 'max', 'min'))}",
+                                con[k])
         metric = _metric(file, f"{key}.metric", con.get("metric"))
         if "max" not in con and "min" not in con:
             raise SpecError(file, key, "needs max or min", con)
@@ -158,7 +193,8 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
         raise SpecError(file, "sampler", "must be a name or {name, options}", sampler_raw)
     for k in sampler_raw:
         if k not in ("name", "options"):
-            raise SpecError(file, f"sampler.{k}", f"unknown key{did_you_mean(k, ('name', 'options'))}", sampler_raw[k])
+            raise SpecError(file, f"sampler.{k}", f"unknown key{did_you_mean(str(k), ('name', 'options'))}",
+                            sampler_raw[k])
     sampler = sampler_raw.get("name")
     if sampler not in SAMPLERS:
         raise SpecError(file, "sampler.name", f"unknown sampler{did_you_mean(str(sampler), SAMPLERS)}", sampler)
@@ -174,18 +210,30 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
         raise SpecError(file, "budget", "must be a mapping {n_trials, timeout_s}", budget)
     for k in budget:
         if k not in ("n_trials", "timeout_s"):
-            raise SpecError(file, f"budget.{k}", f"unknown key{did_you_mean(k, ('n_trials', 'timeout_s'))}", budget[k])
+            raise SpecError(file, f"budget.{k}", f"unknown key{did_you_mean(str(k), ('n_trials', 'timeout_s'))}",
+                            budget[k])
     n_trials = int(_number(file, "budget.n_trials", budget.get("n_trials", 1000), integer=True, minimum=1))
     timeout = budget.get("timeout_s")
     timeout_s = float(_number(file, "budget.timeout_s", timeout, minimum=0)) if timeout is not None else None
     batch_size = int(_number(file, "batch_size", raw.get("batch_size", 100), integer=True, minimum=1))
-    seed = int(_number(file, "seed", raw.get("seed", 0), integer=True, minimum=0))
+    seed = int(_number(file, "seed", raw.get("seed", 0), integer=True, minimum=0, maximum=2**32 - 1))
     storage_url = storage if storage is not None else raw.get("storage")
-    if storage_url is not None and not isinstance(storage_url, str):
-        raise SpecError(file, "storage", "must be an Optuna storage URL", storage_url)
+    if storage_url is not None:
+        if not isinstance(storage_url, str) or not (storage_url.startswith(("sqlite:///", "postgresql", "mysql"))
+                                                    or storage_url.endswith((".journal", ".log"))):
+            raise SpecError(file if storage is None else "--storage", "storage", "must be an Optuna storage URL "
+                            "(sqlite:///, postgresql+psycopg://, mysql://) or a .journal file", storage_url)
+        if storage is None and _storage_file(storage_url) is not None:
+            _inside_results(file, "storage", _storage_file(storage_url))
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
         raise SpecError(file, "name", "must be a plain name (no path separators)", name)
-    out = Path(output) if output is not None else Path(raw.get("output", f"results/{name}"))
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(file, "description", "must be a string", description)
+    out = Path(output) if output is not None else \
+        _inside_results(file, "output", raw["output"]) if "output" in raw else RESULTS_ROOT / name
+    if isinstance(raw.get("storage"), str):  # the spec is written into the result files: no password there
+        raw = {**raw, "storage": redact(raw["storage"])}
     return Study(name, file, space, objectives, constraints, sampler, dict(options), n_trials, timeout_s,
-                 batch_size, seed, storage_url, out, raw, raw.get("description", ""))
+                 batch_size, seed, storage_url, out, raw, description)
