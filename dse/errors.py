@@ -25,7 +25,10 @@ class SpecError(DseError, ValueError):
         shown = _short_repr(value)
         where = f"{file}: " if file else ""
         key = key_path or "<root>"
-        super().__init__(f"{where}{key}: {rule} (got {shown})")
+        super().__init__(f"{where}{key}: {rule} (got {shown})".translate(_LINE_BREAKS))
+
+
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def _short_repr(value: object, limit: int = 80) -> str:

@@ -517,7 +517,7 @@ def survey_figure(results_dir: Path | None, batch: int, out: Path, *, points: pd
                               label="survey batch-1 points (reference only:\nno batch-8 points published)"))
     handles += [
         Line2D([], [], ls="", marker="D", ms=7, color="#444444", mec="black",
-               label="llm-dse preset, 16-bit dense,\nat modelled decode power"),
+               label="llm-dse preset, 16-bit dense (PIM presets:\nGEMVs on PIM), at modelled decode power"),
         Line2D([], [], ls="-", lw=0.7, marker="D", ms=5, color="#444444", mfc="white",
                label="same, at the preset's TDP\n(the survey's convention)"),
         Line2D([], [], ls="--", lw=0.6, marker="*", ms=11, color="#444444", mec="black",

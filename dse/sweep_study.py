@@ -8,9 +8,11 @@ the front (``design_index`` identifies a design).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -51,9 +53,13 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
             bar.n = done
             bar.refresh()
 
-    try:
-        res = sweep(space, space.evaluator, study.objectives, constraints, chunk_size=opts.chunk_size,
-                    n_jobs=opts.n_jobs, backend=opts.backend, shard=opts.shard, progress=report)
+    chunk_size = opts.chunk_size
+    if opts.shard is not None:  # enough chunks for every shard to get a share
+        chunk_size = min(chunk_size, max(1024, -(-space.size // (4 * opts.shard[1]))))
+    try:  # joblib registers external backends (dask) through parallel_config only
+        with joblib.parallel_config(backend=opts.backend) if opts.backend else contextlib.nullcontext():
+            res = sweep(space, space.evaluator, study.objectives, constraints, chunk_size=chunk_size,
+                        n_jobs=opts.n_jobs, shard=opts.shard, progress=report)
     finally:
         if bar is not None:
             bar.close()

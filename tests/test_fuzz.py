@@ -1,0 +1,220 @@
+"""Property-based fuzzing of the spec loaders, the expression language and the evaluator.
+
+Whatever the input, only the project's own errors (SpecError) escape the loaders and the
+expression evaluator, and no expression reaches Python; valid designs never give NaN or
+infinite metrics.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dse
+from dse.api import _KNOB_RANGES
+from dse.errors import SpecError
+from dse.expr import FUNCTIONS, parse
+from dse.hardware import HARDWARE_FIELD_NAMES
+from dse.model import METRICS
+from dse.space import _KNOB_KEYS, _SPACE_KEYS, load_space
+from dse.spec import _card_from_mapping, _platform_from_mapping, builtin_names, load_model, load_platform
+from dse.study import _STUDY_KEYS, load_study
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MODELS = builtin_names("models")
+PLATFORMS = builtin_names("platforms")
+
+# ---- YAML-ish values: the project's key names and values mixed with junk ----------------------
+KEYS = st.sampled_from(sorted({
+    *_STUDY_KEYS, *_SPACE_KEYS, *_KNOB_KEYS, "metric", "direction", "max", "min", "n_trials", "timeout_s",
+    "options", "sources", "platform_class", "mem_bw_tb_per_s", "mem_capacity_gib", *HARDWARE_FIELD_NAMES[:8],
+    *_KNOB_RANGES, "n_layers", "d_model", "n_heads", "n_kv_heads", "mem_technology", "n_mem_units",
+})) | st.text(max_size=8)
+WORDS = st.sampled_from([
+    "quickstart", "reference", "llama-2-7b", "h100-sxm", "l4", "hbm3", "hbm2-pim", "gpu", "nsga2", "tpe",
+    "random", "exhaustive", "grid", "maximize", "minimize", "decode_tokens_per_s", "ttft_s", "results/x",
+    "../x", "/tmp/x", "x.yaml", "x.journal", "sqlite:///x.db", "batch * 2", "batch > 8", "tdp_w",
+    "__import__('os')", "mem_technology == 'hbm3'", "1e999", "", "\x00", "a" * 300,
+])
+SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=12)
+           | WORDS | st.integers(-3, 70))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+                      max_leaves=20)
+MAPPINGS = st.dictionaries(KEYS, VALUES, max_size=8)
+
+
+def _loads_or_spec_error(load, *args, **kwargs) -> None:
+    try:
+        load(*args, **kwargs)
+    except SpecError as exc:
+        assert len(str(exc).splitlines()) == 1, str(exc)
+
+
+@FUZZ
+@given(MAPPINGS)
+def test_study_loader_raises_only_spec_errors(raw):
+    _loads_or_spec_error(load_study, {"space": "quickstart", "model": "llama-2-7b", **raw})
+
+
+@FUZZ
+@given(MAPPINGS, st.dictionaries(KEYS, VALUES, max_size=4))
+def test_space_loader_raises_only_spec_errors(raw, knob):
+    knobs = {"batch": knob} if knob else raw.get("knobs")
+    _loads_or_spec_error(load_space, {"platform": "h100-sxm", "model": "llama-2-7b", **raw, "knobs": knobs})
+
+
+@FUZZ
+@given(MAPPINGS, st.sampled_from(["card", "preset"]))
+def test_card_and_preset_loaders_raise_only_spec_errors(raw, kind):
+    base = load_model("llama-2-7b") if kind == "card" else load_platform("h100-sxm")
+    # start from a valid file so that the checks past the first are reached
+    valid = {k: v for k, v in load_yaml_of(base.path).items() if k != "sources"}
+    doc = {**valid, **raw}
+    doc.setdefault("sources", {k: "s" for k in doc})
+    loader = _card_from_mapping if kind == "card" else _platform_from_mapping
+    _loads_or_spec_error(loader, doc, "fuzz.yaml")
+
+
+def load_yaml_of(path: str) -> dict:
+    from dse.spec import read_yaml
+
+    return read_yaml(Path(path))
+
+
+YAML_TEXT = st.text(alphabet=st.sampled_from(list("abz019 :-[]{},&*!|>'\"#%@`\n\t.?~") + ["\x00", "\ufeff", "é"]),
+                    max_size=120)
+
+
+@FUZZ
+@given(YAML_TEXT, st.sampled_from(["study", "space", "model", "platform"]))
+def test_yaml_files_raise_only_spec_errors(text, kind):
+    loader = {"study": load_study, "space": load_space, "model": load_model, "platform": load_platform}[kind]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzz-{kind}.yaml"
+        path.write_text(text, encoding="utf-8")
+        _loads_or_spec_error(loader, str(path))
+
+
+@FUZZ
+@given(st.text(max_size=300), st.sampled_from(["study", "space", "model", "platform"]))
+def test_names_and_paths_raise_only_spec_errors(name, kind):
+    loader = {"study": load_study, "space": load_space, "model": load_model, "platform": load_platform}[kind]
+    _loads_or_spec_error(loader, name)
+
+
+# ---- expressions --------------------------------------------------------------------------
+NAMES = ["batch", "w_bits", "tdp_w", "mem_technology", "platform", "x"]
+CATEGORIES = {"mem_technology": ["hbm3", "hbm2-pim"], "platform": ["h100-sxm", "l4"]}
+ENV = {"batch": np.array([1.0, 8.0, 64.0]), "w_bits": np.array([4.0, 8.0, 16.0]), "tdp_w": 700.0,
+       "mem_technology": np.array([0.0, 1.0, 0.0]), "platform": np.array([1.0, 0.0, 1.0])}
+ATOMS = st.sampled_from([*NAMES, "'hbm3'", "'h100-sxm'", "'x'", "0", "1", "2.5", "1e308", "-1", "True", "None",
+                         "__import__", "_x", "os", "open", "eval", "...", "b'x'", "1j"]) \
+    | st.integers(-(10**20), 10**20).map(str) | st.floats(allow_nan=False).map(repr)
+BINARY = st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "<", "<=", ">", ">=", "==", "!=", " and ", " or ",
+                          " in ", " is ", "@", "&", "|", "^", "<<"])
+CALLS = st.sampled_from([*FUNCTIONS, "getattr", "exec", "__import__", "type", "range", "print"])
+
+
+def _compose(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(inner, BINARY, inner).map("".join),
+        inner.map(lambda e: f"({e})"),
+        inner.map(lambda e: f"-{e}"),
+        inner.map(lambda e: f"not {e}"),
+        st.tuples(CALLS, st.lists(inner, max_size=4)).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
+        st.tuples(inner, inner, inner).map(lambda t: f"{t[0]} if {t[1]} else {t[2]}"),
+        inner.map(lambda e: f"{e}.__class__"),
+        inner.map(lambda e: f"{e}[0]"),
+        inner.map(lambda e: f"(lambda: {e})()"),
+        inner.map(lambda e: f"[{e} for _ in range(9)]"),
+        inner.map(lambda e: f"f'{{{e}}}'"),
+        inner.map(lambda e: f"(y := {e})"),
+    )
+
+
+EXPRESSIONS = st.recursive(ATOMS, _compose, max_leaves=12) | st.text(
+    alphabet=st.sampled_from(list("abtchw_0123456789 +-*/%<>=!()[]{}.,:'\"")), max_size=60)
+_ALLOWED_NAMES = set(NAMES) | set(FUNCTIONS)
+
+
+@FUZZ
+@given(EXPRESSIONS)
+def test_expressions_raise_only_spec_errors_and_never_reach_python(text):
+    try:
+        expr = parse(text, file="fuzz.yaml", key="derived.x")
+    except SpecError:
+        return
+    tree = ast.parse(text, mode="eval")
+    for node in ast.walk(tree):  # what parse accepts holds no door into Python
+        assert not isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda, ast.comprehension, ast.Starred,
+                                     ast.JoinedStr, ast.NamedExpr))
+        if isinstance(node, ast.Name):
+            assert not node.id.startswith("_")
+    try:
+        value = expr(ENV, CATEGORIES)
+    except SpecError as exc:
+        assert exc.file == "fuzz.yaml" and exc.key_path == "derived.x"
+        return
+    assert isinstance(value, (np.ndarray, np.generic, float)), type(value)
+    assert np.asarray(value).dtype.kind in "fb", np.asarray(value).dtype
+
+
+def test_expressions_that_reach_for_python_are_refused():
+    for text in ("__import__('os').system('true')", "().__class__.__bases__[0].__subclasses__()",
+                 "open('/etc/passwd')", "eval('1')", "getattr(batch, 'real')", "batch.real",
+                 "[x for x in range(10**9)]", "(lambda: 1)()", "f'{batch}'", "batch[0]", "*batch",
+                 "(y := 1)", "'a' * 10**9", "9" * 400, "1e999"):
+        with pytest.raises(SpecError):
+            expr = parse(text, file="f.yaml", key="derived.x")
+            expr(ENV, CATEGORIES)
+
+
+# ---- the evaluator ------------------------------------------------------------------------
+def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    return st.fixed_dictionaries({
+        name: st.lists(st.floats(lo, hi) | st.sampled_from([lo, hi]), min_size=n, max_size=n).map(np.array)
+        for name, (lo, hi) in _KNOB_RANGES.items()
+    })
+
+
+# hardware overrides within what a preset may hold (dse.spec checks), over many orders of magnitude
+_HW_RANGES = {
+    "flop32_peak_flop_per_s": (1e6, 1e18), "flop16_peak_flop_per_s": (0.0, 1e18), "flop8_peak_flop_per_s": (0.0, 1e18),
+    "flop4_peak_flop_per_s": (0.0, 1e18), "mem_bw_bytes_per_s": (1e6, 1e15), "mem_capacity_bytes": (1e6, 1e15),
+    "mem_energy_pj_per_bit": (0.0, 1e3), "flop16_energy_pj_per_flop": (0.0, 1e3), "sram_bytes": (0.0, 1e10),
+    "compute_eff_frac": (1e-3, 1.0), "mem_bw_eff_frac": (1e-3, 1.0), "kernel_overhead_s": (0.0, 1e-2),
+    "pim_bw_bytes_per_s": (0.0, 1e16), "pim_peak_flop_per_s": (0.0, 1e16), "static_power_w": (0.0, 1e4),
+    "host_link_bw_bytes_per_s": (0.0, 1e13),
+}
+
+
+@FUZZ
+@given(st.integers(1, 6).flatmap(_knob_values), st.sampled_from(MODELS), st.sampled_from(PLATFORMS),
+       st.dictionaries(st.sampled_from(sorted(_HW_RANGES)), st.floats(0.0, 1.0), max_size=6))
+def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
+    columns = dict(knobs)
+    for name, u in hw.items():  # log-uniform between the range's ends
+        lo, hi = _HW_RANGES[name]
+        columns[name] = lo + (hi - lo) * u if lo == 0.0 else lo * (hi / lo) ** u
+    if "static_power_w" in columns:  # a preset needs tdp_w > static_power_w
+        columns["tdp_w"] = columns["static_power_w"] * 1.5 + 1.0
+    out = dse.Evaluator(model, platform)(columns)
+    for name in METRICS:
+        assert np.all(np.isfinite(out[name])), (name, out[name])
+
+
+def test_every_preset_and_card_at_the_corners_gives_finite_metrics():
+    corners = list(itertools.product(*[(lo, hi) for lo, hi in _KNOB_RANGES.values()]))
+    designs = pd.DataFrame(corners, columns=list(_KNOB_RANGES))
+    for model, platform in itertools.product(MODELS, PLATFORMS):
+        out = dse.evaluate(designs, model=model, platform=platform)
+        metrics = out[list(METRICS)].to_numpy()
+        assert np.all(np.isfinite(metrics)), (model, platform)
