@@ -14,9 +14,7 @@ per-core rates of the parts (space decoding, the bare evaluator, the per-chunk f
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
-import os
 import resource
 import time
 import tracemalloc
@@ -26,6 +24,7 @@ from joblib.externals.loky import get_reusable_executor
 
 import dse
 from dse.pareto import pareto_mask
+from dse.runtime import tune_malloc
 from dse.space import load_space
 from dse.sweep import sweep
 
@@ -86,15 +85,6 @@ def run_sweep(space, n_jobs: int, chunk_size: int, trace: bool) -> None:
         get_reusable_executor().shutdown(wait=True)
         print(f"    traced run: parent tracemalloc peak {peak / 2**20:.0f} MiB "
               f"({traced.points_per_s / 1e6:.2f} M designs/s under tracing)")
-
-
-def tune_malloc() -> None:
-    """Keep freed chunk arrays in the glibc heap instead of unmapping/trimming them each time."""
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 << 20)  # read by workers spawned from now on
-    os.environ["MALLOC_TRIM_THRESHOLD_"] = str(1 << 30)
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD, this process
-    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
 def rate(fn, n: int, repeat: int = 5) -> float:

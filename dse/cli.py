@@ -19,6 +19,7 @@ from dse.errors import DseError, SpecError
 from dse.explain import explain
 from dse.io import atomic_write, write_parquet
 from dse.model import METRIC_UNITS
+from dse.runtime import tune_malloc
 from dse.spec import builtin_names, load_model, load_platform
 
 EXIT_BAD_INPUT = 2
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_malloc()
     try:
         return int(args.func(args) or 0)
     except DseError as exc:

@@ -10,7 +10,8 @@ tokens/s, diagonals of equal tokens/J. This module draws the same axes with
   (black edge) or reported by the cited work (no edge). The survey's batch-8 points are
   not public, so the batch-8 figure says so and shows the batch-1 points in grey only;
 * what llm-dse predicts for every preset (Llama-2-7B, the study's lengths): the default
-  software setting (16-bit, dense; the widest weights that fit where 16-bit does not)
+  software setting (16-bit, dense, decode GEMVs on PIM where the preset has PIM units; the
+  widest weights that fit where 16-bit does not)
   and the best setting (highest decode tokens/J that fits), both at the modelled decode
   power, and the default again at the preset's TDP (the survey's convention), joined to
   its modelled position by a thin line;

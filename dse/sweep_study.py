@@ -18,6 +18,7 @@ import pandas as pd
 
 from dse.errors import SpecError
 from dse.results import design_table, front_of, write_results
+from dse.runtime import tune_malloc
 from dse.search import RunResult
 from dse.study import Study
 from dse.sweep import INDEX_COLUMN, sweep
@@ -53,6 +54,7 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
             bar.n = done
             bar.refresh()
 
+    tune_malloc()
     chunk_size = opts.chunk_size
     if opts.shard is not None:  # enough chunks for every shard to get a share
         chunk_size = min(chunk_size, max(1024, -(-space.size // (4 * opts.shard[1]))))
