@@ -130,6 +130,8 @@ def check_columns(cols: Mapping[str, Any]) -> None:
             bad = low if low < lo else high
             rule = f"must be in [{lo:g}, {hi:g}]" if name in _KNOB_RANGES else "must be >= 0"
             raise SpecError("", name, rule, bad)
+        if name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):  # rates: 0 (absent) or >= 1 per second
+            raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
 
 
 def evaluate(designs: pd.DataFrame | Mapping[str, Any] | None = None, *,

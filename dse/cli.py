@@ -226,9 +226,14 @@ def _cmd_front(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from dse import survey
     from dse.io import read_metadata, read_table
     from dse.plot import plot_front
 
+    if args.survey:
+        return survey.run(args)
+    if not args.path:
+        raise SpecError("", "path", "a results folder is required (or --survey)", None)
     folder = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
     trials_path, front_path = folder / "trials.parquet", folder / "front.parquet"
     trials, front = read_table(trials_path), read_table(front_path)
@@ -297,12 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", nargs="+", help="columns to show")
     p.set_defaults(func=_cmd_front)
 
-    p = sub.add_parser("plot", help="redraw the front plot of a results folder")
-    p.add_argument("path", help="results folder")
+    p = sub.add_parser("plot", help="redraw the front plot of a results folder, or the survey figure (--survey)")
+    p.add_argument("path", nargs="?", help="results folder")
     p.add_argument("--x", help="metric on the x axis")
     p.add_argument("--y", help="metric on the y axis")
     p.add_argument("--color-by", help="colour feasible designs by this column (e.g. platform)")
-    p.add_argument("--out", help="PNG path (default: front.png in the folder)")
+    p.add_argument("--out", help="PNG path (default: front.png in the folder); with --survey, the output folder")
+    from dse import survey
+
+    survey.add_arguments(p)
     p.set_defaults(func=_cmd_plot)
 
     from dse import calibrate, measure, validate
