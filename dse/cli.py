@@ -313,10 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     survey.add_arguments(p)
     p.set_defaults(func=_cmd_plot)
 
-    from dse import calibrate, measure, validate
+    from dse import calibration, measure, validate
 
     for name, module, text in (("validate", validate, "compare predictions with measurements shipped in validation/"),
-                               ("calibrate", calibrate, "fit a preset's efficiencies and power terms to measurements"),
+                               ("calibrate", calibration, "fit a preset's efficiencies and power terms to measurements"),
                                ("measure", measure, "measure TTFT, time per token and energy on a local NVIDIA GPU")):
         p = sub.add_parser(name, help=text)
         module.add_arguments(p)

@@ -60,6 +60,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise SpecError(str(path), "", f"cannot read table: {exc.__class__.__name__}", str(path)) from None
 
 
+def read_front(path: str | Path) -> pd.DataFrame:
+    """A study's Pareto front: ``front.parquet`` in a results folder, or that file itself."""
+    path = Path(path)
+    return read_table(path / "front.parquet" if path.is_dir() else path)
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The ``dse.*`` schema metadata of a Parquet file, JSON-decoded, without the prefix."""
     meta = pq.read_schema(path).metadata or {}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import dse
-from dse.calibrate import add_arguments, calibrate, compare, run
+from dse.calibration import add_arguments, calibrate, compare, run
 from dse.errors import SpecError
 
 TOY_PRESET = """\
