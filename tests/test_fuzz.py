@@ -166,7 +166,7 @@ def test_expressions_raise_only_spec_errors_and_never_reach_python(text):
     except SpecError as exc:
         assert exc.file == "fuzz.yaml" and exc.key_path == "derived.x"
         return
-    assert isinstance(value, (np.ndarray, np.generic, float)), type(value)
+    assert isinstance(value, (np.ndarray, np.generic, float, bool)), type(value)
     assert np.asarray(value).dtype.kind in "fb", np.asarray(value).dtype
 
 
@@ -188,25 +188,34 @@ def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
     })
 
 
-# hardware overrides within what a preset may hold (dse.spec checks), over many orders of magnitude
+# hardware overrides within what a preset may hold (dse.spec checks), over many orders of magnitude:
+# field -> (smallest non-zero value, largest value, may be 0)
 _HW_RANGES = {
-    "flop32_peak_flop_per_s": (1e6, 1e18), "flop16_peak_flop_per_s": (0.0, 1e18), "flop8_peak_flop_per_s": (0.0, 1e18),
-    "flop4_peak_flop_per_s": (0.0, 1e18), "mem_bw_bytes_per_s": (1e6, 1e15), "mem_capacity_bytes": (1e6, 1e15),
-    "mem_energy_pj_per_bit": (0.0, 1e3), "flop16_energy_pj_per_flop": (0.0, 1e3), "sram_bytes": (0.0, 1e10),
-    "compute_eff_frac": (1e-3, 1.0), "mem_bw_eff_frac": (1e-3, 1.0), "kernel_overhead_s": (0.0, 1e-2),
-    "pim_bw_bytes_per_s": (0.0, 1e16), "pim_peak_flop_per_s": (0.0, 1e16), "static_power_w": (0.0, 1e4),
-    "host_link_bw_bytes_per_s": (0.0, 1e13),
+    "flop32_peak_flop_per_s": (1e6, 1e18, False), "flop16_peak_flop_per_s": (1e6, 1e18, True),
+    "flop8_peak_flop_per_s": (1e6, 1e18, True), "flop4_peak_flop_per_s": (1e6, 1e18, True),
+    "mem_bw_bytes_per_s": (1e6, 1e15, False), "mem_capacity_bytes": (1e6, 1e15, False),
+    "mem_energy_pj_per_bit": (1e-3, 1e3, True), "flop16_energy_pj_per_flop": (1e-3, 1e3, True),
+    "sram_bytes": (1e3, 1e10, True), "compute_eff_frac": (1e-3, 1.0, False), "mem_bw_eff_frac": (1e-3, 1.0, False),
+    "kernel_overhead_s": (1e-9, 1e-2, True), "pim_bw_bytes_per_s": (1e6, 1e16, True),
+    "pim_peak_flop_per_s": (1e6, 1e16, True), "static_power_w": (1e-3, 1e4, True),
+    "host_link_bw_bytes_per_s": (1e6, 1e13, True),
 }
 
 
+def _hardware_value(name: str) -> st.SearchStrategy[float]:
+    lo, hi, zero = _HW_RANGES[name]
+    log_uniform = st.floats(0.0, 1.0).map(lambda u: lo * (hi / lo) ** u)
+    return (st.just(0.0) | log_uniform) if zero else log_uniform
+
+
+HARDWARE = st.lists(st.sampled_from(sorted(_HW_RANGES)), max_size=6, unique=True).flatmap(
+    lambda names: st.fixed_dictionaries({n: _hardware_value(n) for n in names}))
+
+
 @FUZZ
-@given(st.integers(1, 6).flatmap(_knob_values), st.sampled_from(MODELS), st.sampled_from(PLATFORMS),
-       st.dictionaries(st.sampled_from(sorted(_HW_RANGES)), st.floats(0.0, 1.0), max_size=6))
+@given(st.integers(1, 6).flatmap(_knob_values), st.sampled_from(MODELS), st.sampled_from(PLATFORMS), HARDWARE)
 def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
-    columns = dict(knobs)
-    for name, u in hw.items():  # log-uniform between the range's ends
-        lo, hi = _HW_RANGES[name]
-        columns[name] = lo + (hi - lo) * u if lo == 0.0 else lo * (hi / lo) ** u
+    columns = {**knobs, **hw}
     if "static_power_w" in columns:  # a preset needs tdp_w > static_power_w
         columns["tdp_w"] = columns["static_power_w"] * 1.5 + 1.0
     if "pim_peak_flop_per_s" in columns:  # PIM compute needs PIM bandwidth (see the xfail below)
