@@ -24,7 +24,7 @@ MAX_CHARS = 500
 MAX_NODES = 200
 
 _BINOPS: dict[type, Callable] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: np.true_divide,
     ast.FloorDiv: np.floor_divide, ast.Mod: np.mod, ast.Pow: np.power,
 }
 _CMPOPS: dict[type, Callable] = {

@@ -32,6 +32,9 @@ HARDWARE_FIELDS: tuple[HardwareField, ...] = (
     HardwareField("mem_bw_bytes_per_s", None, "main-memory peak bandwidth, bytes/s"),
     HardwareField("mem_capacity_bytes", None, "main-memory capacity usable by the model, bytes"),
     HardwareField("mem_energy_pj_per_bit", None, "main-memory access energy, pJ/bit"),
+    HardwareField("onchip_energy_pj_per_bit", 0.0,
+                  "energy to carry one main-memory bit across the chip to the compute units (PHY, memory "
+                  "controller, caches, network-on-chip, load path), beyond the SRAM array accesses, pJ/bit"),
     HardwareField("sram_bytes", 0.0, "on-chip SRAM (last-level cache / scratchpad), bytes"),
     HardwareField("sram_energy_pj_per_bit", 0.0, "on-chip SRAM access energy, pJ/bit"),
     HardwareField("static_power_w", None, "power drawn whatever the work (idle / leakage), W"),

@@ -30,7 +30,12 @@ MAXIMISED_METRICS: frozenset[str] = frozenset(
 
 def _pim_possible(hw: dict, k: dict) -> bool:
     """False when no design of the batch can map work to PIM (lets the hot path skip it)."""
-    return bool(np.any(hw["pim_peak_flop_per_s"] > 0) and np.any(k["pim_offload"] > 0))
+    return bool(np.any(_has_pim(hw)) and np.any(k["pim_offload"] > 0))
+
+
+def _has_pim(hw: dict) -> Array:
+    """PIM units exist where they have both compute and in-memory bandwidth."""
+    return (hw["pim_peak_flop_per_s"] > 0) & (hw["pim_bw_bytes_per_s"] > 0)
 
 
 def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
@@ -115,7 +120,7 @@ def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, host: 
     (``pim_peak_flop_per_s``); activations cross the host link each step.
     """
     level = 1.0 if name == "attn" else 2.0
-    on_pim = (k["pim_offload"] >= level) & (hw["pim_peak_flop_per_s"] > 0)
+    on_pim = (k["pim_offload"] >= level) & _has_pim(hw)
     pim_flop_per_s = np.where(on_pim, hw["pim_peak_flop_per_s"], 1.0)
     pim_bytes_per_s = np.where(on_pim, hw["pim_bw_bytes_per_s"], 1.0)
     link_ok = on_pim & (hw["host_link_bw_bytes_per_s"] > 0)

@@ -1,8 +1,9 @@
 """Power model: energy of compute and of every memory level, plus static power.
 
 ``energy = static_power_w * time + sum(flop * e_flop(bits)) + sum(bytes * 8 * e_bit(level))``
-(DESIGN.md section 4). Levels: main memory (DRAM/HBM), on-chip SRAM (every DRAM byte
-is staged through it once: written then read), PIM in-bank access, host <-> PIM link.
+(DESIGN.md section 4). Levels: main memory (DRAM/HBM), the on-chip path from the memory
+interface to the compute units, on-chip SRAM (every DRAM byte is staged through it once:
+written then read), PIM in-bank access, host <-> PIM link.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array
     accelerators; it is conservative for integer multipliers, whose energy falls faster
     than linearly (Horowitz, ISSCC 2014).
     """
-    per_bit_pj = hw["mem_energy_pj_per_bit"] + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]
+    per_bit_pj = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
+                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"])
     # scalar factors grouped first: four array operations for a one-platform batch
     j_per_flop_per_bit = hw["flop16_energy_pj_per_flop"] * PJ / 16.0
     return flop * (native * j_per_flop_per_bit) + nbytes * (per_bit_pj * BITS_PER_BYTE * PJ)

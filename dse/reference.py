@@ -82,7 +82,7 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, 
     """(seconds, dynamic joules) of one operator instance."""
     level = 1 if op["name"] == "attn" else 2
     overhead = op["kernels"] * hw["kernel_overhead_s"]
-    if decode and k["pim_offload"] >= level and hw["pim_peak_flop_per_s"] > 0:
+    if decode and k["pim_offload"] >= level and hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0:
         inbank = op["bytes"] - op["act"]
         link_bw = hw["host_link_bw_bytes_per_s"]
         link_s = op["act"] / link_bw if link_bw > 0 else 0.0
@@ -96,7 +96,7 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, 
     byte_rate = hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
     t = max(op["flop"] / flop_rate, op["bytes"] / byte_rate)
     e_flop = hw["flop16_energy_pj_per_flop"] * native / 16
-    e_bit = hw["mem_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]
+    e_bit = hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]
     return t + overhead, (op["flop"] * e_flop + op["bytes"] * 8 * e_bit) * PJ
 
 
