@@ -1,0 +1,115 @@
+"""Spaces and studies: loading, derived fields, conditions, enumeration, search, resume, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dse.io import read_metadata, read_units
+from dse.search import distributions, run_study
+from dse.space import load_space
+from dse.study import load_study
+
+SPACE = {
+    "platform": "h100-sxm",
+    "model": "llama-2-7b",
+    "knobs": {
+        "mem_technology": {"choices": ["hbm3", "gddr6x", "hbm2-pim"]},
+        "n_mem_units": {"low": 1, "high": 4},
+        "batch": {"choices": [1, 8, 64]},
+        "w_bits": {"choices": [4, 16]},
+        "pim_offload": {"choices": [0, 2], "when": "mem_pim_capable > 0", "default": 0},
+        "flop16_peak_tflop_per_s": {"low": 100, "high": 1000, "step": 300},
+    },
+    "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"},
+    "fixed": {"in_len": 256, "out_len": 64},
+}
+
+
+def test_space_size_units_derived_and_mixed_radix():
+    space = load_space(SPACE)
+    assert space.size == 3 * 4 * 3 * 2 * 2 * 4
+    knob = {k.name: k for k in space.knobs}["flop16_peak_flop_per_s"]
+    assert knob.values().tolist() == [100e12, 400e12, 700e12, 1000e12]  # TFLOP/s converted to SI
+    cols = space.columns_at(np.arange(space.size))
+    assert np.allclose(cols["flop8_peak_flop_per_s"], 2 * cols["flop16_peak_flop_per_s"])
+    # the last knob varies fastest
+    assert cols["flop16_peak_flop_per_s"][:4].tolist() == knob.values().tolist()
+
+
+def test_memory_technology_table_and_conditional_knob():
+    space = load_space(SPACE)
+    params = {"mem_technology": np.array([0.0, 1.0, 2.0]), "n_mem_units": np.array([4.0, 4.0, 4.0]),
+              "batch": np.ones(3), "w_bits": np.full(3, 16.0), "pim_offload": np.full(3, 2.0),
+              "flop16_peak_flop_per_s": np.full(3, 1e14)}
+    cols = space.columns(params)
+    table = space.technologies
+    assert cols["mem_bw_bytes_per_s"][0] == pytest.approx(4 * table["hbm3"]["bw_per_unit_bytes_per_s"])
+    assert cols["mem_bw_bytes_per_s"][1] == pytest.approx(4 * table["gddr6x"]["bw_per_unit_bytes_per_s"])
+    assert cols["mem_energy_pj_per_bit"][2] == table["hbm2-pim"]["energy_pj_per_bit"]
+    assert cols["pim_offload"].tolist() == [0.0, 0.0, 2.0]  # only the PIM-capable memory keeps the knob
+    assert cols["pim_peak_flop_per_s"][2] > 0 and cols["pim_peak_flop_per_s"][0] == 0
+
+
+def test_distributions_match_knobs():
+    dists = distributions(load_space(SPACE))
+    assert dists["batch"].choices == (1.0, 8.0, 64.0)
+    assert dists["n_mem_units"].low == 1 and dists["n_mem_units"].high == 4
+    assert dists["flop16_peak_flop_per_s"].step == pytest.approx(300e12)
+
+
+def study(tmp_path, **kw):
+    spec = {"name": "t", "space": SPACE, "sampler": {"name": "nsga2", "options": {"population_size": 20}},
+            "budget": {"n_trials": 60}, "batch_size": 20, "seed": 1,
+            "constraints": [{"metric": "ttft_s", "max": 0.5}]}
+    spec.update(kw)
+    return load_study(spec, output=tmp_path / "out")
+
+
+def brute_front(df: pd.DataFrame) -> set:
+    feasible = df[df["feasible"]]
+    v = feasible[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()
+    return {tuple(x) for x in v if not any(np.all(o >= x) and np.any(o > x) for o in v)}
+
+
+def test_search_writes_results_with_units_and_metadata_and_a_correct_front(tmp_path):
+    st = study(tmp_path)
+    res = run_study(st, progress=False)
+    trials = pd.read_parquet(st.output / "trials.parquet")
+    front = pd.read_parquet(st.output / "front.parquet")
+    assert res.n_trials == len(trials) == 60 and sorted(trials["trial"]) == list(range(60))
+    assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == brute_front(trials)
+    assert ((trials["c_ttft_s_max"] <= 0) & (trials["c_g_memory_bytes"] <= 0) == trials["feasible"]).all()
+    assert set(trials["mem_technology"]) <= {"hbm3", "gddr6x", "hbm2-pim"}
+    units = read_units(st.output / "trials.parquet")
+    assert units["decode_tokens_per_s"] == "token/s" and units["mem_bw_bytes_per_s"] == "B/s"
+    meta = read_metadata(st.output / "front.parquet")
+    assert meta["spec_hash"] == st.spec_hash and meta["seed"] == 1
+    assert (st.output / "front.png").stat().st_size > 10_000
+
+
+def test_resume_continues_to_a_larger_budget_and_refuses_a_changed_spec(tmp_path):
+    st = study(tmp_path)
+    run_study(st, progress=False)
+    more = run_study(replace(st, n_trials=100), progress=False)
+    assert more.n_new == 40 and more.n_trials == 100
+    again = run_study(replace(st, n_trials=100), progress=False)
+    assert again.n_new == 0
+    changed = study(tmp_path, seed=2)
+    with pytest.raises(Exception, match="spec changed"):
+        run_study(changed, progress=False)
+
+
+def test_exhaustive_study_matches_brute_force(tmp_path):
+    st = study(tmp_path, sampler="exhaustive")
+    run_study(st, progress=False)
+    front = pd.read_parquet(st.output / "front.parquet")
+    space = st.space
+    from dse.results import design_table
+
+    everything = design_table(st, space.params_at(np.arange(space.size)))
+    assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == \
+        brute_front(everything)
