@@ -140,12 +140,15 @@ def run_one(job: tuple) -> dict:
     from dse.search import run_study
 
     label, sampler, options, n_trials, batch_size, seed, refs = job
-    with tempfile.TemporaryDirectory(prefix="dse-bench-") as tmp:
-        study = load_study(study_spec(sampler, options, n_trials, batch_size, seed), output=tmp)
-        t0 = time.perf_counter()
-        result = run_study(study, progress=False)
-        wall = time.perf_counter() - t0
-        df = pd.read_parquet(result.paths["trials"]).sort_values("trial")
+    try:
+        with tempfile.TemporaryDirectory(prefix="dse-bench-") as tmp:
+            study = load_study(study_spec(sampler, options, n_trials, batch_size, seed), output=tmp)
+            t0 = time.perf_counter()
+            result = run_study(study, progress=False)
+            wall = time.perf_counter() - t0
+            df = pd.read_parquet(result.paths["trials"]).sort_values("trial")
+    except Exception as exc:  # re-raise as a plain error: not every library exception pickles
+        raise RuntimeError(f"{label} seed {seed}: {exc.__class__.__name__}: {exc}") from None
     knobs = [k.name for k in study.space.knobs]
     values = df[[m for m, _ in OBJECTIVES]].to_numpy(float)
     feasible = df["feasible"].to_numpy(bool)

@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dse import calibration, measure, validate
 
     for name, module, text in (("validate", validate, "compare predictions with measurements shipped in validation/"),
-                               ("calibrate", calibration, "fit a preset's efficiencies and power terms to measurements"),
+                               ("calibrate", calibration, "fit a preset's efficiencies and power terms to data"),
                                ("measure", measure, "measure TTFT, time per token and energy on a local NVIDIA GPU")):
         p = sub.add_parser(name, help=text)
         module.add_arguments(p)

@@ -5,7 +5,8 @@ are parsed with :mod:`ast` and evaluated on numpy arrays by walking a whitelist 
 node types. Nothing reaches Python: no ``eval``, no attributes, subscripts, strings
 (except a categorical knob compared to one of its choices), lambdas or
 comprehensions; constants are floats, so ``10**10**10`` is ``inf`` (then rejected as
-non-finite by the caller), never a giant integer.
+non-finite by the caller), never a giant integer, and ``1/0`` is ``inf``, never an
+exception; comparisons and ``and``/``or``/``not`` give 1.0 or 0.0.
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def _finite(value: float) -> bool:
         return False
 
 
+def _truth(value: object) -> object:
+    """A truth value as 1.0/0.0, so that arithmetic on it works (numpy refuses ``-`` on booleans)."""
+    return np.multiply(value, 1.0)
+
+
 class _Eval(ast.NodeVisitor):
     def __init__(self, env: Mapping[str, object], categories: Mapping[str, list]) -> None:
         self.env = env
@@ -144,7 +150,7 @@ class _Eval(ast.NodeVisitor):
     def visit_UnaryOp(self, node: ast.UnaryOp) -> object:
         value = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            return np.logical_not(value)
+            return _truth(np.logical_not(value))
         return -value if isinstance(node.op, ast.USub) else value
 
     def visit_BoolOp(self, node: ast.BoolOp) -> object:
@@ -153,7 +159,7 @@ class _Eval(ast.NodeVisitor):
         out = values[0]
         for v in values[1:]:
             out = fn(out, v)
-        return out
+        return _truth(out)
 
     def visit_IfExp(self, node: ast.IfExp) -> object:
         return np.where(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
@@ -170,7 +176,7 @@ class _Eval(ast.NodeVisitor):
             part = _CMPOPS[type(op)](left, right)
             out = part if out is None else np.logical_and(out, part)
             left_node = right_node
-        return out
+        return _truth(out)
 
     def _operand(self, node: ast.AST, other: ast.AST) -> object:
         """A string constant compared with a categorical name becomes that choice's code."""

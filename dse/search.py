@@ -12,6 +12,7 @@ many workers), trials are asked and told on that storage directly so workers sha
 from __future__ import annotations
 
 import bisect
+import inspect
 import json
 import math
 import multiprocessing
@@ -28,7 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dse.errors import DseError, SpecError
+from dse.errors import DseError, SpecError, did_you_mean, redact
 from dse.pareto import hypervolume_2d, pareto_mask
 from dse.results import design_table, front_of, violations, write_results
 from dse.space import Knob, Space, _is_strings
@@ -58,36 +59,40 @@ def _distribution(k: Knob) -> BaseDistribution:
     return FloatDistribution(k.low, k.high, log=k.log, step=k.step)
 
 
-def make_sampler(name: str, options: dict[str, Any], seed: int, batch_size: int, space: Space
-                 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for a study's ``sampler`` section."""
-    opts = dict(options)
+_SAMPLERS: dict[str, type] = {
+    "nsga2": optuna.samplers.NSGAIISampler, "nsga3": optuna.samplers.NSGAIIISampler,
+    "tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler,
+    "qmc": optuna.samplers.QMCSampler, "grid": optuna.samplers.GridSampler,
+}
+_SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {  # population = batch: one generation per batch (optuna.md)
+    "nsga2": {"population_size": None}, "nsga3": {"population_size": None}, "tpe": {"multivariate": True},
+}
+GRID_MAX_POINTS = 1_000_000
+
+
+def make_sampler(name: str, options: dict[str, Any], seed: int, batch_size: int, space: Space, *,
+                 file: str = "") -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for a study's ``sampler`` section; option names are checked first."""
+    cls = _SAMPLERS.get(name)
+    if cls is None:
+        raise SpecError(file, "sampler.name", "no Optuna sampler for this name", name)
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed", "search_space")]
+    for key in options:
+        if key not in allowed:
+            raise SpecError(file, f"sampler.options.{key}", f"not an option of {cls.__name__}"
+                            f"{did_you_mean(key, allowed)}", options[key])
+    opts = {k: (batch_size if v is None else v) for k, v in _SAMPLER_DEFAULTS.get(name, {}).items()}
+    opts.update(options)
+    args: list[Any] = []
+    if name == "grid":
+        if (space.size or GRID_MAX_POINTS + 1) > GRID_MAX_POINTS:
+            raise SpecError(file, "sampler.name", "grid materialises every point: use exhaustive above 1e6",
+                            space.size)
+        args = [{k.name: list(k.choices) if k.kind == "categorical" else k.values().tolist() for k in space.knobs}]
     try:
-        if name == "nsga2":
-            opts.setdefault("population_size", batch_size)
-            return optuna.samplers.NSGAIISampler(seed=seed, **opts)
-        if name == "nsga3":
-            opts.setdefault("population_size", batch_size)
-            return optuna.samplers.NSGAIIISampler(seed=seed, **opts)
-        if name == "tpe":
-            opts.setdefault("multivariate", True)
-            return optuna.samplers.TPESampler(seed=seed, **opts)
-        if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **opts)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **opts)
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, **opts)
-        if name == "grid":
-            size = space.size or 0
-            if size > 1_000_000:
-                raise SpecError("", "sampler.name", "grid materialises every point: use exhaustive above 1e6",
-                                size)
-            grid = {k.name: list(k.choices) if k.kind == "categorical" else k.values().tolist() for k in space.knobs}
-            return optuna.samplers.GridSampler(grid, seed=seed, **opts)
-    except TypeError as exc:
-        raise SpecError("", f"sampler.options ({name})", f"invalid option: {exc}", opts) from None
-    raise SpecError("", "sampler.name", "no Optuna sampler for this name", name)
+        return cls(*args, seed=seed, **opts)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(file, "sampler.options", f"rejected by {cls.__name__}: {exc}", options) from None
 
 
 class CheckpointJournal(optuna.storages.journal.JournalFileBackend):
@@ -197,16 +202,6 @@ def _open_storage(study: Study) -> tuple[Any, CheckpointJournal | None]:
                     ".journal file)", redact(url))
 
 
-def redact(url: str) -> str:
-    """A storage URL with any password replaced by ***."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-
-
 def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] | None = None,
               worker: int | None = None, stale_after_s: float = STALE_AFTER_S) -> RunResult:
     """Run (or resume) a study to its budget (``n_trials`` complete trials) and write its result files.
@@ -221,11 +216,12 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
         from dse.sweep_study import run_exhaustive  # imports this module: resolved at call time
         return run_exhaustive(study, progress=progress)
     start = time.perf_counter()
-    storage, journal = _open_storage(study)
+    seed = study.seed + (worker or 0)
+    sampler = make_sampler(study.sampler, study.sampler_options, seed, study.batch_size, study.space,
+                           file=study.file)  # validates before anything is written
+    storage, journal = _open_storage(study)  # the first thing that writes
     shared = worker is not None or journal is None
     stored = _load_stored(study, storage)
-    seed = study.seed + (worker or 0)
-    sampler = make_sampler(study.sampler, study.sampler_options, seed, study.batch_size, study.space)
     if shared:
         work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
     else:

@@ -196,7 +196,7 @@ _HW_RANGES = {
     "mem_bw_bytes_per_s": (1e6, 1e15, False), "mem_capacity_bytes": (1e6, 1e15, False),
     "mem_energy_pj_per_bit": (1e-3, 1e3, True), "flop16_energy_pj_per_flop": (1e-3, 1e3, True),
     "sram_bytes": (1e3, 1e10, True), "compute_eff_frac": (1e-3, 1.0, False), "mem_bw_eff_frac": (1e-3, 1.0, False),
-    "kernel_overhead_s": (1e-9, 1e-2, True), "pim_bw_bytes_per_s": (1e6, 1e16, False),
+    "kernel_overhead_s": (1e-9, 1e-2, True), "pim_bw_bytes_per_s": (1e6, 1e16, True),
     "pim_peak_flop_per_s": (1e6, 1e16, True), "static_power_w": (1e-3, 1e4, True),
     "host_link_bw_bytes_per_s": (1e6, 1e13, True),
 }
