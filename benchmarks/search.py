@@ -3,6 +3,8 @@
     python benchmarks/search.py                          # NSGA-II/random to 10,000, TPE to 2,000; 3 seeds
     python benchmarks/search.py --tpe-max 10000          # TPE to 10,000 too (slow: its per-trial cost grows)
     python benchmarks/search.py --tune                   # + a grid of NSGA-II settings at 5,000 evaluations
+    python benchmarks/search.py --samplers --tune --tune-seeds 10 \
+        --tune-settings '{"population_size": 50, "mutation_prob": 0.2}' '{"population_size": 100}'
     python benchmarks/search.py --seeds 5 --budgets 500 1000 2000 5000 10000 --jobs 2
 
 Space: ``spaces/reference.yaml`` (1,119,744 designs, llama-2-7b); objectives decode_tokens_per_s
@@ -23,8 +25,8 @@ sweep always apply it). Steps:
 3. For every sampler and seed, one study through ``dse.search.run_study`` (default storage:
    in-memory sampling checkpointed to a journal file in a temporary output folder) at the
    largest budget; ``trials.parquet`` is read back and the hypervolume of the feasible trials
-   is computed at every prefix of trial numbers. With batch_size = population_size and
-   budgets that are multiples of it, a prefix is exactly what a study with that budget does.
+   is computed at every prefix of trial numbers. A prefix is exactly what a study with that
+   budget does (asks within a batch do not depend on later tells; the last batch is cut short).
 
 Prints: the exact front; sampler x budget HV ratio (mean/min/max over seeds); evaluations to
 reach 98% and 99% of the exact HV (median over seeds; a seed that never reaches it counts as
@@ -35,6 +37,7 @@ settings grid. Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import tempfile
@@ -158,10 +161,27 @@ def run_one(job: tuple) -> dict:
 
 
 def run_all(jobs: list[tuple], n_procs: int) -> list[dict]:
+    """Run each distinct study once, at the largest budget asked of it; give every job its prefix."""
+    def key(job: tuple) -> str:
+        return json.dumps([job[1], job[2], job[4], job[5]], sort_keys=True)
+
+    longest: dict[str, tuple] = {}
+    for job in jobs:
+        if key(job) not in longest or job[3] > longest[key(job)][3]:
+            longest[key(job)] = job
+    unique = list(longest.values())
     if n_procs <= 1:
-        return [run_one(j) for j in jobs]
-    with ProcessPoolExecutor(n_procs) as pool:
-        return list(pool.map(run_one, jobs))
+        done = [run_one(j) for j in unique]
+    else:
+        with ProcessPoolExecutor(n_procs) as pool:
+            done = list(pool.map(run_one, unique))
+    by_key = {key(j): r for j, r in zip(unique, done, strict=True)}
+    out = []
+    for job in jobs:
+        r = by_key[key(job)]
+        n = min(job[3], r["n"])
+        out.append({**r, "label": job[0], "n": n, "n_run": r["n"], "curves": r["curves"][:, :n]})
+    return out
 
 
 # ---------------------------------------------------------------- reporting
@@ -182,9 +202,9 @@ def median_evals(values: list[float], budget: int) -> str:
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print(f"\n{title}")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
     for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
 def ratio_table(runs: list[dict], labels: list[str], budgets: list[int], ref_i: int, exact: float, title: str
@@ -222,7 +242,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budgets", type=int, nargs="+", default=[500, 2000, 10000])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "random"])
+    ap.add_argument("--samplers", nargs="*", default=["nsga2", "tpe", "random"],
+                    help="main comparison (nsga2, tpe, random, qmc, nsga3); none: only --tune")
     ap.add_argument("--population", type=int, default=100,
                     help="NSGA-II population_size = batch_size (optuna.md: one generation per batch)")
     ap.add_argument("--batch-size", type=int, default=100, help="batch_size of TPE and random studies")
@@ -232,6 +253,9 @@ def main() -> None:
                     help="hypervolume reference point of the main tables (see the module docstring)")
     ap.add_argument("--tune", action="store_true", help="also run the NSGA-II settings grid at --tune-budget")
     ap.add_argument("--tune-budget", type=int, default=TARGET_EVALS)
+    ap.add_argument("--tune-seeds", type=int, help="seeds of the tuning grid (default: --seeds)")
+    ap.add_argument("--tune-settings", nargs="+", type=json.loads, metavar="JSON",
+                    help="NSGA-II option sets to try instead of the built-in grid, e.g. '{\"population_size\": 50}'")
     ap.add_argument("--jobs", type=int, default=2, help="studies run in parallel (processes)")
     args = ap.parse_args()
     budgets = sorted(args.budgets)
@@ -258,7 +282,7 @@ def main() -> None:
         hv = hypervolume_2d(ex["front"], MAXIMIZE, r)
         print(f"  ref {name:6s} = ({r[0]:.6g}, {r[1]:.6g}): exact HV {hv:.6g}"
               + ("   <- main tables" if name == args.ref else "") + ("   <- strict table" if name == "nadir" else ""))
-    for name, e, c in zip(ref_names, exact, check):
+    for name, e, c in zip(ref_names, exact, check, strict=True):
         if not math.isclose(e, c, rel_tol=1e-12):
             print(f"  WARNING: sweep front HV {e:.10g} != full re-evaluation HV {c:.10g} (ref {name})")
 
@@ -272,13 +296,32 @@ def main() -> None:
         batch = args.population if sampler == "nsga2" else args.batch_size
         jobs += [(label, sampler, options, n, batch, s, ref_pts) for s in seeds]
     if args.tune:
-        for opts in TUNE_GRID:
+        for opts in args.tune_settings or TUNE_GRID:
+            opts = {"population_size": args.population, **opts}
             label = "tune " + ",".join(f"{k.replace('_size', '').replace('_prob', '')}={v}" for k, v in opts.items())
-            jobs += [(label, "nsga2", opts, args.tune_budget, opts["population_size"], s, ref_pts) for s in seeds]
+            jobs += [(label, "nsga2", opts, args.tune_budget, opts["population_size"], s, ref_pts)
+                     for s in range(args.tune_seeds or args.seeds)]
     runs = run_all(jobs, args.jobs)
 
+    if labels:
+        main_tables(runs, labels, budgets, exact, args, len(seeds))
+    if args.tune:
+        tune_labels = list(dict.fromkeys(r["label"] for r in runs if r["label"].startswith("tune ")))
+        tb = args.tune_budget
+        marks = sorted({b for b in [500, 1000, 2000, 3000, 5000, tb] if b <= tb})
+        n_tune = args.tune_seeds or args.seeds
+        ratio_table(runs, tune_labels, marks, 0, exact[0], f"NSGA-II settings (batch_size = population), "
+                    f"HV ratio ref {args.ref}: mean [min, max] over {n_tune} seeds")
+        reach_table(runs, tune_labels, [0.98, 0.99], 0, exact[0], f"NSGA-II settings: evaluations to 98% / 99% "
+                    f"(ref {args.ref})")
+        ratio_table(runs, tune_labels, marks, 1, exact[1], "NSGA-II settings, strict HV ratio (ref nadir)")
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+
+
+def main_tables(runs: list[dict], labels: list[str], budgets: list[int], exact: list[float],
+                args: argparse.Namespace, n_seeds: int) -> None:
     ratio_table(runs, labels, budgets, 0, exact[0],
-                f"HV ratio (feasible trials' HV / exact HV), ref {args.ref}: mean [min, max] over {len(seeds)} seeds")
+                f"HV ratio (feasible trials' HV / exact HV), ref {args.ref}: mean [min, max] over {n_seeds} seeds")
     reach_table(runs, labels, [0.98, 0.99], 0, exact[0], f"Evaluations to reach 98% / 99% of the exact HV "
                 f"(ref {args.ref}; median over seeds, a seed that never reaches it counts as infinite)")
     ratio_table(runs, labels, budgets, 1, exact[1],
@@ -288,23 +331,13 @@ def main() -> None:
     rows = []
     for label in labels:
         mine = [r for r in runs if r["label"] == label]
-        rows.append([label, f"{mine[0]['n']:,}", f"{np.mean([r['wall_s'] for r in mine]):.1f}",
-                     f"{np.mean([r['n'] / r['wall_s'] for r in mine]):,.0f}",
-                     f"{np.mean([r['distinct'] for r in mine]):,.0f}", f"{np.mean([r['n_feasible'] for r in mine]):,.0f}"])
+        rows.append([label, f"{mine[0]['n_run']:,}", f"{np.mean([r['wall_s'] for r in mine]):.1f}",
+                     f"{np.mean([r['n_run'] / r['wall_s'] for r in mine]):,.0f}",
+                     f"{np.mean([r['distinct'] for r in mine]):,.0f}",
+                     f"{np.mean([r['n_feasible'] for r in mine]):,.0f}"])
     print_table(f"Studies (run_study, default storage; {args.jobs} in parallel on {os.cpu_count()} cores): mean "
-                "over seeds", ["sampler", "trials", "wall s", "trials/s", "distinct designs", "feasible"], rows)
-
-    if args.tune:
-        tune_labels = sorted({r["label"] for r in runs if r["label"].startswith("tune ")},
-                             key=lambda s: [r["label"] for r in runs].index(s))
-        tb = args.tune_budget
-        marks = sorted({b for b in [500, 1000, 2000, 3000, 5000, tb] if b <= tb})
-        ratio_table(runs, tune_labels, marks, 0, exact[0], f"NSGA-II settings (batch_size = population), "
-                    f"HV ratio ref {args.ref}: mean [min, max] over {len(seeds)} seeds")
-        reach_table(runs, tune_labels, [0.98, 0.99], 0, exact[0], f"NSGA-II settings: evaluations to 98% / 99% "
-                    f"(ref {args.ref})")
-        ratio_table(runs, tune_labels, marks, 1, exact[1], "NSGA-II settings, strict HV ratio (ref nadir)")
-    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+                "over seeds; wall s and trials/s of the full-length study",
+                ["sampler", "trials", "wall s", "trials/s", "distinct designs", "feasible"], rows)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from dse.workload import KNOB_DEFAULTS, KNOB_NAMES
 
 CHUNK = 16_384  # designs per inner call: arrays stay in cache (measured best of 2k..128k)
 
-# valid [low, high] of each knob; hardware fields must be >= 0
-_KNOB_RANGES: dict[str, tuple[float, float]] = {
+# valid [low, high] of each knob
+KNOB_RANGES: dict[str, tuple[float, float]] = {
     "batch": (1.0, 1e9),
     "in_len": (1.0, 1e9),
     "out_len": (1.0, 1e9),
@@ -29,6 +29,9 @@ _KNOB_RANGES: dict[str, tuple[float, float]] = {
     "nm_sparse": (0.0, 1.0),
     "pim_offload": (0.0, 2.0),
 }
+# hardware fields a design cannot run without (as for a preset, dse.spec); the others must be >= 0
+_POSITIVE: frozenset[str] = frozenset({"flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes", "tdp_w",
+                                       "compute_eff_frac", "mem_bw_eff_frac"})
 INPUT_COLUMNS: tuple[str, ...] = ("model", "platform") + KNOB_NAMES + HARDWARE_FIELD_NAMES
 
 
@@ -91,6 +94,7 @@ class Evaluator:
                 for c, v in columns.items()}
         if check:
             check_columns(cols)
+            self._check_power(cols)
         out = {name: np.empty(n) for name in METRICS}
         for start in range(0, n, CHUNK):
             sl = slice(start, min(start + CHUNK, n))
@@ -99,6 +103,16 @@ class Evaluator:
             for name in METRICS:
                 out[name][sl] = res[name]
         return out
+
+    def _check_power(self, cols: dict[str, Any]) -> None:
+        """``tdp_w > static_power_w`` wherever a column overrides either (presets are checked on load)."""
+        if "tdp_w" not in cols and "static_power_w" not in cols:
+            return
+        tdp = cols.get("tdp_w", self._hw_table["tdp_w"].min() if self.platforms else np.inf)
+        static = cols.get("static_power_w", self._hw_table["static_power_w"].max() if self.platforms else 0.0)
+        headroom = np.asarray(tdp) - np.asarray(static)
+        if np.any(headroom <= 0):
+            raise SpecError("", "tdp_w", "must exceed static_power_w", float(np.min(headroom)))
 
     def _evaluate_chunk(self, cols: dict[str, Any]) -> dict[str, np.ndarray]:
         m = self._fields(self._card_table, self.model_names, cols.get("model"), "model")
@@ -125,11 +139,16 @@ def check_columns(cols: Mapping[str, Any]) -> None:
         low, high = float(arr.min()), float(arr.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise SpecError("", name, "must be finite", float(arr[~np.isfinite(arr)].flat[0]))
-        lo, hi = _KNOB_RANGES.get(name, (0.0, np.inf))
-        if low < lo or high > hi:
-            bad = low if low < lo else high
-            rule = f"must be in [{lo:g}, {hi:g}]" if name in _KNOB_RANGES else "must be >= 0"
-            raise SpecError("", name, rule, bad)
+        if name in KNOB_RANGES:
+            lo, hi = KNOB_RANGES[name]
+            if low < lo or high > hi:
+                raise SpecError("", name, f"must be in [{lo:g}, {hi:g}]", low if low < lo else high)
+        elif name in _POSITIVE and low <= 0:
+            raise SpecError("", name, "must be > 0", low)
+        elif low < 0:
+            raise SpecError("", name, "must be >= 0", low)
+        if name.endswith("_frac") and high > 1:
+            raise SpecError("", name, "must be <= 1", high)
         if name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):  # rates: 0 (absent) or >= 1 per second
             raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
 

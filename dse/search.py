@@ -29,7 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dse.errors import DseError, SpecError, did_you_mean, redact
+from dse.errors import SpecError, did_you_mean, redact
 from dse.pareto import hypervolume_2d, pareto_mask
 from dse.results import design_table, front_of, violations, write_results
 from dse.space import Knob, Space, _is_strings
@@ -192,7 +192,7 @@ def _open_storage(study: Study) -> tuple[Any, CheckpointJournal | None]:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), None
         except Exception as exc:  # noqa: BLE001 - report any driver/connection failure as bad input
-            raise DseError(f"storage: cannot open {redact(url)}: {exc.__class__.__name__}") from None
+            raise SpecError(study.file, "storage", f"cannot open: {exc.__class__.__name__}", url) from None
     if url.endswith((".journal", ".log")):
         path = Path(url).resolve()
         repair_journal(path)

@@ -338,6 +338,8 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
         si, factor = to_si(str(name))
         if factor != 1.0:
             raise SpecError(file, f"derived.{name}", f"a derived value is in SI units: name it {si}", name)
+        if si in CATEGORICAL_STRINGS:
+            raise SpecError(file, f"derived.{name}", "a name, not a number: make it a knob or a fixed value", name)
         derived[si] = parse(text, file=file, key=f"derived.{name}")
         entries.append((si, file, f"derived.{name}"))
     where: dict[str, tuple[str, str]] = {}  # SI name -> (file, key path) that set it
@@ -365,8 +367,8 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
                     at, key = where["mem_technology"]
                     raise SpecError(at, f"{key}.choices", f"unknown memory technology{did_you_mean(c, technologies)}",
                                     c)
-    if isinstance(fixed.get("mem_technology"), str) and fixed["mem_technology"] not in technologies:
-        hint = did_you_mean(fixed["mem_technology"], technologies)
+    if "mem_technology" in fixed and fixed["mem_technology"] not in technologies:
+        hint = did_you_mean(str(fixed["mem_technology"]), technologies)
         raise SpecError(*where["mem_technology"], f"unknown memory technology{hint}", fixed["mem_technology"])
     if technologies:  # keep the used ones, in the order their codes index
         used = next((list(k.choices) for k in knobs if k.name == "mem_technology"), [fixed.get("mem_technology")])
@@ -394,9 +396,9 @@ def _names_for(what: str, knobs: list[Knob], fixed: dict, where: dict[str, tuple
     """The platforms (or models) of a space: a knob's choices, else a fixed value, else ``given``
     (set at ``at``, a file and key); each must load."""
     loader = load_platform if what == "platform" else load_model
-    if what in where and what not in fixed:  # a knob
-        at = (where[what][0], f"{where[what][1]}.choices")
-        values = list(next(k for k in knobs if k.name == what).choices)
+    knob = next((k for k in knobs if k.name == what), None)
+    if knob is not None:
+        at, values = (where[what][0], f"{where[what][1]}.choices"), list(knob.choices)
     elif what in fixed:
         at, values = where[what], [fixed[what]]
     elif given is None:
@@ -404,8 +406,8 @@ def _names_for(what: str, knobs: list[Knob], fixed: dict, where: dict[str, tuple
         raise SpecError(at[0], what, f"required: a {what} name (one of {builtin_names(kind)[:4]}...)", None)
     else:
         values = given if isinstance(given, list) else [given]
-    if not values:
-        raise SpecError(*at, "must name at least one", values)
+        if len(values) != 1:
+            raise SpecError(*at, f"must be one name (several: make {what} a knob with choices)", given)
     for v in values:
         if not isinstance(v, str):
             raise SpecError(*at, "must be names or YAML paths", v)

@@ -20,38 +20,84 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dse
-from dse.api import _KNOB_RANGES
+from dse.api import KNOB_RANGES
 from dse.errors import SpecError
 from dse.expr import FUNCTIONS, parse
-from dse.hardware import HARDWARE_FIELD_NAMES
 from dse.model import METRICS
-from dse.space import _KNOB_KEYS, _SPACE_KEYS, load_space
-from dse.spec import _card_from_mapping, _platform_from_mapping, builtin_names, load_model, load_platform
-from dse.study import _STUDY_KEYS, load_study
+from dse.space import load_space
+from dse.spec import _card_from_mapping, _platform_from_mapping, builtin_names, load_model, load_platform, read_yaml
+from dse.study import load_study
 
 # DSE_FUZZ_EXAMPLES=5000 for a long hunt; the default keeps each test to a few seconds
-FUZZ = settings(max_examples=int(os.environ.get("DSE_FUZZ_EXAMPLES", "150")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("DSE_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 MODELS = builtin_names("models")
 PLATFORMS = builtin_names("platforms")
 
-# ---- YAML-ish values: the project's key names and values mixed with junk ----------------------
-KEYS = st.sampled_from(sorted({
-    *_STUDY_KEYS, *_SPACE_KEYS, *_KNOB_KEYS, "metric", "direction", "max", "min", "n_trials", "timeout_s",
-    "options", "sources", "platform_class", "mem_bw_tb_per_s", "mem_capacity_gib", *HARDWARE_FIELD_NAMES[:8],
-    *_KNOB_RANGES, "n_layers", "d_model", "n_heads", "n_kv_heads", "mem_technology", "n_mem_units",
-})) | st.text(max_size=8)
-WORDS = st.sampled_from([
-    "quickstart", "reference", "llama-2-7b", "h100-sxm", "l4", "hbm3", "hbm2-pim", "gpu", "nsga2", "tpe",
-    "random", "exhaustive", "grid", "maximize", "minimize", "decode_tokens_per_s", "ttft_s", "results/x",
-    "../x", "/tmp/x", "x.yaml", "x.journal", "sqlite:///x.db", "batch * 2", "batch > 8", "tdp_w",
-    "__import__('os')", "mem_technology == 'hbm3'", "1e999", "", "\x00", "a" * 300,
-])
-SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=12)
-           | WORDS | st.integers(-3, 70))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
-                      max_leaves=20)
-MAPPINGS = st.dictionaries(KEYS, VALUES, max_size=8)
+# ---- YAML-ish documents: mostly the shape each loader expects, with junk anywhere ------------
+JUNK = (st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=12)
+        | st.sampled_from(["", "\x00", "a" * 300, "1e999", "../x", "/tmp/x", "__import__('os')"]))
+JUNK_VALUES = st.recursive(JUNK, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+def _or_junk(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """``strategy`` most of the time, else anything."""
+    return st.one_of(*[strategy] * 5, JUNK_VALUES)
+
+
+def _mapping(required: dict, optional: dict, junk_keys: bool = True) -> st.SearchStrategy[dict]:
+    """A mapping with the given keys (each value possibly junk) and, at times, an unknown key."""
+    base = st.fixed_dictionaries({k: _or_junk(v) for k, v in required.items()},
+                                 optional={k: _or_junk(v) for k, v in optional.items()})
+    if not junk_keys:
+        return base
+    extra = st.dictionaries(st.text(max_size=8), JUNK, max_size=1)
+    return st.one_of(base, base, base, st.tuples(base, extra).map(lambda t: {**t[0], **t[1]}))
+
+
+NUMBERS = st.sampled_from([0, 1, 2, 4, 8, 16, 64, 0.5, 1e9, 1e12, -1, 2**32, 10**400]) | st.floats() \
+    | st.integers(-10, 10**6)
+NAMES = ["batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits", "w_sparsity_frac", "nm_sparse", "pim_offload",
+         "mem_technology", "n_mem_units", "mem_bw_tb_per_s", "mem_capacity_gib", "flop16_peak_tflop_per_s",
+         "tdp_w", "static_power_w", "platform", "model", "x"]
+CONDITIONS = st.sampled_from(["batch > 8", "mem_pim_capable > 0", "mem_technology == 'hbm3'", "platform == 'l4'",
+                              "bacth < 2", "x", "1/0", "-(not batch)", "where(batch, 1, 0)", "__class__", "1 +"])
+EXPRESSION_TEXTS = st.sampled_from(["2 * flop16_peak_flop_per_s", "0.15 * tdp_w", "100 + 0.6e-12 * batch", "tdp_w",
+                                    "n_mem_units * 1e12", "1/0", "-1", "x * 2", "9 ** 9 ** 9", "batch > 1",
+                                    "min(batch, 8)", "(lambda: 1)()", "'a'"])
+CHOICES = st.lists(NUMBERS, max_size=4) | st.lists(st.sampled_from(["h100-sxm", "l4", "llama-2-7b", "hbm3", "hbm2-pim",
+                                                                    "gddr6", "nope", ""]), max_size=3, unique=True)
+KNOBS = _or_junk(_mapping({}, {"low": NUMBERS, "high": NUMBERS, "step": NUMBERS, "log": st.booleans(),
+                               "type": st.sampled_from(["int", "float", "categorical"]), "choices": CHOICES,
+                               "when": CONDITIONS, "default": NUMBERS | st.sampled_from(["hbm3", "l4"]),
+                               "description": st.text(max_size=5)}) | CHOICES)
+FIXED = NUMBERS | st.sampled_from(["h100-sxm", "llama-2-7b", "hbm3", "512 tokens"])
+PLATFORM = st.sampled_from(["h100-sxm", "l4", "hbm-pim", "h100-sxm", "l4", "h100-sxn", "x.yaml"]) \
+    | st.lists(st.sampled_from(["h100-sxm", "l4"]), max_size=2)
+MODEL = st.sampled_from(["llama-2-7b", "mixtral-8x7b", "llama-2-7b", "llama-9"]) \
+    | st.lists(st.sampled_from(MODELS), max_size=2)
+SPACES = _mapping({"platform": PLATFORM, "model": MODEL}, {
+    "knobs": st.dictionaries(st.sampled_from(NAMES), KNOBS, max_size=4),
+    "fixed": st.dictionaries(st.sampled_from(NAMES), FIXED, max_size=3),
+    "derived": st.dictionaries(st.sampled_from(NAMES), EXPRESSION_TEXTS, max_size=3),
+    "name": st.text(max_size=5), "description": st.text(max_size=5)})
+METRIC = st.sampled_from([*METRICS, "tokens_per_sec", "memory"])
+STUDIES = _mapping({"space": st.sampled_from(["quickstart", "reference", "quickstrat", "x.yaml"]) | SPACES}, {
+    "name": st.sampled_from(["s", "a/b", ".x", "ok-name"]), "description": st.text(max_size=5),
+    "model": MODEL, "platform": PLATFORM,
+    "workload": st.dictionaries(st.sampled_from(NAMES), FIXED | KNOBS, max_size=3),
+    "objectives": st.lists(METRIC | _mapping({"metric": METRIC}, {"direction": st.sampled_from(["maximize", "up"])}),
+                           max_size=3),
+    "constraints": st.lists(_mapping({"metric": METRIC}, {"max": NUMBERS, "min": NUMBERS}), max_size=2),
+    "sampler": st.sampled_from(["nsga2", "tpe", "grid", "exhaustive", "nsgaii"])
+    | _mapping({"name": st.sampled_from(["random", "gp"])}, {"options": st.dictionaries(st.text(max_size=5), JUNK)}),
+    "budget": _mapping({}, {"n_trials": NUMBERS, "timeout_s": NUMBERS}),
+    "batch_size": NUMBERS, "seed": NUMBERS,
+    "storage": st.sampled_from(["sqlite:///results/x.db", "sqlite:////tmp/x.db", "results/s.journal", "../s.journal",
+                                "postgresql://u:p@h/db", "redis://h", "x"]),
+    "output": st.sampled_from(["results/x", "results", "/tmp/x", "results/../../x", "", "x/y"]),
+})
 
 
 def _loads_or_spec_error(load, *args, **kwargs) -> None:
@@ -62,34 +108,32 @@ def _loads_or_spec_error(load, *args, **kwargs) -> None:
 
 
 @FUZZ
-@given(MAPPINGS)
+@given(STUDIES)
 def test_study_loader_raises_only_spec_errors(raw):
-    _loads_or_spec_error(load_study, {"space": "quickstart", "model": "llama-2-7b", **raw})
+    _loads_or_spec_error(load_study, raw)
 
 
 @FUZZ
-@given(MAPPINGS, st.dictionaries(KEYS, VALUES, max_size=4))
-def test_space_loader_raises_only_spec_errors(raw, knob):
-    knobs = {"batch": knob} if knob else raw.get("knobs")
-    _loads_or_spec_error(load_space, {"platform": "h100-sxm", "model": "llama-2-7b", **raw, "knobs": knobs})
+@given(SPACES)
+def test_space_loader_raises_only_spec_errors(raw):
+    _loads_or_spec_error(load_space, raw)
+
+
+def _file_fields(kind: str) -> dict:
+    base = load_model("llama-2-7b") if kind == "card" else load_platform("hbm-pim")
+    return {k: v for k, v in read_yaml(Path(base.path)).items() if k != "sources"}
 
 
 @FUZZ
-@given(MAPPINGS, st.sampled_from(["card", "preset"]))
-def test_card_and_preset_loaders_raise_only_spec_errors(raw, kind):
-    base = load_model("llama-2-7b") if kind == "card" else load_platform("h100-sxm")
-    # start from a valid file so that the checks past the first are reached
-    valid = {k: v for k, v in load_yaml_of(base.path).items() if k != "sources"}
-    doc = {**valid, **raw}
+@given(st.sampled_from(["card", "preset"]).flatmap(lambda kind: st.tuples(st.just(kind), st.dictionaries(
+    st.sampled_from([*_file_fields(kind), "mem_bw_gb_per_s", "mem_bw_tb_per_sec", "sources"]) | st.text(max_size=6),
+    NUMBERS | JUNK, max_size=4))))
+def test_card_and_preset_loaders_raise_only_spec_errors(kind_and_changes):
+    kind, changes = kind_and_changes
+    doc = {**_file_fields(kind), **changes}  # a valid file changed, so that the later checks are reached
     doc.setdefault("sources", {k: "s" for k in doc})
     loader = _card_from_mapping if kind == "card" else _platform_from_mapping
     _loads_or_spec_error(loader, doc, "fuzz.yaml")
-
-
-def load_yaml_of(path: str) -> dict:
-    from dse.spec import read_yaml
-
-    return read_yaml(Path(path))
 
 
 YAML_TEXT = st.text(alphabet=st.sampled_from(list("abz019 :-[]{},&*!|>'\"#%@`\n\t.?~") + ["\x00", "\ufeff", "é"]),
@@ -114,11 +158,11 @@ def test_names_and_paths_raise_only_spec_errors(name, kind):
 
 
 # ---- expressions --------------------------------------------------------------------------
-NAMES = ["batch", "w_bits", "tdp_w", "mem_technology", "platform", "x"]
+EXPR_NAMES = ["batch", "w_bits", "tdp_w", "mem_technology", "platform", "x"]
 CATEGORIES = {"mem_technology": ["hbm3", "hbm2-pim"], "platform": ["h100-sxm", "l4"]}
 ENV = {"batch": np.array([1.0, 8.0, 64.0]), "w_bits": np.array([4.0, 8.0, 16.0]), "tdp_w": 700.0,
        "mem_technology": np.array([0.0, 1.0, 0.0]), "platform": np.array([1.0, 0.0, 1.0])}
-ATOMS = st.sampled_from([*NAMES, "'hbm3'", "'h100-sxm'", "'x'", "0", "1", "2.5", "1e308", "-1", "True", "None",
+ATOMS = st.sampled_from([*EXPR_NAMES, "'hbm3'", "'h100-sxm'", "'x'", "0", "1", "2.5", "1e308", "-1", "True", "None",
                          "__import__", "_x", "os", "open", "eval", "...", "b'x'", "1j"]) \
     | st.integers(-(10**20), 10**20).map(str) | st.floats(allow_nan=False).map(repr)
 BINARY = st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "<", "<=", ">", ">=", "==", "!=", " and ", " or ",
@@ -145,7 +189,6 @@ def _compose(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 EXPRESSIONS = st.recursive(ATOMS, _compose, max_leaves=12) | st.text(
     alphabet=st.sampled_from(list("abtchw_0123456789 +-*/%<>=!()[]{}.,:'\"")), max_size=60)
-_ALLOWED_NAMES = set(NAMES) | set(FUNCTIONS)
 
 
 @FUZZ
@@ -184,7 +227,7 @@ def test_expressions_that_reach_for_python_are_refused():
 def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
     return st.fixed_dictionaries({
         name: st.lists(st.floats(lo, hi) | st.sampled_from([lo, hi]), min_size=n, max_size=n).map(np.array)
-        for name, (lo, hi) in _KNOB_RANGES.items()
+        for name, (lo, hi) in KNOB_RANGES.items()
     })
 
 
@@ -224,8 +267,8 @@ def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
 
 
 def test_every_preset_and_card_at_the_corners_gives_finite_metrics():
-    corners = list(itertools.product(*[(lo, hi) for lo, hi in _KNOB_RANGES.values()]))
-    designs = pd.DataFrame(corners, columns=list(_KNOB_RANGES))
+    corners = list(itertools.product(*[(lo, hi) for lo, hi in KNOB_RANGES.values()]))
+    designs = pd.DataFrame(corners, columns=list(KNOB_RANGES))
     for model, platform in itertools.product(MODELS, PLATFORMS):
         out = dse.evaluate(designs, model=model, platform=platform)
         metrics = out[list(METRICS)].to_numpy()
