@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class DseError(Exception):
@@ -50,3 +50,11 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` when a close valid name exists, else ``""``."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_keys(file: str, path: str, mapping: dict, allowed: Sequence[str]) -> None:
+    """SpecError naming the first key of ``mapping`` not in ``allowed``, with a did-you-mean."""
+    for key in mapping:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise SpecError(file, where, f"unknown key{did_you_mean(str(key), allowed)}", mapping[key])

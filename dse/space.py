@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dse.api import INPUT_COLUMNS, Evaluator
-from dse.errors import SpecError, did_you_mean
+from dse.errors import SpecError, check_keys, did_you_mean
 from dse.expr import Expr, order_derived, parse
 from dse.spec import (
     builtin_names,
@@ -221,9 +221,7 @@ def _knob(file: str, path: str, name: str, raw: Any) -> Knob:
         raw = {"choices": raw}
     if not isinstance(raw, dict):
         raise SpecError(file, path, "must be a mapping (low/high/step/log or choices)", raw)
-    for key in raw:
-        if key not in _KNOB_KEYS:
-            raise SpecError(file, f"{path}.{key}", f"unknown key{did_you_mean(str(key), _KNOB_KEYS)}", raw[key])
+    check_keys(file, path, raw, _KNOB_KEYS)
     si_name, factor = to_si(name)
     when = parse(raw["when"], file=file, key=f"{path}.when") if "when" in raw else None
     if when is not None and "default" not in raw:
@@ -306,9 +304,7 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
     origin = origin or file
     if not isinstance(raw, dict):
         raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
-    for key in raw:
-        if key not in _SPACE_KEYS:
-            raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), _SPACE_KEYS)}", raw[key])
+    check_keys(file, "", raw, _SPACE_KEYS)
     sections = {key: raw.get(key) or {} for key in ("knobs", "fixed", "derived")}
     for key, section in sections.items():
         if not isinstance(section, dict):

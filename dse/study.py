@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse.errors import SpecError, did_you_mean, redact
+from dse.errors import SpecError, check_keys, did_you_mean, redact
 from dse.model import MAXIMISED_METRICS, METRICS
 from dse.space import Space, load_space
 from dse.spec import is_finite_number, near, read_yaml, resolve
@@ -123,9 +123,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
         raw, file = read_yaml(path), str(path)
     if not isinstance(raw, dict):
         raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
-    for key in raw:
-        if key not in _STUDY_KEYS:
-            raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), _STUDY_KEYS)}", raw[key])
+    check_keys(file, "", raw, _STUDY_KEYS)
     if "space" not in raw:
         raise SpecError(file, "space", "required: a space name, path or mapping", None)
     workload = raw.get("workload") or {}
@@ -156,10 +154,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
             obj = {"metric": obj}
         if not isinstance(obj, dict):
             raise SpecError(file, key, "must be a metric name or {metric, direction}", obj)
-        for k in obj:
-            if k not in ("metric", "direction"):
-                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(str(k), ('metric', 'direction'))}",
-                                obj[k])
+        check_keys(file, key, obj, ("metric", "direction"))
         metric = _metric(file, f"{key}.metric", obj.get("metric"))
         direction = obj.get("direction", "maximize" if metric in MAXIMISED_METRICS else "minimize")
         if direction not in ("maximize", "minimize"):
@@ -173,10 +168,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
         key = f"constraints[{i}]"
         if not isinstance(con, dict):
             raise SpecError(file, key, "must be {metric, max and/or min}", con)
-        for k in con:
-            if k not in ("metric", "max", "min"):
-                raise SpecError(file, f"{key}.{k}", f"unknown key{did_you_mean(str(k), ('metric', 'max', 'min'))}",
-                                con[k])
+        check_keys(file, key, con, ("metric", "max", "min"))
         metric = _metric(file, f"{key}.metric", con.get("metric"))
         if "max" not in con and "min" not in con:
             raise SpecError(file, key, "needs max or min", con)
@@ -191,10 +183,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
         sampler_raw = {"name": sampler_raw}
     if not isinstance(sampler_raw, dict):
         raise SpecError(file, "sampler", "must be a name or {name, options}", sampler_raw)
-    for k in sampler_raw:
-        if k not in ("name", "options"):
-            raise SpecError(file, f"sampler.{k}", f"unknown key{did_you_mean(str(k), ('name', 'options'))}",
-                            sampler_raw[k])
+    check_keys(file, "sampler", sampler_raw, ("name", "options"))
     sampler = sampler_raw.get("name")
     if sampler not in SAMPLERS:
         raise SpecError(file, "sampler.name", f"unknown sampler{did_you_mean(str(sampler), SAMPLERS)}", sampler)
@@ -208,10 +197,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
     budget = raw.get("budget") or {}
     if not isinstance(budget, dict):
         raise SpecError(file, "budget", "must be a mapping {n_trials, timeout_s}", budget)
-    for k in budget:
-        if k not in ("n_trials", "timeout_s"):
-            raise SpecError(file, f"budget.{k}", f"unknown key{did_you_mean(str(k), ('n_trials', 'timeout_s'))}",
-                            budget[k])
+    check_keys(file, "budget", budget, ("n_trials", "timeout_s"))
     n_trials = int(_number(file, "budget.n_trials", budget.get("n_trials", 1000), integer=True, minimum=1))
     timeout = budget.get("timeout_s")
     timeout_s = float(_number(file, "budget.timeout_s", timeout, minimum=0)) if timeout is not None else None
