@@ -17,7 +17,7 @@ sweep always apply it). Steps:
 2. The exact hypervolume with a fixed reference point. Default ``--ref zero``: (0, 0), the
    natural worst value of two non-negative rates (no throughput, no efficiency). The minima of
    the feasible designs are about 1e-4 of the front's values, so a reference "slightly below
-   the minima" (``--ref minima``: 0.99 x minima) gives the same ratios to 4 decimals. Because
+   the minima" (``--ref minima``: 0.99 x minima) changes the ratios by at most 2e-4. Because
    (0, 0) is far below the front, the ratio weighs the *whole* box under the front and a
    single near-front design already scores high; ``--ref nadir`` (the worst value of each
    objective over the exact front, 0.99 x) measures only how well the front itself is

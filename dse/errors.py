@@ -27,6 +27,9 @@ class SpecError(DseError, ValueError):
         key = key_path or "<root>"
         super().__init__(f"{where}{key}: {rule} (got {shown})".translate(_LINE_BREAKS))
 
+    def __reduce__(self) -> tuple:  # picklable across worker processes
+        return (type(self), (self.file, self.key_path, self.rule, self.value))
+
 
 _LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 

@@ -67,6 +67,7 @@ _SAMPLERS: dict[str, type] = {
 _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {  # population = batch: one generation per batch (optuna.md)
     "nsga2": {"population_size": None}, "nsga3": {"population_size": None}, "tpe": {"multivariate": True},
 }
+MIN_POPULATION = 20  # a population of the batch size, but never a degenerate one (batch 1)
 GRID_MAX_POINTS = 1_000_000
 
 
@@ -81,7 +82,8 @@ def make_sampler(name: str, options: dict[str, Any], seed: int, batch_size: int,
         if key not in allowed:
             raise SpecError(file, f"sampler.options.{key}", f"not an option of {cls.__name__}"
                             f"{did_you_mean(key, allowed)}", options[key])
-    opts = {k: (batch_size if v is None else v) for k, v in _SAMPLER_DEFAULTS.get(name, {}).items()}
+    opts = {k: (max(batch_size, MIN_POPULATION) if v is None else v)
+            for k, v in _SAMPLER_DEFAULTS.get(name, {}).items()}
     opts.update(options)
     args: list[Any] = []
     if name == "grid":
@@ -115,6 +117,20 @@ class CheckpointJournal(optuna.storages.journal.JournalFileBackend):
             os.fsync(fh.fileno())
 
 
+def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead log and normal sync on SQLite: 34 -> 20 ms per trial measured (optuna.md)."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # reconnect with the pragmas
+
+
 def repair_journal(path: Path) -> None:
     """Drop a torn last line left by a killed writer (Optuna would fail on the next append)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -134,9 +150,10 @@ def repair_journal(path: Path) -> None:
 
 def _params_arrays(space: Space, trials: list) -> dict[str, np.ndarray]:
     cats = space.categories()
+    params = [t.params for t in trials]  # each read of FrozenTrial.params copies the dict
     out = {}
     for k in space.knobs:
-        values = [t.params[k.name] for t in trials]
+        values = [p[k.name] for p in params]
         if k.kind == "categorical" and _is_strings(k.choices):
             out[k.name] = np.array([cats[k.name].index(v) for v in values], dtype=float)
         else:
@@ -190,9 +207,12 @@ def _open_storage(study: Study) -> tuple[Any, CheckpointJournal | None]:
         if url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": 60}}
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), None
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as exc:  # noqa: BLE001 - report any driver/connection failure as bad input
             raise SpecError(study.file, "storage", f"cannot open: {exc.__class__.__name__}", url) from None
+        if url.startswith("sqlite"):
+            _sqlite_wal(storage)
+        return storage, None
     if url.endswith((".journal", ".log")):
         path = Path(url).resolve()
         repair_journal(path)
