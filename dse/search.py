@@ -436,7 +436,7 @@ def _update_front(front: np.ndarray, new: np.ndarray, study: Study, ref: np.ndar
                   ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Running feasible front and its 2-D hypervolume (reference fixed at the first feasible batch)."""
     maximize = [up for _, up in study.objectives]
-    merged = np.concatenate([front, new]) if len(new) else front
+    merged = np.unique(np.concatenate([front, new]), axis=0) if len(new) else front  # repeats count once
     if len(merged):
         merged = merged[pareto_mask(merged, maximize)]
     if len(study.objectives) != 2 or not len(merged):
