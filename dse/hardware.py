@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISION_BITS: tuple[int, ...] = (4, 8, 16, 32)
 PLATFORM_CLASSES: tuple[str, ...] = ("gpu", "cpu", "fpga", "asic", "pim")
 
 

@@ -41,14 +41,13 @@ from dse.errors import SpecError
 from dse.io import atomic_write, read_table
 from dse.results import front_of
 from dse.spec import load_platform, read_yaml, resolve
-from dse.validate import CLASS_COLOURS, load_set, validate, validation_dir
+from dse.validate import CLASS_COLOURS, validation_dir
 
 #: The software knobs of the survey study and their default values: uncompressed and dense, with
 #: every decode GEMV on the PIM units where the preset has them (the device's own mapping; the
 #: knob has no effect on a preset without PIM units).
 DEFAULT_SETTING: dict[str, float] = {"w_bits": 16.0, "a_bits": 16.0, "kv_bits": 16.0, "nm_sparse": 0.0,
                                      "pim_offload": 2.0}
-SETTING_KNOBS: tuple[str, ...] = tuple(DEFAULT_SETTING)
 OBJECTIVES: list[tuple[str, bool]] = [("decode_tokens_per_s", True), ("decode_tokens_per_j", True)]
 #: Diagonals of equal tokens/J drawn in the figure (the survey's).
 TOKENS_PER_J_LINES: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -336,12 +335,6 @@ def reason_counts(disagreements: pd.DataFrame) -> pd.Series:
     """How many disagreeing points each reason of :data:`REASONS` applies to (a point may have several)."""
     split = disagreements.loc[disagreements["disagrees"], "reason"].str.split("; ").explode()
     return split.value_counts().reindex(list(REASONS), fill_value=0)
-
-
-def rank_correlation() -> pd.DataFrame:
-    """Spearman's rank correlation, predicted vs published, per metric and platform class
-    (:func:`dse.validate.validate` on the shipped survey set: per-row card and bits where known)."""
-    return validate(load_set("survey")).summary
 
 
 # ---- the figure ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dse.results import design_table, front_of, write_results
 from dse.runtime import tune_malloc
 from dse.search import RunResult
 from dse.study import Study
-from dse.sweep import INDEX_COLUMN, sweep
+from dse.sweep import INDEX_COLUMN, merge_fronts, sweep
 
 
 @dataclass(frozen=True)
@@ -82,5 +82,4 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
 
 def merge_shards(frames: list[pd.DataFrame], study: Study) -> pd.DataFrame:
     """The exact front of several shard ``front.parquet`` tables of one study."""
-    rows = pd.concat(frames, ignore_index=True).drop_duplicates(subset=[INDEX_COLUMN])
-    return front_of(rows, study.objectives, [k.name for k in study.space.knobs])
+    return front_of(merge_fronts(frames, study.objectives), study.objectives, [k.name for k in study.space.knobs])
