@@ -46,10 +46,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="trials in flight per worker")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--postgres", help="PostgreSQL URL (skipped when absent)")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        storages = [("sqlite", f"sqlite:///{tmp / 'bench.db'}")]
+        storages = [] if args.no_sqlite else [("sqlite", f"sqlite:///{tmp / 'bench.db'}")]
         if args.postgres:
             storages.append(("postgresql", args.postgres))
         print(f"{args.trials} trials of the quickstart study (NSGA-II), {args.batch} in flight per worker")
