@@ -95,5 +95,7 @@ def write_results(study: Study, trials: pd.DataFrame, front: pd.DataFrame, extra
         "trials": write_parquet(trials, out / "trials.parquet", units=units_for(trials), metadata=meta),
         "front": write_parquet(front, out / "front.parquet", units=units_for(front), metadata=meta),
     }
-    paths["plot"] = plot_front(trials, front, study.objectives, out / "front.png", title=study.name)
+    varies = [c for c in ("platform", "mem_technology", "model") if c in trials and trials[c].nunique() > 1]
+    paths["plot"] = plot_front(trials, front, study.objectives, out / "front.png", title=study.name,
+                               color_by=varies[0] if varies else None)
     return paths
