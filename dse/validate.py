@@ -5,7 +5,7 @@ Input is a table of *measurement rows*: design columns (``platform``, ``model``,
 16 when absent) plus measured metric columns named as in :data:`dse.model.METRICS`.
 Every row is predicted with its preset and card, or listed as skipped with the
 reason; nothing is dropped silently. Shipped sets live in ``validation/``
-(``published``, ``survey``, ``h100``); any CSV/Parquet file of rows works too.
+(``published``, ``survey``, ``h100``, ``h200``); any CSV/Parquet file of rows works too.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ MEASURED_METRICS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("platform", "model", "batch", "in_len", "out_len")
 BITS_DEFAULT = 16.0
 #: Shipped sets: name -> file in the validation folder.
-SETS: dict[str, str] = {"published": "published.csv", "survey": "survey_points.csv", "h100": "measurements_h100.csv"}
+SETS: dict[str, str] = {"published": "published.csv", "survey": "survey_points.csv", "h100": "measurements_h100.csv",
+                        "h200": "measurements_h200.csv"}
 #: What a survey point leaves unknown, and the value assumed for it (README: validation/).
 SURVEY_ASSUMED: dict[str, object] = {"model": "llama-2-7b", "in_len": 128.0, "out_len": 128.0}
 _SURVEY_COLUMNS = frozenset({"work", "power_w", "tokens_per_j"})
@@ -56,7 +57,7 @@ def validation_dir() -> Path:
 
 
 def load_set(name: str) -> pd.DataFrame:
-    """Measurement rows of a shipped set (``published``, ``survey``, ``h100``) or of a CSV/Parquet path."""
+    """Measurement rows of a shipped set (``published``, ``survey``, ``h100``, ``h200``) or of a CSV/Parquet path."""
     path = validation_dir() / SETS[name] if name in SETS else Path(name)
     df = read_table(path)
     df.insert(0, "set", name if name in SETS else path.stem)

@@ -56,3 +56,14 @@ def test_calibrated_h100_preset_predicts_held_out_measurements():
     tpj_err = (pred["decode_tokens_per_j"].to_numpy() / held_out["decode_tokens_per_j"].to_numpy() - 1)
     assert abs(tps_err).mean() < 0.10
     assert abs(tpj_err).mean() < 0.15
+
+
+def test_uncalibrated_h200_preset_on_independent_h200_measurements():
+    """12 cases measured on an H200 after the presets were written (validation/measurements_h200.csv)."""
+    df = pd.read_csv(VALIDATION / "measurements_h200.csv")
+    cols = ["model", "batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits"]
+    pred = dse.evaluate(df[cols], platform="h200-sxm")
+    tps_err = pred["decode_tokens_per_s"].to_numpy() / df["decode_tokens_per_s"].to_numpy() - 1
+    tpj_err = pred["decode_tokens_per_j"].to_numpy() / df["decode_tokens_per_j"].to_numpy() - 1
+    assert abs(tps_err).mean() < 0.10
+    assert abs(tpj_err).mean() < 0.20
