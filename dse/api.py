@@ -28,6 +28,9 @@ KNOB_RANGES: dict[str, tuple[float, float]] = {
     "w_sparsity_frac": (0.0, 0.99),
     "nm_sparse": (0.0, 1.0),
     "pim_offload": (0.0, 2.0),
+    "spec_len": (0.0, 16.0),
+    "spec_accept_frac": (0.0, 0.99),
+    "spec_draft_frac": (0.0, 1.0),
 }
 # hardware fields a design cannot run without (as for a preset, dse.spec); the others must be >= 0
 _POSITIVE: frozenset[str] = frozenset({"flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes", "tdp_w",

@@ -48,11 +48,15 @@ def _knob_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-sparsity-frac", type=float, nargs="+", default=[0.0])
     p.add_argument("--nm-sparse", type=float, nargs="+", default=[0.0])
     p.add_argument("--pim-offload", type=float, nargs="+", default=[0.0])
+    p.add_argument("--spec-len", type=float, nargs="+", default=[0.0], help="speculative draft tokens per step")
+    p.add_argument("--spec-accept-frac", type=float, nargs="+", default=[0.7])
+    p.add_argument("--spec-draft-frac", type=float, nargs="+", default=[0.05], help="draft size / target size")
     p.add_argument("--set", metavar="FIELD=VALUE", nargs="+", default=[],
                    help="override a hardware field (SI units), e.g. mem_bw_bytes_per_s=4e12")
 
 
-_KNOBS = ("batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits", "w_sparsity_frac", "nm_sparse", "pim_offload")
+_KNOBS = ("batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits", "w_sparsity_frac", "nm_sparse", "pim_offload",
+          "spec_len", "spec_accept_frac", "spec_draft_frac")
 
 
 def _overrides(items: Sequence[str]) -> dict[str, float]:

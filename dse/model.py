@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from dse import perf, power
-from dse.workload import OPERATORS, Array, Op, memory_bytes, phase_ops, weight_bytes_per_param
+from dse.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 METRICS: tuple[str, ...] = (
     "ttft_s", "tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w",
@@ -44,7 +44,7 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
 
     Operators that do not depend on the context are costed per step (``per_step``
     True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
-    summed exactly over ``c = lo..hi``. ``s_per_byte`` is the reciprocal achievable
+    summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
     memory bandwidth, ``rate`` ``(achievable seconds per FLOP, native bits)``; both are
     kept (``s_per_flop``, ``native``) for the energy and the breakdown. Where PIM is
     possible the result holds phase totals with ``energy_j`` and ``on_pim``.
@@ -55,7 +55,7 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
         step_s = perf.roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
-        c_sum = steps * (lo + hi) * 0.5  # sum of the attended contexts over the decode steps
+        c_sum = steps * (lo + hi) * 0.5  # sum of the step indices j = lo..hi
         cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
                                               op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
                 + steps * launch_s,
@@ -154,17 +154,36 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     nm_time_frac = 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))  # 2:4 skips half
     lin_rate = (lin_s_per_flop * nm_time_frac, lin_native)
     attn_rate = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
-    rates = {name: attn_rate if name == "attn" else lin_rate for name in OPERATORS}
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
-    dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
-    lo = k["in_len"] + 1.0
-    hi = k["in_len"] + k["out_len"]
+    if np.any(k["spec_len"] > 0):  # speculative decoding: verification steps of spec_len + 1 positions
+        queries = k["spec_len"] + 1.0
+        per_step = tokens_per_verify(k)
+        steps = np.ceil(k["out_len"] / per_step)
+        dec_ops = phase_ops(m, k, wb, k["batch"] * queries, prefill=False, queries=queries)
+        dec_ops["draft"] = draft_op(m, k, wb)
+    else:
+        per_step, steps = 1.0, k["out_len"]
+        dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
+    # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
+    dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     pim = _pim_possible(hw, k)
     bw = perf.mem_s_per_byte(hw)
+
+    def rate(name: str) -> tuple[Array, Array]:
+        return attn_rate if name == "attn" else lin_rate
+
     return {
-        "prefill": {n: _op_cost(hw, k, n, pre_ops[n], 0.0, 0.0, 1.0, rates[n], bw, False) for n in OPERATORS},
-        "decode": {n: _op_cost(hw, k, n, dec_ops[n], lo, hi, k["out_len"], rates[n], bw, pim) for n in OPERATORS},
+        "prefill": {n: _op_cost(hw, k, n, op, 0.0, 0.0, 1.0, rate(n), bw, False) for n, op in pre_ops.items()},
+        "decode": {n: _op_cost(hw, k, n, op, 1.0, steps, steps, rate(n), bw, pim) for n, op in dec_ops.items()},
     }
+
+
+def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
+    """``op`` linear in the attended context ``c = in_len + per_step * j`` as linear in the step ``j``."""
+    scale = op.flop1 if isinstance(per_step, float) and per_step == 1.0 else op.flop1 * per_step
+    bytes_scale = op.bytes1 if isinstance(per_step, float) and per_step == 1.0 else op.bytes1 * per_step
+    return op._replace(flop0=op.flop0 + op.flop1 * in_len, flop1=scale,
+                       bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=bytes_scale)
 
 
 def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:

@@ -38,8 +38,10 @@ def _bytes_per_weight(k: dict) -> float:
     return min(stored, dense)
 
 
-def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool) -> list[dict]:
-    """Operators of one pass as dicts: name, flop, bytes, act (activation bytes), bits, sparse, kernels."""
+def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, queries: float = 1) -> list[dict]:
+    """Operators of one pass as dicts: name, flop, bytes, act (activation bytes), bits, sparse, kernels.
+
+    A decode step runs ``queries`` positions per sequence (``tokens = batch * queries``)."""
     L, d, h, kv, hd = m["n_layers"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     E, top_k = m["n_experts"], m["n_experts_active"]
     ab, kvb, wb = k["a_bits"] / 8, k["kv_bits"] / 8, _bytes_per_weight(k)
@@ -70,12 +72,27 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool) -
                     "bytes": act + L * b * n * hd * 2 * kv * kvb, "act": act,
                     "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
     else:
-        act = L * b * hd * (2 * h + 2 * kv) * ab
-        ops.append({"name": "attn", "flop": L * 4 * b * h * hd * context,
-                    "bytes": act + L * b * hd * 2 * kv * kvb + L * 2 * b * kv * hd * context * kvb,
+        act = L * tokens * hd * (2 * h + 2 * kv) * ab
+        ops.append({"name": "attn", "flop": L * 4 * tokens * h * hd * context,
+                    "bytes": act + L * tokens * hd * 2 * kv * kvb + L * 2 * b * kv * hd * context * kvb,
                     "act": act, "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
-    linear("lm_head", 1, b, m["vocab_size"] * d, m["vocab_size"] * d, d + m["vocab_size"], 2)
+    head_tokens = b if prefill else tokens
+    linear("lm_head", 1, head_tokens, m["vocab_size"] * d, m["vocab_size"] * d, d + m["vocab_size"], 2)
+    if not prefill and k["spec_len"] > 0:  # the draft model's steps before this verification
+        g, frac = k["spec_len"], k["spec_draft_frac"]
+        draft_weights = frac * _n_params(m)
+        act = g * b * 2 * d * ab
+        ops.append({"name": "draft", "flop": 2 * g * b * draft_weights, "bytes": g * draft_weights * wb + act,
+                    "act": act, "bits": lin_bits, "sparse": sparse,
+                    "kernels": g * (11 * L * math.sqrt(frac) + 2)})
     return ops
+
+
+def _n_params(m: dict) -> float:
+    L, kv, hd, E = m["n_layers"], m["n_kv_heads"], m["head_dim"], m["n_experts"]
+    params = L * (m["d_model"] * (m["n_heads"] + 2 * kv) * hd + m["n_heads"] * hd * m["d_model"]
+                  + E * (2 + m["ffn_gated"]) * m["d_model"] * m["d_ff"] + (m["d_model"] * E if E > 1 else 0))
+    return params + m["vocab_size"] * m["d_model"] * (2 - m["tied_embeddings"])
 
 
 def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, float]:
@@ -112,8 +129,11 @@ def evaluate_one(m: dict, k: dict, hw: dict) -> dict[str, float]:
         t, e = _run_op(op, m, k, hw, decode=False)
         pre_s, pre_j = pre_s + t, pre_j + e
     dec_s = dec_j = 0.0
-    for step in range(1, int(n_out) + 1):
-        for op in _operators(m, k, b, n_in + step, prefill=False):
+    queries = k["spec_len"] + 1
+    alpha = k["spec_accept_frac"]
+    per_step = (1 - alpha ** queries) / (1 - alpha) if k["spec_len"] > 0 else 1.0  # expected accepted tokens
+    for step in range(1, math.ceil(n_out / per_step) + 1):
+        for op in _operators(m, k, b * queries, n_in + per_step * step, prefill=False, queries=queries):
             t, e = _run_op(op, m, k, hw, decode=True)
             dec_s, dec_j = dec_s + t, dec_j + e
     pre_s, dec_s = _capped(pre_s, pre_j, hw), _capped(dec_s, dec_j, hw)
@@ -121,10 +141,7 @@ def evaluate_one(m: dict, k: dict, hw: dict) -> dict[str, float]:
     dec_e = dec_j + hw["static_power_w"] * dec_s
     tokens = b * n_out
     L, kv, hd = m["n_layers"], m["n_kv_heads"], m["head_dim"]
-    E = m["n_experts"]
-    params = L * (m["d_model"] * (m["n_heads"] + 2 * kv) * hd + m["n_heads"] * hd * m["d_model"]
-                  + E * (2 + m["ffn_gated"]) * m["d_model"] * m["d_ff"] + (m["d_model"] * E if E > 1 else 0))
-    params += m["vocab_size"] * m["d_model"] * (2 - m["tied_embeddings"])
+    params = _n_params(m) * (1 + (k["spec_draft_frac"] if k["spec_len"] > 0 else 0))
     widest = max((m["n_heads"] + 2 * kv) * hd, (1 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
     mem = (params * _bytes_per_weight(k) + 2 * L * kv * hd * b * (n_in + n_out) * k["kv_bits"] / 8
            + b * n_in * (m["d_model"] + widest) * k["a_bits"] / 8 + b * m["vocab_size"] * 4)

@@ -59,7 +59,7 @@ LOG2_THRESHOLD = 1.0
 #: Reasons :func:`survey_disagreements` may give, in the order the rules are tried.
 REASONS: tuple[str, ...] = (
     "model size differs",
-    "speculative/fast decoding not modelled",
+    "fast decoding used (the survey studies run without spec_len)",
     "multi-device system",
     "quantisation/bits unknown",
     "measured/reported power differs",
@@ -227,7 +227,7 @@ def _reasons(point: pd.Series, pred: pd.Series, d_tps: bool, d_tpj: bool, d_figu
             reasons.append("model size differs")
             evidence.append(f"model={model} (predicted: llama-2-7b)")
         if method == "Fast Decoding":
-            reasons.append("speculative/fast decoding not modelled")
+            reasons.append("fast decoding used (the survey studies run without spec_len)")
             evidence.append(f"method={method}")
         if "Cooperation" in method or _MULTI_DEVICE.search(device):
             reasons.append("multi-device system")

@@ -15,7 +15,15 @@ model-card fields (:mod:`dse.cards`), ``k`` the software knobs:
 ``nm_sparse``      1: 2:4 structured sparsity (half the weights + 2-bit indices);
                    halves matrix FLOPs only where the hardware supports it natively
 ``pim_offload``    0 none, 1 decode attention on PIM, 2 every decode GEMV on PIM
+``spec_len``       speculative decoding: draft tokens per verification step (0 = off)
+``spec_accept_frac`` probability that the target accepts each draft token
+``spec_draft_frac`` draft model size as a fraction of the target's weights
 =================  =============================================================
+
+Speculative decoding (the survey's "fast decoding"): each verification step runs the
+target on ``spec_len + 1`` positions per sequence (weights read once) after ``spec_len``
+draft steps, and yields on average ``(1 - a**(g+1)) / (1 - a)`` tokens (``g`` draft
+tokens, acceptance ``a``; Leviathan et al., ICML 2023).
 
 Operators per layer: ``qkv`` (fused Q/K/V projection), ``attn`` (scores + context
 over the KV cache, flash-style), ``o`` (output projection), ``ffn`` (gate/up/down,
@@ -46,6 +54,9 @@ KNOB_DEFAULTS: dict[str, float] = {
     "w_sparsity_frac": 0.0,
     "nm_sparse": 0.0,
     "pim_offload": 0.0,
+    "spec_len": 0.0,
+    "spec_accept_frac": 0.7,
+    "spec_draft_frac": 0.05,
 }
 KNOB_NAMES: tuple[str, ...] = tuple(KNOB_DEFAULTS)
 BITMAP_INDEX_BITS = 1.0  # per original weight, unstructured sparsity
@@ -119,11 +130,19 @@ def _linear(layers: Array, tokens: Array, token_bytes: Array, params: Array, flo
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
 
-def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict[str, Op]:
-    """Operators of one prefill pass (``tokens = batch * in_len``) or one decode step (``tokens = batch``).
+def tokens_per_verify(k: dict) -> Array:
+    """Expected tokens generated per verification step, ``(1 - a**(g+1)) / (1 - a)`` (1 without speculation)."""
+    a, g = k["spec_accept_frac"], k["spec_len"]
+    return (1.0 - a ** (g + 1.0)) / (1.0 - a)
 
-    Per-layer operators are summed over ``n_layers``; ``lm_head`` runs on ``batch``
-    tokens (the last position of each sequence) in both phases. ``wb`` is
+
+def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool, queries: Array = 1.0) -> dict[str, Op]:
+    """Operators of one prefill pass (``tokens = batch * in_len``) or one decode step
+    (``tokens = batch * queries``, ``queries`` positions per sequence: 1, or ``spec_len + 1``
+    when verifying draft tokens).
+
+    Per-layer operators are summed over ``n_layers``; ``lm_head`` runs on the last
+    position of each sequence in prefill and on every decode position. ``wb`` is
     :func:`weight_bytes_per_param` of ``k``.
     """
     a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
@@ -148,22 +167,37 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict
         act = (nl * hd * (2.0 * h + 2.0 * kv)) * bl * a_b
         nbytes = act + (nl * hd * 2.0 * kv) * bl * kv_b
         ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
-    else:
-        flop1 = (4.0 * nl * h * hd) * b
+    else:  # every query position attends the cache; the cache is read once per step
+        flop1 = (4.0 * nl * h * hd) * tokens
         bytes1 = (2.0 * nl * kv * hd) * b * kv_b
-        act = (nl * hd * (2.0 * h + 2.0 * kv)) * b * a_b
-        bytes0 = act + (nl * hd * 2.0 * kv) * b * kv_b
+        act = (nl * hd * (2.0 * h + 2.0 * kv)) * tokens * a_b
+        bytes0 = act + (nl * hd * 2.0 * kv) * tokens * kv_b
         ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
 
     v = m["vocab_size"]
-    b_bytes = token_bytes if not prefill else b * a_b
-    ops["lm_head"] = _linear(1.0, b, b_bytes, v * d, v * d, wb, d + v, 2.0)
+    head_tokens, head_bytes = (b, b * a_b) if prefill else (tokens, token_bytes)
+    ops["lm_head"] = _linear(1.0, head_tokens, head_bytes, v * d, v * d, wb, d + v, 2.0)
     return ops
 
 
+def draft_op(m: dict, k: dict, wb: Array) -> Op:
+    """The ``spec_len`` draft-model steps of one verification step, as one weight-GEMV operator.
+
+    The draft has ``spec_draft_frac`` of the target's weights (stored like them) and
+    ``n_layers * sqrt(spec_draft_frac)`` layers (depth and width shrink together) of
+    11 kernels each; its KV cache traffic is neglected.
+    """
+    g, b = k["spec_len"], k["batch"]
+    params = k["spec_draft_frac"] * n_params(m)
+    act = g * b * (2.0 * m["d_model"]) * (k["a_bits"] / 8.0)
+    kernels = g * (11.0 * m["n_layers"] * np.sqrt(k["spec_draft_frac"]) + 2.0)
+    return Op(2.0 * g * b * params, None, g * params * wb + act, None, act, kernels)
+
+
 def memory_bytes(m: dict, k: dict, wb: Array) -> Array:
-    """Footprint: weights (``wb`` bytes each) + KV cache at full context + peak prefill activations + logits."""
-    weights = n_params(m) * wb
+    """Footprint: weights (``wb`` bytes each, draft model included) + KV cache at full context
+    + peak prefill activations + logits."""
+    weights = n_params(m) * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
     ctx = k["in_len"] + k["out_len"]
     kv_cache = 2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"] * k["batch"] * ctx * (k["kv_bits"] / 8.0)
     widest = np.maximum((m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"],

@@ -24,6 +24,9 @@ def random_batch(rng, n):
         "w_sparsity_frac": rng.choice([0.0, 0.3, 0.7], n),
         "nm_sparse": rng.choice([0.0, 1.0], n),
         "pim_offload": rng.choice([0.0, 1.0, 2.0], n),
+        "spec_len": rng.choice([0.0, 0.0, 1.0, 4.0, 7.0], n),
+        "spec_accept_frac": rng.uniform(0.0, 0.99, n),
+        "spec_draft_frac": rng.choice([0.01, 0.1, 0.3], n),
     }
 
 

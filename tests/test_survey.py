@@ -111,7 +111,7 @@ CASES = {
     "tdp": (_point(power_w=400.0, power_kind="tdp"), "TDP vs measured power"),
     "model": (_point(model="llama-2-13b", decode_tokens_per_s=40.0), "model size differs"),
     "fast": (_point(method="Fast Decoding", decode_tokens_per_s=250.0, power_w=250.0),
-             "speculative/fast decoding not modelled"),
+             "fast decoding used (the survey studies run without spec_len)"),
     "multi": (_point(method="Heterogeneous Cooperation", device="A100+7xU280", decode_tokens_per_s=450.0,
                      power_w=450.0), "multi-device system"),
     "bits": (_point(method="Quantization", decode_tokens_per_s=300.0, power_w=300.0), "quantisation/bits unknown"),

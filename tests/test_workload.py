@@ -71,3 +71,19 @@ def test_moe_touches_fewer_experts_at_small_batch():
     assert float(b1) == pytest.approx(2 * expert_bytes, rel=0.01)  # top-2 of 8
     assert float(b64) == pytest.approx(8 * expert_bytes, rel=0.01)  # all experts
     assert np.isfinite(b1)
+
+
+def test_speculative_decoding_tokens_per_verification_and_speed_up():
+    from dse.workload import tokens_per_verify
+
+    assert tokens_per_verify(knobs(spec_len=4.0, spec_accept_frac=0.8)) == pytest.approx((1 - 0.8**5) / 0.2)
+    assert tokens_per_verify(knobs(spec_len=3.0, spec_accept_frac=0.0)) == 1.0  # every draft rejected
+    import dse
+
+    base = dse.evaluate({"batch": 1, "in_len": 128, "out_len": 256}, model="llama-2-7b", platform="h100-sxm")
+    spec = dse.evaluate({"batch": 1, "in_len": 128, "out_len": 256, "spec_len": 4, "spec_accept_frac": 0.8,
+                         "spec_draft_frac": 0.05}, model="llama-2-7b", platform="h100-sxm")
+    speed_up = float(spec["decode_tokens_per_s"][0] / base["decode_tokens_per_s"][0])
+    # memory-bound batch 1: close to the 3.36 accepted tokens per weight read, less the draft's cost
+    assert 2.0 < speed_up < 3.36
+    assert float(spec["memory_bytes"][0]) > float(base["memory_bytes"][0])  # the draft's weights
