@@ -122,3 +122,24 @@ def test_default_storage_resumes_after_sigkill(tmp_path):
     assert f"({3000 - saved} new" in again.stdout  # resumed, not restarted
     trials = pd.read_parquet(out / "trials.parquet")
     assert sorted(trials["trial"]) == list(range(3000))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_what_finished_and_the_rerun_resumes(tmp_path):
+    path, name = study_file(tmp_path, n_trials=3000, batch_size=100)
+    out = tmp_path / "out"
+    args = dse_cmd("run", str(path), "--output", str(out), "--quiet")
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = out / "optuna.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or journal.stat().st_size < 200_000):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted after" in stdout
+    saved = pd.read_parquet(out / "trials.parquet")
+    assert 0 < len(saved) < 3000
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert sorted(pd.read_parquet(out / "trials.parquet")["trial"]) == list(range(3000))
