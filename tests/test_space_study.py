@@ -113,3 +113,24 @@ def test_exhaustive_study_matches_brute_force(tmp_path):
     everything = design_table(st, space.params_at(np.arange(space.size)))
     assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == \
         brute_front(everything)
+
+
+def test_incremental_nsga2_proposes_exactly_what_optunas_does():
+    import optuna
+
+    from dse.search import IncrementalNSGAIISampler
+
+    space = load_space(SPACE)
+    dists = distributions(space)
+
+    def run(sampler_cls) -> list[dict]:
+        study = optuna.create_study(directions=["maximize", "maximize"],
+                                    sampler=sampler_cls(population_size=20, seed=3))
+        for _ in range(12):  # batches of 20 asked together, told in order, as run_study does
+            trials = [study.ask(dists) for _ in range(20)]
+            for t in trials:
+                x = sum(float(v) for v in t.params.values() if not isinstance(v, str))
+                study.tell(t, [x % 7.0, x % 5.0])
+        return [t.params for t in study.get_trials()]
+
+    assert run(IncrementalNSGAIISampler) == run(optuna.samplers.NSGAIISampler)
