@@ -51,11 +51,11 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
     """
     s_per_flop, native = rate
     launch_s = op.kernels * hw["kernel_overhead_s"]
+    c_sum = steps * (lo + hi) * 0.5 if (op.flop1 is not None or pim) else 0.0  # sum of j = lo..hi
     if op.flop1 is None:  # no context dependence: every step costs the same
         step_s = perf.roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
-        c_sum = steps * (lo + hi) * 0.5  # sum of the step indices j = lo..hi
         cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
                                               op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
                 + steps * launch_s,
@@ -63,7 +63,7 @@ def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: 
                 "bytes": perf.sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
     cost.update(s_per_flop=s_per_flop, native=native, steps=steps)
     if pim:
-        cost = _with_pim(hw, k, name, op, lo, hi, op_totals(cost), launch_s)
+        cost = _with_pim(hw, k, name, op, lo, hi, c_sum, op_totals(cost), launch_s)
     return cost
 
 
@@ -112,8 +112,8 @@ def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
         for g in groups.values()))
 
 
-def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, host: dict[str, Array],
-              launch_s: Array) -> dict[str, Array]:
+def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, c_sum: Array,
+              host: dict[str, Array], launch_s: Array) -> dict[str, Array]:
     """Replace the host cost by the PIM cost where the decode operator is mapped to PIM.
 
     PIM units read weights/KV in-bank (``pim_bw_bytes_per_s``) and compute at 16-bit
@@ -129,7 +129,6 @@ def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, host: 
     bytes1 = 0.0 if op.bytes1 is None else op.bytes1
     inbank0 = op.bytes0 - op.act_bytes
     steps = host["steps"]
-    c_sum = steps * (lo + hi) * 0.5
     pim_s = perf.sum_max_linear(op.flop0 / pim_flop_per_s, flop1 / pim_flop_per_s,
                                 inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi, steps, c_sum)
     pim_s = pim_s + steps * link_s
@@ -180,10 +179,9 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
 
 def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
     """``op`` linear in the attended context ``c = in_len + per_step * j`` as linear in the step ``j``."""
-    scale = op.flop1 if isinstance(per_step, float) and per_step == 1.0 else op.flop1 * per_step
-    bytes_scale = op.bytes1 if isinstance(per_step, float) and per_step == 1.0 else op.bytes1 * per_step
-    return op._replace(flop0=op.flop0 + op.flop1 * in_len, flop1=scale,
-                       bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=bytes_scale)
+    unit = isinstance(per_step, float) and per_step == 1.0  # no speculation: skip the multiplications
+    return op._replace(flop0=op.flop0 + op.flop1 * in_len, flop1=op.flop1 if unit else op.flop1 * per_step,
+                       bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=op.bytes1 if unit else op.bytes1 * per_step)
 
 
 def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
