@@ -2,7 +2,7 @@
 
 Runs the vectorised ``dse.Evaluator`` on N random designs (default 10^6; every knob and two
 hardware fields vary per row) next to a per-point loop over the scalar reference
-(``dse.reference.evaluate_one``) on a sample, in the same run, and prints the ratio.
+(``dse.model.reference.evaluate_one``) on a sample, in the same run, and prints the ratio.
 
     python benchmarks/evaluator.py [--points 1000000] [--model llama-2-7b] [--platform h100-sxm]
 """
@@ -19,9 +19,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: numpy here uses no th
 import numpy as np  # noqa: E402
 
 import dse  # noqa: E402
-from dse.reference import evaluate_one  # noqa: E402
-from dse.runtime import tune_malloc  # noqa: E402
-from dse.workload import KNOB_DEFAULTS  # noqa: E402
+from dse.model.reference import evaluate_one  # noqa: E402
+from dse.model.workload import KNOB_DEFAULTS  # noqa: E402
+from dse.sweep.runtime import tune_malloc  # noqa: E402
 
 
 def random_designs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -61,7 +61,7 @@ def main() -> None:
         return min(times), float(np.median(times))
 
     default_best, default_median = timed()
-    tune_malloc()  # what `dse` commands and sweeps do at start-up (dse.runtime)
+    tune_malloc()  # what `dse` commands and sweeps do at start-up (dse.sweep.runtime)
     best, median = timed()
     tracemalloc.start()
     ev(designs)

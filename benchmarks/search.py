@@ -11,7 +11,7 @@ Space: ``spaces/reference.yaml`` (1,119,744 designs, llama-2-7b); objectives dec
 and decode_tokens_per_j, both maximised; the memory-fit constraint only (the search layer and the
 sweep always apply it). Steps:
 
-1. The exact front, by the exhaustive sweep (``dse.sweep.sweep``), cross-checked by evaluating
+1. The exact front, by the exhaustive sweep (``dse.sweep.engine.sweep``), cross-checked by evaluating
    every design in chunks here and taking ``pareto_mask`` of all feasible rows (the two must
    give the same hypervolume); the same pass gives the minima of every feasible design.
 2. The exact hypervolume with a fixed reference point. Default ``--ref zero``: (0, 0), the
@@ -22,7 +22,7 @@ sweep always apply it). Steps:
    single near-front design already scores high; ``--ref nadir`` (the worst value of each
    objective over the exact front, 0.99 x) measures only how well the front itself is
    covered and is far stricter. The "strict" table below always uses it.
-3. For every sampler and seed, one study through ``dse.search.run_study`` (default storage:
+3. For every sampler and seed, one study through ``dse.search.run.run_study`` (default storage:
    in-memory sampling checkpointed to a journal file in a temporary output folder) at the
    largest budget; ``trials.parquet`` is read back and the hypervolume of the feasible trials
    is computed at every prefix of trial numbers. A prefix is exactly what a study with that
@@ -49,9 +49,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dse.pareto import hypervolume_2d, pareto_mask  # noqa: E402
-from dse.study import load_study  # noqa: E402
-from dse.sweep import MEMORY_CONSTRAINT, sweep  # noqa: E402
+from dse.results.pareto import hypervolume_2d, pareto_mask  # noqa: E402
+from dse.spec.study import load_study  # noqa: E402
+from dse.sweep.engine import MEMORY_CONSTRAINT, sweep  # noqa: E402
 
 SPACE = "reference"
 OBJECTIVES = [("decode_tokens_per_s", True), ("decode_tokens_per_j", True)]
@@ -139,8 +139,8 @@ def hv_curve(values: np.ndarray, feasible: np.ndarray, refs: list[np.ndarray]) -
 
 
 def run_one(job: tuple) -> dict:
-    """Run one study through dse.search.run_study and return its HV curves."""
-    from dse.search import run_study
+    """Run one study through dse.search.run.run_study and return its HV curves."""
+    from dse.search.run import run_study
 
     label, sampler, options, n_trials, batch_size, seed, refs = job
     try:

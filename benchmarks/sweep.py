@@ -23,10 +23,10 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 import dse
-from dse.pareto import pareto_mask
-from dse.runtime import tune_malloc
-from dse.space import load_space
-from dse.sweep import sweep
+from dse.results.pareto import pareto_mask
+from dse.spec.space import load_space
+from dse.sweep.engine import sweep
+from dse.sweep.runtime import tune_malloc
 
 OBJECTIVES = [("decode_tokens_per_s", True), ("decode_tokens_per_j", True)]
 CONSTRAINTS = [("tpot_s", 0.1)]

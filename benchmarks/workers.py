@@ -33,7 +33,7 @@ def run(storage: str, workers: int, trials: int, batch: int, tmp: Path) -> tuple
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dse.cli", "run", str(path), "--storage", storage, "--workers", str(workers),
+    subprocess.run([sys.executable, "-m", "dse", "run", str(path), "--storage", storage, "--workers", str(workers),
                     "--output", str(tmp / name), "--quiet"], check=True, cwd=ROOT, capture_output=True)
     wall = time.perf_counter() - start
     states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).get_trials())

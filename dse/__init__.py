@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from dse.api import Evaluator, evaluate
-from dse.errors import DseError, SpecError
-from dse.io import read_front
-from dse.model import METRICS
-from dse.spec import ModelCard, Platform, load_model, load_platform
+from dse.model.pipeline import METRICS
+from dse.results.io import read_front
+from dse.spec.errors import DseError, SpecError
+from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 
 __version__ = "0.1.0"
 
@@ -22,21 +22,21 @@ __all__ = ["METRICS", "DseError", "Evaluator", "ModelCard", "Platform", "SpecErr
 
 
 def load_study(source: Any, **kwargs: Any) -> Any:
-    """Load and validate a study spec (see :func:`dse.study.load_study`)."""
-    from dse.study import load_study as _load_study
+    """Load and validate a study spec (see :func:`dse.spec.study.load_study`)."""
+    from dse.spec.study import load_study as _load_study
 
     return _load_study(source, **kwargs)
 
 
 def run_study(study: Any, **kwargs: Any) -> Any:
-    """Run or resume a study and write its results (see :func:`dse.search.run_study`)."""
-    from dse.search import run_study as _run_study
+    """Run or resume a study and write its results (see :func:`dse.search.run.run_study`)."""
+    from dse.search.run import run_study as _run_study
 
     return _run_study(study, **kwargs)
 
 
 def calibrate(platform: Any, measurements: Any, **kwargs: Any) -> Any:
-    """Fit a preset's efficiencies and power terms to measurements (see :func:`dse.calibration.calibrate`)."""
-    from dse.calibration import calibrate as _calibrate
+    """Fit a preset's efficiencies and power terms to measurements (:func:`dse.validation.calibration.calibrate`)."""
+    from dse.validation.calibration import calibrate as _calibrate
 
     return _calibrate(platform, measurements, **kwargs)

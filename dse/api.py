@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.cards import CARD_FIELD_NAMES
-from dse.errors import SpecError, did_you_mean
-from dse.hardware import HARDWARE_FIELD_NAMES
-from dse.model import METRICS, evaluate_arrays
-from dse.spec import ModelCard, Platform, load_model, load_platform
-from dse.workload import KNOB_DEFAULTS, KNOB_NAMES
+from dse.model.pipeline import METRICS, evaluate_arrays
+from dse.model.workload import KNOB_DEFAULTS, KNOB_NAMES
+from dse.spec.cards import CARD_FIELD_NAMES
+from dse.spec.errors import SpecError, did_you_mean
+from dse.spec.hardware import HARDWARE_FIELD_NAMES
+from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 
 CHUNK = 16_384  # designs per inner call: arrays stay in cache (measured best of 2k..128k)
 
@@ -32,7 +32,7 @@ KNOB_RANGES: dict[str, tuple[float, float]] = {
     "spec_accept_frac": (0.0, 0.99),
     "spec_draft_frac": (0.0, 1.0),
 }
-# hardware fields a design cannot run without (as for a preset, dse.spec); the others must be >= 0
+# hardware fields a design cannot run without (as for a preset, dse.spec.presets); the others must be >= 0
 _POSITIVE: frozenset[str] = frozenset({"flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes", "tdp_w",
                                        "compute_eff_frac", "mem_bw_eff_frac"})
 INPUT_COLUMNS: tuple[str, ...] = ("model", "platform") + KNOB_NAMES + HARDWARE_FIELD_NAMES

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dse import perf
 from dse.api import check_columns
-from dse.errors import SpecError, did_you_mean
-from dse.model import op_energy_j, op_totals, phase_costs
-from dse.spec import ModelCard, Platform, load_model, load_platform
-from dse.workload import KNOB_DEFAULTS, weight_bytes_per_param
+from dse.model import perf
+from dse.model.pipeline import op_energy_j, op_totals, phase_costs
+from dse.model.workload import KNOB_DEFAULTS, weight_bytes_per_param
+from dse.spec.errors import SpecError, did_you_mean
+from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 
 
 def explain(model: str | ModelCard, platform: str | Platform, **knobs: float) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dse.spec import builtin_names, load_model, load_platform
+from dse.spec.presets import builtin_names, load_model, load_platform
 
 MODELS = builtin_names("models")
 PLATFORMS = builtin_names("platforms")

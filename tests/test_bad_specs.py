@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from dse.cli import main
-from dse.errors import redact
-from dse.study import load_study
+from dse.cli.main import main
+from dse.spec.errors import redact
+from dse.spec.study import load_study
 
 CORPUS = Path(__file__).parent / "bad_specs"
 FILES = sorted(CORPUS.glob("*.yaml"))
@@ -109,7 +109,7 @@ def test_bad_spec_is_one_line_error(path, tmp_path, monkeypatch, capsys):
 def test_bad_spec_in_a_fresh_process(name, tmp_path):
     path = CORPUS / name
     head = header(path)
-    proc = subprocess.run([sys.executable, "-m", "dse.cli", *argv(path, head, tmp_path)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "dse", *argv(path, head, tmp_path)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     check(proc.returncode, proc.stdout, proc.stderr, path, head)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["wrapper.yaml"] if name.startswith("space") else [])

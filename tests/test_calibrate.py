@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import dse
-from dse.calibration import add_arguments, calibrate, compare, run
-from dse.errors import SpecError
+from dse.spec.errors import SpecError
+from dse.validation.calibration import add_arguments, calibrate, compare, run
 
 TOY_PRESET = """\
 name: toy-gpu

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from dse.study import load_study
-from dse.sweep_study import SweepOptions, merge_shards, run_exhaustive
+from dse.spec.study import load_study
+from dse.sweep.study import SweepOptions, merge_shards, run_exhaustive
 
 
 def front_indices(df: pd.DataFrame) -> list[int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dse.errors import SpecError
-from dse.expr import order_derived, parse
+from dse.spec.errors import SpecError
+from dse.spec.expr import order_derived, parse
 
 
 def test_arithmetic_functions_and_conditions_on_arrays():

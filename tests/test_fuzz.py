@@ -21,12 +21,19 @@ from hypothesis import strategies as st
 
 import dse
 from dse.api import KNOB_RANGES
-from dse.errors import SpecError
-from dse.expr import FUNCTIONS, parse
-from dse.model import METRICS
-from dse.space import load_space
-from dse.spec import _card_from_mapping, _platform_from_mapping, builtin_names, load_model, load_platform, read_yaml
-from dse.study import load_study
+from dse.model.pipeline import METRICS
+from dse.spec.errors import SpecError
+from dse.spec.expr import FUNCTIONS, parse
+from dse.spec.presets import (
+    _card_from_mapping,
+    _platform_from_mapping,
+    builtin_names,
+    load_model,
+    load_platform,
+    read_yaml,
+)
+from dse.spec.space import load_space
+from dse.spec.study import load_study
 
 # DSE_FUZZ_EXAMPLES=5000 for a long hunt; the default keeps each test to a few seconds
 FUZZ = settings(max_examples=int(os.environ.get("DSE_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -231,7 +238,7 @@ def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
     })
 
 
-# hardware overrides within what a preset may hold (dse.spec checks), over many orders of magnitude:
+# hardware overrides within what a preset may hold (dse.spec.presets checks), over many orders of magnitude:
 # field -> (smallest non-zero value, largest value, may be 0)
 _HW_RANGES = {
     "flop32_peak_flop_per_s": (1e6, 1e18, False), "flop16_peak_flop_per_s": (1e6, 1e18, True),

@@ -1,4 +1,4 @@
-"""dse.measure: runs without a GPU (and without torch, except the one CPU-path test)."""
+"""dse.validation.measure: runs without a GPU (and without torch, except the one CPU-path test)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import dse.measure as measure
-from dse.errors import DseError
+import dse.validation.measure as measure
+from dse.spec.errors import DseError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "validation" / "measurements_h100.csv"
@@ -42,7 +42,7 @@ def _card(tmp_path: Path, tag: str, kv: int = 2, gated: str = "true", tied: str 
 
 def test_import_does_not_need_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['pynvml'] = None\n"
-            "import dse.measure as m\n"
+            "import dse.validation.measure as m\n"
             "assert 'ttft_s' in m.COLUMNS\n"
             "try:\n"
             "    m.measure(['x'], [1], [1], [1])\n"

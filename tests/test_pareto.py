@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dse.pareto
-from dse.errors import SpecError
-from dse.pareto import ParetoArchive, hypervolume_2d, pareto_mask
+import dse.results.pareto
+from dse.results.pareto import ParetoArchive, hypervolume_2d, pareto_mask
+from dse.spec.errors import SpecError
 
 
 def brute_mask(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
@@ -50,8 +50,8 @@ def test_mask_matches_brute_force_with_ties_and_duplicates(case):
 def test_blockwise_and_prefilter_paths_match_brute_force(case):
     values, maximize = case
     with pytest.MonkeyPatch.context() as mp:  # tiny blocks and samples: many blocks, pivots on
-        mp.setattr(dse.pareto, "_BLOCK_PAIRS", 16)
-        mp.setattr(dse.pareto, "_PIVOT_SAMPLE", 3)
+        mp.setattr(dse.results.pareto, "_BLOCK_PAIRS", 16)
+        mp.setattr(dse.results.pareto, "_PIVOT_SAMPLE", 3)
         mask = pareto_mask(values, maximize)
     np.testing.assert_array_equal(mask, brute_mask(values, maximize))
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dse.io import read_metadata, read_units
-from dse.search import distributions, run_study
-from dse.space import load_space
-from dse.study import load_study
+from dse.results.io import read_metadata, read_units
+from dse.search.run import distributions, run_study
+from dse.spec.space import load_space
+from dse.spec.study import load_study
 
 SPACE = {
     "platform": "h100-sxm",
@@ -108,7 +108,7 @@ def test_exhaustive_study_matches_brute_force(tmp_path):
     run_study(st, progress=False)
     front = pd.read_parquet(st.output / "front.parquet")
     space = st.space
-    from dse.results import design_table
+    from dse.results.tables import design_table
 
     everything = design_table(st, space.params_at(np.arange(space.size)))
     assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == \
@@ -118,7 +118,7 @@ def test_exhaustive_study_matches_brute_force(tmp_path):
 def test_incremental_nsga2_proposes_exactly_what_optunas_does():
     import optuna
 
-    from dse.search import IncrementalNSGAIISampler
+    from dse.search.run import IncrementalNSGAIISampler
 
     space = load_space(SPACE)
     dists = distributions(space)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dse.errors import SpecError
-from dse.io import write_parquet
-from dse.survey import (
+from dse.results.io import write_parquet
+from dse.spec.errors import SpecError
+from dse.validation.survey import (
     DEFAULT_SETTING,
     REASONS,
     add_arguments,

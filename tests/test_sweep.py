@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 import dse
-from dse.errors import SpecError
-from dse.pareto import pareto_mask
-from dse.spec import _platform_from_mapping
-from dse.sweep import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, merge_samples, sweep
+from dse.results.pareto import pareto_mask
+from dse.spec.errors import SpecError
+from dse.spec.presets import _platform_from_mapping
+from dse.sweep.engine import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, merge_samples, sweep
 
 OBJECTIVES = [("decode_tokens_per_s", True), ("tpot_s", False)]  # batch trades one for the other
 CONSTRAINTS = [("ttft_s", 0.5)]
@@ -164,7 +164,7 @@ def test_bad_space_or_evaluator_raise_spec_error():
 
 
 def test_sweeps_a_yaml_space(tmp_path):
-    from dse.space import load_space
+    from dse.spec.space import load_space
 
     platform = tmp_path / "test-h100.yaml"
     platform.write_text(yaml.safe_dump({**_H100_LIKE, "sources": dict(PLATFORM.sources)}))

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import dse
-from dse.errors import SpecError
-from dse.io import read_metadata
-from dse.measure import COLUMNS as MEASURE_COLUMNS
-from dse.validate import (
+from dse.results.io import read_metadata
+from dse.spec.errors import SpecError
+from dse.validation.measure import COLUMNS as MEASURE_COLUMNS
+from dse.validation.validate import (
     MEASURED_METRICS,
     SETS,
     add_arguments,

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dse.pareto import pareto_mask
+from dse.results.pareto import pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("DSE_TEST_POSTGRES_URL")
@@ -40,7 +40,7 @@ def study_file(tmp_path: Path, n_trials: int, batch_size: int = 20) -> tuple[Pat
 
 
 def dse_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dse.cli", *args]
+    return [sys.executable, "-m", "dse", *args]
 
 
 def states(name: str, storage) -> Counter:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dse.spec import load_model
-from dse.workload import KNOB_DEFAULTS, n_params, phase_ops, weight_bytes_per_param
+from dse.model.workload import KNOB_DEFAULTS, n_params, phase_ops, weight_bytes_per_param
+from dse.spec.presets import load_model
 from tests.conftest import MODELS
 
 
@@ -74,7 +74,7 @@ def test_moe_touches_fewer_experts_at_small_batch():
 
 
 def test_speculative_decoding_tokens_per_verification_and_speed_up():
-    from dse.workload import tokens_per_verify
+    from dse.model.workload import tokens_per_verify
 
     assert tokens_per_verify(knobs(spec_len=4.0, spec_accept_frac=0.8)) == pytest.approx((1 - 0.8**5) / 0.2)
     assert tokens_per_verify(knobs(spec_len=3.0, spec_accept_frac=0.0)) == 1.0  # every draft rejected

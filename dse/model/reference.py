@@ -1,7 +1,7 @@
 """Scalar reference implementation of the model, one design at a time, step by step.
 
 Written independently of the vectorised code (no shared helpers) so that tests can
-check :func:`dse.model.evaluate_arrays` against it on random batches. It loops over
+check :func:`dse.model.pipeline.evaluate_arrays` against it on random batches. It loops over
 decode steps explicitly instead of using the closed-form sum. Slow by design.
 """
 

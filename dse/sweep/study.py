@@ -1,6 +1,6 @@
 """A study with ``sampler: exhaustive``: every design of a finite space, the exact front.
 
-The sweep (:mod:`dse.sweep`) keeps only the feasible front and a uniform sample, so memory
+The sweep (:mod:`dse.sweep.engine`) keeps only the feasible front and a uniform sample, so memory
 stays bounded; the result files have the same columns as a search's, rebuilt from the
 design indices: ``front.parquet`` is the exact front, ``trials.parquet`` the sample plus
 the front (``design_index`` identifies a design).
@@ -16,12 +16,12 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from dse.errors import SpecError
-from dse.results import design_table, front_of, write_results
-from dse.runtime import tune_malloc
-from dse.search import RunResult
-from dse.study import Study
-from dse.sweep import INDEX_COLUMN, merge_fronts, sweep
+from dse.results.tables import design_table, front_of, write_results
+from dse.search.run import RunResult
+from dse.spec.errors import SpecError
+from dse.spec.study import Study
+from dse.sweep.engine import INDEX_COLUMN, merge_fronts, sweep
+from dse.sweep.runtime import tune_malloc
 
 
 @dataclass(frozen=True)

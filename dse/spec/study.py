@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse.errors import SpecError, check_keys, did_you_mean, redact
-from dse.model import MAXIMISED_METRICS, METRICS
-from dse.space import Space, load_space
-from dse.spec import is_finite_number, near, read_yaml, resolve
+from dse.model.pipeline import MAXIMISED_METRICS, METRICS
+from dse.spec.errors import SpecError, check_keys, did_you_mean, redact
+from dse.spec.presets import is_finite_number, near, read_yaml, resolve
+from dse.spec.space import Space, load_space
 
 RESULTS_ROOT = Path("results")  # where a spec file may write, relative to the working directory
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")

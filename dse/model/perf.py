@@ -1,6 +1,6 @@
 """Performance model: roofline time per operator, exact decode sums, power capping.
 
-Pure functions over numpy arrays. ``hw`` holds hardware fields (:mod:`dse.hardware`),
+Pure functions over numpy arrays. ``hw`` holds hardware fields (:mod:`dse.spec.hardware`),
 SI units. Time of one operator (DESIGN.md section 4)::
 
     t = max(flop / (peak(bits) * compute_eff_frac * sparse_gain),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.workload import Array
+from dse.model.workload import Array
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
 # next wider native one (emulation never gets free speed).

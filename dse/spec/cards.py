@@ -1,7 +1,7 @@
 """LLM architecture fields: what a model card (``models/*.yaml``) gives.
 
 All counts are plain integers; the workload model turns them into per-operator
-FLOPs and bytes (:mod:`dse.workload`).
+FLOPs and bytes (:mod:`dse.model.workload`).
 """
 
 from __future__ import annotations

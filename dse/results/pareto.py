@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from dse.errors import SpecError
+from dse.spec.errors import SpecError
 
 # Pairwise comparisons (candidate rows x dominating rows) per vectorised block, k >= 3.
 _BLOCK_PAIRS = 1 << 21

@@ -21,8 +21,8 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from dse.errors import SpecError, did_you_mean
-from dse.pareto import ParetoArchive, pareto_mask
+from dse.results.pareto import ParetoArchive, pareto_mask
+from dse.spec.errors import SpecError, did_you_mean
 
 INDEX_COLUMN = "design_index"
 FEASIBLE_COLUMN = "feasible"
@@ -97,7 +97,7 @@ def sweep(space: FiniteSpace, make_evaluator: Callable[[], Evaluate],
 
     ``make_evaluator()`` returns the metric function (columns -> metric arrays); each
     task calls it once, so it must pickle for process backends: ``space.evaluator`` for a
-    :class:`dse.space.Space`, or ``functools.partial(dse.Evaluator, model=..., platform=...)``.
+    :class:`dse.spec.space.Space`, or ``functools.partial(dse.Evaluator, model=..., platform=...)``.
     ``objectives``: ``(name, maximize)`` pairs; ``constraints``: ``(name, upper)`` or
     ``(name, lower, upper)`` (None: unbounded), feasible when ``lower <= value <= upper``,
     on top of ``g_memory_bytes <= 0``; names are metrics or design columns.

@@ -29,11 +29,11 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dse.errors import SpecError, did_you_mean, redact
-from dse.pareto import hypervolume_2d, pareto_mask
-from dse.results import design_table, front_of, violations, write_results
-from dse.space import Knob, Space, _is_strings
-from dse.study import Study
+from dse.results.pareto import hypervolume_2d, pareto_mask
+from dse.results.tables import design_table, front_of, violations, write_results
+from dse.spec.errors import SpecError, did_you_mean, redact
+from dse.spec.space import Knob, Space, _is_strings
+from dse.spec.study import Study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPEC_HASH_ATTR = "dse_spec_hash"
@@ -277,7 +277,7 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
     and replaced. A ``worker`` process writes no result files (its parent does).
     """
     if study.sampler == "exhaustive":
-        from dse.sweep_study import run_exhaustive  # imports this module: resolved at call time
+        from dse.sweep.study import run_exhaustive  # imports this module: resolved at call time
         return run_exhaustive(study, progress=progress)
     start = time.perf_counter()
     seed = study.seed + (worker or 0)
@@ -430,7 +430,7 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
     Each worker loads the spec itself and samples with seed ``seed + worker``; the same
     command on other machines (same storage URL) joins the same study.
     """
-    from dse.study import load_study
+    from dse.spec.study import load_study
 
     def load() -> Study:
         st = load_study(study_path, output=output, storage=storage)
@@ -464,7 +464,7 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
 
 def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,
                  stale_after_s: float) -> None:
-    from dse.study import load_study
+    from dse.spec.study import load_study
 
     study = load_study(study_path, output=output, storage=storage)
     if n_trials is not None:

@@ -11,8 +11,8 @@ import operator
 
 import numpy as np
 
-from dse import perf, power
-from dse.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
+from dse.model import perf, power
+from dse.model.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 METRICS: tuple[str, ...] = (
     "ttft_s", "tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w",
@@ -187,7 +187,7 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
 def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
     """All metric columns (DESIGN.md 3.2) for a batch of designs.
 
-    ``m``: model-card fields, ``k``: knobs (:data:`dse.workload.KNOB_DEFAULTS`),
+    ``m``: model-card fields, ``k``: knobs (:data:`dse.model.workload.KNOB_DEFAULTS`),
     ``hw``: hardware fields; each value an array or a scalar (broadcast).
     """
     wb = weight_bytes_per_param(k)

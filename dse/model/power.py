@@ -8,8 +8,8 @@ written then read), PIM in-bank access, host <-> PIM link.
 
 from __future__ import annotations
 
-from dse.units import BITS_PER_BYTE, PJ
-from dse.workload import Array
+from dse.model.workload import Array
+from dse.spec.units import BITS_PER_BYTE, PJ
 
 SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
 

@@ -2,7 +2,7 @@
 
 Input is a table of *measurement rows*: design columns (``platform``, ``model``,
 ``batch``, ``in_len``, ``out_len``, optional ``w_bits``/``a_bits``/``kv_bits``,
-16 when absent) plus measured metric columns named as in :data:`dse.model.METRICS`.
+16 when absent) plus measured metric columns named as in :data:`dse.model.pipeline.METRICS`.
 Every row is predicted with its preset and card, or listed as skipped with the
 reason; nothing is dropped silently. Shipped sets live in ``validation/``
 (``published``, ``survey``, ``h100``, ``h200``); any CSV/Parquet file of rows works too.
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from dse import __version__
+from dse._version import __version__
 from dse.api import evaluate
-from dse.errors import SpecError
-from dse.io import atomic_write, read_table, write_parquet
-from dse.spec import load_model, load_platform
-from dse.workload import KNOB_NAMES
+from dse.model.workload import KNOB_NAMES
+from dse.results.io import atomic_write, read_table, write_parquet
+from dse.spec.errors import SpecError
+from dse.spec.presets import data_dir, load_model, load_platform
 
 #: Measured metrics validate compares (``tpot_s`` is folded into ``decode_tokens_per_s``).
 MEASURED_METRICS: tuple[str, ...] = (
@@ -49,11 +49,7 @@ MARKERS = "o^sDv"  # one per set in the plot
 
 def validation_dir() -> Path:
     """The shipped ``validation/`` folder: the checkout's, else the wheel's ``dse/data/validation``."""
-    package = Path(__file__).resolve().parent
-    checkout = package.parent / "validation"
-    if checkout.is_dir() and (package.parent / "pyproject.toml").is_file():
-        return checkout
-    return package / "data" / "validation"
+    return data_dir("validation")
 
 
 def load_set(name: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dse.errors import SpecError
+from dse.spec.errors import SpecError
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:

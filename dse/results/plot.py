@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dse.io import atomic_write
+from dse.results.io import atomic_write
 
 _LABELS = {
     "decode_tokens_per_s": "decode tokens/s", "decode_tokens_per_j": "decode tokens/J",

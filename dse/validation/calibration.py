@@ -24,12 +24,12 @@ import yaml
 from scipy.optimize import least_squares
 
 from dse.api import evaluate
-from dse.errors import SpecError, did_you_mean
-from dse.io import atomic_write, read_table
-from dse.spec import Platform, load_platform, read_yaml
-from dse.units import to_si
-from dse.validate import measurement_rows
-from dse.workload import KNOB_NAMES
+from dse.model.workload import KNOB_NAMES
+from dse.results.io import atomic_write, read_table
+from dse.spec.errors import SpecError, did_you_mean
+from dse.spec.presets import Platform, load_platform, read_yaml
+from dse.spec.units import to_si
+from dse.validation.validate import measurement_rows
 
 DEFAULT_FIT: tuple[str, ...] = ("compute_eff_frac", "mem_bw_eff_frac", "kernel_overhead_s", "static_power_w",
                                 "mem_energy_pj_per_bit", "flop16_energy_pj_per_flop")
@@ -93,7 +93,7 @@ def _param(name: str, platform: Platform) -> _Param | str:
 class CalibrationResult:
     """Outcome of :func:`calibrate`.
 
-    ``platform``: the calibrated :class:`~dse.spec.Platform` (usable as ``platform=``
+    ``platform``: the calibrated :class:`~dse.spec.presets.Platform` (usable as ``platform=``
     in :func:`dse.evaluate`). ``params``: per candidate parameter ``preset``,
     ``value``, ``lower``, ``upper``, ``fitted`` and ``note``. ``residuals``: per row
     and metric ``measured``, ``predicted``, ``error_pct``, ``log_ratio``.

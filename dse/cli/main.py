@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dse import __version__
+from dse._version import __version__
 from dse.api import evaluate
-from dse.errors import DseError, SpecError
 from dse.explain import explain
-from dse.io import atomic_write, write_parquet
-from dse.model import METRIC_UNITS
-from dse.runtime import tune_malloc
-from dse.spec import builtin_names, load_model, load_platform
+from dse.model.pipeline import METRIC_UNITS
+from dse.results.io import atomic_write, write_parquet
+from dse.spec.errors import DseError, SpecError
+from dse.spec.presets import builtin_names, load_model, load_platform
+from dse.sweep.runtime import tune_malloc
 
 EXIT_BAD_INPUT = 2
 
@@ -140,8 +140,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from dse.search import run_study, run_workers
-    from dse.study import load_study
+    from dse.search.run import run_study, run_workers
+    from dse.spec.study import load_study
 
     study = load_study(args.study, output=args.output, storage=args.storage)
     if args.n_trials is not None:
@@ -164,7 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _sweep(study, args: argparse.Namespace):
-    from dse.sweep_study import SweepOptions, run_exhaustive
+    from dse.sweep.study import SweepOptions, run_exhaustive
 
     shard = None
     if args.shard:
@@ -184,10 +184,10 @@ def _sweep(study, args: argparse.Namespace):
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from dse.io import read_table
-    from dse.results import write_results
-    from dse.study import load_study
-    from dse.sweep_study import merge_shards
+    from dse.results.io import read_table
+    from dse.results.tables import write_results
+    from dse.spec.study import load_study
+    from dse.sweep.study import merge_shards
 
     study = load_study(args.study, output=args.output)
     fronts = [read_table(_results_path(d, "front.parquet")) for d in args.shards]
@@ -207,7 +207,7 @@ def _results_path(path: str, name: str) -> Path:
 
 
 def _cmd_front(args: argparse.Namespace) -> int:
-    from dse.io import read_metadata, read_table
+    from dse.results.io import read_metadata, read_table
 
     path = _results_path(args.path, "front.parquet")
     df = read_table(path)
@@ -230,9 +230,9 @@ def _cmd_front(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from dse import survey
-    from dse.io import read_metadata, read_table
-    from dse.plot import plot_front
+    from dse.results.io import read_metadata, read_table
+    from dse.results.plot import plot_front
+    from dse.validation import survey
 
     if args.survey:
         return survey.run(args)
@@ -312,12 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", help="metric on the y axis")
     p.add_argument("--color-by", help="colour feasible designs by this column (e.g. platform)")
     p.add_argument("--out", help="PNG path (default: front.png in the folder); with --survey, the output folder")
-    from dse import survey
+    from dse.validation import survey
 
     survey.add_arguments(p)
     p.set_defaults(func=_cmd_plot)
 
-    from dse import calibration, measure, validate
+    from dse.validation import calibration, measure, validate
 
     for name, module, text in (("validate", validate, "compare predictions with measurements shipped in validation/"),
                                ("calibrate", calibration, "fit a preset's efficiencies and power terms to data"),

@@ -1,7 +1,7 @@
 """Workload model: a decoder reduced to operators with closed-form FLOPs and bytes.
 
 Every function is pure over numpy arrays (or scalars, which broadcast). ``m`` holds
-model-card fields (:mod:`dse.cards`), ``k`` the software knobs:
+model-card fields (:mod:`dse.spec.cards`), ``k`` the software knobs:
 
 =================  =============================================================
 ``batch``          sequences decoded together

@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 
 from dse.api import evaluate
-from dse.errors import SpecError
-from dse.io import atomic_write, read_table
-from dse.results import front_of
-from dse.spec import load_platform, read_yaml, resolve
-from dse.validate import CLASS_COLOURS, validation_dir
+from dse.results.io import atomic_write, read_table
+from dse.results.tables import front_of
+from dse.spec.errors import SpecError
+from dse.spec.presets import load_platform, read_yaml, resolve
+from dse.validation.validate import CLASS_COLOURS, validation_dir
 
 #: The software knobs of the survey study and their default values: uncompressed and dense, with
 #: every decode GEMV on the PIM units where the preset has them (the device's own mapping; the

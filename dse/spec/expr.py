@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dse.errors import SpecError, did_you_mean
+from dse.spec.errors import SpecError, did_you_mean
 
 MAX_CHARS = 500
 MAX_NODES = 200

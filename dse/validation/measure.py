@@ -2,8 +2,8 @@
 
 Optional extra: needs PyTorch (with CUDA) and NVML (the ``nvidia-ml-py`` package,
 imported as ``pynvml``). Both are imported lazily inside functions, so
-``import dse.measure`` works without them; using the GPU path without them
-raises :class:`dse.errors.DseError` with a one-line reason.
+``import dse.validation.measure`` works without them; using the GPU path without them
+raises :class:`dse.spec.errors.DseError` with a one-line reason.
 
 Method
 ------
@@ -52,7 +52,7 @@ Method
   the decode loops (``sm_clock_mhz`` etc.). If the energy counter is not
   supported, the sampled power is integrated instead (``energy_method``).
 
-Output columns (names as in :mod:`dse.model`) are listed in :data:`COLUMNS`.
+Output columns (names as in :mod:`dse.model.pipeline`) are listed in :data:`COLUMNS`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from dse.errors import DseError
+from dse.spec.errors import DseError
 
 #: Required columns of a measurement file (what ``dse calibrate`` reads).
 COLUMNS: tuple[str, ...] = (
@@ -708,7 +708,7 @@ def _release(gpu: _Gpu) -> None:
 
 
 def _load_card(name: Any) -> Any:
-    from dse.spec import load_model
+    from dse.spec.presets import load_model
 
     return load_model(name)
 
@@ -719,7 +719,7 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
                   heat_s: float = 30.0, seed: int = 0, mem_margin_bytes: int = 3 << 30):
     """Measure explicit ``(model, batch, in_len, out_len)`` cases; a pandas DataFrame, one row each.
 
-    ``model`` is a card name, a YAML path or a :class:`dse.spec.ModelCard`. Cases that would not
+    ``model`` is a card name, a YAML path or a :class:`dse.spec.presets.ModelCard`. Cases that would not
     fit in GPU memory (estimate, or an out-of-memory error) and MoE cards are skipped with a line
     on stderr. ``device="cpu"`` runs the same code eagerly on the CPU (no graphs, no energy).
     ``heat_s``: seconds of bf16 matrix products first, so that the GPU measures near its working

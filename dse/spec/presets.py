@@ -15,27 +15,27 @@ from typing import Any
 
 import yaml
 
-from dse.cards import CARD_DEFAULTS, CARD_FIELD_NAMES, REQUIRED_CARD_FIELDS
-from dse.errors import SpecError, did_you_mean
-from dse.hardware import (
+from dse.spec.cards import CARD_DEFAULTS, CARD_FIELD_NAMES, REQUIRED_CARD_FIELDS
+from dse.spec.errors import SpecError, did_you_mean
+from dse.spec.hardware import (
     HARDWARE_DEFAULTS,
     HARDWARE_FIELD_NAMES,
     PLATFORM_CLASSES,
     REQUIRED_HARDWARE_FIELDS,
 )
-from dse.units import prefixed_aliases, to_si
+from dse.spec.units import prefixed_aliases, to_si
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent
 
 
 def data_dir(kind: str) -> Path:
-    """Folder of built-in YAML for ``kind`` in ('models', 'platforms', 'spaces', 'studies').
+    """Folder of built-in data for ``kind`` in ('models', 'platforms', 'spaces', 'studies', 'validation').
 
     A source checkout uses the repository folders; an installed wheel uses ``dse/data``.
     """
     rel = {"models": "models", "platforms": "spaces/platforms", "spaces": "spaces",
-           "studies": "studies"}[kind]
+           "studies": "studies", "validation": "validation"}[kind]
     checkout = _SOURCE_ROOT / rel
     if checkout.is_dir() and (_SOURCE_ROOT / "pyproject.toml").is_file():
         return checkout
@@ -228,7 +228,7 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class Platform:
-    """A hardware platform: SI hardware fields (dse.hardware) plus provenance."""
+    """A hardware platform: SI hardware fields (dse.spec.hardware) plus provenance."""
 
     name: str
     platform_class: str

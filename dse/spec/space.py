@@ -4,7 +4,7 @@ A space names a base platform preset (or lets ``platform`` be a knob), declares 
 that map one-to-one to Optuna distributions (float/int ``low``/``high``/``step``/``log``,
 categorical ``choices``), conditional knobs (``when``: an expression; elsewhere the
 knob takes its ``default``), fixed overrides and derived fields (expressions of other
-names, evaluated on arrays by :mod:`dse.expr`). ``mem_technology`` is a categorical
+names, evaluated on arrays by :mod:`dse.spec.expr`). ``mem_technology`` is a categorical
 whose choices carry per-unit bandwidth, capacity and energy from
 ``spaces/memory_technologies.yaml``; with ``n_mem_units`` they set the memory fields.
 
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from dse.api import INPUT_COLUMNS, Evaluator
-from dse.errors import SpecError, check_keys, did_you_mean
-from dse.expr import Expr, order_derived, parse
-from dse.spec import (
+from dse.spec.errors import SpecError, check_keys, did_you_mean
+from dse.spec.expr import Expr, order_derived, parse
+from dse.spec.presets import (
     builtin_names,
     data_dir,
     is_finite_number,
@@ -33,7 +33,7 @@ from dse.spec import (
     read_yaml,
     resolve,
 )
-from dse.units import to_si
+from dse.spec.units import to_si
 
 MAX_SPACE_SIZE = 10**15
 CATEGORICAL_STRINGS = ("platform", "model", "mem_technology")

@@ -4,7 +4,7 @@ A platform preset (``spaces/platforms/*.yaml``) sets these fields; any of them c
 also be a column of a design batch, which overrides the preset per row. Every field
 is SI, its name ends in its unit (DESIGN.md 3.3). A ``flop{B}_peak_flop_per_s`` of 0
 means the precision is not native: work at that precision is emulated at the next
-wider native precision (:func:`dse.perf.native_bits`); the 32-bit peak must be > 0.
+wider native precision (:func:`dse.model.perf.native_bits`); the 32-bit peak must be > 0.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse import __version__
-from dse.io import write_parquet
-from dse.model import METRIC_UNITS, METRICS
-from dse.pareto import pareto_mask
-from dse.study import Constraint, Study
+from dse._version import __version__
+from dse.results.io import write_parquet
+from dse.model.pipeline import METRIC_UNITS, METRICS
+from dse.results.pareto import pareto_mask
+from dse.spec.study import Constraint, Study
 
 
 def violations(metrics: dict[str, np.ndarray], constraints: list[Constraint]) -> dict[str, np.ndarray]:
@@ -86,7 +86,7 @@ def units_for(df: pd.DataFrame) -> dict[str, str]:
 def write_results(study: Study, trials: pd.DataFrame, front: pd.DataFrame, extra_meta: dict | None = None
                   ) -> dict[str, Path]:
     """Write ``trials.parquet`` and ``front.parquet`` (atomically) plus ``front.png``."""
-    from dse.plot import plot_front
+    from dse.results.plot import plot_front
 
     meta = {"spec": study.raw, "spec_hash": study.spec_hash, "version": __version__, "seed": study.seed,
             "objectives": [[m, up] for m, up in study.objectives], "study": study.name, **(extra_meta or {})}
