@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 import dse  # noqa: E402
 from dse.model.reference import evaluate_one  # noqa: E402
-from dse.model.workload import KNOB_DEFAULTS  # noqa: E402
+from dse.spec.registry import KNOB_DEFAULTS  # noqa: E402
 from dse.sweep.runtime import tune_malloc  # noqa: E402
 
 

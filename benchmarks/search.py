@@ -37,6 +37,7 @@ settings grid. Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -49,6 +50,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dse.loading import space_evaluator
 from dse.results.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from dse.spec.study import load_study  # noqa: E402
 from dse.sweep.engine import MEMORY_CONSTRAINT, sweep  # noqa: E402
@@ -84,11 +86,11 @@ def exact_front(n_jobs: int, chunk: int = 1 << 18) -> dict:
     study = load_study(study_spec("exhaustive", {}, 1, 1, 0), output=tempfile.gettempdir())
     space = study.space
     t0 = time.perf_counter()
-    res = sweep(space, space.evaluator, OBJECTIVES, [], n_jobs=n_jobs)
+    res = sweep(space, functools.partial(space_evaluator, space), OBJECTIVES, [], n_jobs=n_jobs)
     sweep_s = time.perf_counter() - t0
     sweep_vals = res.front[[m for m, _ in OBJECTIVES]].to_numpy(float)
 
-    evaluate = space.evaluator()
+    evaluate = space_evaluator(space)
     t0 = time.perf_counter()
     parts, n_feasible = [], 0
     lo = np.full(2, np.inf)

@@ -72,8 +72,8 @@ def storage_url(kind: str, folder: Path) -> str | None:
 
 
 def time_cell(sampler: str, storage: str, batch_size: int, n_trials: int) -> tuple[float, int]:
+    from dse.loading import load_study
     from dse.search.run import run_study
-    from dse.spec.study import load_study
 
     with tempfile.TemporaryDirectory(prefix="dse-tp-") as tmp:
         folder = Path(tmp)
@@ -86,8 +86,8 @@ def time_cell(sampler: str, storage: str, batch_size: int, n_trials: int) -> tup
 
 def time_rerun(n_trials: int) -> tuple[float, float]:
     """(first run s, re-run s) of a default-storage NSGA-II study; the re-run adds no trial."""
+    from dse.loading import load_study
     from dse.search.run import run_study
-    from dse.spec.study import load_study
 
     with tempfile.TemporaryDirectory(prefix="dse-tp-") as tmp:
         raw = spec("nsga2", n_trials, 100)

@@ -14,6 +14,7 @@ per-core rates of the parts (space decoding, the bare evaluator, the per-chunk f
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import resource
 import time
@@ -23,8 +24,8 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 import dse
+from dse.loading import load_space, space_evaluator
 from dse.results.pareto import pareto_mask
-from dse.spec.space import load_space
 from dse.sweep.engine import sweep
 from dse.sweep.runtime import tune_malloc
 
@@ -68,7 +69,8 @@ def max_rss_bytes(who: int) -> int:
 
 def run_sweep(space, n_jobs: int, chunk_size: int, trace: bool) -> None:
     def once():
-        return sweep(space, space.evaluator, OBJECTIVES, CONSTRAINTS, chunk_size=chunk_size, n_jobs=n_jobs)
+        factory = functools.partial(space_evaluator, space)
+        return sweep(space, factory, OBJECTIVES, CONSTRAINTS, chunk_size=chunk_size, n_jobs=n_jobs)
 
     result = once()
     get_reusable_executor().shutdown(wait=True)  # reap workers so RUSAGE_CHILDREN counts them
@@ -102,7 +104,7 @@ def component_rates(space, chunk_size: int) -> None:
     """Per-core designs/s of each step of a chunk, on chunk-sized batches."""
     index = np.arange(space.size // 3, space.size // 3 + chunk_size, dtype=np.int64)
     columns = space.columns_at(index)
-    evaluator = space.evaluator()
+    evaluator = space_evaluator(space)
     metrics = evaluator(columns)
     feasible = (metrics["g_memory_bytes"] <= 0) & (metrics["tpot_s"] <= CONSTRAINTS[0][1])
     values = np.column_stack([metrics[m][feasible] for m, _ in OBJECTIVES])

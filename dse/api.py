@@ -1,4 +1,10 @@
-"""Public evaluation API: ``dse.evaluate`` (tables) and ``dse.Evaluator`` (raw arrays)."""
+"""Public evaluation API: ``dse.evaluate`` (tables) and ``dse.Evaluator`` (raw arrays).
+
+This is the one seam between tables (pandas) and the model (numpy). The evaluator
+resolves cards and presets once and evaluates column arrays in cache-sized chunks; the
+table front-end adds name handling (``model``/``platform`` columns as categoricals) and
+builds the output frame in one step.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +14,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.model.pipeline import METRICS, evaluate_arrays
-from dse.model.workload import KNOB_DEFAULTS, KNOB_NAMES
-from dse.spec.cards import CARD_FIELD_NAMES
+from dse.model.pipeline import evaluate_arrays
 from dse.spec.errors import SpecError, did_you_mean
-from dse.spec.hardware import HARDWARE_FIELD_NAMES
+from dse.spec.metrics import METRICS
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
+from dse.spec.registry import (
+    CARD_FIELD_NAMES,
+    HARDWARE_FIELD_NAMES,
+    INPUT_COLUMNS,
+    INPUT_FIELDS,
+    KNOB_BY_NAME,
+    KNOB_DEFAULTS,
+    Field,
+)
 
 CHUNK = 16_384  # designs per inner call: arrays stay in cache (measured best of 2k..128k)
-
-# valid [low, high] of each knob
-KNOB_RANGES: dict[str, tuple[float, float]] = {
-    "batch": (1.0, 1e9),
-    "in_len": (1.0, 1e9),
-    "out_len": (1.0, 1e9),
-    "w_bits": (1.0, 32.0),
-    "a_bits": (1.0, 32.0),
-    "kv_bits": (1.0, 32.0),
-    "w_sparsity_frac": (0.0, 0.99),
-    "nm_sparse": (0.0, 1.0),
-    "pim_offload": (0.0, 2.0),
-    "spec_len": (0.0, 16.0),
-    "spec_accept_frac": (0.0, 0.99),
-    "spec_draft_frac": (0.0, 1.0),
-}
-# hardware fields a design cannot run without (as for a preset, dse.spec.presets); the others must be >= 0
-_POSITIVE: frozenset[str] = frozenset({"flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes", "tdp_w",
-                                       "compute_eff_frac", "mem_bw_eff_frac"})
-INPUT_COLUMNS: tuple[str, ...] = ("model", "platform") + KNOB_NAMES + HARDWARE_FIELD_NAMES
+NAME_COLUMNS: tuple[str, str] = ("model", "platform")
+Columns = Mapping[str, Any]
 
 
 def _as_list(x: Any) -> list:
@@ -58,8 +53,8 @@ class Evaluator:
     integer codes indexing them (``ev.model_names``, ``ev.platform_names``).
     """
 
-    def __init__(self, model: str | ModelCard | Sequence | None = None,
-                 platform: str | Platform | Sequence | None = None) -> None:
+    def __init__(self, model: str | ModelCard | Sequence[str | ModelCard] | None = None,
+                 platform: str | Platform | Sequence[str | Platform] | None = None) -> None:
         self.models: list[ModelCard] = [load_model(x) for x in _as_list(model)]
         self.platforms: list[Platform] = [load_platform(x) for x in _as_list(platform)]
         self.model_names = [c.name for c in self.models]
@@ -81,28 +76,29 @@ class Evaluator:
             idx = idx.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(names)):
             raise SpecError("", what, f"code out of range 0..{len(names) - 1}", int(idx.max()))
+        if idx.ndim == 0:
+            return {f: float(v[int(idx)]) for f, v in table.items()}
         return {f: v[idx] for f, v in table.items()}
 
-    def __call__(self, columns: Mapping[str, Any], *, check: bool = True) -> dict[str, np.ndarray]:
-        """Metric arrays for a batch given as column -> scalar or 1-D array (SI units)."""
-        unknown = [c for c in columns if c not in INPUT_COLUMNS]
-        if unknown:
-            raise SpecError("", unknown[0], f"unknown design column{did_you_mean(unknown[0], INPUT_COLUMNS)}",
-                            unknown[0])
-        lengths = {np.size(v) for v in columns.values() if np.ndim(v) > 0}
-        if len(lengths) > 1:
-            raise SpecError("", "<columns>", "array columns must have equal lengths", sorted(lengths))
-        n = lengths.pop() if lengths else 1
-        cols = {c: (np.asarray(v, dtype=np.float64) if c not in ("model", "platform") else v)
-                for c, v in columns.items()}
+    def __call__(self, columns: Columns, *, check: bool = True) -> dict[str, np.ndarray]:
+        """Metric arrays for a batch given as column -> scalar or 1-D array (SI units).
+
+        ``check`` validates every column against the registry's ranges first
+        (:func:`check_columns`); pass False only for columns already checked.
+        """
+        cols = _numeric_columns(columns)
+        n = _length(cols)
         if check:
             check_columns(cols)
             self._check_power(cols)
+        if n <= CHUNK:
+            res = self._evaluate_chunk(cols)
+            return {name: np.broadcast_to(res[name], (n,)) if np.ndim(res[name]) == 0 else res[name]
+                    for name in METRICS}
         out = {name: np.empty(n) for name in METRICS}
         for start in range(0, n, CHUNK):
             sl = slice(start, min(start + CHUNK, n))
-            part = {c: (v[sl] if np.ndim(v) > 0 else v) for c, v in cols.items()}
-            res = self._evaluate_chunk(part)
+            res = self._evaluate_chunk({c: (v[sl] if np.ndim(v) > 0 else v) for c, v in cols.items()})
             for name in METRICS:
                 out[name][sl] = res[name]
         return out
@@ -127,14 +123,51 @@ class Evaluator:
         return evaluate_arrays(m, k, hw)
 
 
+def _numeric_columns(columns: Columns) -> dict[str, Any]:
+    """Columns as float arrays (codes for ``model``/``platform``); unknown or malformed ones rejected."""
+    if not isinstance(columns, Mapping):
+        raise SpecError("", "<designs>", "must be a DataFrame or a mapping of column -> values",
+                        type(columns).__name__)
+    out: dict[str, Any] = {}
+    for name, values in columns.items():
+        if name not in INPUT_COLUMNS:
+            raise SpecError("", str(name), f"unknown design column{did_you_mean(str(name), INPUT_COLUMNS)}", name)
+        if name in NAME_COLUMNS:
+            out[name] = values
+            continue
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise SpecError("", name, "must be numbers", _first(values)) from None
+        if arr.ndim > 1:
+            raise SpecError("", name, "must be a scalar or a 1-D array", f"shape {arr.shape}")
+        out[name] = arr if arr.ndim else float(arr)
+    return out
+
+
+def _first(values: Any) -> Any:
+    try:
+        return next(iter(values)) if not isinstance(values, str) else values
+    except TypeError:
+        return values
+
+
+def _length(cols: Mapping[str, Any]) -> int:
+    lengths = {len(v) for v in cols.values() if np.ndim(v) > 0}
+    if len(lengths) > 1:
+        raise SpecError("", "<columns>", "array columns must have equal lengths", sorted(lengths))
+    return lengths.pop() if lengths else 1
+
+
 def check_columns(cols: Mapping[str, Any]) -> None:
-    """Reject NaN/inf, negative hardware values and knobs outside their range (SpecError).
+    """Reject NaN/inf and values outside the registry's range for their column (SpecError).
 
     Two reductions per column (min and max: NaN propagates into both); the offending
-    value is looked up only when a column fails.
+    value is looked up only when a column fails. Rates must be 0 (absent) or at least
+    one per second.
     """
     for name, values in cols.items():
-        if name in ("model", "platform"):
+        if name in NAME_COLUMNS:
             continue
         arr = np.asarray(values, dtype=np.float64)
         if not arr.size:
@@ -142,62 +175,91 @@ def check_columns(cols: Mapping[str, Any]) -> None:
         low, high = float(arr.min()), float(arr.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise SpecError("", name, "must be finite", float(arr[~np.isfinite(arr)].flat[0]))
-        if name in KNOB_RANGES:
-            lo, hi = KNOB_RANGES[name]
-            if low < lo or high > hi:
-                raise SpecError("", name, f"must be in [{lo:g}, {hi:g}]", low if low < lo else high)
-        elif name in _POSITIVE and low <= 0:
-            raise SpecError("", name, "must be > 0", low)
-        elif low < 0:
-            raise SpecError("", name, "must be >= 0", low)
-        if name.endswith("_frac") and high > 1:
-            raise SpecError("", name, "must be <= 1", high)
-        if name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):  # rates: 0 (absent) or >= 1 per second
+        rule = range_violation(INPUT_FIELDS[name], low, high)
+        if rule:
+            raise SpecError("", name, rule, low if low <= INPUT_FIELDS[name].low else high)
+        if name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):
             raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
 
 
-def evaluate(designs: pd.DataFrame | Mapping[str, Any] | None = None, *,
-             model: str | ModelCard | None = None, platform: str | Platform | None = None,
-             **columns: Any) -> pd.DataFrame:
+def range_violation(f: Field, low: float, high: float) -> str:
+    """The rule that values spanning ``low..high`` break for field ``f``, or ``""``."""
+    if f.name in KNOB_BY_NAME:
+        return f"must be in [{f.low:g}, {f.high:g}]" if low < f.low or high > f.high else ""
+    if f.positive and low <= f.low:
+        return f"must be > {f.low:g}"
+    if low < f.low:
+        return f"must be >= {f.low:g}"
+    if high > f.high:
+        return f"must be <= {f.high:g} (beyond any real device)"
+    return ""
+
+
+def _names(values: Any, given: str | ModelCard | Platform | None, what: str) -> tuple[list, Any, Any]:
+    """(names for the evaluator, codes for it or None, the column for the output table)."""
+    if values is None:
+        return ([given] if given is not None else []), None, None
+    if given is not None:
+        raise SpecError("", what, f"given both as a column and as {what}=", given)
+    if isinstance(values, (str, ModelCard, Platform)) or np.ndim(values) == 0:
+        name = values.name if isinstance(values, (ModelCard, Platform)) else values
+        return [values], None, str(name)
+    if isinstance(values, pd.Series):
+        values = values.array
+    if isinstance(values, pd.Categorical):
+        cats = [str(c) for c in values.categories]
+        return cats, values.codes.astype(np.int64), values
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).astype(str))
+    names = list(uniques)
+    return names, codes.astype(np.int64), pd.Categorical.from_codes(codes, names)
+
+
+def evaluate(designs: pd.DataFrame | Columns | None = None, *, model: str | ModelCard | None = None,
+             platform: str | Platform | None = None, **columns: Any) -> pd.DataFrame:
     """Evaluate designs: a table of knobs (and optional hardware overrides) in, metrics out.
 
     ``designs`` is a DataFrame or a mapping of column -> scalar or array (scalars
-    broadcast); keyword columns are added to it. ``model``/``platform`` set one card
-    and preset for every row, or the ``model``/``platform`` columns name them per row.
-    Hardware field columns (``mem_bw_bytes_per_s``, ...) override the preset's value.
-    Returns the input columns followed by the metric columns of DESIGN.md 3.2.
+    broadcast, arrays paired row by row); keyword columns are added to it.
+    ``model``/``platform`` set one card and preset for every row, or ``model``/``platform``
+    columns name them per row (returned as categoricals). Hardware-field columns
+    (``mem_bw_bytes_per_s``, ...) override the preset's value. Returns the input columns
+    followed by the metric columns of DESIGN.md 3.2. Bad input raises :class:`SpecError`
+    naming the column.
 
     >>> df = evaluate({"batch": [1, 8]}, model="llama-2-7b", platform="a100-sxm-80gb")
     >>> list(df.columns[-2:])
     ['memory_bytes', 'g_memory_bytes']
+    >>> int(df["batch"].iloc[1])
+    8
     """
-    frame = pd.DataFrame(_broadcast({**dict(designs if designs is not None else {}), **columns}))
-    raw: dict[str, Any] = {c: frame[c].to_numpy() for c in frame.columns}
-    ev_models: list = [model] if model is not None else []
-    ev_platforms: list = [platform] if platform is not None else []
-    for col, given, store in (("model", model, ev_models), ("platform", platform, ev_platforms)):
-        if col in raw:
-            if given is not None:
-                raise SpecError("", col, f"given both as a column and as {col}=", given)
-            names, codes = np.unique(raw[col].astype(str), return_inverse=True)
-            store.extend(names.tolist())
-            raw[col] = codes.astype(np.int64)
-    ev = Evaluator(ev_models or None, ev_platforms or None)
-    if "model" in raw and len(ev.models) == 1:
-        raw.pop("model")
-    if "platform" in raw and len(ev.platforms) == 1:
-        raw.pop("platform")
-    metrics = ev(raw)
-    out = frame.copy()
-    for name in METRICS:
-        out[name] = metrics[name]
-    return out
+    if designs is not None and not isinstance(designs, (pd.DataFrame, Mapping)):
+        raise SpecError("", "<designs>", "must be a DataFrame or a mapping of column -> values",
+                        type(designs).__name__)
+    given: dict[str, Any] = dict(designs.items()) if designs is not None else {}
+    given.update(columns)
+    raw: dict[str, Any] = {c: (v.to_numpy() if isinstance(v, pd.Series) and c not in NAME_COLUMNS else v)
+                           for c, v in given.items()}
+    models, model_codes, model_col = _names(raw.pop("model", None), model, "model")
+    platforms, platform_codes, platform_col = _names(raw.pop("platform", None), platform, "platform")
+    ev = Evaluator(models or None, platforms or None)
+    cols = _numeric_columns(raw)
+    if model_codes is not None and len(ev.models) > 1:
+        cols["model"] = model_codes
+    if platform_codes is not None and len(ev.platforms) > 1:
+        cols["platform"] = platform_codes
+    metrics = ev(cols)
+    n = _length({**cols, "_": next(iter(metrics.values()))})
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if name == "model" and model_col is not None:
+            value = model_col
+        elif name == "platform" and platform_col is not None:
+            value = platform_col
+        elif isinstance(value, pd.Series):
+            value = value.to_numpy()
+        out[name] = np.full(n, value, dtype=object if isinstance(value, str) else None) if np.ndim(value) == 0 \
+            else value
+    out.update(metrics)
+    index = designs.index if isinstance(designs, pd.DataFrame) and len(designs) == n else None
+    return pd.DataFrame(out, index=index, copy=False)
 
-
-def _broadcast(columns: Mapping[str, Any]) -> dict[str, Any]:
-    """Columns with scalars repeated to the common length (at least one row)."""
-    lengths = {len(v) for v in columns.values() if np.ndim(v) > 0 and not isinstance(v, str)}
-    if len(lengths) > 1:
-        raise SpecError("", "<columns>", "array columns must have equal lengths", sorted(lengths))
-    n = lengths.pop() if lengths else 1
-    return {c: (v if np.ndim(v) > 0 and not isinstance(v, str) else [v] * n) for c, v in columns.items()}

@@ -8,9 +8,10 @@ import pandas as pd
 from dse.api import check_columns
 from dse.model import perf
 from dse.model.pipeline import op_energy_j, op_totals, phase_costs
-from dse.model.workload import KNOB_DEFAULTS, weight_bytes_per_param
+from dse.model.workload import weight_bytes_per_param
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
+from dse.spec.registry import KNOB_DEFAULTS
 
 
 def explain(model: str | ModelCard, platform: str | Platform, **knobs: float) -> pd.DataFrame:

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from dse.cli.main import main
+from dse.loading import load_study
 from dse.spec.errors import redact
-from dse.spec.study import load_study
 
 CORPUS = Path(__file__).parent / "bad_specs"
 FILES = sorted(CORPUS.glob("*.yaml"))

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from dse.spec.study import load_study
+from dse.loading import load_study
 from dse.sweep.study import SweepOptions, merge_shards, run_exhaustive
 
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dse
-from dse.api import KNOB_RANGES
-from dse.model.pipeline import METRICS
+from dse.loading import load_space, load_study
 from dse.spec.errors import SpecError
 from dse.spec.expr import FUNCTIONS, parse
+from dse.spec.metrics import METRICS
 from dse.spec.presets import (
     _card_from_mapping,
     _platform_from_mapping,
@@ -32,8 +32,7 @@ from dse.spec.presets import (
     load_platform,
     read_yaml,
 )
-from dse.spec.space import load_space
-from dse.spec.study import load_study
+from dse.spec.registry import KNOBS as KNOB_FIELDS
 
 # DSE_FUZZ_EXAMPLES=5000 for a long hunt; the default keeps each test to a few seconds
 FUZZ = settings(max_examples=int(os.environ.get("DSE_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -234,7 +233,7 @@ def test_expressions_that_reach_for_python_are_refused():
 def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
     return st.fixed_dictionaries({
         name: st.lists(st.floats(lo, hi) | st.sampled_from([lo, hi]), min_size=n, max_size=n).map(np.array)
-        for name, (lo, hi) in KNOB_RANGES.items()
+        for name, (lo, hi) in {f.name: (f.low, f.high) for f in KNOB_FIELDS}.items()
     })
 
 
@@ -274,8 +273,8 @@ def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
 
 
 def test_every_preset_and_card_at_the_corners_gives_finite_metrics():
-    corners = list(itertools.product(*[(lo, hi) for lo, hi in KNOB_RANGES.values()]))
-    designs = pd.DataFrame(corners, columns=list(KNOB_RANGES))
+    corners = list(itertools.product(*[(f.low, f.high) for f in KNOB_FIELDS]))
+    designs = pd.DataFrame(corners, columns=[f.name for f in KNOB_FIELDS])
     for model, platform in itertools.product(MODELS, PLATFORMS):
         out = dse.evaluate(designs, model=model, platform=platform)
         metrics = out[list(METRICS)].to_numpy()

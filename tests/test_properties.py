@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dse.model.pipeline import evaluate_arrays
-from dse.model.workload import KNOB_DEFAULTS, memory_bytes, phase_ops, weight_bytes_per_param
+from dse.model.workload import memory_bytes, phase_ops, weight_bytes_per_param
 from dse.spec.presets import load_model, load_platform
+from dse.spec.registry import KNOB_DEFAULTS
 from tests.conftest import MODELS, PLATFORMS
 
 designs = st.fixed_dictionaries({

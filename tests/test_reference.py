@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dse.model.pipeline import METRICS, evaluate_arrays
+from dse.model.pipeline import evaluate_arrays
 from dse.model.reference import evaluate_one
-from dse.spec.cards import CARD_FIELD_NAMES
-from dse.spec.hardware import HARDWARE_FIELD_NAMES
+from dse.spec.metrics import METRICS
 from dse.spec.presets import load_model, load_platform
+from dse.spec.registry import CARD_FIELD_NAMES, HARDWARE_FIELD_NAMES
 from tests.conftest import MODELS, PLATFORMS
 
 

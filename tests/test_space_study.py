@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dse.loading import load_space, load_study
 from dse.results.io import read_metadata, read_units
 from dse.search.run import distributions, run_study
-from dse.spec.space import load_space
-from dse.spec.study import load_study
 
 SPACE = {
     "platform": "h100-sxm",

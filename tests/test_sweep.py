@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tracemalloc
 from functools import partial
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 import dse
+from dse.loading import space_evaluator
 from dse.results.pareto import pareto_mask
 from dse.spec.errors import SpecError
 from dse.spec.presets import _platform_from_mapping
@@ -164,7 +166,7 @@ def test_bad_space_or_evaluator_raise_spec_error():
 
 
 def test_sweeps_a_yaml_space(tmp_path):
-    from dse.spec.space import load_space
+    from dse.loading import load_space
 
     platform = tmp_path / "test-h100.yaml"
     platform.write_text(yaml.safe_dump({**_H100_LIKE, "sources": dict(PLATFORM.sources)}))
@@ -172,9 +174,9 @@ def test_sweeps_a_yaml_space(tmp_path):
                         "knobs": {"batch": {"choices": [1, 4, 16, 64]}, "w_bits": {"choices": [4, 8, 16]},
                                   "flop16_peak_tflop_per_s": {"choices": [250, 500, 1000]}},
                         "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"}})
-    result = sweep(space, space.evaluator, OBJECTIVES, n_jobs=1)
+    result = sweep(space, functools.partial(space_evaluator, space), OBJECTIVES, n_jobs=1)
     index = np.arange(space.size)
-    table = pd.DataFrame({INDEX_COLUMN: index, **space.evaluator()(space.columns_at(index))})
+    table = pd.DataFrame({INDEX_COLUMN: index, **space_evaluator(space)(space.columns_at(index))})
     expected = table[table["g_memory_bytes"] <= 0]
     expected = expected[pareto_mask(expected[[n for n, _ in OBJECTIVES]].to_numpy(), [m for _, m in OBJECTIVES])]
     assert result.front[INDEX_COLUMN].tolist() == expected[INDEX_COLUMN].tolist()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dse.model.workload import KNOB_DEFAULTS, n_params, phase_ops, weight_bytes_per_param
+from dse.model.workload import n_params, phase_ops, weight_bytes_per_param
 from dse.spec.presets import load_model
+from dse.spec.registry import KNOB_DEFAULTS
 from tests.conftest import MODELS
 
 

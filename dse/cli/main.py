@@ -16,9 +16,9 @@ import pandas as pd
 from dse._version import __version__
 from dse.api import evaluate
 from dse.explain import explain
-from dse.model.pipeline import METRIC_UNITS
 from dse.results.io import atomic_write, write_parquet
 from dse.spec.errors import DseError, SpecError
+from dse.spec.metrics import METRIC_UNITS
 from dse.spec.presets import builtin_names, load_model, load_platform
 from dse.sweep.runtime import tune_malloc
 
@@ -140,8 +140,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from dse.loading import load_study
     from dse.search.run import run_study, run_workers
-    from dse.spec.study import load_study
 
     study = load_study(args.study, output=args.output, storage=args.storage)
     if args.n_trials is not None:
@@ -184,9 +184,9 @@ def _sweep(study, args: argparse.Namespace):
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
+    from dse.loading import load_study
     from dse.results.io import read_table
     from dse.results.tables import write_results
-    from dse.spec.study import load_study
     from dse.sweep.study import merge_shards
 
     study = load_study(args.study, output=args.output)

@@ -1,6 +1,6 @@
 """Performance model: roofline time per operator, exact decode sums, power capping.
 
-Pure functions over numpy arrays. ``hw`` holds hardware fields (:mod:`dse.spec.hardware`),
+Pure functions over numpy arrays. ``hw`` holds hardware fields (:mod:`dse.spec.registry`),
 SI units. Time of one operator (DESIGN.md section 4)::
 
     t = max(flop / (peak(bits) * compute_eff_frac * sparse_gain),

@@ -14,19 +14,6 @@ import numpy as np
 from dse.model import perf, power
 from dse.model.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
 
-METRICS: tuple[str, ...] = (
-    "ttft_s", "tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w",
-    "decode_tokens_per_j", "tokens_per_j", "tdp_tokens_per_j", "memory_bytes", "g_memory_bytes",
-)
-METRIC_UNITS: dict[str, str] = {
-    "ttft_s": "s", "tpot_s": "s", "decode_tokens_per_s": "token/s", "tokens_per_s": "token/s",
-    "decode_power_w": "W", "avg_power_w": "W", "decode_tokens_per_j": "token/J",
-    "tokens_per_j": "token/J", "tdp_tokens_per_j": "token/J", "memory_bytes": "B", "g_memory_bytes": "B",
-}
-# Larger is better for these; the rest are costs.
-MAXIMISED_METRICS: frozenset[str] = frozenset(
-    {"decode_tokens_per_s", "tokens_per_s", "decode_tokens_per_j", "tokens_per_j", "tdp_tokens_per_j"})
-
 
 def _pim_possible(hw: dict, k: dict) -> bool:
     """False when no design of the batch can map work to PIM (lets the hot path skip it)."""

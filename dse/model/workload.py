@@ -1,7 +1,7 @@
 """Workload model: a decoder reduced to operators with closed-form FLOPs and bytes.
 
 Every function is pure over numpy arrays (or scalars, which broadcast). ``m`` holds
-model-card fields (:mod:`dse.spec.cards`), ``k`` the software knobs:
+model-card fields (:mod:`dse.spec.registry`), ``k`` the software knobs:
 
 =================  =============================================================
 ``batch``          sequences decoded together
@@ -43,22 +43,6 @@ import numpy as np
 
 Array = np.ndarray | float
 
-OPERATORS: tuple[str, ...] = ("qkv", "attn", "o", "ffn", "lm_head")
-KNOB_DEFAULTS: dict[str, float] = {
-    "batch": 1.0,
-    "in_len": 128.0,
-    "out_len": 128.0,
-    "w_bits": 16.0,
-    "a_bits": 16.0,
-    "kv_bits": 16.0,
-    "w_sparsity_frac": 0.0,
-    "nm_sparse": 0.0,
-    "pim_offload": 0.0,
-    "spec_len": 0.0,
-    "spec_accept_frac": 0.7,
-    "spec_draft_frac": 0.05,
-}
-KNOB_NAMES: tuple[str, ...] = tuple(KNOB_DEFAULTS)
 BITMAP_INDEX_BITS = 1.0  # per original weight, unstructured sparsity
 NM_INDEX_BITS = 2.0  # per kept weight, 2:4 structured sparsity (position within the group of 4)
 

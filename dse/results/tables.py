@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dse.loading import space_evaluator
 from dse._version import __version__
 from dse.results.io import write_parquet
-from dse.model.pipeline import METRIC_UNITS, METRICS
+from dse.spec.metrics import METRIC_UNITS, METRICS
 from dse.results.pareto import pareto_mask
 from dse.spec.study import Constraint, Study
 
@@ -32,7 +33,7 @@ def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.
     space = study.space
     columns = space.columns(params)
     n = len(next(iter(params.values()))) if params else 0
-    metrics = space.evaluator()({k: np.broadcast_to(v, (n,)) if np.ndim(v) else v for k, v in columns.items()})
+    metrics = space_evaluator(space)({k: np.broadcast_to(v, (n,)) if np.ndim(v) else v for k, v in columns.items()})
     cons = violations(metrics, study.constraints)
     data: dict[str, Any] = {}
     if trial_numbers is not None:

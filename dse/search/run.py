@@ -29,6 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from dse.loading import space_evaluator
 from dse.results.pareto import hypervolume_2d, pareto_mask
 from dse.results.tables import design_table, front_of, violations, write_results
 from dse.spec.errors import SpecError, did_you_mean, redact
@@ -292,7 +293,7 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
         work = optuna.create_study(directions=_directions(study), sampler=sampler)
         work.add_trials(stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     dists = distributions(study.space)
-    evaluator = study.space.evaluator()
+    evaluator = space_evaluator(study.space)
     n_before = _n_complete(work)
     bar = _Progress(study.n_trials, n_before, progress)
     hv_ref: np.ndarray | None = None
@@ -430,7 +431,7 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
     Each worker loads the spec itself and samples with seed ``seed + worker``; the same
     command on other machines (same storage URL) joins the same study.
     """
-    from dse.spec.study import load_study
+    from dse.loading import load_study
 
     def load() -> Study:
         st = load_study(study_path, output=output, storage=storage)
@@ -464,7 +465,7 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
 
 def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,
                  stale_after_s: float) -> None:
-    from dse.spec.study import load_study
+    from dse.loading import load_study
 
     study = load_study(study_path, output=output, storage=storage)
     if n_trials is not None:

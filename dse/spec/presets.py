@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
-from dse.spec.cards import CARD_DEFAULTS, CARD_FIELD_NAMES, REQUIRED_CARD_FIELDS
 from dse.spec.errors import SpecError, did_you_mean
-from dse.spec.hardware import (
+from dse.spec.registry import (
+    CARD_DEFAULTS,
+    CARD_FIELD_NAMES,
     HARDWARE_DEFAULTS,
     HARDWARE_FIELD_NAMES,
     PLATFORM_CLASSES,
+    REQUIRED_CARD_FIELDS,
     REQUIRED_HARDWARE_FIELDS,
 )
 from dse.spec.units import prefixed_aliases, to_si
@@ -228,7 +230,7 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class Platform:
-    """A hardware platform: SI hardware fields (dse.spec.hardware) plus provenance."""
+    """A hardware platform: SI hardware fields (dse.spec.registry) plus provenance."""
 
     name: str
     platform_class: str

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from dse.api import INPUT_COLUMNS, Evaluator
 from dse.spec.errors import SpecError, check_keys, did_you_mean
 from dse.spec.expr import Expr, order_derived, parse
 from dse.spec.presets import (
@@ -33,6 +32,7 @@ from dse.spec.presets import (
     read_yaml,
     resolve,
 )
+from dse.spec.registry import INPUT_COLUMNS
 from dse.spec.units import to_si
 
 MAX_SPACE_SIZE = 10**15
@@ -107,6 +107,7 @@ class Space:
     models: list[str]
     technologies: dict[str, dict[str, float]] = field(default_factory=dict)  # code order
     description: str = ""
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (file, key path) that set it
 
     # ---- finite enumeration (exhaustive sweep) ------------------------------------------
     @property
@@ -180,10 +181,6 @@ class Space:
             env["mem_capacity_bytes"] = n_units * env["mem_unit_capacity_bytes"]
             env["pim_bw_bytes_per_s"] = n_units * env["pim_unit_bw_bytes_per_s"]
             env["pim_peak_flop_per_s"] = n_units * env["pim_unit_flop_per_s"]
-
-    def evaluator(self) -> Evaluator:
-        """An evaluator whose platform/model codes match this space's categories."""
-        return Evaluator(self.models, self.platforms)
 
     def decode(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Replace string-categorical codes by their names (for tables and plots)."""
@@ -379,11 +376,10 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
             hint = did_you_mean(name, INPUT_COLUMNS)
             raise SpecError(*where[name], f"not a design column and not used by any expression{hint}", name)
     space = Space(raw.get("name", Path(file).stem), file, knobs, fixed, derived, order, platforms, models,
-                  technologies, raw.get("description", ""))
+                  technologies, raw.get("description", ""), where)
     size = space.size
     if size is not None and size > MAX_SPACE_SIZE:
         raise SpecError(file, "knobs", f"space has more than {MAX_SPACE_SIZE:.0e} designs", size)
-    _smoke_test(space, where)
     return space
 
 
@@ -415,18 +411,3 @@ def _names_for(what: str, knobs: list[Knob], fixed: dict, where: dict[str, tuple
             raise SpecError(*at, exc.rule, v) from None
     return list(values)
 
-
-def _smoke_test(space: Space, where: dict[str, tuple[str, str]]) -> None:
-    """Evaluate the space's lowest and highest corners so that bad bounds and expressions fail
-    at load time; an error names the file and key that set the offending column."""
-    params = {k.name: k.value_at(np.array([0, k.n_values - 1])) if k.n_values else np.array([k.low, k.high])
-              for k in space.knobs}
-    try:
-        space.evaluator()(space.columns(params))
-    except SpecError as exc:
-        if exc.file:
-            raise
-        at, key = where.get(exc.key_path, (space.file, exc.key_path))
-        factor = to_si(key.rsplit(".", 1)[-1])[1]  # show the value in the key's unit
-        value = exc.value / factor if isinstance(exc.value, float) else exc.value
-        raise SpecError(at, key, exc.rule, value) from None

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse.model.pipeline import MAXIMISED_METRICS, METRICS
 from dse.spec.errors import SpecError, check_keys, did_you_mean, redact
+from dse.spec.metrics import MAXIMISED_METRICS, METRICS
 from dse.spec.presets import is_finite_number, near, read_yaml, resolve
 from dse.spec.space import Space, load_space
 

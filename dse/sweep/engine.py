@@ -96,15 +96,17 @@ def sweep(space: FiniteSpace, make_evaluator: Callable[[], Evaluate],
     """Evaluate every design of ``space`` (or of one shard) and keep the Pareto front.
 
     ``make_evaluator()`` returns the metric function (columns -> metric arrays); each
-    task calls it once, so it must pickle for process backends: ``space.evaluator`` for a
-    :class:`dse.spec.space.Space`, or ``functools.partial(dse.Evaluator, model=..., platform=...)``.
+    task calls it once, so it must pickle for process backends:
+    ``functools.partial(dse.loading.space_evaluator, space)`` for a :class:`dse.spec.space.Space`,
+    or ``functools.partial(dse.Evaluator, model=..., platform=...)``.
     ``objectives``: ``(name, maximize)`` pairs; ``constraints``: ``(name, upper)`` or
     ``(name, lower, upper)`` (None: unbounded), feasible when ``lower <= value <= upper``,
     on top of ``g_memory_bytes <= 0``; names are metrics or design columns.
     ``n_jobs``/``backend`` go to :class:`joblib.Parallel`. ``shard=(i, n)`` evaluates
     chunks ``i, i + n, ...`` only. ``progress(done, total)`` gets design counts as tasks finish.
 
-    >>> res = sweep(space, space.evaluator, [("decode_tokens_per_s", True), ("tpot_s", False)],
+    >>> factory = functools.partial(space_evaluator, space)  # doctest: +SKIP
+    >>> res = sweep(space, factory, [("decode_tokens_per_s", True), ("tpot_s", False)],
     ...             [("ttft_s", 0.5)])  # doctest: +SKIP
     >>> res.front[["design_index", "decode_tokens_per_s", "tpot_s"]]  # doctest: +SKIP
     """

@@ -9,6 +9,7 @@ the front (``design_index`` identifies a design).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 
@@ -16,12 +17,26 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from dse.loading import space_evaluator
 from dse.results.tables import design_table, front_of, write_results
-from dse.search.run import RunResult
 from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.engine import INDEX_COLUMN, merge_fronts, sweep
 from dse.sweep.runtime import tune_malloc
+
+
+@dataclass
+class RunResult:
+    """What a study run (a search or a sweep) did and where its files are."""
+
+    n_trials: int
+    n_new: int
+    n_feasible: int
+    front_size: int
+    elapsed_s: float
+    paths: dict[str, Path]
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,8 +75,9 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
         chunk_size = min(chunk_size, max(1024, -(-space.size // (4 * opts.shard[1]))))
     try:  # joblib registers external backends (dask) through parallel_config only
         with joblib.parallel_config(backend=opts.backend) if opts.backend else contextlib.nullcontext():
-            res = sweep(space, space.evaluator, study.objectives, constraints, chunk_size=chunk_size,
-                        n_jobs=opts.n_jobs, shard=opts.shard, progress=report)
+            factory = functools.partial(space_evaluator, space)
+            res = sweep(space, factory, study.objectives, constraints, chunk_size=chunk_size, n_jobs=opts.n_jobs,
+                        shard=opts.shard, progress=report)
     finally:
         if bar is not None:
             bar.close()

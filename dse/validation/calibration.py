@@ -24,10 +24,10 @@ import yaml
 from scipy.optimize import least_squares
 
 from dse.api import evaluate
-from dse.model.workload import KNOB_NAMES
 from dse.results.io import atomic_write, read_table
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.presets import Platform, load_platform, read_yaml
+from dse.spec.registry import KNOB_NAMES
 from dse.spec.units import to_si
 from dse.validation.validate import measurement_rows
 

@@ -22,10 +22,10 @@ from scipy.stats import spearmanr
 
 from dse._version import __version__
 from dse.api import evaluate
-from dse.model.workload import KNOB_NAMES
 from dse.results.io import atomic_write, read_table, write_parquet
 from dse.spec.errors import SpecError
 from dse.spec.presets import data_dir, load_model, load_platform
+from dse.spec.registry import KNOB_NAMES
 
 #: Measured metrics validate compares (``tpot_s`` is folded into ``decode_tokens_per_s``).
 MEASURED_METRICS: tuple[str, ...] = (

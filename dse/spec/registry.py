@@ -1,0 +1,162 @@
+"""The one registry of knobs, hardware fields and model-card fields.
+
+Every name a design, a preset or a card can set is declared here once: SI unit, default,
+valid range, kind, one-line doc and the model stage that reads it. The workload defaults,
+the API's range checks, the CLI flags, the spec schemas, ``dse list knobs`` and the
+knob table in ``docs/ARCHITECTURE.md`` are all derived from these tuples
+(:func:`markdown_table` writes the table; a test keeps the doc in step).
+Adding a knob is one :class:`Field` here plus the stage code that reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dse.spec.metrics import METRICS
+
+PLATFORM_CLASSES: tuple[str, ...] = ("gpu", "cpu", "fpga", "asic", "pim")
+KINDS: tuple[str, ...] = ("int", "float", "code", "flag")
+STAGES: tuple[str, ...] = ("workload", "mapping", "perf", "power", "cost", "quality", "serving")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named input of the model, SI units.
+
+    ``default`` None means a preset or card must give it. ``low``/``high`` bound the valid
+    values (a design outside them is rejected with a one-line error). ``kind``: ``int``
+    (whole numbers), ``float``, ``code`` (an integer code of a categorical, listed in the
+    doc) or ``flag`` (0/1). ``stage`` is the model stage that reads it.
+    """
+
+    name: str
+    unit: str
+    default: float | None
+    low: float
+    high: float
+    kind: str
+    stage: str
+    doc: str
+    positive: bool = False  # low is exclusive: the value must be > low
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.stage not in STAGES or not self.low <= self.high:
+            raise ValueError(f"bad registry entry {self.name}")
+
+    def cli_help(self) -> str:
+        """Help text for a CLI flag: the doc, the unit, the range and the default."""
+        unit = f" [{self.unit}]" if self.unit != "1" else ""
+        default = "" if self.default is None else f" (default {self.default:g})"
+        return f"{self.doc}{unit}; {self.low:g}..{self.high:g}{default}"
+
+
+_INF = float("inf")
+
+KNOBS: tuple[Field, ...] = (
+    Field("batch", "1", 1.0, 1.0, 1e9, "int", "workload", "sequences decoded together"),
+    Field("in_len", "token", 128.0, 1.0, 1e9, "int", "workload", "prompt tokens per sequence"),
+    Field("out_len", "token", 128.0, 1.0, 1e9, "int", "workload", "generated tokens per sequence (decode steps)"),
+    Field("w_bits", "bit", 16.0, 1.0, 32.0, "float", "workload", "weight bits"),
+    Field("a_bits", "bit", 16.0, 1.0, 32.0, "float", "workload",
+          "activation bits; w_bits < a_bits is weight-only quantisation (computes at a_bits)"),
+    Field("kv_bits", "bit", 16.0, 1.0, 32.0, "float", "workload", "KV-cache bits"),
+    Field("w_sparsity_frac", "1", 0.0, 0.0, 0.99, "float", "workload",
+          "unstructured weight sparsity, stored as values + 1-bit bitmap"),
+    Field("nm_sparse", "1", 0.0, 0.0, 1.0, "flag", "workload",
+          "2:4 structured sparsity (half the weights + 2-bit indices; fast only where native)"),
+    Field("pim_offload", "1", 0.0, 0.0, 2.0, "code", "mapping",
+          "0 none, 1 decode attention on PIM, 2 every decode GEMV on PIM"),
+    Field("spec_len", "token", 0.0, 0.0, 16.0, "int", "workload",
+          "speculative decoding: draft tokens per verification step (0 = off)"),
+    Field("spec_accept_frac", "1", 0.7, 0.0, 0.99, "float", "workload",
+          "probability that the target accepts each draft token"),
+    Field("spec_draft_frac", "1", 0.05, 0.0, 1.0, "float", "workload", "draft model size / target model size"),
+)
+
+HARDWARE_FIELDS: tuple[Field, ...] = (
+    Field("flop32_peak_flop_per_s", "FLOP/s", None, 0.0, 1e19, "float", "perf",
+          "dense peak at 32-bit (FP32/TF32 matrix path)", positive=True),
+    Field("flop16_peak_flop_per_s", "FLOP/s", None, 0.0, 1e19, "float", "perf",
+          "dense peak at 16-bit (FP16/BF16); 0 = not native"),
+    Field("flop8_peak_flop_per_s", "FLOP/s", 0.0, 0.0, 1e19, "float", "perf",
+          "dense peak at 8-bit (FP8 or INT8); 0 = not native"),
+    Field("flop4_peak_flop_per_s", "FLOP/s", 0.0, 0.0, 1e19, "float", "perf",
+          "dense peak at 4-bit (INT4/FP4); 0 = not native"),
+    Field("nm_sparsity_native", "1", 0.0, 0.0, 1.0, "flag", "perf",
+          "1 if 2:4 structured sparsity doubles matrix throughput"),
+    Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
+          "energy of one 16-bit FLOP incl. operand delivery"),
+    Field("mem_bw_bytes_per_s", "B/s", None, 0.0, 1e15, "float", "perf", "main-memory peak bandwidth",
+          positive=True),
+    Field("mem_capacity_bytes", "B", None, 0.0, 1e15, "float", "perf", "main-memory capacity usable by the model",
+          positive=True),
+    Field("mem_energy_pj_per_bit", "pJ/bit", None, 0.0, 1e3, "float", "power", "main-memory access energy"),
+    Field("onchip_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e3, "float", "power",
+          "energy to carry one main-memory bit across the chip to the compute units, beyond SRAM accesses"),
+    Field("sram_bytes", "B", 0.0, 0.0, 1e13, "float", "perf", "on-chip SRAM (last-level cache / scratchpad)"),
+    Field("sram_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e3, "float", "power", "on-chip SRAM access energy"),
+    Field("static_power_w", "W", None, 0.0, 1e5, "float", "power", "power drawn whatever the work (idle, leakage)"),
+    Field("tdp_w", "W", None, 0.0, 1e5, "float", "perf",
+          "thermal design power; modelled power is capped here by slowing down", positive=True),
+    Field("compute_eff_frac", "1", None, 0.0, 1.0, "float", "perf",
+          "achievable fraction of peak compute in matrix kernels", positive=True),
+    Field("mem_bw_eff_frac", "1", None, 0.0, 1.0, "float", "perf",
+          "achievable fraction of peak memory bandwidth", positive=True),
+    Field("kernel_overhead_s", "s", 0.0, 0.0, 1.0, "float", "perf",
+          "fixed cost per operator launch (kernel launch, sync)"),
+    Field("pim_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e16, "float", "mapping",
+          "aggregate in-memory (bank-level) bandwidth of PIM units"),
+    Field("pim_peak_flop_per_s", "FLOP/s", 0.0, 0.0, 1e19, "float", "mapping",
+          "aggregate PIM compute at 16-bit; 0 = no PIM"),
+    Field("pim_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e3, "float", "power",
+          "in-bank access energy seen by PIM units"),
+    Field("pim_energy_pj_per_flop", "pJ/FLOP", 0.0, 0.0, 1e3, "float", "power", "energy of one PIM 16-bit FLOP"),
+    Field("host_link_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e15, "float", "mapping",
+          "host <-> PIM/offload link bandwidth"),
+    Field("host_link_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e3, "float", "power", "host <-> PIM link energy"),
+)
+
+CARD_FIELDS: tuple[Field, ...] = (
+    Field("n_layers", "1", None, 1.0, 1e4, "int", "workload", "decoder blocks"),
+    Field("d_model", "1", None, 1.0, 1e6, "int", "workload", "hidden size"),
+    Field("n_heads", "1", None, 1.0, 1e4, "int", "workload", "query heads"),
+    Field("n_kv_heads", "1", None, 1.0, 1e4, "int", "workload",
+          "key/value heads (= n_heads for MHA, 1 for MQA, else GQA)"),
+    Field("head_dim", "1", None, 1.0, 1e5, "int", "workload", "dimension of one head"),
+    Field("d_ff", "1", None, 1.0, 1e7, "int", "workload", "FFN inner size (per expert for MoE)"),
+    Field("ffn_gated", "1", None, 0.0, 1.0, "flag", "workload",
+          "1 for gated FFN (SwiGLU/GeGLU: 3 matrices), 0 for plain (2 matrices)"),
+    Field("vocab_size", "1", None, 1.0, 1e8, "int", "workload", "vocabulary size"),
+    Field("tied_embeddings", "1", None, 0.0, 1.0, "flag", "workload",
+          "1 if the LM head shares the input embedding matrix"),
+    Field("n_experts", "1", 1.0, 1.0, 1e5, "int", "workload", "FFN experts per layer (1 = dense)"),
+    Field("n_experts_active", "1", 1.0, 1.0, 1e5, "int", "workload", "experts each token is routed to (top-k)"),
+    Field("max_seq_len", "token", None, 1.0, 1e9, "int", "workload", "context length the model was trained for"),
+)
+
+KNOB_BY_NAME: dict[str, Field] = {f.name: f for f in KNOBS}
+HARDWARE_BY_NAME: dict[str, Field] = {f.name: f for f in HARDWARE_FIELDS}
+KNOB_NAMES: tuple[str, ...] = tuple(KNOB_BY_NAME)
+KNOB_DEFAULTS: dict[str, float] = {f.name: float(f.default) for f in KNOBS}  # type: ignore[arg-type]
+HARDWARE_FIELD_NAMES: tuple[str, ...] = tuple(HARDWARE_BY_NAME)
+REQUIRED_HARDWARE_FIELDS: frozenset[str] = frozenset(f.name for f in HARDWARE_FIELDS if f.default is None)
+HARDWARE_DEFAULTS: dict[str, float] = {f.name: f.default for f in HARDWARE_FIELDS if f.default is not None}
+CARD_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in CARD_FIELDS)
+REQUIRED_CARD_FIELDS: frozenset[str] = frozenset(f.name for f in CARD_FIELDS if f.default is None)
+CARD_DEFAULTS: dict[str, float] = {f.name: f.default for f in CARD_FIELDS if f.default is not None}
+# Columns a design batch may hold: the categorical names plus every knob and hardware field.
+INPUT_COLUMNS: tuple[str, ...] = ("model", "platform") + KNOB_NAMES + HARDWARE_FIELD_NAMES
+# Design-table columns that results own: never a knob or a space variable.
+RESULT_COLUMNS: tuple[str, ...] = ("trial", "feasible", "design_index")
+RESERVED_NAMES: frozenset[str] = frozenset(RESULT_COLUMNS) | frozenset(METRICS)
+INPUT_FIELDS: dict[str, Field] = {**KNOB_BY_NAME, **HARDWARE_BY_NAME}
+
+
+def markdown_table(fields: tuple[Field, ...]) -> str:
+    """A Markdown table of ``fields`` (name, unit, default, range, kind, stage, doc)."""
+    rows = ["| name | unit | default | range | kind | stage | meaning |", "|---|---|---|---|---|---|---|"]
+    for f in fields:
+        default = "required" if f.default is None else f"{f.default:g}"
+        low = f"({f.low:g}" if f.positive else f"[{f.low:g}"
+        rows.append(f"| `{f.name}` | {f.unit} | {default} | {low}, {f.high:g}] | {f.kind} | {f.stage} | {f.doc} |")
+    return "\n".join(rows) + "\n"
