@@ -1,0 +1,349 @@
+"""Collective communication over ``n`` devices: closed-form time (s) and bytes on the wire.
+
+Pure numpy over arrays (scalars broadcast). The cost model is Hockney's ``alpha + bytes *
+beta`` per step, as in Thakur, Rabenseifner and Gropp, "Optimization of collective
+communication operations in MPICH", IJHPCA 19(1), 2005 (below: *Thakur05*):
+
+* ``S``: bytes of the buffer each device holds (all-reduce, reduce-scatter input,
+  all-gather output, all-to-all send buffer), ``n``: devices in the group;
+* ``B``: link bandwidth per device per direction (bytes/s), ``beta = 1 / B``;
+* ``alpha``: latency of one step (``link_latency_s``), plus one fixed software overhead
+  per collective call (``collective_overhead_s``, NCCL's "base latency").
+
+Formulas per algorithm (``ceil(log2 n)`` written ``lg``); the reduction arithmetic
+(Thakur05's gamma term) is neglected, a GPU reduces far faster than a link delivers:
+
+=========================  ==============================  ===============================
+collective                 ring (``ALGO_RING``)            tree (``ALGO_TREE``)
+=========================  ==============================  ===============================
+all-reduce                 2(n-1) a + 2(n-1)/n S/B          2 lg a + 2(n-1)/n S/B
+                           (Patarasuk & Yuan 2009;          (Rabenseifner: recursive halving
+                           NCCL ring = reduce-scatter +     + doubling, Thakur05 sec. 4.4;
+                           all-gather)                      NCCL double binary tree has the
+                                                            same log latency)
+reduce-scatter             (n-1) a + (n-1)/n S/B            lg a + (n-1)/n S/B (rec. halving)
+all-gather                 (n-1) a + (n-1)/n S/B            lg a + (n-1)/n S/B (rec. doubling)
+all-to-all                 (n-1) a + (n-1)/n S/B            lg a + lg S/(2B) (Bruck, Thakur05)
+                           (pairwise exchange, Thakur05)
+=========================  ==============================  ===============================
+
+``ALGO_DIRECT`` exchanges with every peer at once (one step): all-reduce is the one-shot
+``a + (n-1) S/B`` or two-shot ``2a + 2(n-1)/n S/B`` kernel, whichever is faster (the custom
+all-reduce of TensorRT-LLM and vLLM, ``custom_all_reduce.cuh``); reduce-scatter,
+all-gather and all-to-all take ``a + (n-1)/n S/B``. ``ALGO_AUTO`` takes the fastest of
+the three, as NCCL's tuner does from its own cost table (``src/graph/tuning.cc``).
+
+Topologies (``link_topology``) change the usable bandwidth and which algorithms are native:
+
+* ``SWITCH`` (NVSwitch, a fat-tree network): every device owns ``B`` into a non-blocking
+  switch; all formulas as above.
+* ``RING`` (ring/torus, e.g. TPU ICI): only neighbour exchange is native, so tree and
+  direct fall back to the ring algorithm; all-to-all is bisection bound on a
+  bidirectional ring: ``floor(n/2) a + floor(n^2/4)/n S/B`` (``sum_d min(d, n-d) =
+  floor(n^2/4)`` byte-hops per source over ``n`` links' worth of injection bandwidth).
+  ``B`` is what a 1-D bidirectional ring can inject (both neighbours' links).
+* ``FULL_MESH`` (AMD Infinity Fabric on MI300X, Gaudi2's on-board RoCE): one dedicated
+  link to each of the ``g - 1`` other devices of the node (``g = n_devices_per_node``),
+  ``B / (g - 1)`` each; a group of ``n`` uses ``n - 1`` of them: ``B_eff = B (n-1)/(g-1)``
+  (``n - 1`` edge-disjoint directed rings exist in the complete digraph, so rings reach it).
+* ``PCIE_HOST``: devices on PCIe under one host; every transfer crosses the host's shared
+  fabric, ``fabric_bw_bytes_per_s`` (aggregate per direction) divided among the devices
+  that communicate at once. Any topology may set that cap (0 = non-blocking).
+
+Groups larger than a node are hierarchical (``n_per_node`` members in each of
+``N = ceil(n / n_per_node)`` nodes, one NIC per device, rail-aligned):
+all-reduce = intra reduce-scatter + inter all-reduce of ``S / n_per_node`` + intra
+all-gather (the 2-D/hierarchical all-reduce of Jia et al., arXiv 1807.11205, and of NCCL's
+NVLink+IB trees); all-gather = inter all-gather of ``S / n_per_node`` + intra all-gather;
+reduce-scatter its mirror; all-to-all = intra part ``(n_per_node - 1)/n S`` + inter part
+``(n - n_per_node)/n S`` by pairwise exchange over nodes, not overlapped. The network is a
+non-blocking switch with ``internode_bw_bytes_per_s`` per device and ``internode_latency_s``.
+
+Bytes on the wire are what one device sends (forwarding included); energy is those bytes
+times ``link_energy_pj_per_bit`` (intra) or ``internode_energy_pj_per_bit`` (inter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+Array = np.ndarray | float
+
+SWITCH, RING, PCIE_HOST, FULL_MESH = 0.0, 1.0, 2.0, 3.0
+TOPOLOGY_CODES: dict[str, float] = {"switch": SWITCH, "ring": RING, "pcie_host": PCIE_HOST, "full_mesh": FULL_MESH}
+ALGO_RING, ALGO_TREE, ALGO_DIRECT, ALGO_AUTO = 0.0, 1.0, 2.0, 3.0
+ALGO_CODES: dict[str, float] = {"ring": ALGO_RING, "tree": ALGO_TREE, "direct": ALGO_DIRECT, "auto": ALGO_AUTO}
+COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+
+# System fields read here (SI units); a missing field takes its default: one device per
+# node and no link, so any collective over n > 1 devices costs infinite time.
+SYSTEM_FIELD_DEFAULTS: dict[str, float] = {
+    "n_devices_per_node": 1.0,
+    "link_topology": SWITCH,
+    "link_bw_bytes_per_s": 0.0,
+    "link_latency_s": 0.0,
+    "link_energy_pj_per_bit": 0.0,
+    "fabric_bw_bytes_per_s": 0.0,
+    "collective_overhead_s": 0.0,
+    "internode_bw_bytes_per_s": 0.0,
+    "internode_latency_s": 0.0,
+    "internode_energy_pj_per_bit": 0.0,
+}
+BITS_PER_BYTE = 8.0
+PJ = 1e-12
+
+
+class Comm(NamedTuple):
+    """Time of one collective (s) and bytes one device sends inside the node and between nodes."""
+
+    time_s: Array
+    intra_bytes: Array
+    inter_bytes: Array
+
+
+class Link(NamedTuple):
+    """One level of the interconnect as a collective sees it: effective ``bw`` (bytes/s per
+    device per direction), step latency ``lat_s`` and topology code."""
+
+    bw: Array
+    lat_s: Array
+    topology: Array
+
+
+def field(sys: dict, key: str) -> Array:
+    """``sys[key]`` or its default from :data:`SYSTEM_FIELD_DEFAULTS`."""
+    return sys.get(key, SYSTEM_FIELD_DEFAULTS[key])
+
+
+def _xfer_s(nbytes: Array, bw: Array) -> Array:
+    """``nbytes / bw`` seconds; 0 for no bytes, +inf for bytes over no bandwidth (never NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(nbytes > 0, nbytes / np.where(bw > 0, bw, 0.0), 0.0)
+
+
+def _lg(n: Array) -> Array:
+    """``ceil(log2 n)`` steps of a recursive-doubling/halving algorithm (0 for n <= 1)."""
+    return np.ceil(np.log2(np.maximum(n, 1.0)))
+
+
+def _pick(code: Array, options: dict[float, Callable[[], tuple[Array, Array]]]) -> tuple[Array, Array]:
+    """Select ``options[code]()`` per row. A scalar code evaluates one branch only (one system
+    per batch); an array code evaluates every branch and selects with ``np.where``."""
+    if np.ndim(code) == 0:
+        return options[float(code)]()
+    t_out: Array = 0.0
+    b_out: Array = 0.0
+    for c, fn in options.items():
+        t, b = fn()
+        t_out, b_out = np.where(code == c, t, t_out), np.where(code == c, b, b_out)
+    return t_out, b_out
+
+
+def _fastest(*variants: tuple[Array, Array]) -> tuple[Array, Array]:
+    """The (time, bytes) of the fastest variant per row (ties keep the earlier)."""
+    t, b = variants[0]
+    for t2, b2 in variants[1:]:
+        better = t2 < t
+        t, b = np.where(better, t2, t), np.where(better, b2, b)
+    return t, b
+
+
+# ---- flat collectives: (time_s, bytes sent per device) within one level ------------------
+
+def _ring_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    wire = 2.0 * (n - 1.0) / n * s
+    return 2.0 * (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+def _tree_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    wire = 2.0 * (n - 1.0) / n * s
+    return 2.0 * _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+def _direct_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    one_wire = (n - 1.0) * s
+    two_wire = 2.0 * (n - 1.0) / n * s
+    one = (ln.lat_s + _xfer_s(one_wire, ln.bw), one_wire)
+    two = (2.0 * ln.lat_s + _xfer_s(two_wire, ln.bw), two_wire)
+    return _fastest(one, two)
+
+
+def _ring_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    """Ring reduce-scatter or all-gather (the same cost)."""
+    wire = (n - 1.0) / n * s
+    return (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+def _tree_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    """Recursive halving (reduce-scatter) or doubling (all-gather)."""
+    wire = (n - 1.0) / n * s
+    return _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+def _direct_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    wire = (n - 1.0) / n * s
+    return ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+def _pairwise_a2a(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    """Pairwise exchange; on a ring topology the bisection-bound forwarding form."""
+    def switched() -> tuple[Array, Array]:
+        wire = (n - 1.0) / n * s
+        return (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+    def ring() -> tuple[Array, Array]:
+        wire = np.floor(n * n / 4.0) / n * s
+        return np.floor(n / 2.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+    return _pick(ln.topology, {SWITCH: switched, RING: ring, PCIE_HOST: switched, FULL_MESH: switched})
+
+
+def _bruck_a2a(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
+    wire = _lg(n) * s / 2.0
+    return _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
+
+
+_ALGOS: dict[str, tuple[Callable, Callable, Callable]] = {  # ring, tree, direct
+    "all_reduce": (_ring_ar, _tree_ar, _direct_ar),
+    "all_gather": (_ring_half, _tree_half, _direct_half),
+    "reduce_scatter": (_ring_half, _tree_half, _direct_half),
+    "all_to_all": (_pairwise_a2a, _bruck_a2a, _direct_half),
+}
+
+
+def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
+    """One collective ``kind`` of ``s`` bytes over ``n`` devices on one level ``ln``.
+
+    Returns ``(time_s, bytes sent per device)``; 0 for ``n <= 1``. Tree and direct
+    algorithms are not native on a ring topology and fall back to the ring algorithm.
+    """
+    ring_fn, tree_fn, direct_fn = _ALGOS[kind]
+    native = ln.topology != RING
+
+    def ring() -> tuple[Array, Array]:
+        return ring_fn(s, n, ln)
+
+    def other(fn: Callable) -> Callable[[], tuple[Array, Array]]:
+        def run() -> tuple[Array, Array]:
+            t, b = fn(s, n, ln)
+            if np.all(native):
+                return t, b
+            tr, br = ring_fn(s, n, ln)
+            return np.where(native, t, tr), np.where(native, b, br)
+        return run
+
+    def auto() -> tuple[Array, Array]:
+        return _fastest(ring(), other(tree_fn)(), other(direct_fn)())
+
+    t, b = _pick(algo, {ALGO_RING: ring, ALGO_TREE: other(tree_fn), ALGO_DIRECT: other(direct_fn),
+                        ALGO_AUTO: auto})
+    one = n <= 1.0
+    return np.where(one, 0.0, t), np.where(one, 0.0, b)
+
+
+# ---- levels of the interconnect ---------------------------------------------------------
+
+def intra_link(sys: dict, n_local: Array, n_sharing: Array | None = None) -> Link:
+    """The node's interconnect as seen by a group with ``n_local`` members in the node.
+
+    Full mesh: ``B (n_local - 1) / (g - 1)``; a shared fabric caps every device at
+    ``fabric_bw_bytes_per_s / n_sharing`` (``n_sharing`` devices communicating at once,
+    default ``n_local``).
+    """
+    topo = field(sys, "link_topology")
+    bw = field(sys, "link_bw_bytes_per_s")
+    g = field(sys, "n_devices_per_node")
+    mesh_frac = np.clip((n_local - 1.0) / np.maximum(g - 1.0, 1.0), 0.0, 1.0)
+    bw = np.where(topo == FULL_MESH, bw * mesh_frac, bw)
+    fabric = field(sys, "fabric_bw_bytes_per_s")
+    if np.any(fabric > 0):
+        share = np.maximum(n_local if n_sharing is None else n_sharing, 1.0)
+        bw = np.where(fabric > 0, np.minimum(bw, fabric / share), bw)
+    return Link(bw, field(sys, "link_latency_s"), topo)
+
+
+def inter_link(sys: dict) -> Link:
+    """The scale-out network: a non-blocking switch, one NIC's bandwidth per device."""
+    return Link(field(sys, "internode_bw_bytes_per_s"), field(sys, "internode_latency_s"), SWITCH)
+
+
+def _members_per_node(sys: dict, n: Array, n_per_node: Array | None) -> Array:
+    a = np.minimum(n, field(sys, "n_devices_per_node")) if n_per_node is None else np.minimum(n_per_node, n)
+    return np.maximum(a, 1.0)
+
+
+def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING,
+               n_per_node: Array | None = None, n_sharing: Array | None = None) -> Comm:
+    """Time and wire bytes of one collective, hierarchical when the group spans nodes.
+
+    ``kind``: one of :data:`COLLECTIVES`; ``nbytes``: buffer bytes per device (see the
+    module docstring); ``n``: group size; ``n_per_node``: members of the group in one node
+    (default ``min(n, n_devices_per_node)``; a strided group has fewer); ``algo``: an
+    ``ALGO_*`` code used at both levels. Adds ``collective_overhead_s`` once when ``n > 1``.
+    """
+    a = _members_per_node(sys, n, n_per_node)
+    nodes = np.ceil(n / a)
+    intra = intra_link(sys, a, n_sharing)
+    t_flat, b_flat = flat(kind, nbytes, n, intra, algo)
+    overhead = np.where(n > 1.0, field(sys, "collective_overhead_s"), 0.0)
+    if not np.any(nodes > 1.0):
+        return Comm(t_flat + overhead, b_flat, np.zeros_like(b_flat))
+    inter = inter_link(sys)
+    if kind == "all_to_all":
+        t_in, b_in = flat(kind, nbytes * a / n, a, intra, algo)
+        b_out = (n - a) / n * nbytes
+        t_out = (nodes - 1.0) * inter.lat_s + _xfer_s(b_out, inter.bw)
+    elif kind == "all_reduce":
+        t_rs, b_rs = flat("reduce_scatter", nbytes, a, intra, algo)
+        t_ar, b_out = flat("all_reduce", nbytes / a, nodes, inter, algo)
+        t_in, b_in = 2.0 * t_rs, 2.0 * b_rs
+        t_out = t_ar
+    else:  # all-gather / reduce-scatter: the intra and inter halves in sequence
+        t_in, b_in = flat(kind, nbytes, a, intra, algo)
+        t_out, b_out = flat(kind, nbytes / a, nodes, inter, algo)
+    hier = nodes > 1.0
+    return Comm(np.where(hier, t_in + t_out, t_flat) + overhead, np.where(hier, b_in, b_flat),
+                np.where(hier, b_out, 0.0))
+
+
+def all_reduce(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:
+    """All-reduce of ``nbytes`` per device over ``n`` devices (:func:`collective`)."""
+    return collective("all_reduce", nbytes, n, sys, algo, **kw)
+
+
+def all_gather(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:
+    """All-gather whose output is ``nbytes`` per device (input ``nbytes / n``)."""
+    return collective("all_gather", nbytes, n, sys, algo, **kw)
+
+
+def reduce_scatter(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:
+    """Reduce-scatter whose input is ``nbytes`` per device (output ``nbytes / n``)."""
+    return collective("reduce_scatter", nbytes, n, sys, algo, **kw)
+
+
+def all_to_all(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:
+    """All-to-all: each device sends ``nbytes / n`` to every device (itself included)."""
+    return collective("all_to_all", nbytes, n, sys, algo, **kw)
+
+
+def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Comm:
+    """One send of ``nbytes`` to one peer: ``alpha + S/B`` on the node's link or the network.
+
+    On a full mesh the pair owns one link (``B / (g - 1)``); no collective overhead.
+    """
+    intra = intra_link(sys, 2.0)
+    t_in = intra.lat_s + _xfer_s(nbytes, intra.bw)
+    inter = inter_link(sys)
+    t_out = inter.lat_s + _xfer_s(nbytes, inter.bw)
+    zero = np.zeros_like(np.asarray(nbytes, dtype=float))
+    return Comm(np.where(across_nodes, t_out, t_in), np.where(across_nodes, zero, nbytes),
+                np.where(across_nodes, nbytes, zero))
+
+
+def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
+    """Link energy of bytes sent on the node's links and on the network, joules."""
+    return (intra_bytes * field(sys, "link_energy_pj_per_bit")
+            + inter_bytes * field(sys, "internode_energy_pj_per_bit")) * (BITS_PER_BYTE * PJ)

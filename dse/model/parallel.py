@@ -1,0 +1,286 @@
+"""Parallel mapping: tensor, pipeline, expert and data parallelism over several devices.
+
+Pure numpy over dicts of arrays. ``m``: model-card fields, ``k``: knobs, ``sys``: system
+fields (:data:`dse.model.collectives.SYSTEM_FIELD_DEFAULTS`). Knobs read here:
+
+=====================  ====================================================================
+``tp``                 tensor-parallel degree (Megatron-LM: Shoeybi et al., arXiv 1909.08053)
+``pp``                 pipeline stages (layers split in contiguous blocks)
+``ep``                 expert-parallel groups (below)
+``dp``                 independent replicas (no communication in inference)
+``micro_batches``      micro-batches the batch is split into for the pipeline
+``comm_overlap_frac``  share of the shorter of (compute, communication) hidden under the other
+``collective_algo``    :data:`dse.model.collectives.ALGO_CODES` (ring by default, as NCCL)
+=====================  ====================================================================
+
+**Devices.** ``n_devices = tp * pp * ep * dp``. One model replica is ``tp * pp * ep``
+devices; ``batch`` is the replica's batch, so system throughput is ``dp`` replicas' worth.
+Placement: tp innermost (contiguous), then ep, then pp, then dp.
+
+**How ep combines with tp.** A pipeline stage has ``tp * ep`` devices: ``ep`` groups of
+``tp``. Attention and every dense operator are tensor-parallel within a group and
+data-parallel across the ``ep`` groups (each group serves ``batch / ep`` sequences). The
+MoE FFN is expert-parallel across groups (a device stores ``ceil(E / ep)`` experts; with
+``ep > E`` an expert is replicated and its tokens split) and each expert is
+tensor-parallel over the group's ``tp`` devices (Megatron-Core "expert tensor parallel" =
+tp; DeepSeek-V3-style attention DP + MoE EP). Tokens are dispatched to their experts'
+groups and combined back by two all-to-alls per MoE layer of ``tokens * top_k * d_model``
+activations (each device sends its ``1/tp`` share). For a dense model (E = 1) ``ep`` is
+plain data parallelism inside the replica and sends nothing.
+
+**Tensor parallelism** (Megatron): Q heads split ``ceil(n_heads / tp)`` per device, KV
+heads ``ceil(n_kv_heads / tp)`` (when ``n_kv_heads < tp`` each device keeps one KV head,
+replicated ``tp / n_kv_heads`` times), FFN columns/rows and the vocabulary split by tp.
+Per layer two all-reduces of ``tokens * d_model * a_bytes`` (after the attention output
+projection and after the FFN), one for the vocabulary-parallel embedding and one
+all-gather of the logits per pass.
+
+**Pipeline** (GPipe, Huang et al. 2019; the bubble of Narayanan et al., SC'21): stages of
+``ceil(n_layers / pp)`` layers; the last stage also runs the LM head and is the
+bottleneck. Between stages a point-to-point send of the micro-batch's activations,
+``tokens * d_model * a_bytes / tp`` per device (Megatron's scatter/gather optimisation).
+With stage time ``t`` per micro-batch, head time ``h``, ``m`` micro-batches, ``p`` stages
+and the boundary sends on the path ``P`` (slowest one ``q``):
+
+* prefill: ``p t - (p-1) h + P + (m-1) max(t, q)``; bubble ``(p-1)/(m+p-1)`` when P = 0;
+* decode step of the whole batch: ``max(p t - (p-1) h + P, m t)``: a token crosses every
+  stage in turn (latency = sum of stages), and micro-batches in flight keep the stages
+  busy, so throughput rises with ``m`` where the stage time shrinks with the micro-batch.
+
+Applied to phase totals (decode summed over steps), the max picks one regime for the
+whole phase; exact unless the decode crosses between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model import collectives as coll
+from dse.model.workload import Array, Op, layer_params
+
+PARALLEL_KNOB_DEFAULTS: dict[str, float] = {
+    "tp": 1.0,
+    "pp": 1.0,
+    "ep": 1.0,
+    "dp": 1.0,
+    "micro_batches": 1.0,
+    "comm_overlap_frac": 0.0,
+    "collective_algo": coll.ALGO_RING,
+}
+_SHARDING_KNOBS: tuple[str, ...] = ("tp", "pp", "ep", "micro_batches")
+
+
+def knob(k: dict, name: str) -> Array:
+    """``k[name]`` or its default from :data:`PARALLEL_KNOB_DEFAULTS`."""
+    return k.get(name, PARALLEL_KNOB_DEFAULTS[name])
+
+
+def is_single_device(k: dict) -> bool:
+    """True when no design of the batch shards anything (tp = pp = ep = micro_batches = 1)."""
+    return all(np.all(knob(k, name) == 1.0) for name in _SHARDING_KNOBS)
+
+
+def n_devices(k: dict) -> Array:
+    """Devices in the system: ``tp * pp * ep * dp``."""
+    return knob(k, "tp") * knob(k, "pp") * knob(k, "ep") * knob(k, "dp")
+
+
+def shard_dims(m: dict, k: dict) -> dict[str, Array]:
+    """Per-device sizes on the bottleneck (last) stage for one micro-batch.
+
+    ``heads``/``kv_heads``: ceil(heads / tp); ``layers``: ceil(n_layers / pp);
+    ``experts``: ceil(E / ep) stored; ``token_frac``: the device's share of the replica's
+    tokens in dense operators, ``1 / (ep * micro_batches)``; ``expert_token_frac``: its
+    share of the routed expert work, ``experts / max(ep, E) / micro_batches``.
+    """
+    tp, ep, mb = knob(k, "tp"), knob(k, "ep"), knob(k, "micro_batches")
+    experts = np.ceil(m["n_experts"] / ep)
+    return {
+        "heads": np.ceil(m["n_heads"] / tp),
+        "kv_heads": np.ceil(m["n_kv_heads"] / tp),
+        "layers": np.ceil(m["n_layers"] / knob(k, "pp")),
+        "experts": experts,
+        "token_frac": 1.0 / (ep * mb),
+        "expert_token_frac": experts / np.maximum(ep, m["n_experts"]) / mb,
+    }
+
+
+def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
+    """Per-operator factors from the replica's operator to one device's (last stage, one
+    micro-batch): ``flop`` (flop0, flop1), ``store`` (the non-activation part of bytes0:
+    weights, or the KV written by attention), ``kv`` (bytes1, the KV read by decode
+    attention), ``act`` (activation bytes) and ``kernels``. All exactly 1 on one device.
+    """
+    s = shard_dims(m, k)
+    tp = knob(k, "tp")
+    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    hs, kvs, tok = s["heads"], s["kv_heads"], s["token_frac"]
+    lf = s["layers"] / m["n_layers"]
+    qkv = (hs + 2.0 * kvs) / (h + 2.0 * kv)
+    head_frac, kv_frac = hs / h, kvs / kv
+    ffn_width = (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
+    etok = s["expert_token_frac"]
+    v = m["vocab_size"]
+    return {
+        "qkv": {"flop": lf * qkv * tok, "store": lf * qkv, "kv": lf * qkv * tok,
+                "act": lf * ((d + (hs + 2.0 * kvs) * hd) / (d + (h + 2.0 * kv) * hd)) * tok, "kernels": lf},
+        "o": {"flop": lf * head_frac * tok, "store": lf * head_frac, "kv": lf * head_frac * tok,
+              "act": lf * ((hs * hd + 2.0 * d) / (h * hd + 2.0 * d)) * tok, "kernels": lf},
+        "attn": {"flop": lf * head_frac * tok, "store": lf * kv_frac * tok, "kv": lf * kv_frac * tok,
+                 "act": lf * ((2.0 * hs + 2.0 * kvs) / (2.0 * h + 2.0 * kv)) * tok, "kernels": lf},
+        "ffn": {"flop": lf * etok / tp, "store": lf * (s["experts"] / m["n_experts"]) / tp,
+                "kv": lf * etok / tp,
+                "act": lf * ((2.0 * d * tok + ffn_width * etok / tp) / (2.0 * d + ffn_width)), "kernels": lf},
+        "lm_head": {"flop": tok / tp, "store": 1.0 / tp, "kv": tok / tp,
+                    "act": ((d + v / tp) / (d + v)) * tok, "kernels": 1.0},
+        "draft": {"flop": tok / tp, "store": 1.0 / tp, "kv": tok / tp, "act": tok / tp, "kernels": 1.0},
+    }
+
+
+def shard_op(op: Op, f: dict[str, Array]) -> Op:
+    """One replica operator scaled to one device by the factors ``f`` of :func:`shard_factors`.
+
+    ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors
+    return the operands bit for bit.
+    """
+    return Op(
+        flop0=op.flop0 * f["flop"],
+        flop1=None if op.flop1 is None else op.flop1 * f["flop"],
+        bytes0=op.bytes0 * f["store"] + op.act_bytes * (f["act"] - f["store"]),
+        bytes1=None if op.bytes1 is None else op.bytes1 * f["kv"],
+        act_bytes=op.act_bytes * f["act"],
+        kernels=op.kernels * f["kernels"],
+    )
+
+
+def shard_ops(ops: dict[str, Op], m: dict, k: dict) -> dict[str, Op]:
+    """The operators of one replica pass (:func:`dse.model.workload.phase_ops`, ``draft_op``)
+    as run by the bottleneck device: last pipeline stage, one micro-batch, its tp/ep share.
+
+    Returns ``ops`` itself (same objects) when nothing is sharded.
+    """
+    if is_single_device(k):
+        return dict(ops)
+    factors = shard_factors(m, k)
+    return {name: shard_op(op, factors[name]) for name, op in ops.items()}
+
+
+def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
+    """Footprint of the busiest device, bytes: its stage's weights (tp/ep shares; the first
+    and last stage each hold one vocabulary matrix when pp > 1) + its KV cache (layers / pp,
+    KV heads / tp, sequences / ep) + peak prefill activations of a micro-batch + logits.
+    Equals :func:`dse.model.workload.memory_bytes` on one device, bit for bit.
+    """
+    s = shard_dims(m, k)
+    tp, ep, pp = knob(k, "tp"), knob(k, "ep"), knob(k, "pp")
+    p = layer_params(m)
+    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    qkv = p["qkv"] * ((s["heads"] + 2.0 * s["kv_heads"]) / (h + 2.0 * kv))
+    o = p["o"] * (s["heads"] / h)
+    experts = (p["ffn_expert"] * m["n_experts"]) * ((s["experts"] / m["n_experts"]) / tp)
+    per_layer = qkv + o + experts + p["router"]
+    embed = m["vocab_size"] * m["d_model"] / tp
+    params = s["layers"] * per_layer + embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"])
+    weights = params * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
+    ctx = k["in_len"] + k["out_len"]
+    seqs = k["batch"] / ep
+    kv_cache = 2.0 * s["layers"] * s["kv_heads"] * hd * seqs * ctx * (k["kv_bits"] / 8.0)
+    widest = np.maximum((s["heads"] + 2.0 * s["kv_heads"]) * hd,
+                        (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"] / tp)
+    acts = (seqs / knob(k, "micro_batches")) * k["in_len"] * (d + widest) * (k["a_bits"] / 8.0)
+    logits = seqs * (m["vocab_size"] / tp) * 4.0
+    return weights + kv_cache + acts + logits
+
+
+def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
+    """Communication of one pass (prefill, or one decode step) of the replica's batch.
+
+    ``tokens``: the replica's tokens in the pass (``batch * in_len``, or ``batch * queries``
+    per decode step); ``head_tokens``: tokens entering the LM head (``batch`` in prefill).
+    Returns, for the bottleneck stage and one micro-batch: ``tp_s`` (the tp collectives),
+    ``ep_s`` (the MoE all-to-alls), ``comm_s`` (their sum, to overlap with the stage's
+    compute), ``p2p_s`` (the slowest stage-to-stage send) and ``p2p_path_s`` (all pp - 1
+    sends a micro-batch makes); and for the whole system and all micro-batches of the
+    pass: ``intra_bytes``, ``inter_bytes`` (sent on node links / the network) and
+    ``energy_j`` (link energy).
+    """
+    tp, pp, ep, mb = knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches")
+    algo = knob(k, "collective_algo")
+    s = shard_dims(m, k)
+    a_bytes = k["a_bits"] / 8.0
+    d = m["d_model"]
+    per_node = coll.field(sys, "n_devices_per_node")
+    devices = n_devices(k)
+    sharing = np.minimum(devices, per_node)
+    tok, head = tokens * s["token_frac"], head_tokens * s["token_frac"]
+
+    ar = coll.all_reduce(tok * d * a_bytes, tp, sys, algo, n_sharing=sharing)
+    gather = coll.all_gather(head * m["vocab_size"] * a_bytes, tp, sys, algo, n_sharing=sharing)
+    n_ar = 2.0 * s["layers"] + np.where(pp > 1.0, 0.0, 1.0)  # + the embedding's on the first stage
+    tp_s = n_ar * ar.time_s + gather.time_s
+
+    moe = m["n_experts"] > 1.0
+    ep_members = np.where(moe, ep, 1.0)
+    ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
+    a2a = coll.all_to_all(tok * m["n_experts_active"] * d * a_bytes / tp, ep_members, sys, algo,
+                          n_per_node=ep_per_node, n_sharing=sharing)
+    n_a2a = 2.0 * s["layers"]
+    ep_s = n_a2a * a2a.time_s
+
+    p2p_bytes = tok * d * a_bytes / tp
+    stage_devices = tp * ep
+    n_cross = np.minimum(pp - 1.0, np.floor((pp - 1.0) * stage_devices / per_node))
+    near = coll.point_to_point(p2p_bytes, sys, False)
+    far = coll.point_to_point(p2p_bytes, sys, True)
+    p2p_path_s = n_cross * far.time_s + (pp - 1.0 - n_cross) * near.time_s
+    p2p_s = np.where(n_cross > 0.0, far.time_s, np.where(pp > 1.0, near.time_s, 0.0))
+
+    # system totals over all micro-batches: every device of a stage runs the stage's
+    # collectives (bottleneck stage's counts, an upper bound for pp > 1); pp - 1 sends per
+    # micro-batch from each of the tp * ep devices of a stage, per replica
+    replicas_mb = knob(k, "dp") * mb
+    per_dev_intra = n_ar * ar.intra_bytes + gather.intra_bytes + n_a2a * a2a.intra_bytes
+    per_dev_inter = n_ar * ar.inter_bytes + gather.inter_bytes + n_a2a * a2a.inter_bytes
+    sends = replicas_mb * stage_devices * p2p_bytes
+    intra = devices * mb * per_dev_intra + sends * (pp - 1.0 - n_cross)
+    inter = devices * mb * per_dev_inter + sends * n_cross
+    return {
+        "tp_s": tp_s, "ep_s": ep_s, "comm_s": tp_s + ep_s, "p2p_s": p2p_s, "p2p_path_s": p2p_path_s,
+        "intra_bytes": intra, "inter_bytes": inter, "energy_j": coll.wire_energy_j(intra, inter, sys),
+    }
+
+
+def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
+    """``compute + comm - overlap_frac * min(compute, comm)``: 0 serialises, 1 hides the
+    shorter entirely (never below ``max(compute, comm)``)."""
+    return compute_s + comm_s - overlap_frac * np.minimum(compute_s, comm_s)
+
+
+def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, pp: Array, mb: Array,
+               prefill: bool) -> Array:
+    """Time of a pass of the whole batch through ``pp`` stages in ``mb`` micro-batches.
+
+    ``stage_s``: bottleneck (last) stage time per micro-batch, communication included;
+    ``head_s``: the part of it that only the last stage has (LM head); ``p2p_s``,
+    ``p2p_path_s``: see :func:`stage_comm`. Formulas in the module docstring; with
+    ``pp = mb = 1`` the result is ``stage_s`` itself.
+    """
+    path = pp * stage_s - (pp - 1.0) * head_s + p2p_path_s
+    if prefill:
+        return path + (mb - 1.0) * np.maximum(stage_s, p2p_s)
+    return np.maximum(path, mb * stage_s)
+
+
+def phase_time_s(compute_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
+                 steps: Array = 1.0) -> Array:
+    """Phase time of the replica: overlap the stage's compute with its collectives, then
+    run the pipeline.
+
+    ``compute_s``, ``head_s``: the bottleneck device's operator time (from :func:`shard_ops`'
+    operators) and its LM-head part, per micro-batch, summed over the ``steps`` decode steps
+    (1 for prefill); ``comm``: :func:`stage_comm` of one pass (per step), multiplied by
+    ``steps`` here. Returns ``compute_s`` exactly when nothing is parallel.
+    """
+    pp, mb = knob(k, "pp"), knob(k, "micro_batches")
+    stage = overlap_s(compute_s, steps * comm["comm_s"], knob(k, "comm_overlap_frac"))
+    return pipeline_s(stage, head_s, steps * comm["p2p_s"], steps * comm["p2p_path_s"], pp, mb, prefill)
