@@ -209,9 +209,31 @@ def _names(values: Any, given: str | ModelCard | Platform | None, what: str) -> 
     if isinstance(values, pd.Categorical):
         cats = [str(c) for c in values.categories]
         return cats, values.codes.astype(np.int64), values
+    codes, names = factorize_names(np.asarray(values))
+    return names, codes, pd.Categorical.from_codes(codes, names)
+
+
+def factorize_names(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(int64 codes, distinct names in first-seen order) of a 1-D array of names.
+
+    A fixed-width unicode array is hashed column by column over its code points (no
+    Python string per row), factorized on the hashes and verified against the names;
+    anything else (or a hash collision) goes through :func:`pandas.factorize`.
+    """
+    if values.dtype.kind == "U" and values.ndim == 1 and values.size:
+        points = values.view(np.uint32).reshape(values.size, -1)
+        h = np.zeros(values.size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(points.shape[1]):
+                h = h * np.uint64(1_000_003) + points[:, j]
+        codes, hashes = pd.factorize(h)
+        first = np.empty(len(hashes), dtype=np.int64)
+        first[codes[::-1]] = np.arange(values.size - 1, -1, -1)  # repeated indices: the last write (first row) wins
+        names = values[first]
+        if np.array_equal(names[codes], values):
+            return codes.astype(np.int64), [str(x) for x in names]
     codes, uniques = pd.factorize(np.asarray(values, dtype=object).astype(str))
-    names = list(uniques)
-    return names, codes.astype(np.int64), pd.Categorical.from_codes(codes, names)
+    return codes.astype(np.int64), [str(x) for x in uniques]
 
 
 def evaluate(designs: pd.DataFrame | Columns | None = None, *, model: str | ModelCard | None = None,
@@ -260,6 +282,14 @@ def evaluate(designs: pd.DataFrame | Columns | None = None, *, model: str | Mode
         out[name] = np.full(n, value, dtype=object if isinstance(value, str) else None) if np.ndim(value) == 0 \
             else value
     out.update(metrics)
-    index = designs.index if isinstance(designs, pd.DataFrame) and len(designs) == n else None
-    return pd.DataFrame(out, index=index, copy=False)
+    index = designs.index if isinstance(designs, pd.DataFrame) and len(designs) == n else pd.RangeIndex(n)
+    return _frame(out, index)
+
+
+def _frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
+    """A DataFrame of ``columns``; all-float columns become one block without per-column work."""
+    if all(isinstance(v, np.ndarray) and v.dtype == np.float64 for v in columns.values()):
+        block = np.vstack(list(columns.values())).T  # (n, c) view of a (c, n) block: no second copy
+        return pd.DataFrame(block, columns=pd.Index(list(columns)), index=index, copy=False)
+    return pd.DataFrame(columns, index=index, copy=False)
 

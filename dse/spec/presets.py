@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent
 
 
+@cache
 def data_dir(kind: str) -> Path:
     """Folder of built-in data for ``kind`` in ('models', 'platforms', 'spaces', 'studies', 'validation').
 
