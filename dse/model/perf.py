@@ -9,9 +9,12 @@ SI units. Time of one operator (DESIGN.md section 4)::
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 
-from dse.model.workload import Array
+from dse.model.workload import Array, Op
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
 # next wider native one (emulation never gets free speed).
@@ -109,3 +112,54 @@ def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
     """
     per_headroom_w = 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
     return np.maximum(time_s, dynamic_j * per_headroom_w)
+
+
+def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],
+            s_per_byte: Array, c_sum: Array) -> dict[str, Array]:
+    """Time (s, with launch overhead), FLOPs and bytes of one operator.
+
+    Operators that do not depend on the context are costed per step (``per_step``
+    True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
+    summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
+    memory bandwidth, ``rate`` ``(achievable seconds per FLOP, native bits)``; both are
+    kept (``s_per_flop``, ``native``) for the energy and the breakdown. ``c_sum`` is the
+    sum of the step indices ``lo..hi`` (used only by context-dependent operators).
+    """
+    s_per_flop, native = rate
+    launch_s = op.kernels * hw["kernel_overhead_s"]
+    if op.flop1 is None:  # no context dependence: every step costs the same
+        step_s = roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
+        cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
+    else:
+        cost = {"time_s": sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
+                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
+                + steps * launch_s,
+                "flop": sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
+                "bytes": sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
+    cost.update(s_per_flop=s_per_flop, native=native, steps=steps, launch_s=launch_s)
+    return cost
+
+
+def op_totals(cost: dict[str, Array]) -> dict[str, Array]:
+    """The cost with ``time_s``, ``flop`` and ``bytes`` as totals over the phase."""
+    if not cost["per_step"]:
+        return cost
+    steps = cost["steps"]
+    return {**cost, "per_step": False, **{key: steps * cost[key] for key in ("time_s", "flop", "bytes")}}
+
+
+def phase_sum(costs: list[dict[str, Array]], key: str) -> Array:
+    """Sum of ``key`` over operators: per-step ones summed first, then times their steps once."""
+    per_step = [c[key] for c in costs if c["per_step"]]
+    totals = [c[key] for c in costs if not c["per_step"]]
+    out = functools.reduce(operator.add, totals) if totals else 0.0
+    if per_step:
+        steps = costs[0]["steps"]
+        part = functools.reduce(operator.add, per_step)
+        out = out + (part if isinstance(steps, float) and steps == 1.0 else steps * part)
+    return out
+
+
+def phase_time_s(costs: dict[str, dict[str, Array]]) -> Array:
+    """Time of a phase before the power cap, seconds."""
+    return phase_sum(list(costs.values()), "time_s")

@@ -6,127 +6,10 @@ mutated). Scalars broadcast, so a batch of one platform passes its fields as flo
 
 from __future__ import annotations
 
-import functools
-import operator
-
 import numpy as np
 
-from dse.model import perf, power
+from dse.model import perf, pim, power
 from dse.model.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
-
-
-def _pim_possible(hw: dict, k: dict) -> bool:
-    """False when no design of the batch can map work to PIM (lets the hot path skip it)."""
-    return bool(np.any(_has_pim(hw)) and np.any(k["pim_offload"] > 0))
-
-
-def _has_pim(hw: dict) -> Array:
-    """PIM units exist where they have both compute and in-memory bandwidth."""
-    return (hw["pim_peak_flop_per_s"] > 0) & (hw["pim_bw_bytes_per_s"] > 0)
-
-
-def _op_cost(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, steps: Array,
-             rate: tuple[Array, Array], s_per_byte: Array, pim: bool) -> dict[str, Array]:
-    """Time (s, with launch overhead), FLOPs and bytes of one operator.
-
-    Operators that do not depend on the context are costed per step (``per_step``
-    True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
-    summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
-    memory bandwidth, ``rate`` ``(achievable seconds per FLOP, native bits)``; both are
-    kept (``s_per_flop``, ``native``) for the energy and the breakdown. Where PIM is
-    possible the result holds phase totals with ``energy_j`` and ``on_pim``.
-    """
-    s_per_flop, native = rate
-    launch_s = op.kernels * hw["kernel_overhead_s"]
-    c_sum = steps * (lo + hi) * 0.5 if (op.flop1 is not None or pim) else 0.0  # sum of j = lo..hi
-    if op.flop1 is None:  # no context dependence: every step costs the same
-        step_s = perf.roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
-        cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
-    else:
-        cost = {"time_s": perf.sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
-                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
-                + steps * launch_s,
-                "flop": perf.sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
-                "bytes": perf.sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
-    cost.update(s_per_flop=s_per_flop, native=native, steps=steps)
-    if pim:
-        cost = _with_pim(hw, k, name, op, lo, hi, c_sum, op_totals(cost), launch_s)
-    return cost
-
-
-def op_totals(cost: dict[str, Array]) -> dict[str, Array]:
-    """The cost with ``time_s``, ``flop`` and ``bytes`` as totals over the phase."""
-    if not cost["per_step"]:
-        return cost
-    steps = cost["steps"]
-    return {**cost, "per_step": False, **{key: steps * cost[key] for key in ("time_s", "flop", "bytes")}}
-
-
-def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
-    """Dynamic energy of one operator over its phase (host compute and memory, or PIM), joules."""
-    if "energy_j" in cost:
-        return cost["energy_j"]
-    total = op_totals(cost)
-    return power.host_dynamic_j(hw, total["flop"], total["bytes"], total["native"])
-
-
-def _phase_sum(costs: list[dict[str, Array]], key: str) -> Array:
-    """Sum of ``key`` over operators: per-step ones summed first, then times their steps once."""
-    per_step = [c[key] for c in costs if c["per_step"]]
-    totals = [c[key] for c in costs if not c["per_step"]]
-    out = functools.reduce(operator.add, totals) if totals else 0.0
-    if per_step:
-        steps = costs[0]["steps"]
-        part = functools.reduce(operator.add, per_step)
-        out = out + (part if isinstance(steps, float) and steps == 1.0 else steps * part)
-    return out
-
-
-def phase_time_s(costs: dict[str, dict[str, Array]]) -> Array:
-    """Time of a phase before the power cap, seconds."""
-    return _phase_sum(list(costs.values()), "time_s")
-
-
-def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
-    """Dynamic energy of a phase; host operators that share a precision are priced together."""
-    if any("energy_j" in c for c in costs.values()):
-        return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
-    groups: dict[int, list[dict[str, Array]]] = {}
-    for c in costs.values():
-        groups.setdefault(id(c["native"]), []).append(c)
-    return functools.reduce(operator.add, (
-        power.host_dynamic_j(hw, _phase_sum(g, "flop"), _phase_sum(g, "bytes"), g[0]["native"])
-        for g in groups.values()))
-
-
-def _with_pim(hw: dict, k: dict, name: str, op: Op, lo: Array, hi: Array, c_sum: Array,
-              host: dict[str, Array], launch_s: Array) -> dict[str, Array]:
-    """Replace the host cost by the PIM cost where the decode operator is mapped to PIM.
-
-    PIM units read weights/KV in-bank (``pim_bw_bytes_per_s``) and compute at 16-bit
-    (``pim_peak_flop_per_s``); activations cross the host link each step.
-    """
-    level = 1.0 if name == "attn" else 2.0
-    on_pim = (k["pim_offload"] >= level) & _has_pim(hw)
-    pim_flop_per_s = np.where(on_pim, hw["pim_peak_flop_per_s"], 1.0)
-    pim_bytes_per_s = np.where(on_pim, hw["pim_bw_bytes_per_s"], 1.0)
-    link_ok = on_pim & (hw["host_link_bw_bytes_per_s"] > 0)
-    link_s = np.where(link_ok, op.act_bytes / np.where(link_ok, hw["host_link_bw_bytes_per_s"], 1.0), 0.0)
-    flop1 = 0.0 if op.flop1 is None else op.flop1
-    bytes1 = 0.0 if op.bytes1 is None else op.bytes1
-    inbank0 = op.bytes0 - op.act_bytes
-    steps = host["steps"]
-    pim_s = perf.sum_max_linear(op.flop0 / pim_flop_per_s, flop1 / pim_flop_per_s,
-                                inbank0 / pim_bytes_per_s, bytes1 / pim_bytes_per_s, lo, hi, steps, c_sum)
-    pim_s = pim_s + steps * link_s
-    inbank = host["bytes"] - steps * op.act_bytes
-    pim_j = power.pim_dynamic_j(hw, host["flop"], inbank, steps * op.act_bytes)
-    return {
-        **host,
-        "time_s": np.where(on_pim, pim_s + steps * launch_s, host["time_s"]),
-        "energy_j": np.where(on_pim, pim_j, op_energy_j(hw, host)),
-        "on_pim": on_pim,
-    }
 
 
 def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
@@ -152,15 +35,18 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
-    pim = _pim_possible(hw, k)
+    on_pim = pim.pim_possible(hw, k)
     bw = perf.mem_s_per_byte(hw)
+    c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
-    def rate(name: str) -> tuple[Array, Array]:
-        return attn_rate if name == "attn" else lin_rate
+    def decode_cost(name: str, op: Op) -> dict[str, Array]:
+        cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if name == "attn" else lin_rate, bw, c_sum)
+        return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost)) if on_pim else cost
 
     return {
-        "prefill": {n: _op_cost(hw, k, n, op, 0.0, 0.0, 1.0, rate(n), bw, False) for n, op in pre_ops.items()},
-        "decode": {n: _op_cost(hw, k, n, op, 1.0, steps, steps, rate(n), bw, pim) for n, op in dec_ops.items()},
+        "prefill": {n: perf.op_cost(hw, op, 0.0, 0.0, 1.0, attn_rate if n == "attn" else lin_rate, bw, 0.0)
+                    for n, op in pre_ops.items()},
+        "decode": {n: decode_cost(n, op) for n, op in dec_ops.items()},
     }
 
 
@@ -182,8 +68,8 @@ def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     for phase, ops in costs.items():
-        raw_s = phase_time_s(ops)
-        dyn_j = phase_dynamic_j(hw, ops)
+        raw_s = perf.phase_time_s(ops)
+        dyn_j = power.phase_dynamic_j(hw, ops)
         times[phase] = perf.power_capped_s(raw_s, dyn_j, hw)
         energies[phase] = dyn_j + hw["static_power_w"] * times[phase]
     b, n_out = k["batch"], k["out_len"]

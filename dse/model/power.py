@@ -8,6 +8,10 @@ written then read), PIM in-bank access, host <-> PIM link.
 
 from __future__ import annotations
 
+import functools
+import operator
+
+from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import Array
 from dse.spec.units import BITS_PER_BYTE, PJ
 
@@ -35,3 +39,23 @@ def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array)
     return (flop * hw["pim_energy_pj_per_flop"]
             + inbank_bytes * BITS_PER_BYTE * hw["pim_energy_pj_per_bit"]
             + link_bytes * BITS_PER_BYTE * hw["host_link_energy_pj_per_bit"]) * PJ
+
+
+def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
+    """Dynamic energy of one operator over its phase (host compute and memory, or PIM), joules."""
+    if "energy_j" in cost:
+        return cost["energy_j"]
+    total = op_totals(cost)
+    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"])
+
+
+def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
+    """Dynamic energy of a phase; host operators that share a precision are priced together."""
+    if any("energy_j" in c for c in costs.values()):
+        return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
+    groups: dict[int, list[dict[str, Array]]] = {}
+    for c in costs.values():
+        groups.setdefault(id(c["native"]), []).append(c)
+    return functools.reduce(operator.add, (
+        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"])
+        for g in groups.values()))
