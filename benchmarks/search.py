@@ -22,7 +22,7 @@ sweep always apply it). Steps:
    single near-front design already scores high; ``--ref nadir`` (the worst value of each
    objective over the exact front, 0.99 x) measures only how well the front itself is
    covered and is far stricter. The "strict" table below always uses it.
-3. For every sampler and seed, one study through ``dse.search.run.run_study`` (default storage:
+3. For every sampler and seed, one study through ``dse.search.loop.run_study`` (default storage:
    in-memory sampling checkpointed to a journal file in a temporary output folder) at the
    largest budget; ``trials.parquet`` is read back and the hypervolume of the feasible trials
    is computed at every prefix of trial numbers. A prefix is exactly what a study with that
@@ -141,8 +141,8 @@ def hv_curve(values: np.ndarray, feasible: np.ndarray, refs: list[np.ndarray]) -
 
 
 def run_one(job: tuple) -> dict:
-    """Run one study through dse.search.run.run_study and return its HV curves."""
-    from dse.search.run import run_study
+    """Run one study through dse.search.loop.run_study and return its HV curves."""
+    from dse.search import run_study
 
     label, sampler, options, n_trials, batch_size, seed, refs = job
     try:

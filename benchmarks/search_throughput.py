@@ -1,4 +1,4 @@
-"""Search throughput: trials/s end to end through ``dse.search.run.run_study``, per sampler and storage.
+"""Search throughput: trials/s end to end through ``dse.search.loop.run_study``, per sampler and storage.
 
     python benchmarks/search_throughput.py                     # the grid below + the headline
     python benchmarks/search_throughput.py --trials 5000 --sqlite-trials 1000 --tpe-trials 2000
@@ -73,7 +73,7 @@ def storage_url(kind: str, folder: Path) -> str | None:
 
 def time_cell(sampler: str, storage: str, batch_size: int, n_trials: int) -> tuple[float, int]:
     from dse.loading import load_study
-    from dse.search.run import run_study
+    from dse.search import run_study
 
     with tempfile.TemporaryDirectory(prefix="dse-tp-") as tmp:
         folder = Path(tmp)
@@ -87,7 +87,7 @@ def time_cell(sampler: str, storage: str, batch_size: int, n_trials: int) -> tup
 def time_rerun(n_trials: int) -> tuple[float, float]:
     """(first run s, re-run s) of a default-storage NSGA-II study; the re-run adds no trial."""
     from dse.loading import load_study
-    from dse.search.run import run_study
+    from dse.search import run_study
 
     with tempfile.TemporaryDirectory(prefix="dse-tp-") as tmp:
         raw = spec("nsga2", n_trials, 100)

@@ -27,8 +27,8 @@ from dse.spec.metrics import METRICS
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 
 if TYPE_CHECKING:
-    from dse.search.run import RunResult
     from dse.spec.study import Study
+    from dse.sweep.study import RunResult
     from dse.validation.calibration import CalibrationResult
 
 __all__ = ["METRICS", "DseError", "Evaluator", "ModelCard", "Platform", "SpecError", "calibrate", "evaluate",
@@ -44,8 +44,8 @@ def load_study(source: str | Path | dict, *, output: str | Path | None = None, s
 
 
 def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] | None = None) -> RunResult:
-    """Run or resume a study to its budget and write its result files (:func:`dse.search.run.run_study`)."""
-    from dse.search.run import run_study as _run_study
+    """Run or resume a study to its budget and write its result files (:func:`dse.search.loop.run_study`)."""
+    from dse.search import run_study as _run_study
 
     return _run_study(study, progress=progress, stop=stop)
 

@@ -141,7 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from dse.loading import load_study
-    from dse.search.run import run_study, run_workers
+    from dse.search import run_study, run_workers
 
     study = load_study(args.study, output=args.output, storage=args.storage)
     if args.n_trials is not None:

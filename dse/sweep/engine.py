@@ -5,8 +5,8 @@ Designs are numbered ``0 .. space.size - 1``; chunk ``c`` holds indices
 returns only their feasible non-dominated rows and their share of the plot sample; the
 parent folds these in as they arrive, so memory stays bounded by the front, the sample
 and the tasks in flight, whatever the size of the space. Shard ``(i, n)`` takes chunks
-``i, i + n, ...``; :func:`merge_fronts` and :func:`merge_samples` combine shard outputs
-into exactly what one run gives.
+``i, i + n, ...``; :func:`merge_fronts` combines shard fronts into exactly the front one
+run gives.
 """
 
 from __future__ import annotations
@@ -143,15 +143,6 @@ def merge_fronts(fronts: Sequence[pd.DataFrame], objectives: Sequence[tuple[str,
         raise SpecError("", "objectives", f"not a front column{did_you_mean(missing[0], union.columns)}", missing[0])
     keep = pareto_mask(union[names].to_numpy(dtype=np.float64), [bool(m) for _, m in objectives])
     return _sorted(union[keep])
-
-
-def merge_samples(samples: Sequence[pd.DataFrame], sample_size: int = 10_000) -> pd.DataFrame:
-    """Sample of the union of shard samples (``SweepResult.sample`` tables), as one run gives."""
-    if not samples:
-        raise SpecError("", "samples", "at least one sample table is required", samples)
-    union = pd.concat(list(samples), ignore_index=True).drop_duplicates(INDEX_COLUMN)
-    keys = _sample_keys(union[INDEX_COLUMN].to_numpy(dtype=np.int64))
-    return _sorted(union.iloc[np.sort(_smallest(keys, sample_size))])
 
 
 def _plan(space: FiniteSpace, make_evaluator: Callable[[], Evaluate], objectives: Sequence[tuple[str, bool]],

@@ -16,7 +16,7 @@ from dse.loading import space_evaluator
 from dse.results.pareto import pareto_mask
 from dse.spec.errors import SpecError
 from dse.spec.presets import _platform_from_mapping
-from dse.sweep.engine import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, merge_samples, sweep
+from dse.sweep.engine import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, sweep
 
 OBJECTIVES = [("decode_tokens_per_s", True), ("tpot_s", False)]  # batch trades one for the other
 CONSTRAINTS = [("ttft_s", 0.5)]
@@ -116,7 +116,6 @@ def test_shards_merge_to_the_single_run(small_run):
     assert sum(s.n_evaluated for s in shards) == SMALL.size
     assert sum(s.n_feasible for s in shards) == small_run.n_feasible
     pd.testing.assert_frame_equal(merge_fronts([s.front for s in shards], OBJECTIVES), small_run.front)
-    pd.testing.assert_frame_equal(merge_samples([s.sample for s in shards], 500), small_run.sample)
     twice = merge_fronts([small_run.front, small_run.front], OBJECTIVES)
     pd.testing.assert_frame_equal(twice, small_run.front)
 

@@ -23,7 +23,7 @@ import yaml
 
 from dse.results.pareto import pareto_mask
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("DSE_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(not PG_URL and os.environ.get("CI") != "true",
                               reason="no PostgreSQL (set DSE_TEST_POSTGRES_URL; .ci/run starts one)")

@@ -1,0 +1,63 @@
+"""Local worker processes sharing one study's storage; the parent exports once at the end."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from dataclasses import replace
+
+import optuna
+
+from dse.loading import load_study
+from dse.search.budget import STALE_AFTER_S, free_slots
+from dse.search.export import export
+from dse.search.loop import run_study
+from dse.search.storages import load_stored, open_storage
+from dse.spec.study import Study
+from dse.sweep.study import RunResult
+
+
+def _load(study_path: str, output: str | None, storage: str | None, n_trials: int | None) -> Study:
+    study = load_study(study_path, output=output, storage=storage)
+    return replace(study, n_trials=n_trials) if n_trials is not None else study
+
+
+def run_workers(study_path: str, n_workers: int, *, output: str | None = None, storage: str | None = None,
+                n_trials: int | None = None, stale_after_s: float = STALE_AFTER_S, progress: bool = True
+                ) -> RunResult:
+    """Run a study with ``n_workers`` local processes sharing its storage, then export once.
+
+    Each worker loads the spec itself and samples with seed ``seed + worker``; the same
+    command on other machines (same storage URL) joins the same study.
+    """
+    study = _load(study_path, output, storage, n_trials)
+    start = time.perf_counter()
+    storage_obj, _ = open_storage(study)
+    load_stored(study, storage_obj)  # create it once, before the workers race to
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(study_path, output, storage, n_trials, i, stale_after_s),
+                         daemon=False) for i in range(n_workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    work = optuna.load_study(study_name=study.name, storage=storage_obj)
+    free_slots(work, study.n_trials, stale_after_s)  # fail what dead workers left running
+    result = export(study, work)
+    result.elapsed_s = time.perf_counter() - start
+    if failed:
+        print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
+    return result
+
+
+def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,
+                 stale_after_s: float) -> None:
+    study = _load(study_path, output, storage, n_trials)
+    run_study(study, progress=False, worker=worker, stale_after_s=stale_after_s)

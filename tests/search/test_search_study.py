@@ -1,0 +1,111 @@
+"""Searches of a study: distributions, result files, resume, exhaustive through run_study, NSGA-II."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dse.loading import load_space, load_study
+from dse.results.io import read_metadata, read_units
+from dse.search import run_study
+from dse.search.distributions import distributions
+
+SPACE = {
+    "platform": "h100-sxm",
+    "model": "llama-2-7b",
+    "knobs": {
+        "mem_technology": {"choices": ["hbm3", "gddr6x", "hbm2-pim"]},
+        "n_mem_units": {"low": 1, "high": 4},
+        "batch": {"choices": [1, 8, 64]},
+        "w_bits": {"choices": [4, 16]},
+        "pim_offload": {"choices": [0, 2], "when": "mem_pim_capable > 0", "default": 0},
+        "flop16_peak_tflop_per_s": {"low": 100, "high": 1000, "step": 300},
+    },
+    "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"},
+    "fixed": {"in_len": 256, "out_len": 64},
+}
+
+
+def test_distributions_match_knobs():
+    dists = distributions(load_space(SPACE))
+    assert dists["batch"].choices == (1.0, 8.0, 64.0)
+    assert dists["n_mem_units"].low == 1 and dists["n_mem_units"].high == 4
+    assert dists["flop16_peak_flop_per_s"].step == pytest.approx(300e12)
+
+
+def study(tmp_path, **kw):
+    spec = {"name": "t", "space": SPACE, "sampler": {"name": "nsga2", "options": {"population_size": 20}},
+            "budget": {"n_trials": 60}, "batch_size": 20, "seed": 1,
+            "constraints": [{"metric": "ttft_s", "max": 0.5}]}
+    spec.update(kw)
+    return load_study(spec, output=tmp_path / "out")
+
+
+def brute_front(df: pd.DataFrame) -> set:
+    feasible = df[df["feasible"]]
+    v = feasible[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()
+    return {tuple(x) for x in v if not any(np.all(o >= x) and np.any(o > x) for o in v)}
+
+
+def test_search_writes_results_with_units_and_metadata_and_a_correct_front(tmp_path):
+    st = study(tmp_path)
+    res = run_study(st, progress=False)
+    trials = pd.read_parquet(st.output / "trials.parquet")
+    front = pd.read_parquet(st.output / "front.parquet")
+    assert res.n_trials == len(trials) == 60 and sorted(trials["trial"]) == list(range(60))
+    assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == brute_front(trials)
+    assert ((trials["c_ttft_s_max"] <= 0) & (trials["c_g_memory_bytes"] <= 0) == trials["feasible"]).all()
+    assert set(trials["mem_technology"]) <= {"hbm3", "gddr6x", "hbm2-pim"}
+    units = read_units(st.output / "trials.parquet")
+    assert units["decode_tokens_per_s"] == "token/s" and units["mem_bw_bytes_per_s"] == "B/s"
+    meta = read_metadata(st.output / "front.parquet")
+    assert meta["spec_hash"] == st.spec_hash and meta["seed"] == 1
+    assert (st.output / "front.png").stat().st_size > 10_000
+
+
+def test_resume_continues_to_a_larger_budget_and_refuses_a_changed_spec(tmp_path):
+    st = study(tmp_path)
+    run_study(st, progress=False)
+    more = run_study(replace(st, n_trials=100), progress=False)
+    assert more.n_new == 40 and more.n_trials == 100
+    again = run_study(replace(st, n_trials=100), progress=False)
+    assert again.n_new == 0
+    changed = study(tmp_path, seed=2)
+    with pytest.raises(Exception, match="spec changed"):
+        run_study(changed, progress=False)
+
+
+def test_exhaustive_study_matches_brute_force(tmp_path):
+    st = study(tmp_path, sampler="exhaustive")
+    run_study(st, progress=False)
+    front = pd.read_parquet(st.output / "front.parquet")
+    space = st.space
+    from dse.results.tables import design_table
+
+    everything = design_table(st, space.params_at(np.arange(space.size)))
+    assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == \
+        brute_front(everything)
+
+
+def test_incremental_nsga2_proposes_exactly_what_optunas_does():
+    import optuna
+
+    from dse.search.nsga import IncrementalNSGAIISampler
+
+    space = load_space(SPACE)
+    dists = distributions(space)
+
+    def run(sampler_cls) -> list[dict]:
+        study = optuna.create_study(directions=["maximize", "maximize"],
+                                    sampler=sampler_cls(population_size=20, seed=3))
+        for _ in range(12):  # batches of 20 asked together, told in order, as run_study does
+            trials = [study.ask(dists) for _ in range(20)]
+            for t in trials:
+                x = sum(float(v) for v in t.params.values() if not isinstance(v, str))
+                study.tell(t, [x % 7.0, x % 5.0])
+        return [t.params for t in study.get_trials()]
+
+    assert run(IncrementalNSGAIISampler) == run(optuna.samplers.NSGAIISampler)
