@@ -6,7 +6,8 @@ communication operations in MPICH", IJHPCA 19(1), 2005 (below: *Thakur05*):
 
 * ``S``: bytes of the buffer each device holds (all-reduce, reduce-scatter input,
   all-gather output, all-to-all send buffer), ``n``: devices in the group;
-* ``B``: link bandwidth per device per direction (bytes/s), ``beta = 1 / B``;
+* ``B``: link bandwidth per device per direction (bytes/s) times its achievable fraction
+  (``link_bw_eff_frac``, 1 by default; calibrated like ``mem_bw_eff_frac``), ``beta = 1 / B``;
 * ``alpha``: latency of one step (``link_latency_s``), plus one fixed software overhead
   per collective call (``collective_overhead_s``, NCCL's "base latency").
 
@@ -84,11 +85,13 @@ SYSTEM_FIELD_DEFAULTS: dict[str, float] = {
     "n_devices_per_node": 1.0,
     "link_topology": SWITCH,
     "link_bw_bytes_per_s": 0.0,
+    "link_bw_eff_frac": 1.0,
     "link_latency_s": 0.0,
     "link_energy_pj_per_bit": 0.0,
     "fabric_bw_bytes_per_s": 0.0,
     "collective_overhead_s": 0.0,
     "internode_bw_bytes_per_s": 0.0,
+    "internode_bw_eff_frac": 1.0,
     "internode_latency_s": 0.0,
     "internode_energy_pj_per_bit": 0.0,
 }
@@ -254,7 +257,7 @@ def intra_link(sys: dict, n_local: Array, n_sharing: Array | None = None) -> Lin
     default ``n_local``).
     """
     topo = field(sys, "link_topology")
-    bw = field(sys, "link_bw_bytes_per_s")
+    bw = field(sys, "link_bw_bytes_per_s") * field(sys, "link_bw_eff_frac")
     g = field(sys, "n_devices_per_node")
     mesh_frac = np.clip((n_local - 1.0) / np.maximum(g - 1.0, 1.0), 0.0, 1.0)
     bw = np.where(topo == FULL_MESH, bw * mesh_frac, bw)
@@ -267,7 +270,8 @@ def intra_link(sys: dict, n_local: Array, n_sharing: Array | None = None) -> Lin
 
 def inter_link(sys: dict) -> Link:
     """The scale-out network: a non-blocking switch, one NIC's bandwidth per device."""
-    return Link(field(sys, "internode_bw_bytes_per_s"), field(sys, "internode_latency_s"), SWITCH)
+    bw = field(sys, "internode_bw_bytes_per_s") * field(sys, "internode_bw_eff_frac")
+    return Link(bw, field(sys, "internode_latency_s"), SWITCH)
 
 
 def _members_per_node(sys: dict, n: Array, n_per_node: Array | None) -> Array:

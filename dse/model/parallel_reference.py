@@ -12,9 +12,11 @@ import math
 SWITCH, RING, PCIE_HOST, FULL_MESH = 0, 1, 2, 3
 ALGO_RING, ALGO_TREE, ALGO_DIRECT, ALGO_AUTO = 0, 1, 2, 3
 SYSTEM_DEFAULTS = {
-    "n_devices_per_node": 1.0, "link_topology": 0.0, "link_bw_bytes_per_s": 0.0, "link_latency_s": 0.0,
+    "n_devices_per_node": 1.0, "link_topology": 0.0, "link_bw_bytes_per_s": 0.0, "link_bw_eff_frac": 1.0,
+    "link_latency_s": 0.0,
     "link_energy_pj_per_bit": 0.0, "fabric_bw_bytes_per_s": 0.0, "collective_overhead_s": 0.0,
-    "internode_bw_bytes_per_s": 0.0, "internode_latency_s": 0.0, "internode_energy_pj_per_bit": 0.0,
+    "internode_bw_bytes_per_s": 0.0, "internode_bw_eff_frac": 1.0, "internode_latency_s": 0.0,
+    "internode_energy_pj_per_bit": 0.0,
 }
 KNOB_DEFAULTS = {"tp": 1.0, "pp": 1.0, "ep": 1.0, "dp": 1.0, "micro_batches": 1.0, "comm_overlap_frac": 0.0,
                  "collective_algo": 0.0}
@@ -83,7 +85,7 @@ def flat_one(kind: str, s: float, n: float, bw: float, lat: float, topo: int, al
 
 
 def intra_bw_one(sys: dict, n_local: float, n_sharing: float) -> float:
-    bw = _sys(sys, "link_bw_bytes_per_s")
+    bw = _sys(sys, "link_bw_bytes_per_s") * _sys(sys, "link_bw_eff_frac")
     if _sys(sys, "link_topology") == FULL_MESH:
         g = _sys(sys, "n_devices_per_node")
         bw = bw * min(max((n_local - 1) / max(g - 1, 1), 0.0), 1.0)
@@ -102,7 +104,8 @@ def collective_one(kind: str, nbytes: float, n: float, sys: dict, algo: int = AL
     nodes = math.ceil(n / a)
     bw = intra_bw_one(sys, a, a if n_sharing is None else n_sharing)
     lat, topo = _sys(sys, "link_latency_s"), int(_sys(sys, "link_topology"))
-    bw_net, lat_net = _sys(sys, "internode_bw_bytes_per_s"), _sys(sys, "internode_latency_s")
+    bw_net = _sys(sys, "internode_bw_bytes_per_s") * _sys(sys, "internode_bw_eff_frac")
+    lat_net = _sys(sys, "internode_latency_s")
     overhead = _sys(sys, "collective_overhead_s") if n > 1 else 0.0
     if nodes <= 1:
         t, b = flat_one(kind, nbytes, n, bw, lat, topo, algo)
@@ -124,7 +127,8 @@ def collective_one(kind: str, nbytes: float, n: float, sys: dict, algo: int = AL
 
 def p2p_one(nbytes: float, sys: dict, across_nodes: bool) -> float:
     if across_nodes:
-        return _sys(sys, "internode_latency_s") + _seconds(nbytes, _sys(sys, "internode_bw_bytes_per_s"))
+        bw_net = _sys(sys, "internode_bw_bytes_per_s") * _sys(sys, "internode_bw_eff_frac")
+        return _sys(sys, "internode_latency_s") + _seconds(nbytes, bw_net)
     return _sys(sys, "link_latency_s") + _seconds(nbytes, intra_bw_one(sys, 2, 2))
 
 

@@ -141,11 +141,13 @@ def _random_system(rng, n):
         "n_devices_per_node": rng.choice([1.0, 2.0, 4.0, 8.0], n),
         "link_topology": rng.choice(list(coll.TOPOLOGY_CODES.values()), n),
         "link_bw_bytes_per_s": rng.uniform(1e9, 1e12, n),
+        "link_bw_eff_frac": rng.uniform(0.5, 1.0, n),
         "link_latency_s": rng.uniform(0.0, 5e-6, n),
         "link_energy_pj_per_bit": rng.uniform(0.0, 10.0, n),
         "fabric_bw_bytes_per_s": rng.choice([0.0, 32e9, 128e9], n),
         "collective_overhead_s": rng.uniform(0.0, 1e-5, n),
         "internode_bw_bytes_per_s": rng.uniform(1e9, 1e11, n),
+        "internode_bw_eff_frac": rng.uniform(0.5, 1.0, n),
         "internode_latency_s": rng.uniform(0.0, 1e-5, n),
         "internode_energy_pj_per_bit": rng.uniform(0.0, 100.0, n),
     }
