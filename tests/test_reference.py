@@ -9,7 +9,8 @@ from dse.model.pipeline import evaluate_arrays
 from dse.model.reference import evaluate_one
 from dse.spec.metrics import METRICS
 from dse.spec.presets import load_model, load_platform
-from dse.spec.registry import CARD_FIELD_NAMES, HARDWARE_FIELD_NAMES
+from dse.spec.registry import CARD_FIELD_NAMES, HARDWARE_FIELD_NAMES, KNOB_NAMES
+from dse.testing.conformance import assert_finite, assert_matches_reference
 from tests.conftest import MODELS, PLATFORMS
 
 
@@ -42,9 +43,13 @@ def test_vectorised_matches_reference(platform):
     # perturb the hardware per row as a search would
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
-    out = evaluate_arrays(m, k, hw)
-    for i in range(n):
-        ref = evaluate_one({f: float(v[i]) for f, v in m.items()}, {f: float(v[i]) for f, v in k.items()},
-                           {f: float(v[i]) for f, v in hw.items()})
-        for name in METRICS:
-            np.testing.assert_allclose(out[name][i], ref[name], rtol=1e-9, err_msg=f"{name} row {i}")
+    batch = {**m, **k, **hw}
+    assert_matches_reference(lambda b: evaluate_arrays(*_split(b)), lambda r: evaluate_one(*_split(r)), batch,
+                             rtol=1e-9, outputs=METRICS)
+    assert_finite(evaluate_arrays(m, k, hw))
+
+
+def _split(batch):
+    """(card fields, knobs, hardware fields) of a flat batch."""
+    return ({f: batch[f] for f in CARD_FIELD_NAMES}, {f: batch[f] for f in KNOB_NAMES},
+            {f: batch[f] for f in HARDWARE_FIELD_NAMES})

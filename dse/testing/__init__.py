@@ -1,1 +1,1 @@
-"""testing"""
+"""Reusable conformance checks for model stages (see :mod:`dse.testing.conformance`)."""
