@@ -14,22 +14,44 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from dse._version import __version__
-from dse.api import Evaluator, evaluate
-from dse.results.io import read_front
-from dse.spec.errors import DseError, SpecError
-from dse.spec.metrics import METRICS
-from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from dse.api import Evaluator, evaluate
+    from dse.results.io import read_front
+    from dse.search.run import RunResult
+    from dse.spec.errors import DseError, SpecError
+    from dse.spec.metrics import METRICS
+    from dse.spec.presets import ModelCard, Platform, load_model, load_platform
     from dse.spec.study import Study
-    from dse.sweep.study import RunResult
     from dse.validation.calibration import CalibrationResult
+
+# Public names and the module each comes from, imported on first use (PEP 562) so that
+# ``import dse`` and ``dse --help`` stay fast (no pandas until a table is needed).
+_LAZY: dict[str, str] = {
+    "Evaluator": "dse.api", "evaluate": "dse.api", "read_front": "dse.results.io", "DseError": "dse.spec.errors",
+    "SpecError": "dse.spec.errors", "METRICS": "dse.spec.metrics", "ModelCard": "dse.spec.presets",
+    "Platform": "dse.spec.presets", "load_model": "dse.spec.presets", "load_platform": "dse.spec.presets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = ["METRICS", "DseError", "Evaluator", "ModelCard", "Platform", "SpecError", "calibrate", "evaluate",
            "load_model", "load_platform", "load_study", "read_front", "run_study", "__version__"]
