@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dse.spec.presets import builtin_names, load_model, load_platform
+from dse.spec.presets import builtin_names, load_model
 
 MODELS = builtin_names("models")
 PLATFORMS = builtin_names("platforms")
@@ -13,8 +13,3 @@ PLATFORMS = builtin_names("platforms")
 @pytest.fixture(scope="session")
 def llama7b():
     return load_model("llama-2-7b")
-
-
-@pytest.fixture(scope="session")
-def h100():
-    return load_platform("h100-sxm")
