@@ -407,3 +407,19 @@ def test_presets_rank_interconnects_as_expected():
     # a pair on MI300X owns one 64 GB/s link of the mesh; on NVSwitch it gets the full 450
     mi, h100 = load_system(SYSTEMS_DIR / "mi300x-8.yaml"), load_system(SYSTEMS_DIR / "hgx-h100-8.yaml")
     assert float(coll.all_reduce(1e8, 2.0, mi).time_s) > 5 * float(coll.all_reduce(1e8, 2.0, h100).time_s)
+
+
+def test_published_multi_rows_are_complete_and_consistent():
+    import csv
+
+    path = SYSTEMS_DIR.parents[1] / "validation" / "published_multi.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) >= 40
+    systems = {p.stem for p in SYSTEM_FILES}
+    for r in rows:
+        assert r["source"] and r["source_url"].startswith("https://"), r
+        dims = [float(r[key]) for key in ("tp", "pp", "ep", "dp")]
+        assert float(r["n_devices"]) == np.prod(dims)
+        assert r["system"] == "" or r["system"] in systems
+        assert r["tokens_per_s"] or r["ttft_s"] or r["tpot_s"], r
+        assert (PLATFORMS_DIR / f"{r['platform']}.yaml").is_file() or "no platform" in r["notes"]
