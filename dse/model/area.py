@@ -1,0 +1,168 @@
+"""Silicon area of one device: compute, SRAM and memory interfaces per process node.
+
+Pure numpy over dicts of arrays (scalars broadcast). ``tech`` is the table of
+:func:`dse.spec.technology.load_technology`. The equations (units in the names):
+
+* Node lookup (:func:`node_params`): every per-node column is interpolated linearly in
+  ``log(value)`` against ``log(process_nm)`` between the table's rows and held at the ends.
+  ``logic_scale = D(ref) / D(node)`` with ``D`` the logic density (MTr/mm2) is the area of
+  logic relative to the reference node; SRAM area per MB scales with the HD bitcell area:
+  ``sram_mm2_per_mb = sram_mm2_per_mb_ref * bitcell(node) / bitcell(ref)``.
+* Compute (:func:`effective_tflop`, :func:`compute_area_mm2`): the precisions share one
+  datapath, so the array is sized by its most demanding native rate weighted per class,
+  ``P_max = max_b(w_b P_b)`` (accelerators: ``w_32 = 2, w_16 = 1, w_8 = 0.25, w_4 = 0.125``;
+  CPUs are sized by their FP32 vector rate, their cores), and every other native format adds
+  ``mu`` of its own weighted rate: ``P_eff = P_max + mu * (sum_b w_b P_b - P_max)`` (TFLOP/s).
+  ``A_compute = c_class * logic_scale * P_eff`` with ``c_class`` (mm2 per TFLOP/s at the
+  reference node) per platform class. A zero peak means "not native" and costs no area.
+* SRAM: ``A_sram = sram_mm2_per_mb * sram_bytes / 1e6``.
+* Memory interfaces (per unit of ``spaces/memory_technologies.yaml``: HBM stack, GDDR x32,
+  LPDDR x64, DDR channel): ``A_mem = n_mem_units * (phy_mm2 + ctrl_mtr / D(node))``; the
+  PHY (analog, bump-limited) does not scale with the node, the controller does (LLMCompass).
+* Monolithic-equivalent area: ``A_mono = (A_compute + A_sram + A_mem) / (1 - uncore_frac)``.
+* HBM shoreline: the stacks sit along the two long edges of dies of the reticle's aspect
+  (``r = 33/26``), ``edge_mm_per_unit`` of die edge per stack. Per die the long edge must be
+  ``L_hbm = n_hbm * edge_mm_per_unit / (2 n_dies)``, so a die is at least ``L_hbm^2 / r``.
+* Dies: the fewest that fit both the reticle and the shoreline,
+  ``n_dies = max(ceil(A_mono / reticle), ceil(n_hbm * edge / (2 * 33 mm)), 1)`` capped at
+  ``n_dies_max``, unless the design fixes ``n_dies`` (> 0). A die of a multi-die device carries
+  a die-to-die interface: ``area_per_die = max(A_mono / n_dies * (1 + d2d_area_frac [n_dies > 1]),
+  L_hbm^2 / r)``; ``die_area_mm2 = n_dies * area_per_die`` (all the device's logic silicon).
+* Constraints (``<= 0`` feasible): ``c_reticle = area_per_die - reticle_mm2`` (mm2) and
+  ``c_shoreline = L_hbm - reticle_long_edge_mm`` (mm).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import numpy as np
+
+Array = np.ndarray | float
+PRECISION_BITS: tuple[int, ...] = (32, 16, 8, 4)
+TERA = 1e12
+MEGA = 1e6
+
+
+def _interp_log(x_nm: Array, xp_nm: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Piecewise log-log interpolation of a positive column ``fp`` over nodes ``xp_nm`` (ascending)."""
+    return np.exp(np.interp(np.log(x_nm), np.log(xp_nm), np.log(fp)))
+
+
+def node_params(tech: dict, process_nm: Array) -> dict[str, np.ndarray]:
+    """Per-design node quantities: ``logic_scale`` (area of logic relative to the reference
+    node), ``logic_mtr_per_mm2``, ``sram_mm2_per_mb``, ``wafer_usd``, ``defect_density_per_mm2``."""
+    xp = tech["node_nm"]
+    density = _interp_log(process_nm, xp, tech["logic_mtr_per_mm2"])
+    density_ref = _interp_log(tech["reference_node_nm"], xp, tech["logic_mtr_per_mm2"])
+    bitcell = _interp_log(process_nm, xp, tech["sram_bitcell_um2"])
+    bitcell_ref = _interp_log(tech["reference_node_nm"], xp, tech["sram_bitcell_um2"])
+    return {
+        "logic_mtr_per_mm2": density,
+        "logic_scale": density_ref / density,
+        "sram_mm2_per_mb": tech["sram_mm2_per_mb_ref"] * bitcell / bitcell_ref,
+        "wafer_usd": _interp_log(process_nm, xp, tech["wafer_usd"]),
+        "defect_density_per_mm2": _interp_log(process_nm, xp, tech["defect_density_per_cm2"]) / 100.0,
+    }
+
+
+def memory_params(tech: dict, mem_code: Array) -> dict[str, np.ndarray]:
+    """Per-design memory-technology columns gathered by integer code (row of ``tech['mem_names']``)."""
+    code = np.asarray(mem_code, dtype=np.int64)
+    return {col: tech[col][code] for col in ("phy_mm2", "ctrl_mtr", "usd_per_gb", "background_w_per_unit",
+                                             "hbm", "edge_mm_per_unit", "footprint_mm2")}
+
+
+def effective_tflop(hw: dict, tech: dict, class_code: Array) -> Array:
+    """Weighted dense peak that sizes the compute array, TFLOP/s (``P_eff`` above)."""
+    weights = tech["class_area_weight"][np.asarray(class_code, dtype=np.int64)]
+    weighted = [weights[..., i] * (hw[f"flop{b}_peak_flop_per_s"] / TERA) for i, b in enumerate(PRECISION_BITS)]
+    p_max = functools.reduce(np.maximum, weighted)
+    total = functools.reduce(operator.add, weighted)
+    return p_max + tech["multi_mode_frac"] * (total - p_max)
+
+
+def compute_area_mm2(hw: dict, tech: dict, logic_scale: Array, class_code: Array) -> Array:
+    """Area of the compute units (with their register files, local buffers, control), mm2."""
+    c_ref = tech["class_compute_mm2_per_tflop"][np.asarray(class_code, dtype=np.int64)]
+    return c_ref * logic_scale * effective_tflop(hw, tech, class_code)
+
+
+def sram_area_mm2(sram_bytes: Array, sram_mm2_per_mb: Array) -> Array:
+    """Area of the on-chip SRAM (last-level cache / scratchpad), mm2."""
+    return sram_mm2_per_mb * (sram_bytes / MEGA)
+
+
+def memory_interface_area_mm2(n_mem_units: Array, mem: dict, logic_mtr_per_mm2: Array) -> Array:
+    """Area of the memory PHYs (fixed) and controllers (scale with logic density), mm2."""
+    return n_mem_units * (mem["phy_mm2"] + mem["ctrl_mtr"] / logic_mtr_per_mm2)
+
+
+def monolithic_area_mm2(compute_mm2: Array, sram_mm2: Array, mem_if_mm2: Array, tech: dict) -> Array:
+    """Area of the device as one die before any split, incl. uncore, mm2."""
+    return (compute_mm2 + sram_mm2 + mem_if_mm2) / (1.0 - tech["uncore_frac"])
+
+
+def hbm_edge_mm(n_mem_units: Array, mem: dict) -> Array:
+    """Die edge the device's HBM stacks need in total, mm (0 for other memories)."""
+    return mem["hbm"] * n_mem_units * mem["edge_mm_per_unit"]
+
+
+def n_dies_needed(mono_mm2: Array, edge_mm: Array, tech: dict, n_dies_max: Array) -> np.ndarray:
+    """Fewest dies that fit the reticle and the HBM shoreline (1 <= n <= ``n_dies_max``)."""
+    by_area = np.ceil(mono_mm2 / tech["reticle_mm2"])
+    by_edge = np.ceil(edge_mm / (2.0 * tech["reticle_long_edge_mm"]))
+    return np.clip(np.maximum(by_area, by_edge), 1.0, np.maximum(n_dies_max, 1.0))
+
+
+def split_dies(mono_mm2: Array, edge_mm: Array, n_dies: Array, tech: dict) -> tuple[Array, Array, Array]:
+    """``(area_per_die_mm2, die_area_mm2, long_edge_needed_mm)`` for ``n_dies`` dies."""
+    aspect = tech["reticle_long_edge_mm"] / tech["reticle_short_edge_mm"]
+    overhead = np.where(n_dies > 1, 1.0 + tech["d2d_area_frac"], 1.0)
+    long_edge = edge_mm / (2.0 * n_dies)
+    per_die = np.maximum(mono_mm2 / n_dies * overhead, long_edge * long_edge / aspect)
+    return per_die, n_dies * per_die, long_edge
+
+
+def area_breakdown(hw: dict, tech: dict) -> dict[str, Array]:
+    """Area terms, die split and constraints of each design.
+
+    ``hw`` holds the peaks ``flop{32,16,8,4}_peak_flop_per_s``, ``sram_bytes``, ``n_mem_units``,
+    ``process_nm``, ``platform_class_code`` (index in ``PLATFORM_CLASSES``),
+    ``mem_technology_code`` (row of ``tech['mem_names']``), optionally ``n_dies`` (0 or absent:
+    the fewest that fit) and ``n_dies_max`` (default ``tech``'s). Returns ``compute_mm2``,
+    ``sram_mm2``, ``mem_if_mm2``, ``mono_mm2``, ``n_dies``, ``area_per_die_mm2``,
+    ``die_area_mm2``, ``c_reticle`` (mm2) and ``c_shoreline`` (mm); constraints ``<= 0`` feasible.
+    """
+    node = node_params(tech, hw["process_nm"])
+    mem = memory_params(tech, hw["mem_technology_code"])
+    compute = compute_area_mm2(hw, tech, node["logic_scale"], hw["platform_class_code"])
+    sram = sram_area_mm2(hw["sram_bytes"], node["sram_mm2_per_mb"])
+    mem_if = memory_interface_area_mm2(hw["n_mem_units"], mem, node["logic_mtr_per_mm2"])
+    mono = monolithic_area_mm2(compute, sram, mem_if, tech)
+    edge = hbm_edge_mm(hw["n_mem_units"], mem)
+    fixed = np.asarray(hw.get("n_dies", 0.0), dtype=float)
+    auto = n_dies_needed(mono, edge, tech, hw.get("n_dies_max", tech["n_dies_max"]))
+    n_dies = np.where(fixed > 0, fixed, auto)
+    per_die, total, long_edge = split_dies(mono, edge, n_dies, tech)
+    return {"compute_mm2": compute, "sram_mm2": sram, "mem_if_mm2": mem_if, "mono_mm2": mono,
+            "n_dies": n_dies, "area_per_die_mm2": per_die, "die_area_mm2": total,
+            "c_reticle": per_die - tech["reticle_mm2"],
+            "c_shoreline": long_edge - tech["reticle_long_edge_mm"]}
+
+
+def die_area_mm2(hw: dict, tech: dict) -> Array:
+    """Silicon area of one device's logic die(s), mm2 (the ``die_area_mm2`` metric)."""
+    return area_breakdown(hw, tech)["die_area_mm2"]
+
+
+def default_n_mem_units(mem_bw_bytes_per_s: Array, mem_capacity_bytes: Array, unit_bw_bytes_per_s: Array,
+                        unit_capacity_bytes: Array) -> np.ndarray:
+    """Memory units a preset without ``n_mem_units`` implies: enough for its bandwidth and for its
+    capacity, ``max(ceil(bw / unit_bw - 0.02), ceil(cap / (unit_cap * 2^30 / 1e9)))`` -- the per-unit
+    capacities of ``memory_technologies.yaml`` are vendor GB, i.e. GiB (A100 5, H100 5, H200 6
+    stacks; a preset with taller stacks than the table's, e.g. MI300X's 8 x 24 GB, must state its count)."""
+    by_bw = np.ceil(mem_bw_bytes_per_s / unit_bw_bytes_per_s - 0.02)  # Gaudi 2: 2.46 TB/s = 6 x 410 GB/s
+    by_cap = np.ceil(mem_capacity_bytes / (unit_capacity_bytes * 2.0**30 / 1e9) - 1e-6)
+    return np.maximum(by_bw, by_cap)

@@ -1,0 +1,125 @@
+"""Manufacturing cost of a device and a system, total cost of ownership, cost per token.
+
+Pure numpy; ``tech`` is :func:`dse.spec.technology.load_technology`'s table. Equations:
+
+* Dies per wafer (de Vries 2005, as in Chiplet Actuary / LLMCompass), with the usable
+  diameter ``d = wafer_diameter - 2 edge_loss`` and the die padded by the scribe lane,
+  ``A' = (sqrt(A) + scribe)^2``: ``DPW = pi (d/2)^2 / A' - pi d / sqrt(2 A')`` (kept >= 1,
+  not floored, so cost is smooth in area).
+* Yield, negative binomial (Stapper; clustering ``alpha``): ``Y = (1 + A D0 / alpha)^-alpha``
+  with the defect density ``D0`` per mm2 of the node.
+* Die cost: ``wafer_usd / (DPW * Y)`` (known-good die).
+* Memory: ``mem_capacity_bytes / 1e9 * usd_per_gb`` of the technology.
+* Packaging: a device with HBM or more than one die sits on a 2.5D interposer of area
+  ``interposer_area_factor * (die_area + n_hbm * footprint_mm2)`` priced
+  ``interposer_usd_base + interposer_usd_per_mm2 * area``; otherwise an organic substrate of
+  ``organic_area_factor * die_area`` at ``organic_usd_per_mm2`` plus bumping per mm2 of die.
+  Attaching each die and HBM stack succeeds with ``bonding_yield_per_component``; the lost
+  packages' parts are paid: ``device = (dies + memory + package) / y_bond^(n_dies + n_hbm)``
+  ``* (1 + assembly_test_frac) * (1 + markup_frac)``.
+* System: ``n_devices * (device_cost_usd + host_usd_per_device)``.
+* TCO per hour: ``system_cost_usd / (lifetime_years * hours_per_year)``
+  ``+ avg_power_w / 1000 * pue * usd_per_kwh`` (the modelled power of all devices).
+* Cost per million decode tokens: ``tco_usd_per_hour / (decode_tokens_per_s * 3600) * 1e6``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model.area import area_breakdown, memory_params, node_params
+
+Array = np.ndarray | float
+GIGA = 1e9
+S_PER_HOUR = 3600.0
+
+
+def dies_per_wafer(area_per_die_mm2: Array, tech: dict) -> Array:
+    """Gross dies per wafer for a die of ``area_per_die_mm2`` (edge loss and scribe lanes), at least 1."""
+    d = tech["wafer_diameter_mm"] - 2.0 * tech["edge_loss_mm"]
+    padded = (np.sqrt(area_per_die_mm2) + tech["scribe_mm"]) ** 2
+    dpw = np.pi * (d / 2.0) ** 2 / padded - np.pi * d / np.sqrt(2.0 * padded)
+    return np.maximum(dpw, 1.0)
+
+
+def die_yield_frac(area_per_die_mm2: Array, defect_density_per_mm2: Array, alpha: float) -> Array:
+    """Negative-binomial die yield, 0..1."""
+    return (1.0 + area_per_die_mm2 * defect_density_per_mm2 / alpha) ** (-alpha)
+
+
+def die_cost_usd(area_per_die_mm2: Array, wafer_usd: Array, defect_density_per_mm2: Array, tech: dict) -> Array:
+    """Cost of one known-good die, USD."""
+    good = dies_per_wafer(area_per_die_mm2, tech) * die_yield_frac(
+        area_per_die_mm2, defect_density_per_mm2, tech["yield_cluster_alpha"])
+    return wafer_usd / good
+
+
+def memory_cost_usd(mem_capacity_bytes: Array, usd_per_gb: Array) -> Array:
+    """Cost of the main memory, USD."""
+    return mem_capacity_bytes / GIGA * usd_per_gb
+
+
+def packaging_cost_usd(die_area_mm2: Array, n_dies: Array, n_hbm: Array, footprint_mm2: Array, tech: dict) -> Array:
+    """Package cost (2.5D interposer where there is HBM or more than one die, else organic), USD."""
+    interposer_mm2 = tech["interposer_area_factor"] * (die_area_mm2 + n_hbm * footprint_mm2)
+    interposer = tech["interposer_usd_base"] + tech["interposer_usd_per_mm2"] * interposer_mm2
+    organic = (tech["organic_area_factor"] * tech["organic_usd_per_mm2"] + tech["bump_usd_per_mm2"]) * die_area_mm2
+    return np.where((n_hbm > 0) | (n_dies > 1), interposer, organic)
+
+
+def device_cost_usd(hw: dict, tech: dict, area: dict | None = None) -> dict[str, Array]:
+    """Manufacturing cost of one device and its parts, USD.
+
+    ``hw`` as for :func:`dse.model.area.area_breakdown` plus ``mem_capacity_bytes``; ``area``
+    is that function's result when already computed. Returns ``dies_usd``, ``memory_usd``,
+    ``package_usd``, ``bond_yield_frac``, ``device_cost_usd`` and the die ``yield_frac``.
+    """
+    area = area_breakdown(hw, tech) if area is None else area
+    node = node_params(tech, hw["process_nm"])
+    mem = memory_params(tech, hw["mem_technology_code"])
+    n_dies = area["n_dies"]
+    n_hbm = mem["hbm"] * hw["n_mem_units"]
+    dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech)
+    memory = memory_cost_usd(hw["mem_capacity_bytes"], mem["usd_per_gb"])
+    package = packaging_cost_usd(area["die_area_mm2"], n_dies, n_hbm, mem["footprint_mm2"], tech)
+    bond = tech["bonding_yield_per_component"] ** (n_dies + n_hbm)
+    device = (dies + memory + package) / bond * (1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"])
+    return {"dies_usd": dies, "memory_usd": memory, "package_usd": package, "bond_yield_frac": bond,
+            "yield_frac": die_yield_frac(area["area_per_die_mm2"], node["defect_density_per_mm2"],
+                                         tech["yield_cluster_alpha"]),
+            "device_cost_usd": device}
+
+
+def system_cost_usd(device_cost: Array, n_devices: Array, host_usd_per_device: Array) -> Array:
+    """Purchase cost of the whole system: devices plus their share of hosts and network, USD."""
+    return n_devices * (device_cost + host_usd_per_device)
+
+
+def tco_usd_per_hour(system_cost: Array, avg_power_w: Array, lifetime_years: Array, usd_per_kwh: Array,
+                     pue: Array, hours_per_year: float = 8766.0) -> Array:
+    """Capex amortised linearly over the lifetime plus facility energy, USD per hour."""
+    return system_cost / (lifetime_years * hours_per_year) + avg_power_w * 1e-3 * pue * usd_per_kwh
+
+
+def usd_per_mtoken(tco_per_hour: Array, decode_tokens_per_s: Array) -> Array:
+    """Cost of one million decode tokens at the system's decode throughput, USD (inf at zero throughput)."""
+    tokens_per_hour = np.asarray(decode_tokens_per_s, dtype=float) * S_PER_HOUR
+    with np.errstate(divide="ignore"):
+        return np.where(tokens_per_hour > 0, tco_per_hour / np.maximum(tokens_per_hour, 1e-300) * 1e6, np.inf)
+
+
+def cost_metrics(hw: dict, tech: dict, study: dict, n_devices: Array, avg_power_w: Array,
+                 decode_tokens_per_s: Array, area: dict | None = None) -> dict[str, Array]:
+    """``system_cost_usd``, ``tco_usd_per_hour`` and ``usd_per_mtoken`` for a batch.
+
+    ``study`` may set ``lifetime_years``, ``usd_per_kwh``, ``pue``, ``host_usd_per_device`` and
+    ``markup_frac`` (defaults: ``tech``'s sourced values). ``avg_power_w`` is the system's mean power.
+    """
+    setting = {k: study.get(k, tech[k])
+               for k in ("lifetime_years", "usd_per_kwh", "pue", "host_usd_per_device", "markup_frac")}
+    device = device_cost_usd(hw, {**tech, "markup_frac": setting["markup_frac"]}, area)["device_cost_usd"]
+    system = system_cost_usd(device, n_devices, setting["host_usd_per_device"])
+    tco = tco_usd_per_hour(system, avg_power_w, setting["lifetime_years"], setting["usd_per_kwh"], setting["pue"],
+                           tech["hours_per_year"])
+    return {"system_cost_usd": system, "tco_usd_per_hour": tco,
+            "usd_per_mtoken": usd_per_mtoken(tco, decode_tokens_per_s)}
