@@ -16,6 +16,9 @@ Rules (each row's delta is ``ppl - ref_ppl`` inside one paper's table, clamped a
   Bits are snapped *down* to :data:`BITS_GRID`, group sizes 1..128 rank as g128 and anything
   coarser as per-channel, unstructured sparsity snaps *up* to :data:`FRAC_GRID`. No dominated
   row: ``ppl_delta = inf`` (no data; infeasible under any ``ppl_delta`` bound).
+* **Never below a measurement.** The bound is raised to the largest delta measured (same family
+  and method, or the KV curve) at a point at least as precise as the query, so combining one
+  paper's row with another paper's KV increment can never undercut a direct measurement.
 * **KV cache.** Per family and KV method a monotone curve ``D_kv(bits)``; ``any`` (code 0) is
   the worst method with data. A weight/activation row measured with KV at ``b`` bits adds
   ``max(0, D_kv(kv_bits) - D_kv(b))``; a weight-only row (``b = 16``) adds ``D_kv(kv_bits)``.
