@@ -45,25 +45,24 @@ TERA = 1e12
 MEGA = 1e6
 
 
-def _interp_log(x_nm: Array, xp_nm: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """Piecewise log-log interpolation of a positive column ``fp`` over nodes ``xp_nm`` (ascending)."""
-    return np.exp(np.interp(np.log(x_nm), np.log(xp_nm), np.log(fp)))
+def _interp_log(log_x: Array, xp_nm: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Piecewise log-log interpolation at ``log_x = log(nm)`` of a positive column ``fp`` over nodes ``xp_nm``."""
+    return np.exp(np.interp(log_x, np.log(xp_nm), np.log(fp)))
 
 
 def node_params(tech: dict, process_nm: Array) -> dict[str, np.ndarray]:
     """Per-design node quantities: ``logic_scale`` (area of logic relative to the reference
     node), ``logic_mtr_per_mm2``, ``sram_mm2_per_mb``, ``wafer_usd``, ``defect_density_per_mm2``."""
     xp = tech["node_nm"]
-    density = _interp_log(process_nm, xp, tech["logic_mtr_per_mm2"])
-    density_ref = _interp_log(tech["reference_node_nm"], xp, tech["logic_mtr_per_mm2"])
-    bitcell = _interp_log(process_nm, xp, tech["sram_bitcell_um2"])
-    bitcell_ref = _interp_log(tech["reference_node_nm"], xp, tech["sram_bitcell_um2"])
+    log_x, log_ref = np.log(process_nm), np.log(tech["reference_node_nm"])
+    density = _interp_log(log_x, xp, tech["logic_mtr_per_mm2"])
+    bitcell = _interp_log(log_x, xp, tech["sram_bitcell_um2"])
     return {
         "logic_mtr_per_mm2": density,
-        "logic_scale": density_ref / density,
-        "sram_mm2_per_mb": tech["sram_mm2_per_mb_ref"] * bitcell / bitcell_ref,
-        "wafer_usd": _interp_log(process_nm, xp, tech["wafer_usd"]),
-        "defect_density_per_mm2": _interp_log(process_nm, xp, tech["defect_density_per_cm2"]) / 100.0,
+        "logic_scale": _interp_log(log_ref, xp, tech["logic_mtr_per_mm2"]) / density,
+        "sram_mm2_per_mb": tech["sram_mm2_per_mb_ref"] / _interp_log(log_ref, xp, tech["sram_bitcell_um2"]) * bitcell,
+        "wafer_usd": _interp_log(log_x, xp, tech["wafer_usd"]),
+        "defect_density_per_mm2": _interp_log(log_x, xp, tech["defect_density_per_cm2"]) / 100.0,
     }
 
 
@@ -125,7 +124,13 @@ def split_dies(mono_mm2: Array, edge_mm: Array, n_dies: Array, tech: dict) -> tu
     return per_die, n_dies * per_die, long_edge
 
 
-def area_breakdown(hw: dict, tech: dict) -> dict[str, Array]:
+def resolve_params(hw: dict, tech: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(node, mem)``: the node and memory-technology columns of each design, looked up once and
+    passed to :func:`area_breakdown` and :func:`dse.model.cost.device_cost_usd` (``params=``)."""
+    return node_params(tech, hw["process_nm"]), memory_params(tech, hw["mem_technology_code"])
+
+
+def area_breakdown(hw: dict, tech: dict, params: tuple[dict, dict] | None = None) -> dict[str, Array]:
     """Area terms, die split and constraints of each design.
 
     ``hw`` holds the peaks ``flop{32,16,8,4}_peak_flop_per_s``, ``sram_bytes``, ``n_mem_units``,
@@ -134,9 +139,9 @@ def area_breakdown(hw: dict, tech: dict) -> dict[str, Array]:
     the fewest that fit) and ``n_dies_max`` (default ``tech``'s). Returns ``compute_mm2``,
     ``sram_mm2``, ``mem_if_mm2``, ``mono_mm2``, ``n_dies``, ``area_per_die_mm2``,
     ``die_area_mm2``, ``c_reticle`` (mm2) and ``c_shoreline`` (mm); constraints ``<= 0`` feasible.
+    ``params`` is :func:`resolve_params`'s result when already looked up.
     """
-    node = node_params(tech, hw["process_nm"])
-    mem = memory_params(tech, hw["mem_technology_code"])
+    node, mem = resolve_params(hw, tech) if params is None else params
     compute = compute_area_mm2(hw, tech, node["logic_scale"], hw["platform_class_code"])
     sram = sram_area_mm2(hw["sram_bytes"], node["sram_mm2_per_mb"])
     mem_if = memory_interface_area_mm2(hw["n_mem_units"], mem, node["logic_mtr_per_mm2"])

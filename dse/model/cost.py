@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.area import area_breakdown, memory_params, node_params
+from dse.model.area import area_breakdown, resolve_params
 
 Array = np.ndarray | float
 GIGA = 1e9
@@ -67,16 +67,17 @@ def packaging_cost_usd(die_area_mm2: Array, n_dies: Array, n_hbm: Array, footpri
     return np.where((n_hbm > 0) | (n_dies > 1), interposer, organic)
 
 
-def device_cost_usd(hw: dict, tech: dict, area: dict | None = None) -> dict[str, Array]:
+def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
+                    params: tuple[dict, dict] | None = None) -> dict[str, Array]:
     """Manufacturing cost of one device and its parts, USD.
 
     ``hw`` as for :func:`dse.model.area.area_breakdown` plus ``mem_capacity_bytes``; ``area``
-    is that function's result when already computed. Returns ``dies_usd``, ``memory_usd``,
-    ``package_usd``, ``bond_yield_frac``, ``device_cost_usd`` and the die ``yield_frac``.
+    is that function's result and ``params`` :func:`dse.model.area.resolve_params`'s when already
+    computed. Returns ``dies_usd``, ``memory_usd``, ``package_usd``, ``bond_yield_frac``,
+    ``device_cost_usd`` and the die ``yield_frac``.
     """
-    area = area_breakdown(hw, tech) if area is None else area
-    node = node_params(tech, hw["process_nm"])
-    mem = memory_params(tech, hw["mem_technology_code"])
+    node, mem = resolve_params(hw, tech) if params is None else params
+    area = area_breakdown(hw, tech, (node, mem)) if area is None else area
     n_dies = area["n_dies"]
     n_hbm = mem["hbm"] * hw["n_mem_units"]
     dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech)
@@ -109,7 +110,8 @@ def usd_per_mtoken(tco_per_hour: Array, decode_tokens_per_s: Array) -> Array:
 
 
 def cost_metrics(hw: dict, tech: dict, study: dict, n_devices: Array, avg_power_w: Array,
-                 decode_tokens_per_s: Array, area: dict | None = None) -> dict[str, Array]:
+                 decode_tokens_per_s: Array, area: dict | None = None,
+                 params: tuple[dict, dict] | None = None) -> dict[str, Array]:
     """``system_cost_usd``, ``tco_usd_per_hour`` and ``usd_per_mtoken`` for a batch.
 
     ``study`` may set ``lifetime_years``, ``usd_per_kwh``, ``pue``, ``host_usd_per_device`` and
@@ -117,7 +119,7 @@ def cost_metrics(hw: dict, tech: dict, study: dict, n_devices: Array, avg_power_
     """
     setting = {k: study.get(k, tech[k])
                for k in ("lifetime_years", "usd_per_kwh", "pue", "host_usd_per_device", "markup_frac")}
-    device = device_cost_usd(hw, {**tech, "markup_frac": setting["markup_frac"]}, area)["device_cost_usd"]
+    device = device_cost_usd(hw, {**tech, "markup_frac": setting["markup_frac"]}, area, params)["device_cost_usd"]
     system = system_cost_usd(device, n_devices, setting["host_usd_per_device"])
     tco = tco_usd_per_hour(system, avg_power_w, setting["lifetime_years"], setting["usd_per_kwh"], setting["pue"],
                            tech["hours_per_year"])

@@ -25,9 +25,10 @@ def provisioned_static_power_w(die_area_mm2: Array, n_mem_units: Array, backgrou
     return idle_w_per_mm2 * die_area_mm2 + background_w_per_unit * n_mem_units
 
 
-def static_power_w(hw: dict, tech: dict, die_area: Array) -> Array:
-    """Provisioned static power of each design, W (``hw``: ``n_mem_units``, ``mem_technology_code``)."""
-    mem = memory_params(tech, hw["mem_technology_code"])
+def static_power_w(hw: dict, tech: dict, die_area: Array, mem: dict | None = None) -> Array:
+    """Provisioned static power of each design, W (``hw``: ``n_mem_units``, ``mem_technology_code``;
+    ``mem``: :func:`dse.model.area.memory_params`'s result when already looked up)."""
+    mem = memory_params(tech, hw["mem_technology_code"]) if mem is None else mem
     return provisioned_static_power_w(die_area, hw["n_mem_units"], mem["background_w_per_unit"],
                                       tech["idle_w_per_mm2"])
 
