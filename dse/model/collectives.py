@@ -122,7 +122,10 @@ def field(sys: dict, key: str) -> Array:
 
 
 def _xfer_s(nbytes: Array, bw: Array) -> Array:
-    """``nbytes / bw`` seconds; 0 for no bytes, +inf for bytes over no bandwidth (never NaN)."""
+    """``nbytes / bw`` seconds (``nbytes >= 0``); 0 for no bytes, +inf for bytes over no
+    bandwidth (never NaN). One positive bandwidth for the batch takes one multiplication."""
+    if np.ndim(bw) == 0 and bw > 0:
+        return nbytes * (1.0 / bw)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(nbytes > 0, nbytes / np.where(bw > 0, bw, 0.0), 0.0)
 
@@ -243,6 +246,8 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
 
     t, b = _pick(algo, {ALGO_RING: ring, ALGO_TREE: other(tree_fn), ALGO_DIRECT: other(direct_fn),
                         ALGO_AUTO: auto})
+    if np.ndim(algo) == 0 and algo in (ALGO_RING, ALGO_TREE) and np.all(np.isfinite(ln.lat_s)):
+        return t, b  # their step counts and wire bytes vanish at n = 1 by themselves
     one = n <= 1.0
     return np.where(one, 0.0, t), np.where(one, 0.0, b)
 
@@ -258,9 +263,10 @@ def intra_link(sys: dict, n_local: Array, n_sharing: Array | None = None) -> Lin
     """
     topo = field(sys, "link_topology")
     bw = field(sys, "link_bw_bytes_per_s") * field(sys, "link_bw_eff_frac")
-    g = field(sys, "n_devices_per_node")
-    mesh_frac = np.clip((n_local - 1.0) / np.maximum(g - 1.0, 1.0), 0.0, 1.0)
-    bw = np.where(topo == FULL_MESH, bw * mesh_frac, bw)
+    if np.any(topo == FULL_MESH):
+        g = field(sys, "n_devices_per_node")
+        mesh_frac = np.clip((n_local - 1.0) / np.maximum(g - 1.0, 1.0), 0.0, 1.0)
+        bw = bw * mesh_frac if np.all(topo == FULL_MESH) else np.where(topo == FULL_MESH, bw * mesh_frac, bw)
     fabric = field(sys, "fabric_bw_bytes_per_s")
     if np.any(fabric > 0):
         share = np.maximum(n_local if n_sharing is None else n_sharing, 1.0)
@@ -288,13 +294,20 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
     (default ``min(n, n_devices_per_node)``; a strided group has fewer); ``algo``: an
     ``ALGO_*`` code used at both levels. Adds ``collective_overhead_s`` once when ``n > 1``.
     """
-    a = _members_per_node(sys, n, n_per_node)
-    nodes = np.ceil(n / a)
+    one_node = n_per_node is None and np.max(n) <= np.min(field(sys, "n_devices_per_node"))
+    if one_node:  # every group of the batch fits in a node: flat, no hierarchy to set up
+        a = np.maximum(n, 1.0)
+    else:
+        a = _members_per_node(sys, n, n_per_node)
     intra = intra_link(sys, a, n_sharing)
     t_flat, b_flat = flat(kind, nbytes, n, intra, algo)
-    overhead = np.where(n > 1.0, field(sys, "collective_overhead_s"), 0.0)
+    overhead_s = field(sys, "collective_overhead_s")
+    overhead = np.where(n > 1.0, overhead_s, 0.0) if np.any(overhead_s != 0.0) else 0.0
+    if one_node:
+        return Comm(t_flat + overhead, b_flat, 0.0)
+    nodes = np.ceil(n / a)
     if not np.any(nodes > 1.0):
-        return Comm(t_flat + overhead, b_flat, np.zeros_like(b_flat))
+        return Comm(t_flat + overhead, b_flat, 0.0)
     inter = inter_link(sys)
     if kind == "all_to_all":
         t_in, b_in = flat(kind, nbytes * a / n, a, intra, algo)
@@ -338,16 +351,25 @@ def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Com
 
     On a full mesh the pair owns one link (``B / (g - 1)``); no collective overhead.
     """
-    intra = intra_link(sys, 2.0)
-    t_in = intra.lat_s + _xfer_s(nbytes, intra.bw)
-    inter = inter_link(sys)
-    t_out = inter.lat_s + _xfer_s(nbytes, inter.bw)
+    def near() -> Array:
+        intra = intra_link(sys, 2.0)
+        return intra.lat_s + _xfer_s(nbytes, intra.bw)
+
+    def far() -> Array:
+        inter = inter_link(sys)
+        return inter.lat_s + _xfer_s(nbytes, inter.bw)
+
+    if np.ndim(across_nodes) == 0:  # one placement for the whole batch: one branch
+        return Comm(far(), 0.0, nbytes) if across_nodes else Comm(near(), nbytes, 0.0)
     zero = np.zeros_like(np.asarray(nbytes, dtype=float))
-    return Comm(np.where(across_nodes, t_out, t_in), np.where(across_nodes, zero, nbytes),
+    return Comm(np.where(across_nodes, far(), near()), np.where(across_nodes, zero, nbytes),
                 np.where(across_nodes, nbytes, zero))
 
 
 def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
     """Link energy of bytes sent on the node's links and on the network, joules."""
-    return (intra_bytes * field(sys, "link_energy_pj_per_bit")
-            + inter_bytes * field(sys, "internode_energy_pj_per_bit")) * (BITS_PER_BYTE * PJ)
+    j_intra = field(sys, "link_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
+    j_inter = field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
+    if np.ndim(inter_bytes) == 0 and inter_bytes == 0.0:
+        return intra_bytes * j_intra
+    return intra_bytes * j_intra + inter_bytes * j_inter

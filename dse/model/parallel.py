@@ -116,24 +116,32 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     hs, kvs, tok = s["heads"], s["kv_heads"], s["token_frac"]
     lf = s["layers"] / m["n_layers"]
-    qkv = (hs + 2.0 * kvs) / (h + 2.0 * kv)
-    head_frac, kv_frac = hs / h, kvs / kv
+    lt = lf * tok  # layers on this stage x this device's share of the tokens
+    per_tp = 1.0 / tp
+    q_kv = hs + 2.0 * kvs  # Q + K + V heads on the device
+    qkv_store = lf * (q_kv / (h + 2.0 * kv))
+    qkv_flop = qkv_store * tok
+    head_frac = hs / h
+    o_flop = lt * head_frac
+    kv_tok = lt * (kvs / kv)
     ffn_width = (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
     etok = s["expert_token_frac"]
+    ffn_flop = lf * etok * per_tp
     v = m["vocab_size"]
+    head_flop = tok * per_tp
     return {
-        "qkv": {"flop": lf * qkv * tok, "store": lf * qkv, "kv": lf * qkv * tok,
-                "act": lf * ((d + (hs + 2.0 * kvs) * hd) / (d + (h + 2.0 * kv) * hd)) * tok, "kernels": lf},
-        "o": {"flop": lf * head_frac * tok, "store": lf * head_frac, "kv": lf * head_frac * tok,
-              "act": lf * ((hs * hd + 2.0 * d) / (h * hd + 2.0 * d)) * tok, "kernels": lf},
-        "attn": {"flop": lf * head_frac * tok, "store": lf * kv_frac * tok, "kv": lf * kv_frac * tok,
-                 "act": lf * ((2.0 * hs + 2.0 * kvs) / (2.0 * h + 2.0 * kv)) * tok, "kernels": lf},
-        "ffn": {"flop": lf * etok / tp, "store": lf * (s["experts"] / m["n_experts"]) / tp,
-                "kv": lf * etok / tp,
-                "act": lf * ((2.0 * d * tok + ffn_width * etok / tp) / (2.0 * d + ffn_width)), "kernels": lf},
-        "lm_head": {"flop": tok / tp, "store": 1.0 / tp, "kv": tok / tp,
-                    "act": ((d + v / tp) / (d + v)) * tok, "kernels": 1.0},
-        "draft": {"flop": tok / tp, "store": 1.0 / tp, "kv": tok / tp, "act": tok / tp, "kernels": 1.0},
+        "qkv": {"flop": qkv_flop, "store": qkv_store, "kv": qkv_flop,
+                "act": lt * ((d + q_kv * hd) / (d + (h + 2.0 * kv) * hd)), "kernels": lf},
+        "o": {"flop": o_flop, "store": lf * head_frac, "kv": o_flop,
+              "act": lt * ((hs * hd + 2.0 * d) / (h * hd + 2.0 * d)), "kernels": lf},
+        "attn": {"flop": o_flop, "store": kv_tok, "kv": kv_tok,
+                 "act": lt * ((hs + kvs) / (h + kv)), "kernels": lf},
+        "ffn": {"flop": ffn_flop, "store": lf * (s["experts"] / m["n_experts"]) * per_tp, "kv": ffn_flop,
+                "act": lf * (((2.0 * d) * tok + ffn_width * (etok * per_tp)) / (2.0 * d + ffn_width)),
+                "kernels": lf},
+        "lm_head": {"flop": head_flop, "store": per_tp, "kv": head_flop,
+                    "act": tok * ((d + v * per_tp) / (d + v)), "kernels": 1.0},
+        "draft": {"flop": head_flop, "store": per_tp, "kv": head_flop, "act": head_flop, "kernels": 1.0},
     }
 
 
@@ -144,7 +152,7 @@ def shard_op(op: Op, f: dict[str, Array]) -> Op:
     return the operands bit for bit.
     """
     return Op(
-        flop0=op.flop0 * f["flop"],
+        flop0=_times(op.flop0, f["flop"]),
         flop1=None if op.flop1 is None else op.flop1 * f["flop"],
         bytes0=op.bytes0 * f["store"] + op.act_bytes * (f["act"] - f["store"]),
         bytes1=None if op.bytes1 is None else op.bytes1 * f["kv"],
@@ -206,48 +214,76 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     """
     tp, pp, ep, mb = knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches")
     algo = knob(k, "collective_algo")
-    s = shard_dims(m, k)
-    a_bytes = k["a_bits"] / 8.0
-    d = m["d_model"]
+    layers = np.ceil(m["n_layers"] / pp)
+    token_frac = 1.0 / (ep * mb)
+    act_bytes = m["d_model"] * (k["a_bits"] / 8.0)  # one token's hidden state
     per_node = coll.field(sys, "n_devices_per_node")
     devices = n_devices(k)
-    sharing = np.minimum(devices, per_node)
-    tok, head = tokens * s["token_frac"], head_tokens * s["token_frac"]
+    shared = np.any(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
+    sharing = np.minimum(devices, per_node) if shared else None  # devices on a shared fabric at once
+    tok = tokens * token_frac
+    head = tok if head_tokens is tokens else head_tokens * token_frac
+    hidden_bytes = tok * act_bytes  # one micro-batch of one ep group
 
-    ar = coll.all_reduce(tok * d * a_bytes, tp, sys, algo, n_sharing=sharing)
-    gather = coll.all_gather(head * m["vocab_size"] * a_bytes, tp, sys, algo, n_sharing=sharing)
-    n_ar = 2.0 * s["layers"] + np.where(pp > 1.0, 0.0, 1.0)  # + the embedding's on the first stage
+    ar = coll.all_reduce(hidden_bytes, tp, sys, algo, n_sharing=sharing)
+    gather = coll.all_gather(head * (m["vocab_size"] * (k["a_bits"] / 8.0)), tp, sys, algo, n_sharing=sharing)
+    n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
     tp_s = n_ar * ar.time_s + gather.time_s
 
     moe = m["n_experts"] > 1.0
-    ep_members = np.where(moe, ep, 1.0)
-    ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
-    a2a = coll.all_to_all(tok * m["n_experts_active"] * d * a_bytes / tp, ep_members, sys, algo,
-                          n_per_node=ep_per_node, n_sharing=sharing)
-    n_a2a = 2.0 * s["layers"]
-    ep_s = n_a2a * a2a.time_s
+    n_a2a = 2.0 * layers
+    if np.any(moe & (ep > 1.0)):
+        ep_members = np.where(moe, ep, 1.0)
+        ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
+        a2a = coll.all_to_all(hidden_bytes * (m["n_experts_active"] / tp), ep_members, sys, algo,
+                              n_per_node=ep_per_node, n_sharing=sharing)
+        ep_s = n_a2a * a2a.time_s
+    else:  # no design of the batch dispatches tokens
+        a2a, ep_s = coll.Comm(0.0, 0.0, 0.0), 0.0
 
-    p2p_bytes = tok * d * a_bytes / tp
     stage_devices = tp * ep
-    n_cross = np.minimum(pp - 1.0, np.floor((pp - 1.0) * stage_devices / per_node))
-    near = coll.point_to_point(p2p_bytes, sys, False)
-    far = coll.point_to_point(p2p_bytes, sys, True)
-    p2p_path_s = n_cross * far.time_s + (pp - 1.0 - n_cross) * near.time_s
-    p2p_s = np.where(n_cross > 0.0, far.time_s, np.where(pp > 1.0, near.time_s, 0.0))
+    if np.any(pp > 1.0):
+        p2p_bytes = hidden_bytes / tp
+        n_cross = np.minimum(pp - 1.0, np.floor((pp - 1.0) * stage_devices / per_node))
+        near = coll.point_to_point(p2p_bytes, sys, False).time_s
+        far = coll.point_to_point(p2p_bytes, sys, True).time_s if np.any(n_cross > 0.0) else 0.0
+        p2p_path_s = n_cross * far + (pp - 1.0 - n_cross) * near
+        p2p_s = np.where(n_cross > 0.0, far, np.where(pp > 1.0, near, 0.0))
+        sends = (knob(k, "dp") * mb) * stage_devices * p2p_bytes
+        sends_near, sends_far = _times(sends, pp - 1.0 - n_cross), _times(sends, n_cross)
+    else:  # one stage everywhere: no sends
+        p2p_path_s, p2p_s, sends_near, sends_far = 0.0, 0.0, 0.0, 0.0
 
     # system totals over all micro-batches: every device of a stage runs the stage's
     # collectives (bottleneck stage's counts, an upper bound for pp > 1); pp - 1 sends per
     # micro-batch from each of the tp * ep devices of a stage, per replica
-    replicas_mb = knob(k, "dp") * mb
-    per_dev_intra = n_ar * ar.intra_bytes + gather.intra_bytes + n_a2a * a2a.intra_bytes
-    per_dev_inter = n_ar * ar.inter_bytes + gather.inter_bytes + n_a2a * a2a.inter_bytes
-    sends = replicas_mb * stage_devices * p2p_bytes
-    intra = devices * mb * per_dev_intra + sends * (pp - 1.0 - n_cross)
-    inter = devices * mb * per_dev_inter + sends * n_cross
+    runs = devices * mb
+    intra = _plus(_times(runs, _plus(_times(n_ar, ar.intra_bytes), gather.intra_bytes,
+                                     _times(n_a2a, a2a.intra_bytes))), sends_near)
+    inter = _plus(_times(runs, _plus(_times(n_ar, ar.inter_bytes), gather.inter_bytes,
+                                     _times(n_a2a, a2a.inter_bytes))), sends_far)
     return {
-        "tp_s": tp_s, "ep_s": ep_s, "comm_s": tp_s + ep_s, "p2p_s": p2p_s, "p2p_path_s": p2p_path_s,
+        "tp_s": tp_s, "ep_s": ep_s, "comm_s": _plus(tp_s, ep_s), "p2p_s": p2p_s, "p2p_path_s": p2p_path_s,
         "intra_bytes": intra, "inter_bytes": inter, "energy_j": coll.wire_energy_j(intra, inter, sys),
     }
+
+
+def _is_zero(x: Array) -> bool:
+    return np.ndim(x) == 0 and x == 0.0
+
+
+def _times(a: Array, b: Array) -> Array:
+    """``a * b``, skipping the array operation when either is the scalar 0."""
+    return 0.0 if _is_zero(a) or _is_zero(b) else a * b
+
+
+def _plus(*terms: Array) -> Array:
+    """Sum of the terms that are not the scalar 0."""
+    kept = [t for t in terms if not _is_zero(t)]
+    out: Array = 0.0
+    for t in kept:
+        out = t if _is_zero(out) else out + t
+    return out
 
 
 def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
