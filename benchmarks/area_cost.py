@@ -44,7 +44,7 @@ def everything(hw: dict, tech: dict, power: np.ndarray, tokens: np.ndarray) -> d
     """Area, constraints, static power and the cost metrics with one parameter lookup (the wiring to use)."""
     params = resolve_params(hw, tech)
     area = area_breakdown(hw, tech, params)
-    static = static_power_w(hw, tech, area["die_area_mm2"], params[1])
+    static = static_power_w(hw, tech, area["die_area_mm2"], params)
     return {**area, "static_power_w": static, **cost_metrics(hw, tech, {}, 8.0, power, tokens, area, params)}
 
 
@@ -52,20 +52,22 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     tech = load_technology()
     hw = batch(n, tech)
-    area = area_breakdown(hw, tech)
+    params = resolve_params(hw, tech)
+    area = area_breakdown(hw, tech, params)
     power, tokens = np.full(n, 700.0), np.full(n, 3000.0)
     rows = {
-        "area_breakdown": lambda: area_breakdown(hw, tech),
-        "device_cost_usd (area given)": lambda: device_cost_usd(hw, tech, area),
-        "static_power_w (area given)": lambda: static_power_w(hw, tech, area["die_area_mm2"]),
-        "cost_metrics (area given)": lambda: cost_metrics(hw, tech, {}, 8.0, power, tokens, area),
+        "resolve_params (node/memory lookup)": lambda: resolve_params(hw, tech),
+        "area_breakdown (params given)": lambda: area_breakdown(hw, tech, params),
+        "device_cost_usd (area, params given)": lambda: device_cost_usd(hw, tech, area, params),
+        "static_power_w (area, params given)": lambda: static_power_w(hw, tech, area["die_area_mm2"], params),
+        "cost_metrics (area, params given)": lambda: cost_metrics(hw, tech, {}, 8.0, power, tokens, area, params),
         "all of the above, one lookup": lambda: everything(hw, tech, power, tokens),
         "  same, one platform (scalars)": lambda: everything({**hw, "process_nm": 4.0, "platform_class_code": 0,
                                                               "mem_technology_code": 8}, tech, power, tokens),
     }
     print(f"{n:,} designs, best of 5")
     for name, fn in rows.items():
-        print(f"  {name:32s} {best_ns(fn, n):7.1f} ns/design")
+        print(f"  {name:38s} {best_ns(fn, n):7.1f} ns/design")
 
 
 if __name__ == "__main__":

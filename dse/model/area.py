@@ -52,7 +52,8 @@ def _interp_log(log_x: Array, xp_nm: np.ndarray, fp: np.ndarray) -> np.ndarray:
 
 def node_params(tech: dict, process_nm: Array) -> dict[str, np.ndarray]:
     """Per-design node quantities: ``logic_scale`` (area of logic relative to the reference
-    node), ``logic_mtr_per_mm2``, ``sram_mm2_per_mb``, ``wafer_usd``, ``defect_density_per_mm2``."""
+    node), ``logic_mtr_per_mm2``, ``sram_mm2_per_mb``, ``wafer_usd``, ``defect_density_per_mm2``,
+    ``idle_w_per_mm2``."""
     xp = tech["node_nm"]
     log_x, log_ref = np.log(process_nm), np.log(tech["reference_node_nm"])
     density = _interp_log(log_x, xp, tech["logic_mtr_per_mm2"])
@@ -63,6 +64,7 @@ def node_params(tech: dict, process_nm: Array) -> dict[str, np.ndarray]:
         "sram_mm2_per_mb": tech["sram_mm2_per_mb_ref"] / _interp_log(log_ref, xp, tech["sram_bitcell_um2"]) * bitcell,
         "wafer_usd": _interp_log(log_x, xp, tech["wafer_usd"]),
         "defect_density_per_mm2": _interp_log(log_x, xp, tech["defect_density_per_cm2"]) / 100.0,
+        "idle_w_per_mm2": _interp_log(log_x, xp, tech["idle_w_per_mm2"]),
     }
 
 

@@ -102,7 +102,8 @@ def device_cost_ref(hw: dict, tech: dict) -> float:
 def static_power_ref(hw: dict, tech: dict) -> float:
     """Provisioned static power of one design, W."""
     m = int(hw["mem_technology_code"])
-    return (tech["idle_w_per_mm2"] * area_ref(hw, tech)["die_area_mm2"]
+    idle_w_per_mm2 = node_value(tech, "idle_w_per_mm2", hw["process_nm"])
+    return (idle_w_per_mm2 * area_ref(hw, tech)["die_area_mm2"]
             + float(tech["background_w_per_unit"][m]) * hw["n_mem_units"])
 
 

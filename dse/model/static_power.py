@@ -3,18 +3,19 @@
 ``static_power_w = idle_w_per_mm2 * die_area_mm2 + background_w_per_unit * n_mem_units``
 
 The first term is the active-idle power of the logic die(s) (leakage plus the clock tree and
-always-on logic at the working clocks), per mm2; the second the background power of each memory
+always-on logic at the working clocks), per mm2 of the design's node; the second the background power of each memory
 unit (HBM stack, GDDR x32, LPDDR x64, DDR channel: refresh, standby, an interface kept up). So a
 design pays standby energy for compute it does not use and for every stack it adds. Constants
-and their sources: ``spaces/technology.yaml`` (``idle_w_per_mm2`` fitted to the H100's measured
-idle; memory background per unit from vendor/course figures, low confidence).
+and their sources: ``spaces/technology.yaml`` (``idle_w_per_mm2`` per node fitted to the H100's
+and A100's measured idle; memory background per unit from vendor/course figures, low confidence).
+It describes datacenter parts idling at working clocks; power-gated edge SoCs and FPGAs draw less.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dse.model.area import memory_params
+from dse.model.area import resolve_params
 
 Array = np.ndarray | float
 
@@ -25,12 +26,13 @@ def provisioned_static_power_w(die_area_mm2: Array, n_mem_units: Array, backgrou
     return idle_w_per_mm2 * die_area_mm2 + background_w_per_unit * n_mem_units
 
 
-def static_power_w(hw: dict, tech: dict, die_area: Array, mem: dict | None = None) -> Array:
-    """Provisioned static power of each design, W (``hw``: ``n_mem_units``, ``mem_technology_code``;
-    ``mem``: :func:`dse.model.area.memory_params`'s result when already looked up)."""
-    mem = memory_params(tech, hw["mem_technology_code"]) if mem is None else mem
+def static_power_w(hw: dict, tech: dict, die_area: Array, params: tuple[dict, dict] | None = None) -> Array:
+    """Provisioned static power of each design, W (``hw``: ``process_nm``, ``n_mem_units``,
+    ``mem_technology_code``; ``params``: :func:`dse.model.area.resolve_params`'s result when
+    already looked up)."""
+    node, mem = resolve_params(hw, tech) if params is None else params
     return provisioned_static_power_w(die_area, hw["n_mem_units"], mem["background_w_per_unit"],
-                                      tech["idle_w_per_mm2"])
+                                      node["idle_w_per_mm2"])
 
 
 def static_or_measured_w(measured_w: Array, provisioned_w: Array, has_measured: Array) -> Array:

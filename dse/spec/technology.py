@@ -20,14 +20,15 @@ from dse.spec.errors import SpecError, check_keys
 from dse.spec.presets import as_number, data_dir, read_yaml
 from dse.spec.registry import PLATFORM_CLASSES
 
-NODE_COLUMNS: tuple[str, ...] = ("logic_mtr_per_mm2", "sram_bitcell_um2", "wafer_usd", "defect_density_per_cm2")
+NODE_COLUMNS: tuple[str, ...] = ("logic_mtr_per_mm2", "sram_bitcell_um2", "wafer_usd", "defect_density_per_cm2",
+                                 "idle_w_per_mm2")
 MEMORY_COLUMNS: tuple[str, ...] = ("phy_mm2", "ctrl_mtr", "usd_per_gb", "background_w_per_unit", "hbm",
                                    "edge_mm_per_unit", "footprint_mm2")
 PRECISION_BITS: tuple[int, ...] = (32, 16, 8, 4)
 _TOP_KEYS = ("reference_node_nm", "reticle_mm2", "reticle_long_edge_mm", "reticle_short_edge_mm", "n_dies_max",
              "uncore_frac", "d2d_area_frac", "precision_area_weight", "multi_mode_frac",
              "class_compute_mm2_per_tflop", "sram_mm2_per_mb_ref", "nodes", "manufacturing", "memory",
-             "packaging", "system", "idle_w_per_mm2", "tco", "sources")
+             "packaging", "system", "tco", "sources")
 _SECTIONS = {
     "manufacturing": ("wafer_diameter_mm", "edge_loss_mm", "scribe_mm", "yield_cluster_alpha"),
     "packaging": ("interposer_area_factor", "interposer_usd_base", "interposer_usd_per_mm2", "organic_area_factor",
@@ -56,7 +57,7 @@ def _load(file: str, _mtime: float) -> dict[str, Any]:
     check_keys(file, "", raw, _TOP_KEYS)
     out: dict[str, Any] = {}
     for key in ("reference_node_nm", "reticle_mm2", "reticle_long_edge_mm", "reticle_short_edge_mm", "n_dies_max",
-                "uncore_frac", "d2d_area_frac", "multi_mode_frac", "sram_mm2_per_mb_ref", "idle_w_per_mm2"):
+                "uncore_frac", "d2d_area_frac", "multi_mode_frac", "sram_mm2_per_mb_ref"):
         out[key] = as_number(file, key, raw.get(key))
     for section, keys in _SECTIONS.items():
         block = raw.get(section)

@@ -35,7 +35,8 @@ def _toy_tech() -> dict:
     tech = dict(TECH)
     tech.update(node_nm=np.array([7.0, 14.0]), logic_mtr_per_mm2=np.array([100.0, 25.0]),
                 sram_bitcell_um2=np.array([0.03, 0.06]), wafer_usd=np.array([10000.0, 4000.0]),
-                defect_density_per_cm2=np.array([0.1, 0.05]), reference_node_nm=7.0, sram_mm2_per_mb_ref=0.5,
+                defect_density_per_cm2=np.array([0.1, 0.05]), idle_w_per_mm2=np.array([0.1, 0.05]),
+                reference_node_nm=7.0, sram_mm2_per_mb_ref=0.5,
                 class_compute_mm2_per_tflop=np.array([1.0, 50.0, 20.0, 1.0, 1.0]),
                 class_area_weight=np.tile([2.0, 1.0, 0.25, 0.125], (5, 1)), multi_mode_frac=0.1, uncore_frac=0.2,
                 phy_mm2=np.full(len(TECH["mem_names"]), 10.0), ctrl_mtr=np.full(len(TECH["mem_names"]), 500.0))
@@ -113,11 +114,14 @@ def test_tco_and_cost_per_token_closed_forms():
 
 
 def test_static_power_closed_form_and_measured_override():
-    tech = {**_toy_tech(), "idle_w_per_mm2": 0.1, "background_w_per_unit": np.full(len(TECH["mem_names"]), 3.0)}
+    tech = {**_toy_tech(), "idle_w_per_mm2": np.array([0.1, 0.05]),
+            "background_w_per_unit": np.full(len(TECH["mem_names"]), 3.0)}
     design = _design(n_mem_units=0.0, sram_bytes=0.0)  # area = 100 / 0.8 = 125 mm2 -> 12.5 W
     assert static_power_w(design, tech, die_area_mm2(design, tech)) == pytest.approx(12.5)
     design = _design(n_mem_units=2.0, mem_technology_code=GDDR6, sram_bytes=0.0)  # +2 x (10 + 5) / 0.8, + 2 x 3 W
     assert static_power_w(design, tech, die_area_mm2(design, tech)) == pytest.approx(0.1 * 162.5 + 6.0)
+    design = _design(n_mem_units=0.0, sram_bytes=0.0, process_nm=14.0)  # 400 / 0.8 = 500 mm2 x 0.05 W/mm2
+    assert static_power_w(design, tech, die_area_mm2(design, tech)) == pytest.approx(25.0)
     np.testing.assert_allclose(static_or_measured_w(np.array([119.1, 0.0]), np.array([110.0, 40.0]),
                                                     np.array([1, 0])), [119.1, 40.0])
 
