@@ -1,0 +1,93 @@
+"""Serving stage, part 0: per-design iteration coefficients from the per-operator model.
+
+Pure numpy. Turns the operators of :func:`dse.model.workload.phase_ops` into the coefficients
+of :mod:`dse.model.serving_iteration` (its docstring defines every key). Each operator of the
+static model is ``max(flop * s_per_flop, bytes * s_per_byte) + kernels * kernel_overhead_s``
+with ``flop`` and ``bytes`` affine in the tokens of the pass; the coefficients are those
+affine terms, so one mixed iteration is priced by the same rooflines as the static model's
+prefill pass and decode steps (exactness: ``tests/model/test_serving.py``).
+
+Not represented: PIM offload (decode operators are costed on the host here), parallel
+mapping (the mapping stage adds its collectives through ``fixed_s``/``fixed_s_per_tok`` and
+divides the per-device terms; see ``docs/serving.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model import perf
+from dse.model.serving_iteration import LIN_ROWS
+from dse.model.workload import layer_params, n_params, tokens_per_verify, weight_bytes_per_param
+from dse.spec.units import BITS_PER_BYTE, PJ
+
+SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # as dse.model.power: staged through SRAM once (write + read)
+
+
+def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256.0) -> dict[str, np.ndarray]:
+    """Coefficients of one iteration for each design (``m`` card, ``k`` knobs, ``hw`` platform).
+
+    ``token_budget`` (tokens per iteration) and ``max_seqs`` size the activation and logits
+    workspace that is subtracted from memory with the weights to give ``kv_capacity_bytes``.
+    """
+    wb = weight_bytes_per_param(k)
+    a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
+    nl, d, h, kv, hd = m["n_layers"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    v, e, top_k = m["vocab_size"], m["n_experts"], m["n_experts_active"]
+    p = layer_params(m)
+
+    lin_spf, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
+    nm_time_frac = 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))
+    lin_spf = lin_spf * nm_time_frac
+    attn_spf, attn_native = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
+    spb = perf.mem_s_per_byte(hw)
+    j_per_byte = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
+                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]) * BITS_PER_BYTE * PJ
+    j_per_flop_bit = hw["flop16_energy_pj_per_flop"] * PJ / 16.0
+    lin_jpf, attn_jpf = lin_native * j_per_flop_bit, attn_native * j_per_flop_bit
+    koh = hw["kernel_overhead_s"]
+
+    g = np.where(k["spec_len"] > 0, k["spec_len"], 0.0)
+    draft_params = k["spec_draft_frac"] * n_params(m)
+    moe = e > 1
+    # per row: (flop per driver token, weight bytes per pass, activation bytes per driver token, kernels)
+    flop = (2.0 * nl * p["qkv"], 2.0 * nl * p["o"], 2.0 * nl * (p["ffn_expert"] * top_k + p["router"]),
+            2.0 * v * d, 2.0 * g * draft_params)
+    wbytes = (nl * p["qkv"] * wb, nl * p["o"] * wb, nl * p["router"] * wb, v * d * wb, g * draft_params * wb)
+    act = (nl * (d + (h + 2.0 * kv) * hd) * a_b, nl * (h * hd + 2.0 * d) * a_b,
+           nl * (2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k) * a_b, (d + v) * a_b, g * 2.0 * d * a_b)
+    kernels = (3.0 * nl, 2.0 * nl, nl * (4.0 + np.where(moe, 2.0, 0.0)), 2.0,
+               g * (11.0 * nl * np.sqrt(k["spec_draft_frac"]) + 2.0))
+
+    def rows(values, scale) -> np.ndarray:
+        return np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) * scale for x in values)))
+
+    expert_bytes = nl * p["ffn_expert"] * wb
+    pairs_flop = 4.0 * nl * h * hd
+    tok_bytes = nl * hd * (2.0 * h + 2.0 * kv) * a_b + nl * hd * 2.0 * kv * kv_b
+    kv_token_bytes = 2.0 * nl * kv * hd * kv_b
+    spec = k["spec_len"] > 0
+    weights = n_params(m) * wb * (1.0 + np.where(spec, k["spec_draft_frac"], 0.0))
+    widest = np.maximum((h + 2.0 * kv) * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k)
+    workspace = token_budget * (d + widest) * a_b + max_seqs * v * 4.0
+    zero = 0.0 * wb
+    c = {
+        "lin_flop_s_per_tok": rows(flop, lin_spf), "lin_w_s": rows(wbytes, spb),
+        "lin_act_s_per_tok": rows(act, spb), "lin_launch_s": rows(kernels, koh),
+        "moe_expert_w_s": expert_bytes * spb,
+        "attn_flop_s_per_pair": pairs_flop * attn_spf, "attn_act_s_per_tok": tok_bytes * spb,
+        "attn_kv_s_per_tok": kv_token_bytes * spb, "attn_launch_s": 2.0 * nl * koh,
+        "fixed_s": zero, "fixed_s_per_tok": zero,
+        "lin_flop_j_per_tok": rows(flop, lin_jpf), "lin_w_j": rows(wbytes, j_per_byte),
+        "lin_act_j_per_tok": rows(act, j_per_byte), "moe_expert_w_j": expert_bytes * j_per_byte,
+        "attn_flop_j_per_pair": pairs_flop * attn_jpf, "attn_act_j_per_tok": tok_bytes * j_per_byte,
+        "attn_kv_j_per_tok": kv_token_bytes * j_per_byte, "fixed_j": zero, "fixed_j_per_tok": zero,
+        "moe_n_experts": e + zero, "moe_top_k": top_k + zero,
+        "dec_queries": np.where(spec, k["spec_len"] + 1.0, 1.0) + zero,
+        "dec_tokens_per_iter": np.where(spec, tokens_per_verify(k), 1.0) + zero,
+        "static_power_w": hw["static_power_w"] + zero, "headroom_w": hw["tdp_w"] - hw["static_power_w"] + zero,
+        "kv_bytes_per_token": kv_token_bytes + zero,
+        "kv_capacity_bytes": hw["mem_capacity_bytes"] - weights - workspace + zero,
+    }
+    assert len(LIN_ROWS) == c["lin_w_s"].shape[0]
+    return c

@@ -1,0 +1,180 @@
+"""Serving stage, part 1: the time and energy of one scheduler iteration from per-design coefficients.
+
+Pure numpy. A continuous-batching engine runs *iterations*: one forward pass over a mixed
+batch of prefill chunks and decode positions (Orca, OSDI'22; Sarathi-Serve, OSDI'24). This
+module prices one iteration from a small set of per-design **coefficients** that the
+per-operator model (:mod:`dse.model.workload`, :mod:`dse.model.perf`) produces once per
+design (:func:`dse.model.serving_coeffs.serving_coeffs`). Every coefficient is an array
+broadcastable to the design batch ``(n,)``; the five weight-GEMM rows are stacked on a
+leading axis of length 5 (shape ``(5, n)`` or ``(5, 1)``).
+
+Iteration features (token counts of one iteration; arrays ``(n,)`` or scalars)
+=============================================================================
+============  ===============================================================================
+``n_tok``     tokens through the layer GEMMs: prefill-chunk tokens + ``q`` per decode sequence
+``n_head``    tokens through the LM head: sequences whose prefill *completes* in this
+              iteration (one logit row each) + ``q`` per decode sequence
+``n_draft``   decode sequences (drives the speculative draft model; 0 without speculation)
+``pf_pairs``  prefill attention (query, key) pairs: a chunk of ``k`` tokens at offset ``s``
+              (tokens of the same prompt already in the cache) has ``k s + k (k+1) / 2``
+``pf_tok``    prefill-chunk tokens (activations in/out and KV written)
+``pf_kv``     KV tokens read by prefill chunks (``s`` per chunk: the earlier chunks' cache)
+``dec_pairs`` decode attention pairs: ``q * c`` per decode sequence attending ``c`` tokens
+``dec_tok``   decode query positions, ``q`` per decode sequence
+``dec_kv``    KV tokens read by decode attention, ``c`` per decode sequence
+============  ===============================================================================
+
+``q`` = ``dec_queries`` (1, or ``spec_len + 1`` when verifying draft tokens). The decode step
+``j`` (1-based) of a request with prompt ``P`` attends ``c = P + dec_tokens_per_iter * j``
+tokens, as in the static model.
+
+Coefficients (seconds ``_s`` and joules ``_j``; ``x`` is the row's driver token count)
+=====================================================================================
+Rows ``LIN_ROWS = (qkv, o, ffn, lm_head, draft)`` driven by ``(n_tok, n_tok, n_tok, n_head,
+n_draft)``. For row ``r`` with driver ``x > 0``::
+
+    t_r = max(x * lin_flop_s_per_tok[r], lin_w_s[r] + W_moe + x * lin_act_s_per_tok[r]) + lin_launch_s[r]
+
+``lin_flop_s_per_tok`` = FLOPs per driver token / achievable FLOP/s (2 * layers * weights
+used per token, 2:4 time saving included); ``lin_w_s`` = weight bytes read once per
+iteration / achievable bytes/s; ``lin_act_s_per_tok`` = activation bytes per token /
+achievable bytes/s; ``lin_launch_s`` = kernels * ``kernel_overhead_s``. ``W_moe`` is zero
+except on the ffn row: ``moe_expert_w_s * E * (1 - (1 - k/E) ** n_tok)`` (expected distinct
+experts touched by ``n_tok`` tokens routed to top-``k`` of ``E``; :func:`experts_touched`),
+with ``lin_w_s[ffn]`` holding the router only. Attention, prefill and decode parts priced
+separately (one kernel each, as FlashAttention varlen prefill + paged decode kernels)::
+
+    t_pf  = max(pf_pairs * fa, pf_tok * ma + pf_kv * ka) + attn_launch_s
+    t_dec = max(dec_pairs * fa, dec_tok * ma + dec_kv * ka) + attn_launch_s
+
+with ``fa, ma, ka`` = ``attn_flop_s_per_pair`` (4 * layers * heads * head_dim FLOPs per pair /
+FLOP/s), ``attn_act_s_per_tok`` (activations in/out + KV written per token / bytes/s),
+``attn_kv_s_per_tok`` (KV bytes per cached token / bytes/s),
+each counted only when its token count is positive. Plus additive, un-overlapped terms for
+whatever the mapping adds (collectives, host scheduling): ``fixed_s + fixed_s_per_tok * n_tok``.
+Energy (no max: every FLOP and byte costs energy) mirrors it with the ``_j`` coefficients.
+
+**Exactness.** With one prefill iteration of ``batch * in_len`` tokens (no chunking, all
+arrivals at t = 0) and ``ceil(out_len / tokens_per_verify)`` decode iterations of ``batch``
+sequences, these are term for term the operators of :mod:`dse.model.pipeline` (weights read
+once per pass, roofline per operator, launch overhead per kernel), so
+:func:`static_batch_times` reproduces its ``ttft_s`` and ``tpot_s`` (tested). PIM offload
+is not represented (decode operators on PIM are costed on the host).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LIN_ROWS: tuple[str, ...] = ("qkv", "o", "ffn", "lm_head", "draft")
+FFN_ROW = 2
+TIME_KEYS: tuple[str, ...] = (
+    "lin_flop_s_per_tok", "lin_w_s", "lin_act_s_per_tok", "lin_launch_s", "moe_expert_w_s",
+    "attn_flop_s_per_pair", "attn_act_s_per_tok", "attn_kv_s_per_tok", "attn_launch_s",
+    "fixed_s", "fixed_s_per_tok",
+)
+ENERGY_KEYS: tuple[str, ...] = (
+    "lin_flop_j_per_tok", "lin_w_j", "lin_act_j_per_tok", "moe_expert_w_j",
+    "attn_flop_j_per_pair", "attn_act_j_per_tok", "attn_kv_j_per_tok", "fixed_j", "fixed_j_per_tok",
+)
+OTHER_KEYS: tuple[str, ...] = (
+    "moe_n_experts", "moe_top_k", "dec_queries", "dec_tokens_per_iter", "static_power_w", "headroom_w",
+    "kv_bytes_per_token", "kv_capacity_bytes",
+)
+COEFF_KEYS: tuple[str, ...] = TIME_KEYS + ENERGY_KEYS + OTHER_KEYS
+FEATURES: tuple[str, ...] = ("n_tok", "n_head", "n_draft", "pf_pairs", "pf_tok", "pf_kv",
+                             "dec_pairs", "dec_tok", "dec_kv")
+
+
+def experts_touched(c: dict, n_tok) -> np.ndarray:
+    """Expected distinct experts hit by ``n_tok`` tokens, ``E (1 - (1 - k/E) ** n_tok)``; 1 for a dense model."""
+    e = c["moe_n_experts"]
+    return e * (1.0 - (1.0 - c["moe_top_k"] / e) ** n_tok)
+
+
+def _drivers(f: dict) -> np.ndarray:
+    """Driver token counts of the five GEMM rows, shape ``(5, ...)``."""
+    return np.stack(np.broadcast_arrays(f["n_tok"], f["n_tok"], f["n_tok"], f["n_head"], f["n_draft"]))
+
+
+def _moe_w(c: dict, n_tok, key: str):
+    """The expert weights read by ``n_tok`` tokens (seconds or joules per ``key``)."""
+    if np.all(np.asarray(c["moe_n_experts"]) == 1.0):  # dense: one "expert", always touched
+        return c[key]
+    return c[key] * experts_touched(c, n_tok)
+
+
+def iteration_time_s(c: dict, f: dict) -> np.ndarray:
+    """Seconds of one iteration with features ``f`` (module docstring), before any power cap."""
+    x = _drivers(f)
+    w = np.broadcast_to(c["lin_w_s"], np.broadcast_shapes(np.shape(c["lin_w_s"]), x.shape)).copy()
+    w[FFN_ROW] = w[FFN_ROW] + _moe_w(c, f["n_tok"], "moe_expert_w_s")
+    rows = np.maximum(x * c["lin_flop_s_per_tok"], w + x * c["lin_act_s_per_tok"]) + c["lin_launch_s"]
+    t = np.where(x > 0, rows, 0.0).sum(axis=0)
+    t = t + c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"]
+    fa, ma, ka, la = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"], c["attn_launch_s"]
+    pf = np.maximum(f["pf_pairs"] * fa, f["pf_tok"] * ma + f["pf_kv"] * ka) + la
+    dec = np.maximum(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka) + la
+    return t + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
+
+
+def iteration_energy_j(c: dict, f: dict) -> np.ndarray:
+    """Dynamic joules of one iteration with features ``f`` (static power is added by the caller)."""
+    x = _drivers(f)
+    w = np.broadcast_to(c["lin_w_j"], np.broadcast_shapes(np.shape(c["lin_w_j"]), x.shape)).copy()
+    w[FFN_ROW] = w[FFN_ROW] + _moe_w(c, f["n_tok"], "moe_expert_w_j")
+    rows = w + x * (c["lin_flop_j_per_tok"] + c["lin_act_j_per_tok"])
+    e = np.where(x > 0, rows, 0.0).sum(axis=0) + c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"]
+    fa, ma, ka = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
+    pf = f["pf_pairs"] * fa + f["pf_tok"] * ma + f["pf_kv"] * ka
+    dec = f["dec_pairs"] * fa + f["dec_tok"] * ma + f["dec_kv"] * ka
+    return e + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
+
+
+def prefill_features(batch, in_len) -> dict:
+    """Features of one unchunked prefill iteration of ``batch`` prompts of ``in_len`` tokens."""
+    tok = batch * in_len
+    z = 0.0 * tok
+    return {"n_tok": tok, "n_head": batch + z, "n_draft": z, "pf_pairs": batch * in_len * (in_len + 1.0) * 0.5,
+            "pf_tok": tok, "pf_kv": z, "dec_pairs": z, "dec_tok": z, "dec_kv": z}
+
+
+def decode_features(c: dict, batch, context) -> dict:
+    """Features of one decode iteration of ``batch`` sequences each attending ``context`` tokens."""
+    q = c["dec_queries"]
+    tok = batch * q
+    z = 0.0 * tok
+    return {"n_tok": tok, "n_head": tok, "n_draft": batch + z, "pf_pairs": z, "pf_tok": z, "pf_kv": z,
+            "dec_pairs": tok * context, "dec_tok": tok, "dec_kv": batch * context}
+
+
+def capped_s(time_s, dynamic_j, headroom_w):
+    """Power cap as in the static model: ``max(time, dynamic energy / (tdp - static))``, seconds."""
+    return np.maximum(time_s, dynamic_j / np.maximum(headroom_w, 1e-9))
+
+
+def static_batch_times(c: dict, batch, in_len, out_len, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """The static-batch model rebuilt from iterations: all ``batch`` requests arrive at t = 0
+    with ``in_len``/``out_len`` tokens (point masses), one unchunked prefill iteration, then
+    ``ceil(out_len / dec_tokens_per_iter)`` decode iterations in which step ``j`` attends
+    ``in_len + dec_tokens_per_iter * j`` tokens. The power cap applies per phase (prefill;
+    the decode phase as a whole), as in :func:`dse.model.pipeline.evaluate_arrays`.
+
+    Returns ``ttft_s`` and ``tpot_s`` (decode time / out_len) and the phases' energies. Loops
+    over decode steps (for the exactness check, not the hot path); ``max_steps`` bounds the loop.
+    """
+    tpv = c["dec_tokens_per_iter"]
+    steps = np.ceil(out_len / tpv)
+    n_loop = int(np.max(steps)) if max_steps is None else max_steps
+    pre_f = prefill_features(batch, in_len)
+    pre_s, pre_j = iteration_time_s(c, pre_f), iteration_energy_j(c, pre_f)
+    dec_s = dec_j = 0.0
+    for j in range(1, n_loop + 1):
+        f = decode_features(c, batch, in_len + tpv * float(j))
+        on = j <= steps
+        dec_s = dec_s + np.where(on, iteration_time_s(c, f), 0.0)
+        dec_j = dec_j + np.where(on, iteration_energy_j(c, f), 0.0)
+    pre_s = capped_s(pre_s, pre_j, c["headroom_w"])
+    dec_s = capped_s(dec_s, dec_j, c["headroom_w"])
+    return {"ttft_s": pre_s, "tpot_s": dec_s / out_len, "prefill_j": pre_j + c["static_power_w"] * pre_s,
+            "decode_j": dec_j + c["static_power_w"] * dec_s}

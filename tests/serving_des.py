@@ -1,0 +1,281 @@
+"""Discrete-event reference for the analytic serving stage (:mod:`dse.model.serving`).
+
+Not a test module (no ``test_`` prefix): ``tests/model/test_serving.py`` imports it. It
+simulates, iteration by iteration, the scheduler the analytic model approximates:
+
+* Poisson arrivals (or all at t = 0), lengths drawn from the workload distribution;
+* continuous batching (Orca): every running sequence in decode contributes
+  ``dec_queries`` tokens to each iteration; the rest of the **token budget** goes to prefill
+  chunks (Sarathi-Serve stall-free batching: ongoing prefills first, then new requests
+  FCFS, each chunk ``min(remaining prompt, remaining budget)``), at most ``max_seqs``
+  running sequences;
+* paged KV cache of ``kv_blocks`` blocks of ``block_tokens`` tokens (vLLM): a sequence holds
+  ``ceil(tokens / block_tokens)`` blocks; a new request is admitted only if the blocks of its
+  whole prompt leave ``watermark_blocks`` free (they are reserved then, as vLLM v0's
+  ``can_allocate``); when decode growth does not fit, the most recently
+  admitted running sequence is **preempted by recomputation** (its blocks freed; it
+  re-enters the head of the queue and later re-prefills prompt + generated tokens);
+* iteration time from the same coefficients (:func:`iteration_time_one`, a plain-Python
+  reference of :func:`dse.model.serving_iteration.iteration_time_s`), times ``stretch``.
+
+A request's TTFT is the end of the iteration that completes its (first) prefill minus its
+arrival; TPOT is (completion - first token) / output tokens, as ``tpot_s`` of the static
+model. Speculative decoding advances every decode sequence by ``dec_tokens_per_iter``
+(expected) tokens per iteration, deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+ROWS = 5  # qkv, o, ffn, lm_head, draft
+
+
+def _row(c: dict, key: str, r: int) -> float:
+    v = c[key]
+    return float(v[r]) if np.ndim(v) else float(v)
+
+
+def iteration_time_one(c: dict, f: dict) -> float:
+    """Seconds of one iteration, one design, plain Python (reference of ``iteration_time_s``)."""
+    drivers = [f["n_tok"], f["n_tok"], f["n_tok"], f["n_head"], f["n_draft"]]
+    t = c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"]
+    for r in range(ROWS):
+        x = drivers[r]
+        if x <= 0:
+            continue
+        w = _row(c, "lin_w_s", r)
+        if r == 2:  # ffn: the experts the tokens touch
+            e, k = c["moe_n_experts"], c["moe_top_k"]
+            w += c["moe_expert_w_s"] * e * (1.0 - (1.0 - k / e) ** x)
+        compute = x * _row(c, "lin_flop_s_per_tok", r)
+        memory = w + x * _row(c, "lin_act_s_per_tok", r)
+        t += max(compute, memory) + _row(c, "lin_launch_s", r)
+    for pairs, tok, kv in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"]), (f["dec_pairs"], f["dec_tok"], f["dec_kv"])):
+        if tok > 0:
+            compute = pairs * c["attn_flop_s_per_pair"]
+            memory = tok * c["attn_act_s_per_tok"] + kv * c["attn_kv_s_per_tok"]
+            t += max(compute, memory) + c["attn_launch_s"]
+    return t
+
+
+def iteration_energy_one(c: dict, f: dict) -> float:
+    """Dynamic joules of one iteration, one design, plain Python."""
+    drivers = [f["n_tok"], f["n_tok"], f["n_tok"], f["n_head"], f["n_draft"]]
+    e_total = c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"]
+    for r in range(ROWS):
+        x = drivers[r]
+        if x <= 0:
+            continue
+        w = _row(c, "lin_w_j", r)
+        if r == 2:
+            e, k = c["moe_n_experts"], c["moe_top_k"]
+            w += c["moe_expert_w_j"] * e * (1.0 - (1.0 - k / e) ** x)
+        e_total += w + x * (_row(c, "lin_flop_j_per_tok", r) + _row(c, "lin_act_j_per_tok", r))
+    for pairs, tok, kv in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"]), (f["dec_pairs"], f["dec_tok"], f["dec_kv"])):
+        if tok > 0:
+            e_total += (pairs * c["attn_flop_j_per_pair"] + tok * c["attn_act_j_per_tok"]
+                        + kv * c["attn_kv_j_per_tok"])
+    return e_total
+
+
+def _grow(prompt, steps, held, block_tokens, tpv):
+    """Extra KV blocks each sequence needs to hold ``prompt + tpv * steps`` tokens."""
+    return np.maximum(np.ceil((prompt + tpv * steps) / block_tokens) - held, 0.0)
+
+
+def _decode_run(c, f, t1, e1, stretch, prompt, steps_done, steps_total, held, free, block_tokens, until_s):
+    """How many identical pure-decode iterations (>= 1) can run before an event: the first
+    completion, the next arrival, or the KV cache running out; their times and energies.
+
+    ``held`` already holds the blocks of the first iteration. Iteration ``r`` (0-based) has
+    every context ``r * tpv`` tokens longer, which changes only the decode-attention term.
+    """
+    tpv = float(c["dec_tokens_per_iter"])
+    m = max(min(int(np.min(steps_total - steps_done)), 4096), 1)
+    if m == 1:
+        return 1, t1, e1
+    r = np.arange(m, dtype=float)
+    nd = len(prompt)
+    q = f["dec_tok"] / nd
+    ctx = f["dec_kv"] + r * (tpv * nd)
+    fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
+    att0 = max(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka)
+    t = t1 + (np.maximum(q * ctx * fa, f["dec_tok"] * ma + ctx * ka) - att0) * stretch
+    e = e1 + r * (tpv * nd) * (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"])
+    starts = np.concatenate([[0.0], np.cumsum(t)[:-1]])
+    m = max(min(m, int(np.searchsorted(starts, until_s, side="left"))), 1)  # runs starting before the arrival
+    while m > 1 and _grow(prompt, steps_done + m, held, block_tokens, tpv).sum() > free:
+        m //= 2
+    return m, t[:m], e[:m]
+
+
+def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndarray, *, token_budget: float,
+             max_seqs: int, kv_blocks: int, block_tokens: int, watermark_blocks: int = 0,
+             stretch: float = 1.0, max_iterations: int = 10**7) -> dict[str, np.ndarray]:
+    """Run the scheduler over the requests (``arrival_s`` sorted ascending).
+
+    Returns per-request ``ttft_s``, ``tpot_s``, ``end_s`` (NaN where unfinished) and the
+    totals ``busy_s`` (sum of iteration times), ``energy_j`` (dynamic), ``n_iterations``,
+    ``n_preemptions``, and the iteration log ``iter_s``/``iter_end_s``/``iter_batch``.
+    """
+    q, tpv = float(c["dec_queries"]), float(c["dec_tokens_per_iter"])
+    n = len(prompt)
+    prompt = prompt.astype(float)
+    steps_total = np.ceil(output / tpv)
+    pf_total = prompt.copy()  # tokens to prefill (prompt, or prompt + generated after a preemption)
+    pf_done = np.zeros(n)
+    steps_done = np.zeros(n)
+    held = np.zeros(n, dtype=np.int64)  # KV blocks held
+    admit_order = np.zeros(n, dtype=np.int64)
+    first = np.full(n, np.nan)
+    end = np.full(n, np.nan)
+    waiting: deque[int] = deque()
+    prefilling: list[int] = []
+    decoding = np.zeros(0, dtype=np.int64)
+    free = kv_blocks
+    now, nxt, n_admit = 0.0, 0, 0
+    busy = energy = pf_processed = 0.0
+    n_pre = 0
+    log_s, log_end, log_batch = [], [], []
+    for _ in range(max_iterations):
+        while nxt < n and arrival_s[nxt] <= now:
+            waiting.append(nxt)
+            nxt += 1
+        if not prefilling and len(decoding) == 0 and not waiting:
+            if nxt >= n:
+                break
+            now = float(arrival_s[nxt])
+            continue
+        # decode growth: every decoding sequence needs the KV of its next step
+        if len(decoding):
+            ctx = prompt[decoding] + tpv * (steps_done[decoding] + 1.0)
+            need = np.ceil(ctx / block_tokens).astype(np.int64) - held[decoding]
+            growth = int(need.sum())
+            while growth > free:  # preempt the latest admitted running sequence (recompute)
+                cand = prefilling + decoding.tolist()
+                victim = max(cand, key=lambda i: admit_order[i])
+                free += int(held[victim])
+                held[victim] = 0
+                pf_total[victim] = prompt[victim] + math.floor(tpv * steps_done[victim])
+                pf_done[victim] = 0.0
+                waiting.appendleft(victim)
+                n_pre += 1
+                if victim in prefilling:
+                    prefilling.remove(victim)
+                else:
+                    keep = decoding != victim
+                    decoding, need = decoding[keep], need[keep]
+                    ctx = ctx[keep]
+                    growth = int(need.sum())
+            free -= growth
+            held[decoding] += need
+        budget = token_budget - q * len(decoding)
+        chunks: list[tuple[int, float]] = []
+        for i in prefilling:  # ongoing prefills first (their blocks were reserved at admission)
+            if budget <= 0:
+                break
+            k = min(pf_total[i] - pf_done[i], budget)
+            chunks.append((i, k))
+            budget -= k
+        while waiting and budget > 0 and len(prefilling) + len(decoding) < max_seqs:
+            i = waiting[0]
+            k = min(pf_total[i] - pf_done[i], budget)
+            blocks = math.ceil(pf_total[i] / block_tokens)  # the whole prompt's blocks (vLLM v0 can_allocate)
+            if free - blocks < watermark_blocks:
+                break
+            waiting.popleft()
+            free -= blocks
+            held[i] = blocks
+            n_admit += 1
+            admit_order[i] = n_admit
+            prefilling.append(i)
+            chunks.append((i, k))
+            budget -= k
+        if not chunks and len(decoding) == 0:  # nothing schedulable (memory): wait for an arrival
+            if nxt >= n:
+                break
+            now = max(now, float(arrival_s[nxt]))
+            continue
+        completing = [i for i, k in chunks if pf_done[i] + k >= pf_total[i]]
+        pf_tok = sum(k for _, k in chunks)
+        pf_pairs = sum(k * pf_done[i] + k * (k + 1.0) * 0.5 for i, k in chunks)
+        pf_kv = sum(pf_done[i] for i, _ in chunks)
+        nd = len(decoding)
+        ctx_sum = float(ctx.sum()) if nd else 0.0
+        f = {"n_tok": pf_tok + q * nd, "n_head": len(completing) + q * nd, "n_draft": float(nd),
+             "pf_pairs": pf_pairs, "pf_tok": pf_tok, "pf_kv": pf_kv,
+             "dec_pairs": q * ctx_sum, "dec_tok": q * nd, "dec_kv": ctx_sum}
+        t = iteration_time_one(c, f) * stretch
+        e = iteration_energy_one(c, f)
+        reps = 1
+        if not chunks and nd:  # pure decode: repeat while nothing but the contexts changes
+            reps, t, e = _decode_run(c, f, t, e, stretch, prompt[decoding], steps_done[decoding],
+                                     steps_total[decoding], held[decoding], free, block_tokens,
+                                     float(arrival_s[nxt]) - now if nxt < n else np.inf)
+            extra = _grow(prompt[decoding], steps_done[decoding] + reps, held[decoding], block_tokens, tpv)
+            free -= int(extra.sum())
+            held[decoding] += extra.astype(np.int64)
+        t = np.atleast_1d(t)
+        ends = now + np.cumsum(t)
+        now = float(ends[-1])
+        busy += float(t.sum())
+        energy += float(np.sum(e))
+        log_s.extend(t.tolist())
+        log_end.extend(ends.tolist())
+        log_batch.extend([nd] * reps)
+        # advance decode
+        if nd:
+            steps_done[decoding] += float(reps)
+            done = steps_done[decoding] >= steps_total[decoding]
+            if done.any():
+                fin = decoding[done]
+                end[fin] = now
+                free += int(held[fin].sum())
+                held[fin] = 0
+                decoding = decoding[~done]
+        for i, k in chunks:
+            pf_done[i] += k
+            pf_processed += k
+        if completing:
+            for i in completing:
+                prefilling.remove(i)
+                if np.isnan(first[i]):
+                    first[i] = now
+            decoding = np.concatenate([decoding, np.array(completing, dtype=np.int64)])
+    ttft = first - arrival_s
+    tpot = (end - first) / output
+    return {"ttft_s": ttft, "tpot_s": tpot, "end_s": end, "busy_s": busy, "energy_j": energy,
+            "n_iterations": len(log_s), "n_preemptions": n_pre, "prefill_tokens": pf_processed,
+            "prompt_tokens": prompt, "iter_s": np.array(log_s),
+            "iter_end_s": np.array(log_end), "iter_batch": np.array(log_batch)}
+
+
+def steady_stats(res: dict, arrival_s: np.ndarray, tpv: float = 1.0, saturated: bool = False,
+                 warm_frac: float = 0.2, tail_frac: float = 0.1) -> dict[str, float]:
+    """p50/p90 of TTFT and TPOT over requests arriving in the steady window (the first
+    ``warm_frac`` and the last ``tail_frac`` of arrivals dropped), the output-token throughput
+    (decode sequences x ``tpv`` per iteration) and the mean decode batch and iteration time
+    over that window (``saturated``: over 10-50% of the run, for an overloaded run)."""
+    n = len(arrival_s)
+    lo, hi = int(warm_frac * n), int((1.0 - tail_frac) * n)
+    sel = slice(lo, hi)
+    t0, t1 = arrival_s[lo], arrival_s[hi - 1]
+    ends = res["end_s"]
+    if saturated:  # queue never empties: measure over the first half of the run (no drain)
+        t0, t1 = 0.1 * res["iter_end_s"][-1], 0.5 * res["iter_end_s"][-1]
+    it = (res["iter_end_s"] >= t0) & (res["iter_end_s"] <= t1)
+    return {
+        "ttft_p50_s": float(np.nanpercentile(res["ttft_s"][sel], 50)),
+        "ttft_p90_s": float(np.nanpercentile(res["ttft_s"][sel], 90)),
+        "tpot_p50_s": float(np.nanpercentile(res["tpot_s"][sel], 50)),
+        "tpot_p90_s": float(np.nanpercentile(res["tpot_s"][sel], 90)),
+        "tokens_per_s": float(res["iter_batch"][it].sum() * tpv / (t1 - t0)),
+        "mean_batch": float(res["iter_batch"][it].mean()) if it.any() else 0.0,
+        "mean_iter_s": float(res["iter_s"][it].mean()) if it.any() else 0.0,
+        "unfinished_frac": float(np.isnan(ends[sel]).mean()),
+        "recompute_frac": float(res["prefill_tokens"] / np.sum(res["prompt_tokens"]) - 1.0),
+    }
