@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from dse.validation import measure as m1
-from dse.validation.measure_tp import (
+from dse.validation.tp_shard import (
     SAFE_ENV,
     decode_comm,
     estimate_rank_bytes,
@@ -446,19 +446,28 @@ def worker_main(rank: int, tp: int, cfg: dict) -> None:
         _log(rank, f"{gpu.name} x{tp}, driver {gpu.driver}, torch {torch.__version__}, NCCL {nccl or '-'}, "
                    f"heated to {temp:.0f} C, idle {sum(idle):.1f} W ({'; '.join(f'{p:.1f}' for p in idle)})")
         if tp > 1 and cfg["allreduce_sizes"]:
+            gpus = ";".join(g.gather(_uuid(gpu)))
             ar = allreduce_sweep(g, cfg["allreduce_sizes"])
             src = f"measured with dse measure --tp on {tp}x {gpu.name}, {cfg['date']}"
             env = " ".join(f"{k}={os.environ.get(k, '')}" for k in ("NCCL_NVLS_ENABLE", "NCCL_PROTO", "NCCL_ALGO"))
             with open(cfg["allreduce_path"], "a", encoding="utf-8") as fh:
                 for r in ar:
                     r.update(gpu_name=gpu.name, nccl_version=nccl, torch_version=torch.__version__,
-                             driver_version=gpu.driver, nccl_env=env, source=src)
+                             driver_version=gpu.driver, nccl_env=env, source=src, gpus=gpus)
                     fh.write(json.dumps(r) + "\n")
         _cases(g, cfg, idle, nccl)
     finally:
         if tp > 1 and dist.is_initialized():
             dist.destroy_process_group()
         gpu.close()
+
+
+def _uuid(gpu: Any) -> str:
+    """First 12 characters of the GPU's NVML UUID ("GPU-48b773e7"), "" if NVML cannot say."""
+    try:
+        return m1._s(gpu.nvml.nvmlDeviceGetUUID(gpu.handle))[:12]
+    except Exception:  # noqa: BLE001 - a label only
+        return ""
 
 
 def _cases(g: Group, cfg: dict, idle: list[float], nccl: str) -> None:
@@ -471,6 +480,7 @@ def _cases(g: Group, cfg: dict, idle: list[float], nccl: str) -> None:
              f"{'NCCL' if comm and tp > 1 else 'no collectives'}, CUDA graphs, kv_bucket {cfg['kv_bucket']}")
     static = {"power_limit_w": gpu.power_limit_w() * tp, "max_sm_clock_mhz": gpu.max_sm_clock(),
               "torch_version": torch.__version__, "driver_version": gpu.driver}
+    gpus = ";".join(g.gather(_uuid(gpu)))
     built: dict[str, Any] = {}
     stream = torch.cuda.Stream(gpu.device)
     for i, (name, b, il, ol) in enumerate(cfg["cases"]):
@@ -517,7 +527,7 @@ def _cases(g: Group, cfg: dict, idle: list[float], nccl: str) -> None:
                     "max_prefill_tokens": cfg["max_prefill_tokens"], **static, "tp": tp, "n_devices": tp,
                     "comm": cfg["comm"] if tp > 1 else "none", "n_allreduce_per_step": c["n_allreduce"],
                     "allreduce_msg_bytes": c["allreduce_msg_bytes"], "rank_weight_bytes": dec.weight_bytes(),
-                    "device_idle_power_w": ";".join(f"{p:.1f}" for p in idle), "nccl_version": nccl})
+                    "device_idle_power_w": ";".join(f"{p:.1f}" for p in idle), "nccl_version": nccl, "gpus": gpus})
         row["tokens_per_s"] = b * ol / (row["ttft_s"] + ol * row["tpot_s"])
         row["power_kind"] = "measured"
         if rank == 0:
