@@ -140,7 +140,7 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
     now, nxt, n_admit = 0.0, 0, 0
     busy = energy = pf_processed = 0.0
     n_pre = 0
-    log_s, log_end, log_batch = [], [], []
+    log_s, log_end, log_batch, log_pf = [], [], [], []
     for _ in range(max_iterations):
         while nxt < n and arrival_s[nxt] <= now:
             waiting.append(nxt)
@@ -227,6 +227,7 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
         log_s.extend(t.tolist())
         log_end.extend(ends.tolist())
         log_batch.extend([nd] * reps)
+        log_pf.extend([pf_tok] + [0.0] * (reps - 1))
         # advance decode
         if nd:
             steps_done[decoding] += float(reps)
@@ -251,7 +252,8 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
     return {"ttft_s": ttft, "tpot_s": tpot, "end_s": end, "busy_s": busy, "energy_j": energy,
             "n_iterations": len(log_s), "n_preemptions": n_pre, "prefill_tokens": pf_processed,
             "prompt_tokens": prompt, "iter_s": np.array(log_s),
-            "iter_end_s": np.array(log_end), "iter_batch": np.array(log_batch)}
+            "iter_end_s": np.array(log_end), "iter_batch": np.array(log_batch),
+            "iter_prefill_tokens": np.array(log_pf)}
 
 
 def steady_stats(res: dict, arrival_s: np.ndarray, tpv: float = 1.0, saturated: bool = False,

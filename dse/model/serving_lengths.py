@@ -33,7 +33,16 @@ STOPLOSS_STEPS_PER_OCTAVE = 4
 STOPLOSS_GRID: np.ndarray = np.concatenate([[0.0], 2.0 ** (np.arange(0, 18 * STOPLOSS_STEPS_PER_OCTAVE + 1)
                                                           / STOPLOSS_STEPS_PER_OCTAVE)])
 MOMENT_KEYS: tuple[str, ...] = ("in_mean", "in_sq_mean", "in_p50", "in_p90", "out_mean", "out_sq_mean",
-                                "out_p50", "out_p90", "out_inv_mean", "in_out_mean")
+                                "out_p50", "out_p90", "out_inv_mean", "out_inv_sq_mean", "out_avg_var_factor",
+                                "in_out_mean")
+
+
+def avg_var_factor(x: np.ndarray) -> np.ndarray:
+    """Variance of the time average of a stationary process with exponential autocorrelation
+    over a window ``x`` correlation times, relative to the process variance:
+    ``2 (x - 1 + exp(-x)) / x**2`` (-> 1 for short windows, ``2 / x`` for long ones)."""
+    x = np.maximum(np.asarray(x, dtype=float), 1e-9)
+    return 2.0 * (x + np.expm1(-x)) / (x * x)
 
 
 def _cdf(kind: str, d: dict, x: np.ndarray) -> np.ndarray:
@@ -96,9 +105,31 @@ def length_moments(workload: dict) -> dict:
         "in_p50": _quantile(pv, pp, 0.5), "in_p90": _quantile(pv, pp, 0.9),
         "out_mean": float(np.sum(op * ov)), "out_sq_mean": float(np.sum(op * ov * ov)),
         "out_p50": _quantile(ov, op, 0.5), "out_p90": _quantile(ov, op, 0.9),
-        "out_inv_mean": float(np.sum(op / ov)),
+        "out_inv_mean": float(np.sum(op / ov)), "out_inv_sq_mean": float(np.sum(op / (ov * ov))),
     }
+    # a request's TPOT averages the batch-size process over its lifetime (O / E[O] lifetimes)
+    out["out_avg_var_factor"] = float(np.sum(op * avg_var_factor(ov / out["out_mean"])))
     out["in_out_mean"] = float(workload.get("in_out_mean", out["in_mean"] * out["out_mean"]))
+    out["in_stoploss"] = stoploss(pv, pp)
+    return out
+
+
+def sample_moments(prompt: np.ndarray, output: np.ndarray) -> dict:
+    """The moments of :func:`length_moments` for an empirical sample of (prompt, output) pairs
+    (a trace, or the requests a simulation drew); keeps their correlation in ``in_out_mean``."""
+    prompt, output = np.asarray(prompt, dtype=float), np.asarray(output, dtype=float)
+    pv, pc = np.unique(prompt, return_counts=True)
+    ov, oc = np.unique(output, return_counts=True)
+    pp, op = pc / pc.sum(), oc / oc.sum()
+    out = {
+        "in_mean": float(prompt.mean()), "in_sq_mean": float(np.mean(prompt * prompt)),
+        "in_p50": _quantile(pv, pp, 0.5), "in_p90": _quantile(pv, pp, 0.9),
+        "out_mean": float(output.mean()), "out_sq_mean": float(np.mean(output * output)),
+        "out_p50": _quantile(ov, op, 0.5), "out_p90": _quantile(ov, op, 0.9),
+        "out_inv_mean": float(np.mean(1.0 / output)), "out_inv_sq_mean": float(np.mean(1.0 / (output * output))),
+        "in_out_mean": float(np.mean(prompt * output)),
+    }
+    out["out_avg_var_factor"] = float(np.sum(op * avg_var_factor(ov / out["out_mean"])))
     out["in_stoploss"] = stoploss(pv, pp)
     return out
 

@@ -1,0 +1,425 @@
+"""Serving stage: continuous batching with chunked prefill over request-length distributions.
+
+Pure numpy over arrays (``(n,)`` designs; scalars broadcast). Inputs: the iteration
+coefficients ``c`` (:mod:`dse.model.serving_iteration`), the length moments ``w``
+(:func:`dse.model.serving_lengths.length_moments`, once per distribution) and the scheduler
+and service knobs ``s`` (:data:`SCHED_DEFAULTS`). Output: :func:`serving_metrics`.
+``docs/serving.md`` gives the derivation and the measured error against the discrete-event
+reference ``tests/serving_des.py``; in short:
+
+**Scheduler** (vLLM/Sarathi-Serve): each iteration carries every decoding sequence
+(``q`` tokens each) and fills the rest of ``token_budget`` with prefill chunks; at most
+``max_seqs`` running sequences; paged KV blocks of ``kv_block_tokens``; admission keeps
+``kv_watermark_frac`` of the cache free; overflow preempts by recomputation.
+
+**Fluid operating point.** With ``N`` sequences decoding and ``u = N / n_dec`` admissions per
+iteration (``n_dec`` decode iterations per request), the mean iteration is
+``tau(N) = t_d(N) + u * m_p(N)``: the pure-decode iteration at batch ``N`` (exact roofline of
+the coefficients at the mean context ``c_bar``) plus the *marginal* cost of one request's
+prefill on top of it. ``m_p`` prices each GEMM row as ``act * P + (flop - act) * E[(P - z)+]``
+where ``z`` is the row's compute/memory crossover minus the decode tokens already in the
+iteration (the piggy-backed prompt tokens below the crossover ride on the weight reads:
+Sarathi-Serve's argument), with ``E[(P - z)+]`` from the distribution's stop-loss table,
+chunks of ``K = token_budget - q N`` beyond the first priced at the full-chunk rate, the
+crossover shared by the chunks that meet in one iteration (Poisson), causal attention over
+``E[P (P+1) / 2]`` pairs, and recomputed tokens after preemptions. Little's law closes the
+loop: ``N = lam * n_dec * tau_req(N)`` with the request-weighted iteration time
+``tau_req = tau + tau' var(N) / N`` and ``var(N) = N / (1 - eps)``, ``eps = N tau' / tau``
+(linear-noise batch fluctuation with the feedback of a slower iteration on lifetimes).
+
+**Capacity.** ``N_cap = min(max_seqs, kv_max_seqs, token_budget / (q + E[P] / n_dec))``
+(slots, KV cache at the mean footprint, or the token budget);
+``serving_capacity_req_per_s = N_cap / (n_dec * tau(N_cap))``.
+
+**Latency.** TTFT = residual of the iteration in progress (length-biased, iterations
+two-point: pure decode or with prefill, Poisson chunks) + queueing (M/G/1 on the prefill lane
+in tokens, Pollaczek-Khinchine; plus Sakasegawa's M/G/c for the ``N_cap`` slots) + the
+request's own chunks; p90 from a gamma fitted to the mean and variance (Wilson-Hilferty).
+TPOT = ``tau_req / tokens_per_iter`` with the variance of the batch-size process and of the
+prefill interference over the request's iterations; p90 normal.
+
+**Goodput** (DistServe's definition): the largest arrival rate whose TTFT p90 and TPOT p90
+both meet the SLOs, found by bisection along the load curve. The metrics are evaluated at
+``arrival_rate_req_per_s`` when it is positive, else at the goodput rate.
+
+**Power cap**: a uniform clock stretch ``max(1, P_dyn / (tdp - static))`` computed at
+capacity (the highest power) and applied to every time.
+
+Not modelled: prefix caching, disaggregated prefill/decode, speculative serving beyond the
+expected tokens per verification, multi-replica load balancing (``dp`` divides the rate),
+preemption by swapping, priority scheduling, output-length prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model.serving_iteration import FFN_ROW
+from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
+
+Z90 = 1.2815515655446004  # standard normal 0.9 quantile
+SCHED_DEFAULTS: dict[str, float] = {
+    "token_budget": 2048.0,        # tokens per iteration (vLLM max_num_batched_tokens, Sarathi chunk budget)
+    "max_seqs": 256.0,             # running sequences (vLLM max_num_seqs default)
+    "kv_block_tokens": 16.0,       # paged-attention block (vLLM default)
+    "kv_watermark_frac": 0.01,     # cache kept free at admission (vLLM v0 default)
+    "arrival_rate_req_per_s": 0.0,  # offered Poisson load; 0: evaluate at the goodput rate
+    "ttft_slo_s": 1.0,
+    "tpot_slo_s": 0.1,
+}
+SERVING_METRICS: tuple[str, ...] = (
+    "serving_tokens_per_s", "goodput_req_per_s", "ttft_p90_s", "tpot_p90_s", "kv_max_seqs",
+    "serving_capacity_req_per_s", "serving_load_req_per_s", "ttft_mean_s", "tpot_mean_s",
+    "serving_batch", "serving_iter_s", "serving_power_w", "serving_tokens_per_j",
+)
+# load grid: fractions of the capacity batch, then fractions of the way to capacity on the slot queue
+_GRID_BATCH_FRAC: tuple[float, ...] = (0.02, 0.1, 0.25, 0.45, 0.65, 0.8, 0.9, 1.0)
+_GRID_QUEUE_FRAC: tuple[float, ...] = (0.5, 0.9)
+
+
+def stoploss_at(table, mean, z):
+    """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
+    linear between grid points; exact ``mean - z`` for ``z <= 0``."""
+    g = STOPLOSS_GRID
+    zp = np.maximum(z, 0.0)
+    pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
+    i0 = np.minimum(pos.astype(np.intp), len(g) - 2)
+    lo = g[i0]
+    frac = np.minimum((zp - lo) / (g[i0 + 1] - lo), 1.0)
+    if np.ndim(table) == 1:
+        t0, t1 = table[i0], table[i0 + 1]
+    else:
+        cols = np.arange(table.shape[1])
+        t0, t1 = table[i0, cols], table[i0 + 1, cols]
+    return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * frac)
+
+
+def request_shape(c: dict, w: dict) -> tuple:
+    """(decode iterations per request, mean attended context of a decode step), tokens.
+
+    Step ``j`` attends ``P + tpv j``; averaged over the steps of all requests:
+    ``E[P O] / E[O] + (E[O^2] / E[O] + tpv) / 2`` (exact for tpv = 1)."""
+    tpv = c["dec_tokens_per_iter"]
+    n_dec = w["out_mean"] / tpv + 0.5 * (1.0 - 1.0 / tpv)
+    ctx = w["in_out_mean"] / w["out_mean"] + 0.5 * (w["out_sq_mean"] / w["out_mean"] + tpv)
+    return n_dec, ctx
+
+
+def kv_footprint_tokens(c: dict, w: dict, s: dict):
+    """KV tokens held per decoding sequence: its mean context, half a block of fragmentation,
+    and its share of the prompts reserved by sequences in prefill (``n_ch`` iterations each)."""
+    n_dec, ctx = request_shape(c, w)
+    frag = 0.5 * (s["kv_block_tokens"] - 1.0)
+    k = s["token_budget"]
+    n_ch = 1.0 + stoploss_at(w["in_stoploss"], w["in_mean"], k) / k
+    return ctx + frag + n_ch * (w["in_mean"] + frag) / n_dec
+
+
+def kv_max_seqs(c: dict, w: dict, s: dict):
+    """Sequences the KV cache holds at the mean footprint (``kv_capacity_bytes`` less the watermark)."""
+    tokens = c["kv_capacity_bytes"] / c["kv_bytes_per_token"] * (1.0 - s["kv_watermark_frac"])
+    return np.maximum(np.floor(tokens / kv_footprint_tokens(c, w, s)), 0.0)
+
+
+def _prepare(c: dict, w: dict, s: dict) -> dict:
+    """N-independent per-design quantities. The GEMM rows whose driver is the token count are
+    merged into one roofline for the fluid model (their compute/memory crossovers coincide up to
+    the activation term, since every row reads ``w_bytes`` per ``2`` FLOPs per token); MoE keeps
+    the ffn row apart (its experts are read in proportion to the experts touched)."""
+    cf, cm = np.asarray(c["lin_flop_s_per_tok"], dtype=float), np.asarray(c["lin_act_s_per_tok"], dtype=float)
+    cw = np.asarray(c["lin_w_s"], dtype=float)
+    moe = not np.all(np.asarray(c["moe_n_experts"]) == 1.0)
+    d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"], "tab": w["in_stoploss"],
+         "moe": moe, "spec": bool(np.any(np.asarray(c["dec_queries"]) > 1.0))}
+    d["n_dec"], d["ctx"] = request_shape(c, w)
+    d["kv_tok"] = c["kv_capacity_bytes"] / c["kv_bytes_per_token"]
+    d["foot"] = kv_footprint_tokens(c, w, s)
+    ffn_w = cw[FFN_ROW] + (0.0 if moe else c["moe_expert_w_s"])  # dense: the one "expert" is always read
+    dec_rows = (0, 1, 3) if moe else (0, 1, 2, 3)  # decode: qkv, o, (ffn), lm_head driven by q N tokens
+    pf_rows = (0, 1) if moe else (0, 1, 2)  # prefill marginal: qkv, o, (ffn); lm_head gets one row
+    d["cf_d"], d["cm_d"] = sum(cf[r] for r in dec_rows), sum(cm[r] for r in dec_rows)
+    d["cw_d"] = sum(cw[r] for r in dec_rows if r != FFN_ROW) + (0.0 if moe else ffn_w)
+    d["cf_p"], d["cm_p"] = sum(cf[r] for r in pf_rows), sum(cm[r] for r in pf_rows)
+    cw_p = sum(cw[r] for r in pf_rows if r != FFN_ROW) + (0.0 if moe else ffn_w)
+    d["slope_p"] = np.maximum(d["cf_p"] - d["cm_p"], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d["cross_p"] = np.where(d["slope_p"] > 0.0, cw_p / d["slope_p"], np.inf)
+        d["cross_h"] = np.where(cf[3] > cm[3], cw[3] / (cf[3] - cm[3]), np.inf)
+    d["cf_h"], d["cm_h"] = cf[3], cm[3]
+    d["cf_f"], d["cm_f"], d["cw_f"] = cf[FFN_ROW], cm[FFN_ROW], ffn_w
+    d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
+    launch = np.asarray(c["lin_launch_s"], dtype=float)
+    d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + (launch[4] if d["spec"] else 0.0)
+    fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
+    d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
+    k = s["token_budget"]
+    pi_b = stoploss_at(d["tab"], d["mP"], k)
+    kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * d["mP"], 0.0), 0.0)
+    d["pairs"] = 0.5 * (w["in_sq_mean"] + d["mP"])
+    d["attn_pf"] = np.maximum(d["pairs"] * fa, d["mP"] * ma + kv_read * ka)  # causal prefill attention
+    d["grow"] = d["n_dec"] * d["tpv"]
+    d["wm"] = s["kv_watermark_frac"] * d["kv_tok"]
+    return d
+
+
+def _touched(c: dict, tokens):
+    """Expected experts touched by ``tokens`` tokens (MoE)."""
+    e = c["moe_n_experts"]
+    return e * (1.0 - (1.0 - c["moe_top_k"] / e) ** np.maximum(tokens, 1.0))
+
+
+def _state(c: dict, d: dict, s: dict, n) -> dict:
+    """Fluid operating point at ``n`` decoding sequences (module docstring); ``n`` may carry a
+    leading grid axis."""
+    q, mP, tab = d["q"], d["mP"], d["tab"]
+    x = q * n
+    comp = x * d["cf_d"]
+    mem = d["cw_d"] + x * d["cm_d"]
+    t_d = np.maximum(comp, mem) + d["fixed"] + n * d["att_seq"] + c["fixed_s_per_tok"] * x
+    slope_d = q * np.where(comp > mem, d["cf_d"], d["cm_d"]) + d["att_seq"] + c["fixed_s_per_tok"] * q
+    if d["moe"]:
+        f_comp, f_mem = x * d["cf_f"], d["cw_f"] + c["moe_expert_w_s"] * _touched(c, x) + x * d["cm_f"]
+        t_d = t_d + np.maximum(f_comp, f_mem)
+        slope_d = slope_d + q * np.where(f_comp > f_mem, d["cf_f"], d["cm_f"])
+    if d["spec"]:
+        x_comp, x_mem = n * d["cf_x"], d["cw_x"] + n * d["cm_x"]
+        t_d = t_d + np.maximum(x_comp, x_mem)
+        slope_d = slope_d + np.where(x_comp > x_mem, d["cf_x"], d["cm_x"])
+    # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
+    k = np.maximum(s["token_budget"] - x, 1.0)
+    pi_k = stoploss_at(tab, mP, k)
+    n_ch = 1.0 + pi_k / k
+    lam_ch = n / d["n_dec"] * n_ch
+    share = np.where(lam_ch > 1e-9, -np.expm1(-lam_ch) / np.maximum(lam_ch, 1e-9), 1.0)
+    lin = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_p"], d["slope_p"], _room(d["cross_p"], x, share))
+    if d["moe"]:  # the ffn row: crossover with every expert read; extra experts read per mixed iteration
+        cw_all = d["cw_f"] + c["moe_expert_w_s"] * c["moe_n_experts"]
+        slope_f = np.maximum(d["cf_f"] - d["cm_f"], 1e-300)
+        lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], np.maximum(d["cf_f"] - d["cm_f"], 0.0),
+                                _room(cw_all / slope_f, x, share))
+        lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, x + np.minimum(mP, k)) - _touched(c, x)) * n_ch * share
+        lin = lin + lin_f
+    else:
+        lin_f = 0.0
+    head = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])
+    per_token = lin / mP + c["fixed_s_per_tok"]
+    # preemption: decode growth outruns the free slack before a completion frees blocks
+    slack = d["wm"] + np.maximum(d["kv_tok"] - d["wm"] - n * d["foot"], 0.0) + 0.5 * mP
+    recompute = d["grow"] * np.exp(-slack / d["grow"])  # tokens per request
+    mp = lin + head + d["attn_pf"] + n_ch * c["attn_launch_s"] + c["fixed_s_per_tok"] * mP + recompute * per_token
+    # fluid pass (u = N / n_dec), then the arrival rate with the prefill queued behind each
+    # request's own (arrivals during its TTFT run during its first decode iterations)
+    tau_fluid = t_d + n / d["n_dec"] * mp
+    ttft0 = n_ch * t_d + mp
+    lam = _rate(n, d["n_dec"] * _tau_req(n, tau_fluid, slope_d * tau_fluid / t_d), ttft0 * mp, mp)
+    rho_p = np.minimum(lam * mp, 0.95)
+    tau = t_d / (1.0 - rho_p)  # second pass: tau = t_d + lam tau m_p
+    slope = slope_d / (1.0 - rho_p)  # prefill per iteration follows arrivals, not the batch
+    eps = np.clip(n * slope / tau, 0.0, 0.95)
+    tau_req = tau + slope / (1.0 - eps)
+    lam = _rate(n, d["n_dec"] * tau_req, ttft0 * mp, mp)
+    x_req = lam * ttft0 * mp / (1.0 - np.minimum(lam * mp, 0.95))
+    return {"n": n, "t_d": t_d, "slope_d": slope_d, "k": k, "n_ch": n_ch, "share": share, "mp": mp,
+            "tau_fluid": tau_fluid, "tau": tau, "slope": slope, "eps": eps, "tau_req": tau_req, "x_req": x_req,
+            "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f}
+
+
+def _room(cross, x, share):
+    """Prompt tokens that ride below the compute/memory crossover ``cross`` on top of ``x``
+    decode tokens, shared by the chunks that meet in one iteration (negative: compute-bound)."""
+    return np.where(cross > x, (cross - x) * share, cross - x)
+
+
+def _prefill_gemm_s(tab, mp_tokens, k, pi_k, cm, slope, z):
+    """Expected GEMM seconds a prompt adds: ``cm P + slope E[(P - z)+]`` over the first chunk of
+    ``k`` plus the tokens beyond it at the full-chunk rate."""
+    first = stoploss_at(tab, mp_tokens, np.clip(z, 0.0, k)) - pi_k
+    full = pi_k / k * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
+    return cm * mp_tokens + slope * (first + full)
+
+
+def _chunk_gemm_s(d: dict, z, k):
+    """GEMM seconds one chunk of ``k`` prompt tokens adds (``z``: crossover room)."""
+    return d["cm_p"] * k + d["slope_p"] * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
+
+
+def _tau_req(n, tau, slope):
+    """Request-weighted iteration time ``tau + slope var(N) / N``, ``var(N) = N / (1 - eps)``."""
+    eps = np.clip(n * slope / tau, 0.0, 0.95)
+    return tau + slope / (1.0 - eps)
+
+
+def _rate(n, a, b, c):
+    """Arrival rate ``lam`` with ``n = lam (a + lam b / (1 - lam c))`` (Little's law with the decode
+    time ``a`` per request plus the queued prefill ``lam b / (1 - lam c)``): root of
+    ``(b - a c) lam^2 + (a + n c) lam - n = 0`` in the stable form."""
+    return 2.0 * n / (a + n * c + np.sqrt((a - n * c) ** 2 + 4.0 * n * b))
+
+
+def _latencies(c: dict, d: dict, w: dict, st: dict, lam, lam_max, n_cap) -> dict:
+    """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``."""
+    mP, tpv = d["mP"], d["tpv"]
+    n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
+    tau = st["tau"]
+    u = lam * tau  # admissions per iteration
+    phi = np.clip(-np.expm1(-u * n_ch), 1e-12, 1.0)  # iterations carrying prefill (Poisson chunks)
+    t_m = t_d + u * mp / phi
+    busy = -np.expm1(-(n + lam * mp))
+    r1 = busy * (phi * t_m * t_m + (1.0 - phi) * t_d * t_d) / (2.0 * tau)  # residual, length-biased
+    r2 = busy * (phi * t_m ** 3 + (1.0 - phi) * t_d ** 3) / (3.0 * tau)
+    others = lam * r1 * mp  # prompts arriving in the same window share the first iteration
+    s_mean = t_d * n_ch + mp + others
+    p90 = w["in_p90"]
+    nfull = np.maximum(np.ceil(p90 / k) - 1.0, 0.0)
+    z = _room(d["cross_p"], st["x"], st["share"])
+    s90 = ((nfull + 1.0) * (t_d + c["attn_launch_s"]) + nfull * _chunk_gemm_s(d, z, k)
+           + _chunk_gemm_s(d, z, p90 - nfull * k)
+           + np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
+           + others)
+    if d["moe"]:
+        s90 = s90 + st["lin_f"] * (p90 / mP)  # the ffn row, pro rata
+    rate_tok = k / (t_d + mp * k / mP)  # prefill tokens/s with a backlog
+    rho_pf = np.minimum(lam * mP / rate_tok, 0.999)
+    w_pf = lam * w["in_sq_mean"] / (rate_tok * rate_tok) / (2.0 * (1.0 - rho_pf))  # Pollaczek-Khinchine
+    cc = np.maximum(n_cap, 1.0)
+    rho_c = np.clip(lam / lam_max, 0.0, 0.999)
+    p_c = rho_c ** (np.sqrt(2.0 * (cc + 1.0)) - 1.0)  # Sakasegawa (1977) M/G/c
+    w_c = d["n_dec"] * st["tau"] * p_c / (cc * (1.0 - rho_c)) * 0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)
+    w_mean = w_pf + w_c
+    p_wait = np.clip(np.maximum(rho_pf, p_c), 1e-9, 1.0)
+    var_n = n / (1.0 - st["eps"])
+    # service part (residual + own chunks): gamma fitted to mean and variance (Wilson-Hilferty)
+    b = np.where(p90 > 1.001 * mP, (s90 - s_mean) / np.maximum(p90 - mP, 1e-9), 0.0)
+    var = (b * b * (w["in_sq_mean"] - mP * mP) + (r2 - r1 * r1)
+           + (st["slope_d"] * n_ch) ** 2 * var_n + lam * r1 * mp * mp * w["in_sq_mean"] / (mP * mP))
+    base = r1 + s_mean
+    base90 = _gamma_p90(base, var)
+    # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature
+    w90 = np.where(p_wait > 0.1, w_mean / p_wait * np.log(np.maximum(p_wait, 0.1) / 0.1), 0.0)
+    ttft_mean = base + w_mean
+    ttft_p90 = ttft_mean + np.sqrt((base90 - base) ** 2 + (w90 - w_mean) ** 2)
+    # TPOT_i = tau_req / tpv + Y_i: batch-size fluctuation and prefill interference, normal, plus
+    # Y = X / O (prefill queued behind the request's own; zero w.p. exp(-lam TTFT), else exponential)
+    base_mean = st["tau_req"] / tpv
+    base_sd = np.sqrt(st["slope"] ** 2 * var_n * w["out_avg_var_factor"]
+                      + phi * (1.0 - phi) * (t_m - t_d) ** 2 * w["out_inv_mean"] * tpv) / tpv
+    y_mean = st["x_req"] * w["out_inv_mean"]
+    p_x = np.clip(-np.expm1(-lam * st["ttft0"]), 1e-9, 1.0)
+    y90 = np.where(p_x > 0.1, y_mean / p_x * np.log(np.maximum(p_x, 0.1) / 0.1), 0.0)
+    tpot_mean = base_mean + y_mean
+    tpot_p90 = tpot_mean + np.sqrt((Z90 * base_sd) ** 2 + (y90 - y_mean) ** 2)
+    return {"ttft_mean_s": ttft_mean, "ttft_p90_s": ttft_p90, "tpot_mean_s": tpot_mean, "tpot_p90_s": tpot_p90,
+            "busy": busy, "u": u}
+
+
+def _gamma_p90(mean, var):
+    """0.9 quantile of a gamma with this mean and variance (Wilson-Hilferty cube-root normal)."""
+    cv2_9 = var / (9.0 * mean * mean)
+    return mean * (1.0 - cv2_9 + Z90 * np.sqrt(cv2_9)) ** 3
+
+
+def _energy_j(c: dict, d: dict, st: dict, u):
+    """Mean dynamic joules of one iteration at operating point ``st`` with ``u`` admissions per
+    iteration: the decode iteration (weights, per-token GEMM work, decode attention) + the
+    prefill of ``u`` requests (GEMM work per prompt token incl. recomputed ones, one LM-head
+    row, causal attention)."""
+    q, n, mP, x = d["q"], st["n"], d["mP"], st["x"]
+    ew = np.asarray(c["lin_w_j"], dtype=float)
+    per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
+    fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
+    weights = ew[:4].sum(axis=0) + c["moe_expert_w_j"] * (_touched(c, x + u * mP) if d["moe"] else 1.0)
+    dec = (weights + x * per_tok[:4].sum(axis=0) + n * q * d["ctx"] * fj + n * (q * mj + d["ctx"] * kj)
+           + c["fixed_j"] + c["fixed_j_per_tok"] * x)
+    if d["spec"]:
+        dec = dec + ew[4] + n * per_tok[4]
+    pre = ((mP + st["recompute"]) * (per_tok[:3].sum(axis=0) + c["fixed_j_per_tok"]) + per_tok[3]
+           + d["pairs"] * fj + mP * mj)
+    return dec + u * pre
+
+
+def _grid(a, b):
+    """Stack ``a`` (per design) and points ``b`` into a leading grid axis."""
+    return np.asarray(b, dtype=float).reshape((-1,) + (1,) * np.ndim(a)) * a
+
+
+def _interp_rows(x_grid, y_grid, x):
+    """Per design (column), linear interpolation of ``y_grid`` at ``x`` along the grid axis
+    (``x_grid`` increasing along axis 0); clamps at the ends."""
+    idx = np.clip((x_grid < x).sum(axis=0), 1, x_grid.shape[0] - 1)
+    cols = np.arange(x_grid.shape[1])
+    x0, x1, y0, y1 = x_grid[idx - 1, cols], x_grid[idx, cols], y_grid[idx - 1, cols], y_grid[idx, cols]
+    f = np.clip((x - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0, 1.0)
+    return y0 + (y1 - y0) * f
+
+
+def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
+    """Serving metrics (:data:`SERVING_METRICS`) for a batch of designs.
+
+    ``c``: iteration coefficients (:mod:`dse.model.serving_iteration`); ``w``: length moments
+    (:func:`dse.model.serving_lengths.length_moments`); ``s``: :data:`SCHED_DEFAULTS` keys
+    (arrays or scalars). Rates in requests/s; ``serving_tokens_per_s`` counts output tokens;
+    times in seconds; ``ttft_*`` are inf where the offered rate reaches capacity.
+
+    The load curve is evaluated on a fixed grid (:data:`_GRID_BATCH_FRAC` of the capacity
+    batch, then :data:`_GRID_QUEUE_FRAC` of the way from there to capacity on the slot queue);
+    goodput interpolates the SLO ratio between the last grid point that meets both SLOs and
+    the next; the operating point interpolates the batch for the rate, then is evaluated.
+    """
+    s = {**SCHED_DEFAULTS, **s}
+    d = _prepare(c, w, s)
+    n_kv = kv_max_seqs(c, w, s)
+    n_budget = s["token_budget"] / (d["q"] + d["mP"] / d["n_dec"])
+    n_cap = np.maximum(np.minimum(np.minimum(s["max_seqs"], n_kv), n_budget), 1e-6)
+    shape = np.shape(n_cap)
+    n_cap = np.atleast_1d(n_cap)
+    # the load grid: batch fractions (fluctuation-corrected rates), then the slot queue
+    n_grid = _grid(n_cap, _GRID_BATCH_FRAC)
+    gs = _state(c, d, s, n_grid)
+    tau_sat = gs["t_d"][-1] + n_cap / d["n_dec"] * gs["mp"][-1]  # capacity: every iteration full
+    lam_max = n_cap / (d["n_dec"] * tau_sat)
+    lam_top = np.minimum(gs["lam"][-1], lam_max)
+    n_b, n_q = len(_GRID_BATCH_FRAC), len(_GRID_QUEUE_FRAC)
+    lam_g = np.concatenate([np.minimum(gs["lam"], lam_top), lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)])
+    st_g = {key: np.concatenate([v, np.broadcast_to(v[-1], (n_q,) + v.shape[1:])]) for key, v in gs.items()
+            if np.ndim(v) == 2}
+    lat_g = _latencies(c, d, w, st_g, lam_g, lam_max, n_cap)
+    # power cap: a uniform clock stretch, computed at capacity
+    e_sat = _energy_j(c, d, {key: v[-1] if np.ndim(v) == 2 else v for key, v in gs.items()}, n_cap / d["n_dec"])
+    stretch = np.maximum(1.0, e_sat / (tau_sat * np.maximum(c["headroom_w"], 1e-9)))
+    # goodput: last grid point meeting both SLOs, interpolated in the SLO ratio to the next one
+    ratio = np.maximum(lat_g["ttft_p90_s"] / s["ttft_slo_s"], lat_g["tpot_p90_s"] / s["tpot_slo_s"]) * stretch
+    n_ok = np.cumprod(ratio <= 1.0, axis=0).sum(axis=0)
+    i1 = np.clip(n_ok, 1, n_b + n_q - 1)
+    cols = np.arange(lam_g.shape[1])
+    r0, r1 = ratio[i1 - 1, cols], ratio[i1, cols]
+    l0, l1 = lam_g[i1 - 1, cols], lam_g[i1, cols]
+    f = np.clip((1.0 - r0) / np.where(r1 > r0, r1 - r0, 1.0), 0.0, 1.0)
+    goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == n_b + n_q, lam_g[-1], l0 + (l1 - l0) * f)) / stretch
+    # the operating point: the offered rate, or the goodput rate
+    offered = np.atleast_1d(np.asarray(s["arrival_rate_req_per_s"], dtype=float))
+    lam_op = np.minimum(np.where(offered > 0.0, offered, goodput) * stretch, lam_max * (1.0 - 1e-9))
+    zero = np.zeros((1,) + n_cap.shape)
+    lam_rows = np.concatenate([zero, np.minimum(gs["lam"], lam_top)])
+    n_op = np.where(lam_op < lam_top, _interp_rows(lam_rows, np.concatenate([zero, n_grid]), lam_op), n_cap)
+    st = _state(c, d, s, n_op)
+    lat = _latencies(c, d, w, st, lam_op, lam_max, n_cap)
+    stable = np.where(offered > 0.0, offered * stretch < lam_max, True)
+    lam_eff = lam_op / stretch
+    power_w = c["static_power_w"] + _energy_j(c, d, st, lat["u"]) / (st["tau"] * stretch) * lat["busy"]
+    tokens_per_s = lam_eff * w["out_mean"]
+    out = {
+        "serving_tokens_per_s": tokens_per_s,
+        "goodput_req_per_s": goodput,
+        "ttft_p90_s": np.where(stable, lat["ttft_p90_s"] * stretch, np.inf),
+        "tpot_p90_s": lat["tpot_p90_s"] * stretch,
+        "kv_max_seqs": n_kv,
+        "serving_capacity_req_per_s": lam_max / stretch,
+        "serving_load_req_per_s": lam_eff,
+        "ttft_mean_s": np.where(stable, lat["ttft_mean_s"] * stretch, np.inf),
+        "tpot_mean_s": lat["tpot_mean_s"] * stretch,
+        "serving_batch": st["n"],
+        "serving_iter_s": st["tau"] * stretch,
+        "serving_power_w": power_w,
+        "serving_tokens_per_j": tokens_per_s / power_w,
+    }
+    return {key: np.broadcast_to(np.asarray(v, dtype=float), n_cap.shape).reshape(shape) for key, v in out.items()}
