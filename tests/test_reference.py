@@ -28,6 +28,31 @@ def random_batch(rng, n):
         "spec_len": rng.choice([0.0, 0.0, 1.0, 4.0, 7.0], n),
         "spec_accept_frac": rng.uniform(0.0, 0.99, n),
         "spec_draft_frac": rng.choice([0.01, 0.1, 0.3], n),
+        # parallelism: about half the rows on one device
+        "tp": np.where(rng.random(n) < 0.5, 1.0, rng.choice([1.0, 2.0, 4.0, 8.0], n)),
+        "pp": np.where(rng.random(n) < 0.6, 1.0, rng.choice([2.0, 3.0, 4.0], n)),
+        "ep": np.where(rng.random(n) < 0.7, 1.0, rng.choice([2.0, 4.0], n)),
+        "dp": rng.choice([1.0, 1.0, 2.0, 3.0], n),
+        "micro_batches": rng.choice([1.0, 1.0, 2.0, 4.0], n),
+        "comm_overlap_frac": rng.uniform(0.0, 1.0, n),
+        "collective_algo": rng.choice([0.0, 1.0, 2.0, 3.0], n),
+    }
+
+
+def random_system(rng, n):
+    """Link and network fields per row (every collective finite)."""
+    return {
+        "n_devices_per_node": rng.choice([2.0, 4.0, 8.0], n),
+        "link_topology": rng.choice([0.0, 1.0, 2.0, 3.0], n),
+        "link_bw_bytes_per_s": rng.uniform(1e10, 1e12, n),
+        "link_bw_eff_frac": rng.uniform(0.5, 1.0, n),
+        "link_latency_s": rng.uniform(0.0, 5e-6, n),
+        "link_energy_pj_per_bit": rng.uniform(0.0, 10.0, n),
+        "fabric_bw_bytes_per_s": rng.choice([0.0, 6.4e10], n),
+        "collective_overhead_s": rng.uniform(0.0, 1e-5, n),
+        "internode_bw_bytes_per_s": rng.uniform(1e10, 1e11, n),
+        "internode_latency_s": rng.uniform(1e-6, 1e-5, n),
+        "internode_energy_pj_per_bit": rng.uniform(0.0, 100.0, n),
     }
 
 
@@ -43,6 +68,7 @@ def test_vectorised_matches_reference(platform):
     # perturb the hardware per row as a search would
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
+    hw.update(random_system(rng, n))
     batch = {**m, **k, **hw}
     assert_matches_reference(lambda b: evaluate_arrays(*_split(b)), lambda r: evaluate_one(*_split(r)), batch,
                              rtol=1e-9, outputs=METRICS)
@@ -51,5 +77,5 @@ def test_vectorised_matches_reference(platform):
 
 def _split(batch):
     """(card fields, knobs, hardware fields) of a flat batch."""
-    return ({f: batch[f] for f in CARD_FIELD_NAMES}, {f: batch[f] for f in KNOB_NAMES},
+    return ({f: batch[f] for f in CARD_FIELD_NAMES}, {f: batch[f] for f in KNOB_NAMES if f in batch},
             {f: batch[f] for f in HARDWARE_FIELD_NAMES})

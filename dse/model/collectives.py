@@ -71,30 +71,25 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
+
 Array = np.ndarray | float
 
 SWITCH, RING, PCIE_HOST, FULL_MESH = 0.0, 1.0, 2.0, 3.0
-TOPOLOGY_CODES: dict[str, float] = {"switch": SWITCH, "ring": RING, "pcie_host": PCIE_HOST, "full_mesh": FULL_MESH}
+TOPOLOGY_CODES: dict[str, float] = {c: float(i) for i, c in enumerate(HARDWARE_BY_NAME["link_topology"].choices)}
 ALGO_RING, ALGO_TREE, ALGO_DIRECT, ALGO_AUTO = 0.0, 1.0, 2.0, 3.0
-ALGO_CODES: dict[str, float] = {"ring": ALGO_RING, "tree": ALGO_TREE, "direct": ALGO_DIRECT, "auto": ALGO_AUTO}
+ALGO_CODES: dict[str, float] = {c: float(i) for i, c in enumerate(KNOB_BY_NAME["collective_algo"].choices)}
 COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 
-# System fields read here (SI units); a missing field takes its default: one device per
-# node and no link, so any collective over n > 1 devices costs infinite time.
-SYSTEM_FIELD_DEFAULTS: dict[str, float] = {
-    "n_devices_per_node": 1.0,
-    "link_topology": SWITCH,
-    "link_bw_bytes_per_s": 0.0,
-    "link_bw_eff_frac": 1.0,
-    "link_latency_s": 0.0,
-    "link_energy_pj_per_bit": 0.0,
-    "fabric_bw_bytes_per_s": 0.0,
-    "collective_overhead_s": 0.0,
-    "internode_bw_bytes_per_s": 0.0,
-    "internode_bw_eff_frac": 1.0,
-    "internode_latency_s": 0.0,
-    "internode_energy_pj_per_bit": 0.0,
-}
+# System fields read here (SI units, declared in dse.spec.registry); a missing field takes its
+# registry default: one device per node and no link, so any collective over n > 1 devices
+# costs infinite time.
+SYSTEM_FIELDS: tuple[str, ...] = (
+    "n_devices_per_node", "link_topology", "link_bw_bytes_per_s", "link_bw_eff_frac", "link_latency_s",
+    "link_energy_pj_per_bit", "fabric_bw_bytes_per_s", "collective_overhead_s", "internode_bw_bytes_per_s",
+    "internode_bw_eff_frac", "internode_latency_s", "internode_energy_pj_per_bit",
+)
+SYSTEM_FIELD_DEFAULTS: dict[str, float] = {name: HARDWARE_DEFAULTS[name] for name in SYSTEM_FIELDS}
 BITS_PER_BYTE = 8.0
 PJ = 1e-12
 

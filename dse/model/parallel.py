@@ -57,16 +57,10 @@ import numpy as np
 
 from dse.model import collectives as coll
 from dse.model.workload import Array, Op, layer_params
+from dse.spec.registry import KNOB_DEFAULTS
 
-PARALLEL_KNOB_DEFAULTS: dict[str, float] = {
-    "tp": 1.0,
-    "pp": 1.0,
-    "ep": 1.0,
-    "dp": 1.0,
-    "micro_batches": 1.0,
-    "comm_overlap_frac": 0.0,
-    "collective_algo": coll.ALGO_RING,
-}
+PARALLEL_KNOBS: tuple[str, ...] = ("tp", "pp", "ep", "dp", "micro_batches", "comm_overlap_frac", "collective_algo")
+PARALLEL_KNOB_DEFAULTS: dict[str, float] = {name: KNOB_DEFAULTS[name] for name in PARALLEL_KNOBS}  # the registry's
 _SHARDING_KNOBS: tuple[str, ...] = ("tp", "pp", "ep", "micro_batches")
 
 

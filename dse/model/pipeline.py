@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import perf, pim, power
-from dse.model.workload import Array, Op, draft_op, memory_bytes, phase_ops, tokens_per_verify, weight_bytes_per_param
+from dse.model import parallel, perf, pim, power
+from dse.model.workload import Array, Op, draft_op, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 
 def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
@@ -34,6 +34,8 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
+    pre_ops = parallel.shard_ops(pre_ops, m, k)  # the bottleneck device's share (same ops on one device)
+    dec_ops = parallel.shard_ops(dec_ops, m, k)
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
     bw = perf.mem_s_per_byte(hw)
@@ -57,41 +59,78 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
                        bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=op.bytes1 if unit else op.bytes1 * per_step)
 
 
+def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str,
+                 ) -> tuple[Array, Array]:
+    """(seconds, joules) of one phase for one replica of ``tp * pp * ep`` devices.
+
+    The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
+    :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
+    collectives and run through the pipeline (:func:`dse.model.parallel.phase_time_s`); every
+    device of the replica is charged the bottleneck device's dynamic energy for each
+    micro-batch (an upper bound off the last stage), plus static power for the phase and
+    the link energy. The power cap applies per device. On one device this is the
+    single-device model exactly.
+    """
+    raw_s = perf.phase_time_s(costs)
+    dyn_j = power.phase_dynamic_j(hw, costs)
+    if parallel.is_single_device(k):
+        time_s = perf.power_capped_s(raw_s, dyn_j, hw)
+        return time_s, dyn_j + hw["static_power_w"] * time_s
+    prefill = phase == "prefill"
+    b = k["batch"]
+    steps = 1.0 if prefill else costs["qkv"]["steps"]
+    queries = 1.0 if prefill or not np.any(k["spec_len"] > 0) else k["spec_len"] + 1.0
+    tokens = b * k["in_len"] if prefill else b * queries
+    comm = parallel.stage_comm(m, k, hw, tokens, b if prefill else tokens)
+    head_s = perf.op_totals(costs["lm_head"])["time_s"]
+    raw_s = parallel.phase_time_s(raw_s, head_s, comm, k, prefill, steps)
+    device_j = dyn_j * k["micro_batches"]  # the device runs every micro-batch of the phase
+    time_s = perf.power_capped_s(raw_s, device_j, hw)
+    devices = k["tp"] * k["pp"] * k["ep"]
+    return time_s, devices * (device_j + hw["static_power_w"] * time_s) + steps * comm["energy_j"]
+
+
 def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
     """All metric columns (DESIGN.md 3.2) for a batch of designs.
 
-    ``m``: model-card fields, ``k``: knobs (:data:`dse.model.workload.KNOB_DEFAULTS`),
-    ``hw``: hardware fields; each value an array or a scalar (broadcast).
+    ``m``: model-card fields, ``k``: knobs (:data:`dse.spec.registry.KNOB_DEFAULTS`),
+    ``hw``: hardware fields; each value an array or a scalar (broadcast). Metrics are per
+    system: ``dp`` replicas of ``tp * pp * ep`` devices each.
     """
     wb = weight_bytes_per_param(k)
     costs = phase_costs(m, k, hw, wb)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     for phase, ops in costs.items():
-        raw_s = perf.phase_time_s(ops)
-        dyn_j = power.phase_dynamic_j(hw, ops)
-        times[phase] = perf.power_capped_s(raw_s, dyn_j, hw)
-        energies[phase] = dyn_j + hw["static_power_w"] * times[phase]
+        times[phase], energies[phase] = phase_system(m, k, hw, ops, phase)
+    dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
     ttft, dec_s = times["prefill"], times["decode"]
     total_s = ttft + dec_s
     total_j = energies["prefill"] + energies["decode"]
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
-    dec_tps = generated * per_dec_s
-    mem = memory_bytes(m, k, wb)
+    dec_tps = _times(dp, generated * per_dec_s)
+    mem = parallel.memory_bytes_per_device(m, k, wb)
+    n_devices = parallel.n_devices(k)
     out = {
         "ttft_s": ttft,
         "tpot_s": dec_s / n_out,
         "decode_tokens_per_s": dec_tps,
-        "tokens_per_s": generated * per_total_s,
-        "decode_power_w": energies["decode"] * per_dec_s,
-        "avg_power_w": total_j * per_total_s,
+        "tokens_per_s": _times(dp, generated * per_total_s),
+        "decode_power_w": _times(dp, energies["decode"] * per_dec_s),
+        "avg_power_w": _times(dp, total_j * per_total_s),
         "decode_tokens_per_j": generated / energies["decode"],
         "tokens_per_j": generated / total_j,
-        "tdp_tokens_per_j": dec_tps * (1.0 / hw["tdp_w"]),
+        "tdp_tokens_per_j": dec_tps * (1.0 / _times(n_devices, hw["tdp_w"])),
         "memory_bytes": mem,
         "g_memory_bytes": mem - hw["mem_capacity_bytes"],
+        "n_devices": n_devices,
     }
     shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
     return {key: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for key, v in out.items()}
+
+
+def _times(count: Array, x: Array) -> Array:
+    """``count * x``, skipped when ``count`` is the scalar 1 (one device, one replica)."""
+    return x if np.ndim(count) == 0 and count == 1.0 else count * x

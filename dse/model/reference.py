@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from dse.model import parallel_reference as par_ref
+
 PJ = 1e-12
 
 
@@ -73,8 +75,9 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, q
                     "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
     else:
         act = L * tokens * hd * (2 * h + 2 * kv) * ab
+        kv_read = L * 2 * b * kv * hd * context * kvb
         ops.append({"name": "attn", "flop": L * 4 * tokens * h * hd * context,
-                    "bytes": act + L * tokens * hd * 2 * kv * kvb + L * 2 * b * kv * hd * context * kvb,
+                    "bytes": act + L * tokens * hd * 2 * kv * kvb + kv_read, "kv_read": kv_read,
                     "act": act, "bits": max(k["a_bits"], k["kv_bits"]), "sparse": 0.0, "kernels": 2 * L})
     head_tokens = b if prefill else tokens
     linear("lm_head", 1, head_tokens, m["vocab_size"] * d, m["vocab_size"] * d, d + m["vocab_size"], 2)
@@ -93,6 +96,15 @@ def _n_params(m: dict) -> float:
     params = L * (m["d_model"] * (m["n_heads"] + 2 * kv) * hd + m["n_heads"] * hd * m["d_model"]
                   + E * (2 + m["ffn_gated"]) * m["d_model"] * m["d_ff"] + (m["d_model"] * E if E > 1 else 0))
     return params + m["vocab_size"] * m["d_model"] * (2 - m["tied_embeddings"])
+
+
+def _shard(op: dict, f: dict) -> dict:
+    """The bottleneck device's share of a replica operator (factors of parallel_reference.factors_one):
+    stored weights/written KV scale by ``store``, KV read by ``kv``, activations by ``act``."""
+    kv_read = op.get("kv_read", 0.0)
+    stored = op["bytes"] - op["act"] - kv_read
+    return {**op, "flop": op["flop"] * f["flop"], "act": op["act"] * f["act"], "kernels": op["kernels"] * f["kernels"],
+            "bytes": stored * f["store"] + op["act"] * f["act"] + kv_read * f["kv"]}
 
 
 def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, float]:
@@ -121,37 +133,54 @@ def _capped(seconds: float, dynamic_j: float, hw: dict) -> float:
     return max(seconds, dynamic_j / max(hw["tdp_w"] - hw["static_power_w"], 1e-9))
 
 
+def _single(k: dict) -> bool:
+    return k["tp"] == 1 and k["pp"] == 1 and k["ep"] == 1 and k["micro_batches"] == 1
+
+
+def _phase(m: dict, k: dict, hw: dict, op_lists: list[list[dict]], decode: bool, tokens: float,
+           head_tokens: float) -> tuple[float, float]:
+    """(seconds, joules) of one phase of one replica: the sharded operators of every step on the
+    bottleneck device, then the pipeline and the collectives (parallel_reference)."""
+    factors = par_ref.factors_one(m, k)
+    compute_s = dyn_j = head_s = 0.0
+    for ops in op_lists:
+        for op in ops:
+            t, e = _run_op(_shard(op, factors[op["name"]]) if not _single(k) else op, m, k, hw, decode)
+            compute_s, dyn_j = compute_s + t, dyn_j + e
+            head_s += t if op["name"] == "lm_head" else 0.0
+    if _single(k):
+        s = _capped(compute_s, dyn_j, hw)
+        return s, dyn_j + hw["static_power_w"] * s
+    steps = len(op_lists)
+    comm = par_ref.stage_comm_one(m, k, hw, tokens, head_tokens)
+    s = par_ref.phase_time_one(compute_s, head_s, comm, k, prefill=not decode, steps=steps)
+    device_j = dyn_j * k["micro_batches"]
+    s = _capped(s, device_j, hw)
+    devices = k["tp"] * k["pp"] * k["ep"]
+    return s, devices * (device_j + hw["static_power_w"] * s) + steps * comm["energy_j"]
+
+
 def evaluate_one(m: dict, k: dict, hw: dict) -> dict[str, float]:
     """All metric columns for one design (plain floats in, plain floats out)."""
     b, n_in, n_out = k["batch"], k["in_len"], k["out_len"]
-    pre_s = pre_j = 0.0
-    for op in _operators(m, k, b * n_in, 0.0, prefill=True):
-        t, e = _run_op(op, m, k, hw, decode=False)
-        pre_s, pre_j = pre_s + t, pre_j + e
-    dec_s = dec_j = 0.0
+    pre_s, pre_e = _phase(m, k, hw, [_operators(m, k, b * n_in, 0.0, prefill=True)], False, b * n_in, b)
     queries = k["spec_len"] + 1
     alpha = k["spec_accept_frac"]
     per_step = (1 - alpha ** queries) / (1 - alpha) if k["spec_len"] > 0 else 1.0  # expected accepted tokens
-    for step in range(1, math.ceil(n_out / per_step) + 1):
-        for op in _operators(m, k, b * queries, n_in + per_step * step, prefill=False, queries=queries):
-            t, e = _run_op(op, m, k, hw, decode=True)
-            dec_s, dec_j = dec_s + t, dec_j + e
-    pre_s, dec_s = _capped(pre_s, pre_j, hw), _capped(dec_s, dec_j, hw)
-    pre_e = pre_j + hw["static_power_w"] * pre_s
-    dec_e = dec_j + hw["static_power_w"] * dec_s
+    steps = [_operators(m, k, b * queries, n_in + per_step * step, prefill=False, queries=queries)
+             for step in range(1, math.ceil(n_out / per_step) + 1)]
+    dec_s, dec_e = _phase(m, k, hw, steps, True, b * queries, b * queries)
+    dp = k["dp"]
     tokens = b * n_out
-    L, kv, hd = m["n_layers"], m["n_kv_heads"], m["head_dim"]
-    params = _n_params(m) * (1 + (k["spec_draft_frac"] if k["spec_len"] > 0 else 0))
-    widest = max((m["n_heads"] + 2 * kv) * hd, (1 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
-    mem = (params * _bytes_per_weight(k) + 2 * L * kv * hd * b * (n_in + n_out) * k["kv_bits"] / 8
-           + b * n_in * (m["d_model"] + widest) * k["a_bits"] / 8 + b * m["vocab_size"] * 4)
+    mem = par_ref.memory_one(m, k, _bytes_per_weight(k))
     tpot = dec_s / n_out
+    n_devices = k["tp"] * k["pp"] * k["ep"] * dp
     out = {
-        "ttft_s": pre_s, "tpot_s": tpot, "decode_tokens_per_s": b / tpot,
-        "tokens_per_s": tokens / (pre_s + dec_s), "decode_power_w": dec_e / dec_s,
-        "avg_power_w": (pre_e + dec_e) / (pre_s + dec_s), "decode_tokens_per_j": tokens / dec_e,
-        "tokens_per_j": tokens / (pre_e + dec_e), "tdp_tokens_per_j": (b / tpot) / hw["tdp_w"],
-        "memory_bytes": mem, "g_memory_bytes": mem - hw["mem_capacity_bytes"],
+        "ttft_s": pre_s, "tpot_s": tpot, "decode_tokens_per_s": dp * b / tpot,
+        "tokens_per_s": dp * tokens / (pre_s + dec_s), "decode_power_w": dp * dec_e / dec_s,
+        "avg_power_w": dp * (pre_e + dec_e) / (pre_s + dec_s), "decode_tokens_per_j": tokens / dec_e,
+        "tokens_per_j": tokens / (pre_e + dec_e), "tdp_tokens_per_j": (dp * b / tpot) / (hw["tdp_w"] * n_devices),
+        "memory_bytes": mem, "g_memory_bytes": mem - hw["mem_capacity_bytes"], "n_devices": n_devices,
     }
     assert all(math.isfinite(v) for v in out.values())
     return out

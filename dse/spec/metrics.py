@@ -31,6 +31,7 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("tdp_tokens_per_j", "token/J", True, "decode tokens/s per watt of TDP (the survey's convention)"),
     Metric("memory_bytes", "B", False, "memory footprint per device"),
     Metric("g_memory_bytes", "B", False, "footprint minus capacity: <= 0 fits (a constraint)"),
+    Metric("n_devices", "1", False, "devices in the system (tp x pp x ep x dp)"),
 )
 METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRIC_TABLE}
 METRICS: tuple[str, ...] = tuple(METRIC_BY_NAME)

@@ -8,6 +8,7 @@ a user's own file works wherever a name does.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -21,6 +22,8 @@ from dse.spec.registry import (
     CARD_FIELD_NAMES,
     HARDWARE_DEFAULTS,
     HARDWARE_FIELD_NAMES,
+    INPUT_FIELDS,
+    MEMORY_TECHNOLOGIES,
     PLATFORM_CLASSES,
     REQUIRED_CARD_FIELDS,
     REQUIRED_HARDWARE_FIELDS,
@@ -169,9 +172,12 @@ def as_number(file: str, key: str, value: Any, *, minimum: float = 0.0) -> float
 
 
 def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive: dict[str, type],
-                    required: frozenset[str], defaults: dict[str, float]) -> tuple[dict[str, float], dict]:
+                    required: frozenset[str], defaults: dict[str, float],
+                    inherited: Collection[str] = ()) -> tuple[dict[str, float], dict]:
     """Split a flat YAML mapping into SI numeric fields and descriptive fields (``str`` or
-    ``float``); check sources. ``info["keys"]`` maps each SI field to the key the file wrote."""
+    ``float``); check sources. ``info["keys"]`` maps each SI field to the key the file wrote.
+    A ``code`` field (registry) may be written as its choice's name. ``inherited``: the fields a
+    base preset already gave (required fields may come from there)."""
     if not isinstance(raw, dict):
         raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
     sources = raw.get("sources", {})
@@ -195,6 +201,13 @@ def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive:
             raise SpecError(file, str(key), f"unknown key{did_you_mean(str(key), valid)}", value)
         if si_key in given:
             raise SpecError(file, str(key), "given twice (in two unit spellings)", value)
+        field_def = INPUT_FIELDS.get(si_key)
+        if isinstance(value, str) and field_def is not None and field_def.choices:
+            code = field_def.code_of(value)
+            if code is None:
+                raise SpecError(file, str(key), f"must be one of {list(field_def.choices)}"
+                                f"{did_you_mean(value, field_def.choices)}", value)
+            value = code
         values[si_key] = as_number(file, str(key), value) * factor
         given[si_key] = str(key)
         source = sources.get(key)
@@ -203,7 +216,7 @@ def _numeric_fields(file: str, raw: dict, allowed: tuple[str, ...], descriptive:
     for key in sources:
         if key not in raw:
             raise SpecError(file, f"sources.{key}", "source for a key the file does not set", key)
-    missing = sorted(required - given.keys())
+    missing = sorted(required - given.keys() - set(inherited))
     if missing:
         raise SpecError(file, missing[0], "required field missing", None)
     info["sources"] = dict(sources)
@@ -241,6 +254,7 @@ class Platform:
     mem_technology: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     path: str = ""
+    base: str = ""  # the preset this one starts from (``base:``), if any
 
     def __getattr__(self, item: str) -> float:
         try:
@@ -255,7 +269,7 @@ class Platform:
             key = sorted(unknown)[0]
             raise SpecError(self.name, key, f"unknown hardware field{did_you_mean(key, HARDWARE_FIELD_NAMES)}", key)
         return Platform(name or self.name, self.platform_class, {**self.fields, **updates},
-                        self.description, self.process_nm, self.mem_technology, self.sources, self.path)
+                        self.description, self.process_nm, self.mem_technology, self.sources, self.path, self.base)
 
 
 def _card_from_mapping(raw: dict, file: str) -> ModelCard:
@@ -275,18 +289,28 @@ def _card_from_mapping(raw: dict, file: str) -> ModelCard:
 
 
 def _platform_from_mapping(raw: dict, file: str) -> Platform:
-    descriptive = {"name": str, "description": str, "platform_class": str, "mem_technology": str,
-                   "process_nm": float}
-    values, info = _numeric_fields(file, raw, HARDWARE_FIELD_NAMES, descriptive,
-                                   REQUIRED_HARDWARE_FIELDS, HARDWARE_DEFAULTS)
+    if not isinstance(raw, dict):
+        raise SpecError(file, "", "top level must be a mapping", type(raw).__name__)
+    base = _base_platform(raw, file)
+    raw = {k: v for k, v in raw.items() if k != "base"}
+    descriptive = {"name": str, "description": str, "platform_class": str, "mem_technology": str}
+    values, info = _numeric_fields(file, raw, HARDWARE_FIELD_NAMES, descriptive, REQUIRED_HARDWARE_FIELDS,
+                                   base.fields if base else HARDWARE_DEFAULTS, base.fields if base else ())
 
     def bad(key: str, rule: str) -> SpecError:  # named as the file wrote it (mem_bw_tb_per_s: 0)
         written = info["keys"].get(key, key)
         return SpecError(file, written, rule, raw.get(written, values[key]))
 
-    cls = info.get("platform_class")
+    cls = info.get("platform_class", base.platform_class if base else None)
     if cls not in PLATFORM_CLASSES:
         raise SpecError(file, "platform_class", f"must be one of {list(PLATFORM_CLASSES)}", cls)
+    values["platform_class_code"] = float(PLATFORM_CLASSES.index(cls))
+    memory = info.get("mem_technology", base.mem_technology if base else "")
+    if memory:
+        if memory not in MEMORY_TECHNOLOGIES:
+            hint = did_you_mean(memory, MEMORY_TECHNOLOGIES)
+            raise SpecError(file, "mem_technology", f"unknown memory technology{hint}", memory)
+        values["mem_technology_code"] = float(MEMORY_TECHNOLOGIES.index(memory))
     if values["tdp_w"] <= values["static_power_w"]:
         raise bad("tdp_w", f"must exceed static_power_w ({values['static_power_w']:g})")
     for key in ("compute_eff_frac", "mem_bw_eff_frac"):
@@ -295,9 +319,42 @@ def _platform_from_mapping(raw: dict, file: str) -> Platform:
     for key in ("flop32_peak_flop_per_s", "mem_bw_bytes_per_s", "mem_capacity_bytes"):
         if values[key] <= 0:
             raise bad(key, "must be > 0")
+    for key in info["keys"]:
+        rule = _range_rule(key, values[key])
+        if rule:
+            raise bad(key, rule)
     name = info.get("name") or Path(file).stem
-    return Platform(name, cls, values, info.get("description", ""), info.get("process_nm"),
-                    info.get("mem_technology", ""), info["sources"], file)
+    sources = {**(base.sources if base else {}), **info["sources"]}
+    description = info.get("description", base.description if base else "")
+    return Platform(name, cls, values, description, values["process_nm"], memory, sources, file,
+                    base.name if base else "")
+
+
+def _base_platform(raw: dict, file: str) -> Platform | None:
+    """The preset named by ``base:`` (its fields are the defaults), or None."""
+    if "base" not in raw:
+        return None
+    name = raw["base"]
+    if not isinstance(name, str):
+        raise SpecError(file, "base", "must be a preset name or YAML path", name)
+    try:
+        return load_platform(near(file, name))
+    except SpecError as exc:
+        if exc.file:
+            raise
+        raise SpecError(file, "base", exc.rule, name) from None
+
+
+def _range_rule(key: str, value: float) -> str:
+    """The registry's range rule that ``value`` breaks for hardware field ``key``, or ``""``."""
+    f = INPUT_FIELDS[key]
+    if value > f.high:
+        return f"must be <= {f.high:g} (beyond any real device)"
+    if f.positive and value <= f.low:
+        return f"must be > {f.low:g}"
+    if value < f.low:
+        return f"must be >= {f.low:g}"
+    return ""
 
 
 @lru_cache(maxsize=256)

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from dse.spec.metrics import METRICS
 
 PLATFORM_CLASSES: tuple[str, ...] = ("gpu", "cpu", "fpga", "asic", "pim")
+# Rows of spaces/memory_technologies.yaml and of spaces/technology.yaml's memory table, in order
+# (a test checks both files against this tuple).
+MEMORY_TECHNOLOGIES: tuple[str, ...] = ("ddr4", "ddr5", "lpddr5", "lpddr5x", "gddr6", "gddr6x", "hbm2", "hbm2e",
+                                        "hbm3", "hbm3e", "hbm2-pim", "gddr6-aim")
 KINDS: tuple[str, ...] = ("int", "float", "code", "flag")
 STAGES: tuple[str, ...] = ("workload", "mapping", "perf", "power", "cost", "quality", "serving")
 
@@ -38,16 +42,23 @@ class Field:
     stage: str
     doc: str
     positive: bool = False  # low is exclusive: the value must be > low
+    choices: tuple[str, ...] = ()  # names of the codes 0, 1, ... of a ``code`` field (YAML may use the name)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS or self.stage not in STAGES or not self.low <= self.high:
+        if self.kind not in KINDS or self.stage not in STAGES or not self.low <= self.high or (
+                self.choices and (self.kind != "code" or len(self.choices) != self.high - self.low + 1)):
             raise ValueError(f"bad registry entry {self.name}")
 
     def cli_help(self) -> str:
         """Help text for a CLI flag: the doc, the unit, the range and the default."""
         unit = f" [{self.unit}]" if self.unit != "1" else ""
-        default = "" if self.default is None else f" (default {self.default:g})"
-        return f"{self.doc}{unit}; {self.low:g}..{self.high:g}{default}"
+        default = " (default from spaces/technology.yaml)" if self.default is None else f" (default {self.default:g})"
+        codes = f" ({', '.join(f'{i}={c}' for i, c in enumerate(self.choices))})" if self.choices else ""
+        return f"{self.doc}{codes}{unit}; {self.low:g}..{self.high:g}{default}"
+
+    def code_of(self, name: str) -> float | None:
+        """The code of a choice name, None if ``name`` is not one."""
+        return float(self.choices.index(name)) if name in self.choices else None
 
 
 _INF = float("inf")
@@ -71,6 +82,24 @@ KNOBS: tuple[Field, ...] = (
     Field("spec_accept_frac", "1", 0.7, 0.0, 0.99, "float", "workload",
           "probability that the target accepts each draft token"),
     Field("spec_draft_frac", "1", 0.05, 0.0, 1.0, "float", "workload", "draft model size / target model size"),
+    Field("tp", "1", 1.0, 1.0, 1024.0, "int", "mapping",
+          "tensor-parallel degree (Megatron: heads, FFN, vocabulary split)"),
+    Field("pp", "1", 1.0, 1.0, 1024.0, "int", "mapping", "pipeline stages (layers split in contiguous blocks)"),
+    Field("ep", "1", 1.0, 1.0, 1024.0, "int", "mapping",
+          "expert-parallel groups of tp devices (MoE experts split across them; dense: data parallel)"),
+    Field("dp", "1", 1.0, 1.0, 65536.0, "int", "mapping", "independent replicas (no communication)"),
+    Field("micro_batches", "1", 1.0, 1.0, 1024.0, "int", "mapping",
+          "micro-batches the batch is split into for the pipeline"),
+    Field("comm_overlap_frac", "1", 0.0, 0.0, 1.0, "float", "mapping",
+          "share of the shorter of (compute, tp/ep communication) hidden under the other"),
+    Field("collective_algo", "1", 0.0, 0.0, 3.0, "code", "mapping", "collective algorithm",
+          choices=("ring", "tree", "direct", "auto")),
+    Field("lifetime_years", "year", None, 0.1, 50.0, "float", "cost", "depreciation lifetime of the system"),
+    Field("usd_per_kwh", "USD/kWh", None, 0.0, 10.0, "float", "cost", "electricity price"),
+    Field("pue", "1", None, 1.0, 5.0, "float", "cost", "power usage effectiveness of the data centre"),
+    Field("host_usd_per_device", "USD", None, 0.0, 1e6, "float", "cost",
+          "host, network and chassis share per device (servers, NICs, switches)"),
+    Field("markup_frac", "1", None, 0.0, 100.0, "float", "cost", "vendor margin over manufacturing cost (0: at cost)"),
 )
 
 HARDWARE_FIELDS: tuple[Field, ...] = (
@@ -114,6 +143,32 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
     Field("host_link_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e15, "float", "mapping",
           "host <-> PIM/offload link bandwidth"),
     Field("host_link_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e3, "float", "power", "host <-> PIM link energy"),
+    Field("process_nm", "nm", 7.0, 1.0, 250.0, "float", "cost", "logic process node of the compute die(s)"),
+    Field("platform_class_code", "1", 0.0, 0.0, len(PLATFORM_CLASSES) - 1.0, "code", "cost",
+          "architecture class (sets compute density per FLOP/s)", choices=PLATFORM_CLASSES),
+    Field("mem_technology_code", "1", 0.0, 0.0, len(MEMORY_TECHNOLOGIES) - 1.0, "code", "cost",
+          "main-memory technology (row of spaces/memory_technologies.yaml)", choices=MEMORY_TECHNOLOGIES),
+    Field("n_mem_units", "1", 0.0, 0.0, 1e4, "int", "cost",
+          "memory stacks/channels/chips provisioned (0: the fewest that give the bandwidth and capacity)"),
+    Field("n_dies", "1", 0.0, 0.0, 64.0, "int", "cost", "compute dies per device (0: the fewest under the reticle)"),
+    Field("n_devices_per_node", "1", 1.0, 1.0, 1024.0, "int", "mapping", "devices on one node's local links"),
+    Field("link_topology", "1", 0.0, 0.0, 3.0, "code", "mapping", "topology of the node's device links",
+          choices=("switch", "ring", "pcie_host", "full_mesh")),
+    Field("link_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e14, "float", "mapping",
+          "device-to-device link bandwidth per device per direction (0: no link)"),
+    Field("link_bw_eff_frac", "1", 1.0, 0.0, 1.0, "float", "mapping", "achievable fraction of the link bandwidth",
+          positive=True),
+    Field("link_latency_s", "s", 0.0, 0.0, 1.0, "float", "mapping", "latency of one collective step on the link"),
+    Field("link_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e4, "float", "power", "energy per bit sent on the link"),
+    Field("fabric_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e14, "float", "mapping",
+          "shared host-fabric bandwidth per direction that links share (0: non-blocking)"),
+    Field("collective_overhead_s", "s", 0.0, 0.0, 1.0, "float", "mapping", "fixed software cost per collective call"),
+    Field("internode_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e14, "float", "mapping",
+          "network bandwidth per device per direction between nodes (0: no network)"),
+    Field("internode_bw_eff_frac", "1", 1.0, 0.0, 1.0, "float", "mapping",
+          "achievable fraction of the network bandwidth", positive=True),
+    Field("internode_latency_s", "s", 0.0, 0.0, 1.0, "float", "mapping", "latency of one step between nodes"),
+    Field("internode_energy_pj_per_bit", "pJ/bit", 0.0, 0.0, 1e5, "float", "power", "energy per bit on the network"),
 )
 
 CARD_FIELDS: tuple[Field, ...] = (
@@ -137,7 +192,8 @@ CARD_FIELDS: tuple[Field, ...] = (
 KNOB_BY_NAME: dict[str, Field] = {f.name: f for f in KNOBS}
 HARDWARE_BY_NAME: dict[str, Field] = {f.name: f for f in HARDWARE_FIELDS}
 KNOB_NAMES: tuple[str, ...] = tuple(KNOB_BY_NAME)
-KNOB_DEFAULTS: dict[str, float] = {f.name: float(f.default) for f in KNOBS}  # type: ignore[arg-type]
+# knobs with no registry default take theirs from spaces/technology.yaml (the cost stage's sourced settings)
+KNOB_DEFAULTS: dict[str, float] = {f.name: float(f.default) for f in KNOBS if f.default is not None}
 HARDWARE_FIELD_NAMES: tuple[str, ...] = tuple(HARDWARE_BY_NAME)
 REQUIRED_HARDWARE_FIELDS: frozenset[str] = frozenset(f.name for f in HARDWARE_FIELDS if f.default is None)
 HARDWARE_DEFAULTS: dict[str, float] = {f.name: f.default for f in HARDWARE_FIELDS if f.default is not None}
@@ -156,7 +212,7 @@ def markdown_table(fields: tuple[Field, ...]) -> str:
     """A Markdown table of ``fields`` (name, unit, default, range, kind, stage, doc)."""
     rows = ["| name | unit | default | range | kind | stage | meaning |", "|---|---|---|---|---|---|---|"]
     for f in fields:
-        default = "required" if f.default is None else f"{f.default:g}"
+        default = ("technology.yaml" if f in KNOBS else "required") if f.default is None else f"{f.default:g}"
         low = f"({f.low:g}" if f.positive else f"[{f.low:g}"
         rows.append(f"| `{f.name}` | {f.unit} | {default} | {low}, {f.high:g}] | {f.kind} | {f.stage} | {f.doc} |")
     return "\n".join(rows) + "\n"

@@ -12,9 +12,8 @@ from dse.model import collectives as coll
 from dse.model import parallel as par
 from dse.model import parallel_reference as ref
 from dse.model.workload import Op, draft_op, memory_bytes, phase_ops, weight_bytes_per_param
-from dse.spec.presets import load_model
+from dse.spec.presets import builtin_names, load_model, load_platform
 from dse.spec.registry import CARD_FIELD_NAMES, KNOB_DEFAULTS
-from dse.spec.units import to_si
 from tests.conftest import MODELS
 
 S, B, A = 8e6, 100e9, 1e-6  # bytes, bytes/s per direction, s per step
@@ -365,34 +364,30 @@ def test_moe_all_to_all_only_for_experts():
 
 # ---- system presets -------------------------------------------------------------------------
 
-SYSTEMS_DIR = Path(__file__).resolve().parents[2] / "spaces" / "systems"
-PLATFORMS_DIR = SYSTEMS_DIR.parent / "platforms"
+PLATFORMS_DIR = Path(__file__).resolve().parents[2] / "spaces" / "platforms"
+SYSTEM_NAMES = sorted(n for n in builtin_names("platforms") if load_platform(n).base
+                      and load_platform(n).fields["link_bw_bytes_per_s"] > 0)
 
 
-def load_system(path: Path) -> dict:
-    """A system preset as SI fields (topology name -> code); raises on unknown keys."""
-    raw = yaml.safe_load(path.read_text())
-    out = {}
-    for key, value in raw.items():
-        if key in ("name", "description", "platform", "sources"):
-            continue
-        si, factor = to_si(key)
-        assert si in coll.SYSTEM_FIELD_DEFAULTS, f"{path.name}: unknown field {key}"
-        out[si] = coll.TOPOLOGY_CODES[value] if si == "link_topology" else float(value) * factor
-    return out
+def load_system(name: str) -> dict:
+    """A system preset's fields (a platform preset that starts from a device with ``base:``)."""
+    return dict(load_platform(name).fields)
 
 
-SYSTEM_FILES = sorted(SYSTEMS_DIR.glob("*.yaml"))
+def test_the_system_presets_exist():
+    assert {"hgx-a100-8", "hgx-h100-8", "hgx-h200-8", "mi300x-8", "hls-gaudi2-8", "tpu-v5e-pod", "l4-pcie-8",
+            "rtx4090-pcie-8"} <= set(SYSTEM_NAMES)
 
 
-@pytest.mark.parametrize("path", SYSTEM_FILES, ids=lambda p: p.stem)
-def test_system_presets_are_sourced_and_known(path):
+@pytest.mark.parametrize("name", SYSTEM_NAMES)
+def test_system_presets_are_sourced_and_known(name):
+    path = PLATFORMS_DIR / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
     assert raw["name"] == path.stem
-    assert (PLATFORMS_DIR / f"{raw['platform']}.yaml").is_file()
-    numeric = [k for k in raw if k not in ("name", "description", "platform", "sources")]
+    assert (PLATFORMS_DIR / f"{raw['base']}.yaml").is_file()
+    numeric = [k for k in raw if k not in ("name", "description", "base", "sources")]
     assert set(numeric) <= set(raw["sources"]), set(numeric) - set(raw["sources"])
-    sys = load_system(path)
+    sys = load_system(name)
     assert sys["link_bw_bytes_per_s"] > 0 and sys["n_devices_per_node"] >= 1
     # a TP=8 ring all-reduce of 16 KB (one decode token of an 8k-wide model) is micro-seconds
     t = float(coll.all_reduce(16384.0, 8.0, sys).time_s)
@@ -401,21 +396,21 @@ def test_system_presets_are_sourced_and_known(path):
 
 def test_presets_rank_interconnects_as_expected():
     """The same 64 MB all-reduce over 8 devices: NVSwitch < Gaudi2 mesh < TPU ring < PCIe boxes."""
-    t = {p.stem: float(coll.all_reduce(64e6, 8.0, load_system(p)).time_s) for p in SYSTEM_FILES}
+    t = {n: float(coll.all_reduce(64e6, 8.0, load_system(n)).time_s) for n in SYSTEM_NAMES}
     assert t["hgx-h100-8"] == pytest.approx(t["hgx-h200-8"])
     assert t["hgx-h100-8"] < t["hls-gaudi2-8"] < t["tpu-v5e-pod"] < t["l4-pcie-8"] < t["rtx4090-pcie-8"]
     # a pair on MI300X owns one 64 GB/s link of the mesh; on NVSwitch it gets the full 450
-    mi, h100 = load_system(SYSTEMS_DIR / "mi300x-8.yaml"), load_system(SYSTEMS_DIR / "hgx-h100-8.yaml")
+    mi, h100 = load_system("mi300x-8"), load_system("hgx-h100-8")
     assert float(coll.all_reduce(1e8, 2.0, mi).time_s) > 5 * float(coll.all_reduce(1e8, 2.0, h100).time_s)
 
 
 def test_published_multi_rows_are_complete_and_consistent():
     import csv
 
-    path = SYSTEMS_DIR.parents[1] / "validation" / "published_multi.csv"
+    path = PLATFORMS_DIR.parents[1] / "validation" / "published_multi.csv"
     rows = list(csv.DictReader(path.open()))
     assert len(rows) >= 40
-    systems = {p.stem for p in SYSTEM_FILES}
+    systems = set(SYSTEM_NAMES)
     for r in rows:
         assert r["source"] and r["source_url"].startswith("https://"), r
         dims = [float(r[key]) for key in ("tp", "pp", "ep", "dp")]
