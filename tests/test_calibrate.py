@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 import pytest
 
 import dse
 from dse.spec.errors import SpecError
-from dse.validation.calibration import add_arguments, calibrate, compare, run
+from dse.validation.calibration import calibrate, compare
 
 TOY_PRESET = """\
 name: toy-gpu
@@ -129,19 +127,3 @@ def test_bad_input_raises_spec_error(toy, platform, rows, fit, rule):
     kwargs = {"fit": fit} if fit else {}
     with pytest.raises(SpecError, match=rule):
         calibrate(platform or toy, rows(data) if rows else data, **kwargs)
-
-
-def test_cli_fits_selected_rows_and_reports_held_out(toy, tmp_path, capsys):
-    csv = tmp_path / "m.csv"
-    synthetic(toy.with_fields(**TRUTH)).to_csv(csv, index=False)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out = tmp_path / "cal.yaml"
-    args = parser.parse_args(["--platform", toy.path, "--measurements", str(csv), "--rows", "0-2", "3",
-                              "--out", str(out)])
-    assert run(args) == 0
-    text = capsys.readouterr().out
-    assert "held-out rows (8)" in text and "decode_tokens_per_j" in text
-    assert dse.load_platform(out).name == "toy-gpu-calibrated"
-    with pytest.raises(SpecError, match="rows are 0..11"):
-        run(parser.parse_args(["--platform", toy.path, "--measurements", str(csv), "--rows", "12"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import subprocess
 import sys
@@ -52,18 +51,6 @@ def test_import_does_not_need_torch():
             "    raise SystemExit('no DseError')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_argument_parser():
-    parser = argparse.ArgumentParser()
-    measure.add_arguments(parser)
-    args = parser.parse_args(["--model", "llama-2-7b", "llama-3-8b", "--batch", "1", "8", "--in-len", "128",
-                              "2048", "--out-len", "128", "--out", "m.csv", "--repeats", "3"])
-    assert args.model == ["llama-2-7b", "llama-3-8b"]
-    assert args.batch == [1, 8] and args.in_len == [128, 2048] and args.out_len == [128]
-    assert args.out == "m.csv" and args.repeats == 3 and args.device == "0"
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--batch", "1", "--out", "m.csv"])  # --model is required
 
 
 def test_platform_name():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -14,13 +13,11 @@ from dse.spec.errors import SpecError
 from dse.validation.survey import (
     DEFAULT_SETTING,
     REASONS,
-    add_arguments,
     compute_predictions,
     load_points,
     preset_predictions,
     reason_counts,
     results_for,
-    run,
     survey_disagreements,
     survey_figure,
 )
@@ -173,24 +170,3 @@ def test_shipped_points_every_disagreement_has_a_reason(bs1):
     assert (out.loc[~out["disagrees"], "reason"] == "").all()
     counts = reason_counts(out)
     assert list(counts.index) == list(REASONS) and counts["TDP vs measured power"] > 0
-
-
-# ---- CLI glue ------------------------------------------------------------------------------
-
-def test_cli_glue(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("path", nargs="?")
-    parser.add_argument("--out")  # `dse plot` has one already: not added twice
-    add_arguments(parser)
-    args = parser.parse_args(["--survey", "--batch", "8", "--out", str(tmp_path)])
-    assert args.survey and args.batch == [8] and args.results is None
-    assert run(args) == 0
-    # batch 8: no published points (they are batch 1), drawn as grey reference only
-    _png_ok(tmp_path / "survey-bs8.png")
-    assert not (tmp_path / "survey-bs1.png").exists()
-    table = pd.read_csv(tmp_path / "survey-disagreements.csv")
-    assert {"ratio_tokens_per_s", "ratio_tokens_per_j", "reason", "evidence"} <= set(table.columns)
-    assert "survey-disagreements.csv" in capsys.readouterr().out
-    fresh = argparse.ArgumentParser()
-    add_arguments(fresh)
-    assert fresh.parse_args([]).out is None and fresh.parse_args([]).batch == [1, 8]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -10,16 +9,13 @@ import pandas as pd
 import pytest
 
 import dse
-from dse.results.io import read_metadata
 from dse.spec.errors import SpecError
 from dse.validation.measure import COLUMNS as MEASURE_COLUMNS
 from dse.validation.validate import (
     MEASURED_METRICS,
     SETS,
-    add_arguments,
     load_set,
     measurement_rows,
-    run,
     validate,
     validation_dir,
 )
@@ -128,26 +124,6 @@ def test_bad_input_raises_spec_error(toy_path, drop, rule):
     rows = pd.DataFrame([{**DESIGN, "platform": toy_path, "batch": 1, "decode_tokens_per_s": 1.0}]).drop(columns=drop)
     with pytest.raises(SpecError, match=rule):
         validate(rows)
-
-
-def test_cli_writes_parquet_and_plot(toy_path, tmp_path, capsys):
-    p = predicted(toy_path, batch=4)
-    csv = tmp_path / "rows.csv"
-    pd.DataFrame([{**DESIGN, "platform": toy_path, "batch": 4, "decode_tokens_per_s": p["decode_tokens_per_s"],
-                   "source": "hand-made"},
-                  {**DESIGN, "platform": "nowhere", "batch": 1, "decode_tokens_per_s": 1.0, "source": "x"}]).to_csv(
-        csv, index=False)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out = tmp_path / "out"
-    assert run(parser.parse_args(["--set", str(csv), "--out", str(out)])) == 0
-    assert "no preset 'nowhere'" in capsys.readouterr().out
-    table = pd.read_parquet(out / "validation.parquet")
-    assert table["metric"].tolist() == ["decode_tokens_per_s"] and table["set"].tolist() == ["rows"]
-    meta = read_metadata(out / "validation.parquet")
-    assert meta["skipped"][0]["reason"] == "no preset 'nowhere'"
-    assert meta["summary"][0]["n"] == 1
-    assert (out / "validation.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_shipped_sets_are_sourced_and_every_row_is_accounted_for():

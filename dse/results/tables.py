@@ -8,12 +8,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.loading import space_evaluator
 from dse._version import __version__
+from dse.loading import space_evaluator
 from dse.results.io import write_parquet
-from dse.spec.metrics import METRIC_UNITS, METRICS
 from dse.results.pareto import pareto_mask
+from dse.spec.metrics import METRIC_UNITS, METRICS
+from dse.spec.registry import INPUT_FIELDS
 from dse.spec.study import Constraint, Study
+
+_EXACT_INT = 2**53  # floats hold every integer below this exactly
 
 
 def violations(metrics: dict[str, np.ndarray], constraints: list[Constraint]) -> dict[str, np.ndarray]:
@@ -65,8 +68,9 @@ def front_of(df: pd.DataFrame, objectives: list[tuple[str, bool]], knobs: list[s
 
 
 def units_for(df: pd.DataFrame) -> dict[str, str]:
-    """Unit of every column whose name has a unit suffix (DESIGN.md 3.3)."""
-    units = dict(METRIC_UNITS)
+    """Unit of every column: the registry's for knobs and hardware fields, the metric table's for
+    metrics and their constraint columns, else from the name's unit suffix (DESIGN.md 3.3)."""
+    units = {**{name: f.unit for name, f in INPUT_FIELDS.items()}, **METRIC_UNITS}
     suffixes = {"_bytes_per_s": "B/s", "_flop_per_s": "FLOP/s", "_pj_per_bit": "pJ/bit", "_pj_per_flop": "pJ/FLOP",
                 "_bytes": "B", "_bits": "bit", "_s": "s", "_w": "W", "_hz": "Hz", "_frac": "1", "_j": "J"}
     for col in df.columns:
@@ -84,19 +88,50 @@ def units_for(df: pd.DataFrame) -> dict[str, str]:
     return {c: u for c, u in units.items() if c in df.columns}
 
 
+def integer_columns(study: Study) -> set[str]:
+    """Columns whose values are whole numbers: the space's ``int`` knobs and the registry's
+    non-float inputs (``int``, ``code`` and ``flag`` kinds)."""
+    return {k.name for k in study.space.knobs if k.kind == "int"} | {
+        name for name, f in INPUT_FIELDS.items() if f.kind != "float"}
+
+
+def file_table(study: Study, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as the result files store it: whole-number knobs as integers (not ``64.0``), a
+    ``platform`` and a ``model`` column even where the space fixes them, and ``fits``
+    (the design fits in memory). Idempotent (a merge writes tables read back from files)."""
+    out = df.copy()
+    for col in integer_columns(study) & set(out.columns):
+        values = out[col].to_numpy()
+        if values.dtype.kind == "f" and len(values) and np.all(np.isfinite(values)) \
+                and np.all(values == np.round(values)) and np.abs(values).max() < _EXACT_INT:
+            out[col] = values.astype(np.int64)
+    space = study.space
+    at = next((i + 1 for i, c in enumerate(out.columns) if c in ("trial", "design_index")), 0)
+    for name, values in (("model", space.models), ("platform", space.platforms)):
+        if name not in out and len(values) == 1:
+            out.insert(at, name, pd.Categorical([values[0]] * len(out), categories=list(values)))
+    if "g_memory_bytes" in out and "fits" not in out:
+        out.insert(out.columns.get_loc("g_memory_bytes") + 1, "fits", out["g_memory_bytes"].to_numpy() <= 0)
+    return out
+
+
 def write_results(study: Study, trials: pd.DataFrame, front: pd.DataFrame, extra_meta: dict | None = None
                   ) -> dict[str, Path]:
-    """Write ``trials.parquet`` and ``front.parquet`` (atomically) plus ``front.png``."""
-    from dse.results.plot import plot_front
+    """Write ``trials.parquet`` and ``front.parquet`` (atomically, as :func:`file_table`) plus
+    ``front.png`` (coloured by the platform, memory technology or model where the study varies
+    it: :func:`dse.results.plot.default_color_by`, recorded as ``color_by`` in the metadata)."""
+    from dse.results.plot import default_color_by, plot_front
 
+    trials, front = file_table(study, trials), file_table(study, front)
+    color_by = default_color_by(trials)
     meta = {"spec": study.raw, "spec_hash": study.spec_hash, "version": __version__, "seed": study.seed,
-            "objectives": [[m, up] for m, up in study.objectives], "study": study.name, **(extra_meta or {})}
+            "objectives": [[m, up] for m, up in study.objectives], "study": study.name, "color_by": color_by,
+            **(extra_meta or {})}
     out = study.output
     paths = {
         "trials": write_parquet(trials, out / "trials.parquet", units=units_for(trials), metadata=meta),
         "front": write_parquet(front, out / "front.parquet", units=units_for(front), metadata=meta),
     }
-    varies = [c for c in ("platform", "mem_technology", "model") if c in trials and trials[c].nunique() > 1]
     paths["plot"] = plot_front(trials, front, study.objectives, out / "front.png", title=study.name,
-                               color_by=varies[0] if varies else None)
+                               color_by=color_by)
     return paths

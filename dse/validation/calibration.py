@@ -11,7 +11,6 @@ solution is put back to its preset value with a warning.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import yaml
 from scipy.optimize import least_squares
 
 from dse.api import evaluate
-from dse.results.io import atomic_write, read_table
+from dse.results.io import atomic_write
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.presets import Platform, load_platform, read_yaml
 from dse.spec.registry import KNOB_NAMES
@@ -293,54 +292,3 @@ def _collinearity(jac: np.ndarray, active: list[_Param]) -> list[str]:
         names = [n for n, w in zip(names, vt[-1], strict=True) if abs(w) > 0.3] or names
     return [f"parameters {names} are not separately determined by the data; "
             "the fit picked one of several equally good combinations"]
-
-
-def _row_selection(items: Sequence[str], n: int) -> list[int]:
-    """Row indices from ``["0", "3", "5-7"]`` (inclusive ranges)."""
-    out: list[int] = []
-    for item in items:
-        for part in str(item).split(","):
-            lo, sep, hi = part.strip().partition("-")
-            try:
-                first, last = int(lo), int(hi) if sep else int(lo)
-            except ValueError:
-                raise SpecError("--rows", part, "must be an index or a range like 5-7", part) from None
-            if not 0 <= first <= last < n:
-                raise SpecError("--rows", part, f"rows are 0..{n - 1}", part)
-            out.extend(range(first, last + 1))
-    return list(dict.fromkeys(out))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``dse calibrate``."""
-    parser.add_argument("--platform", required=True, help="preset name or YAML path to calibrate")
-    parser.add_argument("--measurements", required=True, help="CSV/Parquet file of measurement rows")
-    parser.add_argument("--rows", nargs="+", metavar="I|I-J", help="fit only these rows (0-based); the others are "
-                                                                  "predicted as a held-out check")
-    parser.add_argument("--fit", nargs="+", default=list(DEFAULT_FIT), metavar="FIELD",
-                        help=f"hardware fields to fit (default: {' '.join(DEFAULT_FIT)})")
-    parser.add_argument("--name", help="name of the calibrated preset (default: <platform>-calibrated)")
-    parser.add_argument("--out", default="calibrated.yaml", help="calibrated preset YAML (default: calibrated.yaml)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``dse calibrate``: fit, print parameters and errors, write the calibrated preset."""
-    rows = measurement_rows(read_table(args.measurements)).reset_index(drop=True)
-    chosen = _row_selection(args.rows, len(rows)) if args.rows else list(range(len(rows)))
-    result = calibrate(args.platform, rows.iloc[chosen], fit=args.fit, name=args.name,
-                       label=Path(args.measurements).name)
-    fmt = {"float_format": lambda x: f"{x:.4g}"}
-    print(f"calibrated {result.base.name} -> {result.platform.name} on {len(chosen)} rows")
-    print(result.params.to_string(**fmt))
-    print(f"\nfit rows: residual RMS {result.rms_error_pct:.2f}%")
-    print(result.residuals.to_string(index=False, **fmt))
-    held = rows.drop(index=chosen)
-    if len(held):
-        check = compare(result.platform, held)
-        check = check.assign(abs_error_pct=check["error_pct"].abs())
-        print(f"\nheld-out rows ({len(held)}): mean |error| % per metric")
-        print(check.groupby("metric")["abs_error_pct"].agg(["count", "mean", "max"]).to_string(**fmt))
-    for warning in result.warnings:
-        print(f"warning: {warning}")
-    print(f"wrote {result.to_yaml(args.out)}")
-    return 0

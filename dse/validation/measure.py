@@ -57,7 +57,6 @@ Output columns (names as in :mod:`dse.model.pipeline`) are listed in :data:`COLU
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
 import os
@@ -863,44 +862,3 @@ def write_measurements(df: Any, path: str | Path) -> Path:
             pass
         raise
     return path
-
-
-# --------------------------------------------------------------------------- CLI glue
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``dse measure``."""
-    parser.add_argument("--model", nargs="+", required=True, metavar="NAME",
-                        help="model card names or YAML paths (dense cards only)")
-    parser.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N", help="batch sizes (default 1)")
-    parser.add_argument("--in-len", nargs="+", type=int, default=[128], metavar="N",
-                        help="prompt lengths (default 128)")
-    parser.add_argument("--out-len", nargs="+", type=int, default=[128], metavar="N",
-                        help="generated tokens per sequence (default 128)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="measurement CSV to write")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, metavar="N",
-                        help=f"timed repeats per phase (default {DEFAULT_REPEATS}; fewer for runs of several "
-                             "seconds, more where needed to fill the energy window)")
-    parser.add_argument("--device", default="0", metavar="INDEX",
-                        help="CUDA device index (default 0), or 'cpu' to check the code path")
-    parser.add_argument("--kv-bucket", type=int, default=16, metavar="N",
-                        help="decode attends over the cache rounded up to N positions (default 16)")
-    parser.add_argument("--min-decode-s", type=float, default=2.0, metavar="S",
-                        help="repeat the decode loop for at least S seconds for the energy counter (default 2)")
-    parser.add_argument("--heat-s", type=float, default=30.0, metavar="S",
-                        help="warm the GPU up with matrix products for S seconds first (default 30)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``dse measure`` from parsed arguments; writes ``args.out``."""
-    device: int | str = args.device if str(args.device) == "cpu" else int(args.device)
-    df = measure(args.model, args.batch, args.in_len, args.out_len, repeats=args.repeats, device=device,
-                 kv_bucket=args.kv_bucket, min_decode_s=args.min_decode_s, heat_s=args.heat_s)
-    if df.empty:
-        raise DseError("dse measure: no case could be measured (see the messages above)")
-    path = write_measurements(df, args.out)
-    show = df[["model", "batch", "in_len", "out_len", "ttft_s", "tpot_s", "decode_tokens_per_s",
-               "decode_power_w", "decode_tokens_per_j"]]
-    print(show.to_string(index=False))
-    print(f"wrote {len(df)} rows to {path}")
-    return 0

@@ -27,7 +27,6 @@ The predictions come from a results folder of ``dse run studies/survey-bs{1,8}.y
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import re
@@ -531,25 +530,6 @@ def survey_figure(results_dir: Path | None, batch: int, out: Path, *, points: pd
     return out
 
 
-# ---- CLI glue (``dse plot --survey``) ----------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``dse plot --survey [--batch 1 8] [--results DIR] [--out DIR]``.
-
-    ``--out`` is added only where the parser has none (``dse plot`` has one, a PNG path
-    there; with ``--survey`` it names the output folder)."""
-    parser.add_argument("--survey", action="store_true",
-                        help="draw the survey figure (tokens/s vs power, lines of equal tokens/J) per batch and "
-                             "write survey-bs<B>.png and survey-disagreements.csv")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], metavar="B",
-                        help="batch sizes to draw (default: 1 8)")
-    parser.add_argument("--results", metavar="DIR",
-                        help="results of `dse run studies/survey-bs<B>.yaml`: DIR/survey-bs<B>, DIR/bs<B> or DIR "
-                             "itself (default: compute the predictions)")
-    if "--out" not in parser._option_string_actions:  # noqa: SLF001 - argparse has no public query
-        parser.add_argument("--out", help="output folder (default: results/survey)")
-
-
 def results_for(results: str | Path | None, batch: int) -> Path | None:
     """The results folder of ``batch`` under ``results`` (see :func:`add_arguments`), None to compute."""
     if results is None:
@@ -562,23 +542,3 @@ def results_for(results: str | Path | None, batch: int) -> Path | None:
                 return folder
     raise SpecError(str(base), "--results", f"no trials.parquet/front.parquet of batch {batch} "
                     f"(looked in {_STUDY.format(batch=batch)}/, bs{batch}/ and the folder itself)", str(base))
-
-
-def run(args: argparse.Namespace) -> int:
-    """``dse plot --survey``: one figure per batch and the batch-1 disagreement table, into ``--out``."""
-    out = Path(getattr(args, "out", None) or "results/survey")
-    points = load_points()
-    for batch in args.batch:
-        folder = results_for(args.results, batch)
-        path = survey_figure(folder, batch, out / f"survey-bs{batch}.png", points=points)
-        print(f"wrote {path}" + (f" (from {folder})" if folder else " (predictions computed)"))
-    # the published points are batch 1: compare with batch-1 predictions (computed if not among the results)
-    trials, _ = load_predictions(results_for(args.results, 1) if args.results and 1 in args.batch else None, 1)
-    table = survey_disagreements(points, trials)
-    path = atomic_write(out / "survey-disagreements.csv", lambda tmp: table.to_csv(tmp, index=False))
-    n = int(table["disagrees"].sum())
-    print(f"wrote {path}: {len(table)} published points on a preset, {n} differ by more than 2x")
-    for reason, count in reason_counts(table).items():
-        if count:
-            print(f"  {count:3d}  {reason}")
-    return 0

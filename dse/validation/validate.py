@@ -10,7 +10,6 @@ reason; nothing is dropped silently. Shipped sets live in ``validation/``
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -334,20 +333,3 @@ def write_report(report: ValidationReport, out_dir: str | Path, *, sets: Sequenc
             "skipped": report.skipped.astype(object).where(report.skipped.notna(), None).to_dict(orient="records")}
     return {"parquet": write_parquet(table, out_dir / "validation.parquet", metadata=meta),
             "plot": plot_validation(report, out_dir / "validation.png")}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``dse validate``."""
-    parser.add_argument("--set", dest="sets", nargs="+", default=["published"], metavar="SET|FILE",
-                        help=f"shipped set ({', '.join(SETS)}) or CSV/Parquet file of measurement rows")
-    parser.add_argument("--out", default="results/validation", help="output folder (default: results/validation)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``dse validate``: print the comparison and summary, write Parquet and PNG into ``--out``."""
-    rows = pd.concat([load_set(s) for s in args.sets], ignore_index=True)
-    report = validate(rows)
-    print(report.to_text(), end="")
-    for kind, path in write_report(report, args.out, sets=args.sets).items():
-        print(f"wrote {kind}: {path}")
-    return 0
