@@ -12,7 +12,7 @@ what the error must contain::
 
 A study runs with ``dse run``; a space through a one-line study naming it; a preset or a
 card with ``dse eval``. Every run has an empty working directory and an output folder
-in ``tmp_path``; both must stay empty.
+(or file) in ``tmp_path``; both must stay empty.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def argv(path: Path, head: dict[str, str], tmp_path: Path) -> list[str]:
         study = tmp_path / "wrapper.yaml"
         study.write_text(f"space: {json.dumps(str(path))}\n")
         return ["run", str(study), "--quiet", "--output", str(out)]
-    table = ["--format", "csv", "--out", str(out / "designs.csv")]
+    table = ["--format", "csv", "--out", str(tmp_path / "designs.csv")]
     if kind == "preset":
         return ["eval", "--platform", str(path), "--model", "llama-2-7b", *table]
     return ["eval", "--platform", "h100-sxm", "--model", str(path), *table]
@@ -100,7 +100,7 @@ def test_bad_spec_is_one_line_error(path, tmp_path, monkeypatch, capsys):
     code = main(argv(path, head, tmp_path))
     captured = capsys.readouterr()
     check(code, captured.out, captured.err, path, head)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "designs.csv").exists()
     assert not any(cwd.iterdir()), sorted(p.name for p in cwd.iterdir())
     assert not ABSOLUTE_OUTPUT.exists()
 

@@ -32,7 +32,7 @@ from dse.spec.presets import (
     read_yaml,
     resolve,
 )
-from dse.spec.registry import INPUT_COLUMNS
+from dse.spec.registry import INPUT_COLUMNS, RESERVED_NAMES
 from dse.spec.units import to_si
 
 MAX_SPACE_SIZE = 10**15
@@ -337,6 +337,9 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
         entries.append((si, file, f"derived.{name}"))
     where: dict[str, tuple[str, str]] = {}  # SI name -> (file, key path) that set it
     for si, at, key in entries:
+        if si in RESERVED_NAMES:
+            raise SpecError(at, key, "reserved: a result column (trial, design_index, feasible or a metric), "
+                            "not a design variable", si)
         if si in where:
             raise SpecError(at, key, f"set twice (also by {where[si][1]})", si)
         where[si] = (at, key)

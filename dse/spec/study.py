@@ -15,6 +15,7 @@ from dse.spec.presets import is_finite_number, near, read_yaml, resolve
 from dse.spec.space import Space, load_space
 
 RESULTS_ROOT = Path("results")  # where a spec file may write, relative to the working directory
+MAX_NAME_CHARS = 128  # a study name is a folder name (255 bytes at most on common file systems)
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")
 DEFAULT_OBJECTIVES = (("decode_tokens_per_s", True), ("decode_tokens_per_j", True))
 _RESUMABLE_KEYS = ("budget", "batch_size", "storage", "output", "description")
@@ -214,6 +215,9 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
         raise SpecError(file, "name", "must be a plain name (no path separators)", name)
+    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise SpecError(file, "name", f"must be at most {MAX_NAME_CHARS} printable characters (it names the "
+                        "output folder)", name)
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise SpecError(file, "description", "must be a string", description)
