@@ -123,6 +123,12 @@ PASSWORD_URL = "postgresql+psycopg://user:secret@127.0.0.1:1/db"
     (f"storag: {PASSWORD_URL}", []),  # a typo: the unknown key's value is shown
     ("", ["--storage", "redis://user:secret@127.0.0.1:1/0"]),  # unsupported scheme
     ("", ["--storage", "postgresql://127.0.0.1:1/db?user=u&password=secret"]),
+    ("", ["--storage", "postgresql://user:my secret@127.0.0.1:1/db"]),  # issue 9.13: any character
+    ("", ["--storage", "postgresql://user:it's secret@127.0.0.1:1/db"]),
+    ("", ["--storage", 'postgresql://user:"secret"@127.0.0.1:1/db']),
+    ("", ["--storage", "redis://user:a 'b\" secret@127.0.0.1:1/0"]),
+    ("storage: 'postgresql://user:my \"secret\"@127.0.0.1:1/db'", []),
+    ("storage: \"postgresql://h:1/db?password=my 'secret\"", []),
 ])
 def test_storage_password_is_never_printed(spec, extra, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
@@ -136,9 +142,11 @@ def test_storage_password_is_never_printed(spec, extra, tmp_path, monkeypatch, c
     assert not (tmp_path / "out").exists()
 
 
-def test_storage_password_stays_out_of_the_result_metadata():
-    study = load_study({"space": "quickstart", "model": "llama-2-7b", "storage": PASSWORD_URL})
-    assert study.storage == PASSWORD_URL  # what the search opens
+@pytest.mark.parametrize("url", [PASSWORD_URL, "postgresql://user:my 'secret\"@127.0.0.1:1/db",
+                                 "postgresql://127.0.0.1:1/db?password=my secret&user=u"])
+def test_storage_password_stays_out_of_the_result_metadata(url):
+    study = load_study({"space": "quickstart", "model": "llama-2-7b", "storage": url})
+    assert study.storage == url  # what the search opens
     assert "secret" not in json.dumps(study.raw)  # what the result files record
 
 
@@ -147,6 +155,13 @@ def test_storage_password_stays_out_of_the_result_metadata():
     ("mysql://:secret@host/db", "mysql://:***@host/db"),
     ("postgresql://user:se@cret@host/db", "postgresql://user:***@host/db"),
     ("postgresql://host/db?user=u&password=secret&x=1", "postgresql://host/db?user=u&password=***&x=1"),
+    ("postgresql://user:pa ss@host/db", "postgresql://user:***@host/db"),
+    ("postgresql://user:it's@host/db", "postgresql://user:***@host/db"),
+    ('postgresql://user:say "x"@host/db', "postgresql://user:***@host/db"),
+    ("""postgresql://user:a 'b" c:d@e@host:5432/db""", "postgresql://user:***@host:5432/db"),
+    ("postgresql://host/db?user=u&password=a b'c\"d&x=1", "postgresql://host/db?user=u&password=***&x=1"),
+    ("see postgresql://u:a b@h/db and mysql://v:c d@h2/x", "see postgresql://u:***@h/db and mysql://v:***@h2/x"),
+    ("postgresql://user@host:5432/db", "postgresql://user@host:5432/db"),
     ("sqlite:///results/s.db", "sqlite:///results/s.db"),
     ("results/s/optuna.journal", "results/s/optuna.journal"),
 ])
