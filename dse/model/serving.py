@@ -122,34 +122,34 @@ def kv_max_seqs(c: dict, w: dict, s: dict):
 
 
 def _prepare(c: dict, w: dict, s: dict) -> dict:
-    """N-independent per-design quantities. The GEMM rows whose driver is the token count are
-    merged into one roofline for the fluid model (their compute/memory crossovers coincide up to
-    the activation term, since every row reads ``w_bytes`` per ``2`` FLOPs per token); MoE keeps
-    the ffn row apart (its experts are read in proportion to the experts touched)."""
+    """N-independent per-design quantities. The GEMM rows driven by the token count other than
+    the ffn (qkv, o; lm_head in decode) are merged into one roofline for the fluid model: their
+    compute/memory crossovers coincide up to the activation term, since every row reads
+    ``w_bytes`` per ``2`` FLOPs per token. The ffn row stays apart (MoE reads its experts in
+    proportion to those touched, which moves its crossover); the same formulas serve dense rows
+    (one expert, always touched), so a design's result never depends on the rest of the batch."""
     cf, cm = np.asarray(c["lin_flop_s_per_tok"], dtype=float), np.asarray(c["lin_act_s_per_tok"], dtype=float)
     cw = np.asarray(c["lin_w_s"], dtype=float)
-    moe = not np.all(np.asarray(c["moe_n_experts"]) == 1.0)
     d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"], "tab": w["in_stoploss"],
-         "moe": moe, "spec": bool(np.any(np.asarray(c["dec_queries"]) > 1.0))}
+         "moe": not np.all(np.asarray(c["moe_n_experts"]) == 1.0),
+         "spec": bool(np.any(np.asarray(c["dec_queries"]) > 1.0))}
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["kv_tok"] = c["kv_capacity_bytes"] / c["kv_bytes_per_token"]
     d["foot"] = kv_footprint_tokens(c, w, s)
-    ffn_w = cw[FFN_ROW] + (0.0 if moe else c["moe_expert_w_s"])  # dense: the one "expert" is always read
-    dec_rows = (0, 1, 3) if moe else (0, 1, 2, 3)  # decode: qkv, o, (ffn), lm_head driven by q N tokens
-    pf_rows = (0, 1) if moe else (0, 1, 2)  # prefill marginal: qkv, o, (ffn); lm_head gets one row
-    d["cf_d"], d["cm_d"] = sum(cf[r] for r in dec_rows), sum(cm[r] for r in dec_rows)
-    d["cw_d"] = sum(cw[r] for r in dec_rows if r != FFN_ROW) + (0.0 if moe else ffn_w)
-    d["cf_p"], d["cm_p"] = sum(cf[r] for r in pf_rows), sum(cm[r] for r in pf_rows)
-    cw_p = sum(cw[r] for r in pf_rows if r != FFN_ROW) + (0.0 if moe else ffn_w)
+    d["cf_d"], d["cm_d"], d["cw_d"] = cf[0] + cf[1] + cf[3], cm[0] + cm[1] + cm[3], cw[0] + cw[1] + cw[3]
+    d["cf_p"], d["cm_p"] = cf[0] + cf[1], cm[0] + cm[1]  # prefill marginal: qkv, o (lm_head: one row)
     d["slope_p"] = np.maximum(d["cf_p"] - d["cm_p"], 0.0)
+    d["cf_f"], d["cm_f"], d["cw_f"] = cf[FFN_ROW], cm[FFN_ROW], cw[FFN_ROW]  # router; experts added per tokens
+    d["slope_f"] = np.maximum(d["cf_f"] - d["cm_f"], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        d["cross_p"] = np.where(d["slope_p"] > 0.0, cw_p / d["slope_p"], np.inf)
+        d["cross_p"] = np.where(d["slope_p"] > 0.0, (cw[0] + cw[1]) / d["slope_p"], np.inf)
+        all_experts = d["cw_f"] + c["moe_expert_w_s"] * c["moe_n_experts"]
+        d["cross_f"] = np.where(d["slope_f"] > 0.0, all_experts / d["slope_f"], np.inf)
         d["cross_h"] = np.where(cf[3] > cm[3], cw[3] / (cf[3] - cm[3]), np.inf)
     d["cf_h"], d["cm_h"] = cf[3], cm[3]
-    d["cf_f"], d["cm_f"], d["cw_f"] = cf[FFN_ROW], cm[FFN_ROW], ffn_w
     d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
     launch = np.asarray(c["lin_launch_s"], dtype=float)
-    d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + (launch[4] if d["spec"] else 0.0)
+    d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + launch[4]
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     k = s["token_budget"]
@@ -162,8 +162,10 @@ def _prepare(c: dict, w: dict, s: dict) -> dict:
     return d
 
 
-def _touched(c: dict, tokens):
-    """Expected experts touched by ``tokens`` tokens (MoE)."""
+def _touched(c: dict, d: dict, tokens):
+    """Expected experts touched by ``tokens`` tokens (1 for a dense model)."""
+    if not d["moe"]:
+        return 1.0
     e = c["moe_n_experts"]
     return e * (1.0 - (1.0 - c["moe_top_k"] / e) ** np.maximum(tokens, 1.0))
 
@@ -177,11 +179,10 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
     mem = d["cw_d"] + x * d["cm_d"]
     t_d = np.maximum(comp, mem) + d["fixed"] + n * d["att_seq"] + c["fixed_s_per_tok"] * x
     slope_d = q * np.where(comp > mem, d["cf_d"], d["cm_d"]) + d["att_seq"] + c["fixed_s_per_tok"] * q
-    if d["moe"]:
-        f_comp, f_mem = x * d["cf_f"], d["cw_f"] + c["moe_expert_w_s"] * _touched(c, x) + x * d["cm_f"]
-        t_d = t_d + np.maximum(f_comp, f_mem)
-        slope_d = slope_d + q * np.where(f_comp > f_mem, d["cf_f"], d["cm_f"])
-    if d["spec"]:
+    f_comp, f_mem = x * d["cf_f"], d["cw_f"] + c["moe_expert_w_s"] * _touched(c, d, x) + x * d["cm_f"]
+    t_d = t_d + np.maximum(f_comp, f_mem)
+    slope_d = slope_d + q * np.where(f_comp > f_mem, d["cf_f"], d["cm_f"])
+    if d["spec"]:  # draft rows are zero without speculation: the same result either way
         x_comp, x_mem = n * d["cf_x"], d["cw_x"] + n * d["cm_x"]
         t_d = t_d + np.maximum(x_comp, x_mem)
         slope_d = slope_d + np.where(x_comp > x_mem, d["cf_x"], d["cm_x"])
@@ -192,15 +193,10 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
     lam_ch = n / d["n_dec"] * n_ch
     share = np.where(lam_ch > 1e-9, -np.expm1(-lam_ch) / np.maximum(lam_ch, 1e-9), 1.0)
     lin = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_p"], d["slope_p"], _room(d["cross_p"], x, share))
-    if d["moe"]:  # the ffn row: crossover with every expert read; extra experts read per mixed iteration
-        cw_all = d["cw_f"] + c["moe_expert_w_s"] * c["moe_n_experts"]
-        slope_f = np.maximum(d["cf_f"] - d["cm_f"], 1e-300)
-        lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], np.maximum(d["cf_f"] - d["cm_f"], 0.0),
-                                _room(cw_all / slope_f, x, share))
-        lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, x + np.minimum(mP, k)) - _touched(c, x)) * n_ch * share
-        lin = lin + lin_f
-    else:
-        lin_f = 0.0
+    lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], d["slope_f"], _room(d["cross_f"], x, share))
+    if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
+        lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, d, x + np.minimum(mP, k)) - _touched(c, d, x)) * n_ch * share
+    lin = lin + lin_f
     head = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])
     per_token = lin / mP + c["fixed_s_per_tok"]
     # preemption: decode growth outruns the free slack before a completion frees blocks
@@ -276,8 +272,7 @@ def _latencies(c: dict, d: dict, w: dict, st: dict, lam, lam_max, n_cap) -> dict
            + _chunk_gemm_s(d, z, p90 - nfull * k)
            + np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
            + others)
-    if d["moe"]:
-        s90 = s90 + st["lin_f"] * (p90 / mP)  # the ffn row, pro rata
+    s90 = s90 + st["lin_f"] * (p90 / mP)  # the ffn row, pro rata
     rate_tok = k / (t_d + mp * k / mP)  # prefill tokens/s with a backlog
     rho_pf = np.minimum(lam * mP / rate_tok, 0.999)
     w_pf = lam * w["in_sq_mean"] / (rate_tok * rate_tok) / (2.0 * (1.0 - rho_pf))  # Pollaczek-Khinchine
@@ -327,11 +322,10 @@ def _energy_j(c: dict, d: dict, st: dict, u):
     ew = np.asarray(c["lin_w_j"], dtype=float)
     per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
     fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
-    weights = ew[:4].sum(axis=0) + c["moe_expert_w_j"] * (_touched(c, x + u * mP) if d["moe"] else 1.0)
+    weights = ew[:4].sum(axis=0) + c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
     dec = (weights + x * per_tok[:4].sum(axis=0) + n * q * d["ctx"] * fj + n * (q * mj + d["ctx"] * kj)
            + c["fixed_j"] + c["fixed_j_per_tok"] * x)
-    if d["spec"]:
-        dec = dec + ew[4] + n * per_tok[4]
+    dec = dec + ew[4] + n * per_tok[4]
     pre = ((mP + st["recompute"]) * (per_tok[:3].sum(axis=0) + c["fixed_j_per_tok"]) + per_tok[3]
            + d["pairs"] * fj + mP * mj)
     return dec + u * pre
@@ -420,6 +414,8 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
         "serving_batch": st["n"],
         "serving_iter_s": st["tau"] * stretch,
         "serving_power_w": power_w,
-        "serving_tokens_per_j": tokens_per_s / power_w,
+        "serving_tokens_per_j": tokens_per_s / np.maximum(power_w, 1e-12),
     }
-    return {key: np.broadcast_to(np.asarray(v, dtype=float), n_cap.shape).reshape(shape) for key, v in out.items()}
+    full = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
+    target = np.broadcast_shapes(shape, np.shape(s["arrival_rate_req_per_s"]))
+    return {key: np.broadcast_to(np.asarray(v, dtype=float), full).reshape(target) for key, v in out.items()}
