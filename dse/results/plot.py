@@ -9,6 +9,7 @@ times 7 marker shapes: 63 categories before a pair repeats.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -44,8 +45,23 @@ def default_color_by(trials: pd.DataFrame) -> str | None:
 
 def plot_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, bool]], path: str | Path,
                *, title: str = "", color_by: str | None = None) -> Path:
-    """Scatter of all designs (infeasible grey; feasible blue, or one style per ``color_by`` value)
-    with the front on top as a black line through outlined markers; log-log axes where positive."""
+    """Draw :func:`front_figure` into the PNG ``path`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = front_figure(trials, front, objectives, title=title, color_by=color_by)
+    path = Path(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def front_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, bool]], *,
+                 title: str = "", color_by: str | None = None) -> Any:
+    """A matplotlib figure: all designs (infeasible grey; feasible blue, or one style per
+    ``color_by`` value) with the front on top as a black line through white markers outlined
+    in black; log-log axes where both columns are positive."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +105,4 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple
     else:
         ax.legend(fontsize=7, loc="best", title=color_by if groups else None, title_fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return fig
