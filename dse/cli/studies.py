@@ -143,6 +143,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     storage = storage_url(args.storage)
     study = _load(args, storage)
+    if storage is None and study.storage:
+        storage_url(study.storage, f"{study.file}: storage")
     if args.n_trials is not None:
         study = replace(study, n_trials=args.n_trials)
     if args.workers > 1 and study.sampler != "exhaustive":

@@ -531,7 +531,8 @@ def survey_figure(results_dir: Path | None, batch: int, out: Path, *, points: pd
 
 
 def results_for(results: str | Path | None, batch: int) -> Path | None:
-    """The results folder of ``batch`` under ``results`` (see :func:`add_arguments`), None to compute."""
+    """The results folder of ``batch`` under ``results`` (``dse plot --survey --results DIR``): DIR/survey-bs<B>,
+    DIR/bs<B> or DIR itself; None to compute the predictions."""
     if results is None:
         return None
     base = Path(results)

@@ -100,6 +100,22 @@ def test_run_storage_that_is_a_folder(capsys, in_tmp):
     assert not (in_tmp / "out").exists()
 
 
+def test_spec_storage_that_is_a_folder(capsys, in_tmp):
+    (in_tmp / "results" / "d.journal").mkdir(parents=True)
+    (in_tmp / "st.yaml").write_text("space: quickstart\nmodel: llama-2-7b\nsampler: nsga2\n"
+                                    "storage: results/d.journal\nbudget: {n_trials: 10}\n")
+    run_bad(["run", "st.yaml", "--quiet", "--output", "out"], capsys,
+            "st.yaml: storage: results/d.journal: is a folder")
+    assert not (in_tmp / "out").exists() and not any((in_tmp / "results" / "d.journal").iterdir())
+
+
+def test_stale_after_default_is_the_search_layers():
+    from dse.cli.studies import STALE_AFTER_S
+    from dse.search.budget import STALE_AFTER_S as SEARCH_DEFAULT
+
+    assert STALE_AFTER_S == SEARCH_DEFAULT
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["run", STUDY, "--n-trials", "0"], "must be >= 1"),
     (["run", STUDY, "--n-trials", "-5"], "must be >= 1"),
