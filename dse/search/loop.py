@@ -1,8 +1,9 @@
 """The search loop: batched ask/tell over the vectorised evaluator, progress and hypervolume.
 
-Each batch of asked trials is evaluated in one call of the evaluator; the running front
-and its 2-D hypervolume feed the progress bar. Storage (:mod:`dse.search.storages`),
-budget accounting on shared storage (:mod:`dse.search.budget`) and export
+Each batch of asked trials is evaluated in one call of the evaluator. The budget counts
+distinct designs: a proposal of a design already evaluated (or being evaluated by another
+worker) is told PRUNED, never evaluated or counted again. Storage
+(:mod:`dse.search.storages`), budget accounting (:mod:`dse.search.budget`) and export
 (:mod:`dse.search.export`) live beside this module.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,27 +22,33 @@ from optuna.trial import TrialState
 from dse.loading import space_evaluator
 from dse.results.pareto import hypervolume_2d, pareto_mask
 from dse.results.tables import violations
-from dse.search.budget import RACE_MARGIN, SHARED_BATCH, STALE_AFTER_S, free_slots, n_complete, within_budget
+from dse.search.budget import RACE_MARGIN, SHARED_BATCH, STALE_AFTER_S, Ledger, tell_quietly
+from dse.search.designs import design_keys
 from dse.search.distributions import distributions, params_arrays
 from dse.search.export import export
-from dse.search.samplers import make_sampler
+from dse.search.samplers import make_sampler, resolve_sampler
 from dse.search.storages import directions, is_journal, load_stored, open_storage
+from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.study import RunResult, run_exhaustive
 
+# The sampler has converged when it proposes only evaluated designs for this many batches in
+# a row, or this many repeats per design of the budget (each repeat is an Optuna trial: its
+# ask costs time that grows with the trials already in the study).
+MAX_IDLE_BATCHES = 20
+MAX_REPEATS_PER_DESIGN = 3
+
 
 class Progress:
-    """A tqdm bar of told trials with the front size and hypervolume (none when disabled)."""
+    """A tqdm bar of distinct designs with the front size and hypervolume (none when disabled)."""
 
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.bar = None
-        self.done = 0  # trials told by this process
         if enabled:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, initial=done, unit="trial", dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=total, initial=done, unit="design", dynamic_ncols=True, leave=True)
 
     def update(self, n: int, front: int, hv: float) -> None:
-        self.done += n
         if self.bar is not None:
             self.bar.set_postfix(front=front, hv=f"{hv:.4g}", refresh=False)
             self.bar.update(n)
@@ -50,107 +58,210 @@ class Progress:
             self.bar.close()
 
 
+def check_run_arguments(n_trials: Any, stale_after_s: Any) -> None:
+    """SpecError for a budget below one design or a stale-trial age that is not positive."""
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise SpecError("--n-trials", "n_trials", "must be an integer >= 1", n_trials)
+    if isinstance(stale_after_s, bool) or not isinstance(stale_after_s, (int, float)) or \
+            not stale_after_s > 0 or not math.isfinite(stale_after_s):
+        raise SpecError("--stale-after", "stale_after_s", "must be a number of seconds > 0", stale_after_s)
+
+
 def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] | None = None,
               worker: int | None = None, stale_after_s: float = STALE_AFTER_S) -> RunResult:
-    """Run (or resume) a study to its budget (``n_trials`` complete trials) and write its result files.
+    """Run (or resume) a study to its budget (``n_trials`` distinct designs) and write its result files.
 
-    Ctrl-C stops after saving everything finished so far; running again resumes. With a
-    shared storage (an RDB URL, or ``worker`` set by :func:`dse.search.workers.run_workers`),
-    trials are asked and told on that storage so that any number of processes and machines
-    share the study; trials left RUNNING by a dead worker for ``stale_after_s`` are failed
-    and replaced. A ``worker`` process writes no result files (its parent does).
+    ``sampler: auto`` sweeps a finite space exhaustively when that costs less than the
+    search (:func:`dse.search.samplers.resolve_sampler`). Ctrl-C stops after saving
+    everything finished so far; running again resumes. With a shared storage (an RDB URL,
+    or ``worker`` set by :func:`dse.search.workers.run_workers`), trials are asked and
+    told on that storage so that any number of processes and machines share the study;
+    trials left RUNNING by a dead worker for ``stale_after_s`` are failed and replaced. A
+    ``worker`` process writes no result files (its parent does).
     """
-    if study.sampler == "exhaustive":
-        return run_exhaustive(study, progress=progress)
+    check_run_arguments(study.n_trials, stale_after_s)
+    name, note = resolve_sampler(study.sampler, study.space, study.n_trials)
+    if name == "exhaustive":
+        result = run_exhaustive(replace(study, sampler=name), progress=progress)
+        result.notes[:0] = [note] if note else []
+        return result
+    study = replace(study, sampler=name)
     start = time.perf_counter()
-    seed = study.seed + (worker or 0)
     shared = worker is not None or not is_journal(study.storage)
-    sampler = make_sampler(study.sampler, study.sampler_options, seed, study.batch_size, study.space,
-                           file=study.file, append_only=not shared)  # validates before anything is written
-    storage, journal = open_storage(study)  # the first thing that writes
+    sampler = make_sampler(study.sampler, study.sampler_options, study.seed + (worker or 0), study.batch_size,
+                           study.space, file=study.file, append_only=not shared)  # checked before any write
+    storage, journal = open_storage(study, repair=worker is None)  # the first thing that writes
     stored = load_stored(study, storage)
     if shared:
         work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
     else:
         work = optuna.create_study(directions=directions(study), sampler=sampler)
         work.add_trials(stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    dists = distributions(study.space)
-    evaluator = space_evaluator(study.space)
-    n_before = n_complete(work)
+    search = _Search(study, work, shared, stale_after_s, None if shared else (stored, journal))
+    n_before = search.ledger.distinct
     bar = Progress(study.n_trials, n_before, progress)
-    hv_ref: np.ndarray | None = None
-    front_vals = np.empty((0, len(study.objectives)))
     interrupted = False
     try:
-        while True:
-            if study.timeout_s is not None and time.perf_counter() - start > study.timeout_s:
+        while not (study.timeout_s is not None and time.perf_counter() - start > study.timeout_s
+                   or stop is not None and stop()):
+            n_told = search.step()
+            if n_told is None:
                 break
-            if stop is not None and stop():
-                break
-            if shared:
-                free = free_slots(work, study.n_trials, stale_after_s)
-                k = min(study.batch_size, SHARED_BATCH, free) if free is not None else 0
-            else:
-                free = k = min(study.batch_size, study.n_trials - n_before - bar.done)
-            if free is None:  # others still running the last trials
-                time.sleep(0.2)
-                continue
-            if k <= 0:
-                break
-            trials = [work.ask(dists) for _ in range(k)]
-            if shared and free - k < RACE_MARGIN:  # near the budget, other workers may have raced us
-                trials = within_budget(work, trials, study.n_trials)
-                if not trials:
-                    continue
-            values, con_arr, names = _evaluate_trials(study, evaluator, work, trials)
-            for i, t in enumerate(trials):
-                for j, name in enumerate(names):
-                    t.set_constraint(name, float(con_arr[i, j]))
-                work.tell(t, values[i].tolist())
-            if journal is not None and not shared:
-                stored.add_trials(work.get_trials(deepcopy=False)[-len(trials):])
-                journal.sync()
-            feasible = np.all(con_arr <= 0, axis=1)
-            front_vals, hv_ref, hv = _update_front(front_vals, values[feasible], study, hv_ref)
-            bar.update(len(trials), len(front_vals), hv)
+            bar.update(n_told, len(search.front_vals), search.hv)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
+    notes = ([note] if note else []) + search.notes()
     if worker is not None:
-        return RunResult(0, bar.done, 0, 0, time.perf_counter() - start, {}, interrupted)
+        return RunResult(0, search.ledger.distinct - n_before, 0, 0, time.perf_counter() - start, {}, interrupted,
+                         notes)
     result = export(study, work)
-    result.n_new = n_complete(work) - n_before
+    result.n_new = result.n_trials - n_before
     result.elapsed_s = time.perf_counter() - start
     result.interrupted = interrupted
+    result.notes[:0] = notes
     return result
 
 
-def _evaluate_trials(study: Study, evaluator: Any, work: optuna.Study, trials: list
-                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Objective values, constraint values and constraint names of asked trials (FAIL them on error)."""
-    try:
-        params = params_arrays(study.space, trials)
-        metrics = evaluator(study.space.columns(params))
-    except BaseException:
-        for t in trials:
-            work.tell(t, state=TrialState.FAIL, skip_if_finished=True)
-        raise
-    cons = violations(metrics, study.constraints)
-    values = np.stack([metrics[m] for m, _ in study.objectives], axis=1)
-    return values, np.stack(list(cons.values()), axis=1), list(cons)
+class _Search:
+    """The state of one process's search: the study, the distinct designs, the running front."""
 
+    def __init__(self, study: Study, work: optuna.Study, shared: bool, stale_after_s: float,
+                 checkpoint: tuple[optuna.Study, Any] | None) -> None:
+        self.study, self.work, self.shared, self.stale_after_s = study, work, shared, stale_after_s
+        self.checkpoint = checkpoint  # (stored study, journal backend or None): a copy of each finished batch
+        self.dists = distributions(study.space)
+        self.evaluator = space_evaluator(study.space)
+        self.ledger = Ledger(self._keys)
+        if shared:
+            self.ledger.refresh(work, stale_after_s)
+        else:
+            self.ledger.add(work.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.n_repeats = 0
+        self.idle_batches = 0
+        self.stopped = ""  # why the search stopped before its budget
+        self.front_vals = np.empty((0, len(study.objectives)))
+        self.hv_ref: np.ndarray | None = None
+        self.hv = math.nan
 
-def _update_front(front: np.ndarray, new: np.ndarray, study: Study, ref: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Running feasible front and its 2-D hypervolume (reference fixed at the first feasible batch)."""
-    maximize = [up for _, up in study.objectives]
-    merged = np.unique(np.concatenate([front, new]), axis=0) if len(new) else front  # repeats count once
-    if len(merged):
-        merged = merged[pareto_mask(merged, maximize)]
-    if len(study.objectives) != 2 or not len(merged):
-        return merged, ref, math.nan
-    if ref is None:
-        worst = np.where(maximize, merged.min(axis=0), merged.max(axis=0))
-        ref = np.where(maximize, worst * 0.5, worst * 2.0)
-    return merged, ref, hypervolume_2d(merged, maximize, ref)
+    def _keys(self, trials: list) -> list[bytes | None]:
+        """Design keys of trials; None for a trial whose parameters are still being set (another worker's)."""
+        names = self.dists.keys()
+        whole = [i for i, t in enumerate(trials) if all(n in t.params for n in names)]
+        keys: list[bytes | None] = [None] * len(trials)
+        if whole:
+            space = self.study.space
+            for i, key in zip(whole, design_keys(space, params_arrays(space, [trials[i] for i in whole])),
+                              strict=True):
+                keys[i] = key
+        return keys
+
+    def step(self) -> int | None:
+        """Ask, evaluate and tell one batch; return the new designs told, None when the search is over."""
+        study, work, ledger = self.study, self.work, self.ledger
+        size = study.space.size
+        if size is not None and ledger.distinct >= size:
+            self.stopped = f"every design of the space ({size:,}) is evaluated"
+            return None
+        if self.idle_batches >= MAX_IDLE_BATCHES:
+            self.stopped = (f"the sampler proposed only evaluated designs for {MAX_IDLE_BATCHES} batches in a row"
+                            f"{self._converged()}")
+            return None
+        if self.n_repeats >= MAX_REPEATS_PER_DESIGN * study.n_trials:
+            self.stopped = (f"the sampler proposed {self.n_repeats:,} repeats, more than {MAX_REPEATS_PER_DESIGN} "
+                            f"per design of the budget{self._converged()}")
+            return None
+        if self.shared:
+            ledger.refresh(work, self.stale_after_s)
+            free = ledger.free(study.n_trials)
+            if free is None:  # others still running the last trials
+                time.sleep(0.2)
+                return 0
+            k = min(study.batch_size, SHARED_BATCH, free)
+        else:
+            free = k = min(study.batch_size, study.n_trials - ledger.distinct)
+        if k <= 0:
+            return None
+        trials = [work.ask(self.dists) for _ in range(k)]
+        if self.shared and free - k < RACE_MARGIN:  # near the budget, other workers may have raced us
+            ledger.refresh(work, self.stale_after_s)
+            for t in [t for t in trials if not ledger.within_budget(t.number, study.n_trials)]:
+                tell_quietly(work, t, state=TrialState.PRUNED)  # surplus: never evaluated
+                trials.remove(t)
+            if not trials:
+                return 0
+        try:
+            keys = design_keys(study.space, params_arrays(study.space, trials))
+        except BaseException:
+            for t in trials:
+                tell_quietly(work, t, state=TrialState.FAIL)
+            raise
+        fresh, batch_keys = [], set()
+        for t, key in zip(trials, keys, strict=True):
+            if ledger.repeats(t.number, key) or key in batch_keys:
+                tell_quietly(work, t, state=TrialState.PRUNED)  # a repeat: never evaluated nor counted
+                self.n_repeats += 1
+            else:
+                fresh.append((t, key))
+                batch_keys.add(key)
+        self.idle_batches = 0 if fresh else self.idle_batches + 1
+        if not fresh:
+            return 0
+        done = self._evaluate_and_tell([t for t, _ in fresh])
+        ledger.add_keys([t.number for t, _ in fresh if t.number in done],
+                        [key for t, key in fresh if t.number in done])
+        if self.checkpoint is not None:
+            stored, journal = self.checkpoint
+            stored.add_trials([t for t in work.get_trials(deepcopy=False)[-len(trials):] if t.number in done])
+            if journal is not None:
+                journal.sync()
+        return len(done)
+
+    def _evaluate_and_tell(self, trials: list) -> set[int]:
+        """Evaluate asked trials in one call; tell them with their constraints; return the numbers told."""
+        study, work = self.study, self.work
+        try:
+            metrics = self.evaluator(study.space.columns(params_arrays(study.space, trials)))
+        except BaseException:
+            for t in trials:
+                tell_quietly(work, t, state=TrialState.FAIL)
+            raise
+        cons = violations(metrics, study.constraints)
+        values = np.stack([metrics[m] for m, _ in study.objectives], axis=1)
+        con_arr = np.stack(list(cons.values()), axis=1)
+        told = set()
+        for i, t in enumerate(trials):
+            for j, name in enumerate(cons):
+                t.set_constraint(name, float(con_arr[i, j]))
+            if tell_quietly(work, t, values=values[i].tolist()):
+                told.add(t.number)
+        feasible = np.all(con_arr <= 0, axis=1)
+        self._update_front(values[feasible])
+        return told
+
+    def _update_front(self, new: np.ndarray) -> None:
+        """Running feasible front and its 2-D hypervolume (reference fixed at the first feasible batch)."""
+        maximize = [up for _, up in self.study.objectives]
+        merged = np.unique(np.concatenate([self.front_vals, new]), axis=0) if len(new) else self.front_vals
+        if len(merged):
+            merged = merged[pareto_mask(merged, maximize)]
+        self.front_vals = merged
+        if len(self.study.objectives) != 2 or not len(merged):
+            return
+        if self.hv_ref is None:
+            worst = np.where(maximize, merged.min(axis=0), merged.max(axis=0))
+            self.hv_ref = np.where(maximize, worst * 0.5, worst * 2.0)
+        self.hv = hypervolume_2d(merged, maximize, self.hv_ref)
+
+    def _converged(self) -> str:
+        return " (converged; sampler: exhaustive gives the exact front)" if self.study.space.size else " (converged)"
+
+    def notes(self) -> list[str]:
+        """What the user should know about this search's counts."""
+        out = []
+        if self.n_repeats:
+            out.append(f"{self.n_repeats:,} proposals repeated an evaluated design: not evaluated or counted again")
+        if self.stopped and self.ledger.distinct < self.study.n_trials:
+            out.append(f"stopped at {self.ledger.distinct:,} distinct designs: {self.stopped}")
+        return out

@@ -85,6 +85,7 @@ SAMPLER_REGISTRY: dict[str, SamplerEntry | None] = {
                                        "scramble": Option(bool)}, {}),
     "grid": SamplerEntry("GridSampler", {}, {}),
     "exhaustive": None,  # the sweep, not an Optuna sampler
+    "auto": None,  # exhaustive or nsga2, see resolve_sampler
 }
 AUTO_SEARCH = "nsga2"
 # A swept design costs about 1-2 us (vectorised), an asked-and-told trial 0.4-1 ms (optuna.md,

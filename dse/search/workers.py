@@ -10,7 +10,7 @@ from dataclasses import replace
 import optuna
 
 from dse.loading import load_study
-from dse.search.budget import STALE_AFTER_S, free_slots
+from dse.search.budget import STALE_AFTER_S, fail_stale
 from dse.search.export import export
 from dse.search.loop import run_study
 from dse.search.storages import load_stored, open_storage
@@ -49,7 +49,7 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
         raise
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     work = optuna.load_study(study_name=study.name, storage=storage_obj)
-    free_slots(work, study.n_trials, stale_after_s)  # fail what dead workers left running
+    fail_stale(work, stale_after_s)  # fail what dead workers left running
     result = export(study, work)
     result.elapsed_s = time.perf_counter() - start
     if failed:

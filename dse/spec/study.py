@@ -16,7 +16,9 @@ from dse.spec.space import Space, load_space
 
 RESULTS_ROOT = Path("results")  # where a spec file may write, relative to the working directory
 MAX_NAME_CHARS = 128  # a study name is a folder name (255 bytes at most on common file systems)
-SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")
+# Sampler names (the search layer maps each to its Optuna class: dse.search.samplers). "auto": sweep a
+# finite space exhaustively when that costs less than the budget, else NSGA-II.
+SAMPLERS = ("auto", "nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid", "exhaustive")
 DEFAULT_OBJECTIVES = (("decode_tokens_per_s", True), ("decode_tokens_per_j", True))
 _RESUMABLE_KEYS = ("budget", "batch_size", "storage", "output", "description")
 _STUDY_KEYS = ("name", "description", "space", "model", "platform", "workload", "objectives", "constraints",
@@ -179,7 +181,7 @@ def load_study(source: str | Path | dict, *, file: str | None = None, output: st
             raise SpecError(file, f"{key}.min", f"must be <= max ({hi})", lo)
         constraints.append(Constraint(metric, hi, lo))
 
-    sampler_raw = raw.get("sampler", {"name": "nsga2"})
+    sampler_raw = raw.get("sampler", {"name": "auto"})
     if isinstance(sampler_raw, str):
         sampler_raw = {"name": sampler_raw}
     if not isinstance(sampler_raw, dict):

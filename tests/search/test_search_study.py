@@ -55,7 +55,9 @@ def test_search_writes_results_with_units_and_metadata_and_a_correct_front(tmp_p
     res = run_study(st, progress=False)
     trials = pd.read_parquet(st.output / "trials.parquet")
     front = pd.read_parquet(st.output / "front.parquet")
-    assert res.n_trials == len(trials) == 60 and sorted(trials["trial"]) == list(range(60))
+    assert res.n_trials == len(trials) == 60 and trials["trial"].is_unique  # the budget: 60 distinct designs
+    knobs = [k.name for k in st.space.knobs]
+    assert not trials[knobs].duplicated().any()
     assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == brute_front(trials)
     assert ((trials["c_ttft_s_max"] <= 0) & (trials["c_g_memory_bytes"] <= 0) == trials["feasible"]).all()
     assert set(trials["mem_technology"]) <= {"hbm3", "gddr6x", "hbm2-pim"}
@@ -90,7 +92,8 @@ def test_exhaustive_study_matches_brute_force(tmp_path):
         brute_front(everything)
 
 
-def test_incremental_nsga2_proposes_exactly_what_optunas_does():
+@pytest.mark.parametrize("prune_every", [0, 3])
+def test_incremental_nsga2_proposes_exactly_what_optunas_does(prune_every):
     import optuna
 
     from dse.search.nsga import IncrementalNSGAIISampler
@@ -104,8 +107,70 @@ def test_incremental_nsga2_proposes_exactly_what_optunas_does():
         for _ in range(12):  # batches of 20 asked together, told in order, as run_study does
             trials = [study.ask(dists) for _ in range(20)]
             for t in trials:
+                if prune_every and t.number % prune_every == 0:  # as run_study tells a repeated design
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                    continue
                 x = sum(float(v) for v in t.params.values() if not isinstance(v, str))
                 study.tell(t, [x % 7.0, x % 5.0])
         return [t.params for t in study.get_trials()]
 
     assert run(IncrementalNSGAIISampler) == run(optuna.samplers.NSGAIISampler)
+
+
+def test_auto_sweeps_a_space_cheaper_than_the_budget_and_searches_otherwise():
+    from dse.search.samplers import SWEEP_DESIGNS_PER_TRIAL, resolve_sampler
+
+    space = load_space(SPACE)
+    assert resolve_sampler("auto", space, 100)[0] == "exhaustive"
+    assert "sweeping it exhaustively" in resolve_sampler("auto", space, 100)[1]
+    assert resolve_sampler("auto", space, space.size // SWEEP_DESIGNS_PER_TRIAL - 1)[0] == "nsga2"
+    continuous = load_space({**SPACE, "knobs": {**SPACE["knobs"], "batch": {"low": 1.0, "high": 64.0}}})
+    assert resolve_sampler("auto", continuous, 10**6) == ("nsga2", resolve_sampler("auto", continuous, 10**6)[1])
+    assert resolve_sampler("tpe", space, 100) == ("tpe", "")
+
+
+def test_a_search_evaluates_and_counts_each_distinct_design_once(tmp_path):
+    import optuna
+
+    st = study(tmp_path, budget={"n_trials": 150})
+    res = run_study(st, progress=False)
+    trials = pd.read_parquet(st.output / "trials.parquet")
+    design_columns = [c for c in trials.columns if c in ("model", "platform") or c.endswith(
+        ("_bytes_per_s", "_flop_per_s", "_bytes", "_pj_per_bit", "_pj_per_flop")) or c in ("batch", "w_bits",
+                                                                                            "pim_offload")]
+    assert res.n_trials == res.n_new == len(trials) == 150
+    assert not trials[design_columns].duplicated().any()  # pim_offload off on non-PIM memory: the same design
+    assert any("repeated an evaluated design" in n for n in res.notes)  # NSGA-II proposes repeats here
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(st.output / "optuna.journal")))
+    stored = optuna.load_study(study_name="t", storage=journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(stored) == 150  # repeats are never stored, evaluated or counted
+
+
+def test_a_budget_beyond_the_space_stops_once_every_design_is_evaluated(tmp_path):
+    space = {"platform": "h100-sxm", "model": "llama-2-7b",
+             "knobs": {"batch": {"choices": [1, 8, 64]}, "w_bits": {"choices": [4, 8, 16]}}}
+    st = study(tmp_path, space=space, sampler="random", budget={"n_trials": 50}, batch_size=4)
+    res = run_study(st, progress=False)
+    assert res.n_trials == 9 == len(pd.read_parquet(st.output / "trials.parquet"))
+    assert any("every design of the space (9) is evaluated" in n for n in res.notes)
+
+
+def test_the_quickstart_prints_the_exact_front(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dse.results.tables import design_table
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "dse", "run", "studies/quickstart.yaml", "--output",
+                          str(tmp_path / "qs"), "--quiet"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    st = load_study(root / "studies" / "quickstart.yaml", output=tmp_path / "qs")
+    everything = design_table(st, st.space.params_at(np.arange(st.space.size)))  # every design, evaluated
+    exact = brute_front(everything)
+    front = pd.read_parquet(tmp_path / "qs" / "front.parquet")
+    assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == exact
+    assert f"{st.space.size} designs evaluated ({st.space.size} new" in run.stdout
+    assert f"front of {len(exact)} " in run.stdout and "sweeping it exhaustively" in run.stdout
