@@ -326,3 +326,17 @@ def test_analytic_against_discrete_event_reference():
     assert np.median(e["tpot_p90"]) < 0.08 and np.mean(e["tpot_p90"] < 0.25) >= 0.80
     assert np.mean(e["throughput"] < 0.10) >= 0.90
     assert np.median(e["capacity"]) < 0.08 and np.mean(e["capacity"] < 0.15) >= 0.80
+
+
+def test_per_design_workloads_equal_shared_ones():
+    """Workloads stacked per design (stoploss table (grid, n)) give what each shared one gives."""
+    from dse.model.serving_lengths import stack_moments
+    wls = load_workloads()
+    moms = [length_moments(wls[name]) for name in ("splitwise-conv", "arxiv-summarization", "fixed-2048-512")]
+    codes = np.array([0, 1, 2, 1, 0])
+    c = _one_design()
+    batch = serving.serving_metrics(c, stack_moments(moms, codes), {"token_budget": np.full(5, 1024.0)})
+    for i, code in enumerate(codes):
+        one = serving.serving_metrics(c, moms[code], {"token_budget": 1024.0})
+        for key in serving.SERVING_METRICS:
+            np.testing.assert_allclose(batch[key][i], one[key], rtol=1e-12, err_msg=key)
