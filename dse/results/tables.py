@@ -54,8 +54,10 @@ def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.
 
 def front_of(df: pd.DataFrame, objectives: list[tuple[str, bool]], knobs: list[str] | None = None
              ) -> pd.DataFrame:
-    """The feasible non-dominated rows of ``df`` (one row per distinct design of ``knobs``),
-    sorted by the first objective (best first)."""
+    """The feasible non-dominated rows of ``df``, sorted by the first objective (best first).
+
+    One row per distinct design of ``knobs``, and one per point: of designs with identical
+    objective values (a knob without effect, say), the first row is kept."""
     feasible = df[df["feasible"]]
     if knobs:
         feasible = feasible.drop_duplicates(subset=knobs)
@@ -63,8 +65,9 @@ def front_of(df: pd.DataFrame, objectives: list[tuple[str, bool]], knobs: list[s
         return feasible.copy()
     values = feasible[[m for m, _ in objectives]].to_numpy(dtype=float)
     front = feasible[pareto_mask(values, [up for _, up in objectives])]
+    front = front.drop_duplicates(subset=[m for m, _ in objectives])
     first, up = objectives[0]
-    return front.sort_values(first, ascending=not up).reset_index(drop=True)
+    return front.sort_values(first, ascending=not up, kind="stable").reset_index(drop=True)
 
 
 def units_for(df: pd.DataFrame) -> dict[str, str]:

@@ -12,10 +12,12 @@ import optuna
 from dse.loading import load_study
 from dse.search.budget import STALE_AFTER_S, fail_stale
 from dse.search.export import export
-from dse.search.loop import run_study
+from dse.search.loop import check_run_arguments, run_study
+from dse.search.samplers import resolve_sampler
 from dse.search.storages import load_stored, open_storage
+from dse.spec.errors import SpecError
 from dse.spec.study import Study
-from dse.sweep.study import RunResult
+from dse.sweep.study import RunResult, SweepOptions, run_exhaustive
 
 
 def _load(study_path: str, output: str | None, storage: str | None, n_trials: int | None) -> Study:
@@ -31,7 +33,16 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
     Each worker loads the spec itself and samples with seed ``seed + worker``; the same
     command on other machines (same storage URL) joins the same study.
     """
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise SpecError("--workers", "workers", "must be an integer >= 1", n_workers)
     study = _load(study_path, output, storage, n_trials)
+    check_run_arguments(study.n_trials, stale_after_s)
+    sampler, note = resolve_sampler(study.sampler, study.space, study.n_trials)
+    if sampler == "exhaustive":  # a sweep: the workers are its parallel jobs
+        result = run_exhaustive(replace(study, sampler=sampler), progress=progress,
+                                options=SweepOptions(n_jobs=n_workers))
+        result.notes[:0] = [note] if note else []
+        return result
     start = time.perf_counter()
     storage_obj, _ = open_storage(study)
     load_stored(study, storage_obj)  # create it once, before the workers race to

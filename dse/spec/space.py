@@ -149,6 +149,18 @@ class Space:
         Applies conditions (``when``), fixed values, the memory-technology table and the
         derived expressions, then keeps the columns the evaluator reads.
         """
+        env, cats, _ = self._conditioned(params)
+        for name in self.derived_order:
+            value = self.derived[name](env, cats)
+            if not np.all(np.isfinite(value)):
+                raise SpecError(self.file, f"derived.{name}", "expression gives a non-finite value",
+                                self.derived[name].text)
+            env[name] = value
+        return {k: v for k, v in env.items() if k in INPUT_COLUMNS}
+
+    def _conditioned(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
+        """The expression environment after fixed values, the technology table and the ``when``
+        conditions; the categories; and whether each setting stands for its design (see :meth:`distinct`)."""
         cats = self.categories()
         env: dict[str, Any] = {}
         for name, value in self.fixed.items():
@@ -157,18 +169,26 @@ class Space:
             env[knob.name] = np.asarray(params[knob.name], dtype=float)
         if "mem_technology" in env:
             self._apply_technology(env)
+        stands: Any = True
         for knob in self.knobs:
             if knob.when is not None:
-                cond = knob.when(env, cats)
+                cond = np.asarray(knob.when(env, cats)) != 0
+                stands = stands & (cond | (env[knob.name] == knob.value_at(np.array(0))))
                 default = float(cats[knob.name].index(knob.default)) if isinstance(knob.default, str) else knob.default
                 env[knob.name] = np.where(cond, env[knob.name], default)
-        for name in self.derived_order:
-            value = self.derived[name](env, cats)
-            if not np.all(np.isfinite(value)):
-                raise SpecError(self.file, f"derived.{name}", "expression gives a non-finite value",
-                                self.derived[name].text)
-            env[name] = value
-        return {k: v for k, v in env.items() if k in INPUT_COLUMNS}
+        return env, cats, stands
+
+    def distinct_at(self, index: np.ndarray) -> np.ndarray | None:
+        """Whether each design index stands for its design (None: all do, no knob has a condition).
+
+        A knob that its ``when`` switches off takes its default whatever its value, so the
+        settings that differ only in it are one design: the one with the knob at its first
+        value stands for it, the others repeat it (an exhaustive sweep skips them).
+        """
+        if not any(k.when is not None for k in self.knobs):
+            return None
+        index = np.asarray(index, dtype=np.int64)
+        return np.broadcast_to(self._conditioned(self.params_at(index))[2], index.shape)
 
     def _apply_technology(self, env: dict[str, Any]) -> None:
         codes = np.asarray(env["mem_technology"], dtype=np.int64)

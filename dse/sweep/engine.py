@@ -35,7 +35,11 @@ Evaluate = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 class FiniteSpace(Protocol):
-    """A finite design space whose designs are numbered ``0 .. size - 1``."""
+    """A finite design space whose designs are numbered ``0 .. size - 1``.
+
+    A space may also have ``distinct_at(index) -> bool array | None``: False for an index
+    that repeats the design of another (it is then skipped: not evaluated, not counted).
+    """
 
     size: int
 
@@ -51,6 +55,7 @@ class SweepResult:
     ``front``: the feasible non-dominated designs, one row each (``design_index``, the
     design columns, every metric), sorted by ``design_index``. ``sample``: a uniform
     random sample of every evaluated design, the same columns plus ``feasible``.
+    ``n_evaluated``: distinct designs evaluated (indices that repeat a design are skipped).
     """
 
     front: pd.DataFrame
@@ -232,6 +237,12 @@ def _run_task(space: FiniteSpace, make_evaluator: Callable[[], Evaluate], chunks
 
 def _add_chunk(part: _Partial, space: FiniteSpace, evaluate: Evaluate, index: np.ndarray, plan: _Plan) -> None:
     """Evaluate one chunk into ``part`` (a function, so the chunk's arrays die on return)."""
+    distinct_at = getattr(space, "distinct_at", None)
+    stands = distinct_at(index) if distinct_at is not None else None
+    if stands is not None:  # indices that repeat a design (a knob switched off by a condition) are skipped
+        index = index[stands]
+        if not len(index):
+            return
     table = _evaluate(space, evaluate, index)
     feasible = _feasible(table, plan.constraints)
     rows = np.flatnonzero(feasible)

@@ -93,8 +93,13 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
              "space_size": space.size, "shard": list(opts.shard) if opts.shard else None,
              "points_per_s": res.points_per_s}
     paths = write_results(study, trials, front, extra)
+    notes = []
+    points = space.size if opts.shard is None else None
+    if points is not None and res.n_evaluated < points:
+        notes.append(f"the space's {points:,} points are {res.n_evaluated:,} distinct designs (a knob that its "
+                     "`when` switches off repeats a design): each evaluated once")
     return RunResult(res.n_evaluated, res.n_evaluated, res.n_feasible, len(front), time.perf_counter() - start,
-                     paths)
+                     paths, notes=notes)
 
 
 def merge_shards(frames: list[pd.DataFrame], study: Study) -> pd.DataFrame:

@@ -131,7 +131,7 @@ def test_default_storage_resumes_after_sigkill(tmp_path):
     assert 0 < saved < 3000
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert f"({3000 - saved} new" in again.stdout  # resumed, not restarted
+    assert f"({3000 - saved} new" in again.stdout, again.stdout  # resumed, not restarted
     trials = pd.read_parquet(out / "trials.parquet")
     assert len(trials) == 3000 and trials["trial"].is_unique  # 3000 distinct designs, each once
 
