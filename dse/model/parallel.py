@@ -286,6 +286,30 @@ def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
     return compute_s + comm_s - overlap_frac * np.minimum(compute_s, comm_s)
 
 
+def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: dict, steps: Array = 1.0) -> Array:
+    """Dynamic energy of the bottleneck device over a phase, joules: its operators' energy
+    ``dyn_j`` (one micro-batch) for each of the ``micro_batches``, plus the energy it burns
+    while it waits in the stage's exposed tp/ep collectives.
+
+    A collective kernel keeps the device clocked and spins its SMs polling the peers' flags
+    (NCCL's LL/LL128 protocols, the custom all-reduces of vLLM and TensorRT-LLM alike), so
+    the device is charged its compute power ``dyn_j / compute_s`` over the exposed time
+    ``overlap_s(compute, comm) - compute`` (:func:`overlap_s`, with the phase's ``steps``):
+    ``dyn_j * mb * (1 + exposed / compute)``. No fitted parameter; the project's 2x H200
+    diagnostics (``validation/measurements_tp_h200_diagnostics.csv``: the same TP2 steps
+    with and without their all-reduces) show 410-520 W per GPU during the all-reduces
+    against 350-470 W average and about 125 W idle. Pipeline bubbles stay at static power.
+    """
+    comm_s = steps * comm["comm_s"]
+    mb = knob(k, "micro_batches")
+    if _is_zero(comm_s):
+        return dyn_j * mb
+    exposed_s = overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac")) - compute_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wait_frac = np.where(compute_s > 0.0, exposed_s / compute_s, 0.0)
+    return dyn_j * mb * (1.0 + wait_frac)
+
+
 def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, pp: Array, mb: Array,
                prefill: bool) -> Array:
     """Time of a pass of the whole batch through ``pp`` stages in ``mb`` micro-batches.

@@ -243,3 +243,13 @@ def phase_time_one(compute_s: float, head_s: float, comm: dict, k: dict, prefill
     if prefill:  # the other micro-batches follow one stage (or one send) apart
         return path + (mb - 1) * max(stage, steps * comm["p2p_s"])
     return max(path, mb * stage)  # decode: latency-bound or stage-bound
+
+
+def device_dynamic_j_one(dyn_j: float, compute_s: float, comm: dict, k: dict, steps: float = 1.0) -> float:
+    """Dynamic energy of the bottleneck device: every micro-batch's operators, plus its compute
+    power held through the exposed collectives (busy-polling kernels)."""
+    comm_s = steps * comm["comm_s"]
+    stage = compute_s + comm_s - _knob(k, "comm_overlap_frac") * min(compute_s, comm_s)
+    exposed = stage - compute_s
+    wait_frac = exposed / compute_s if compute_s > 0 else 0.0
+    return dyn_j * _knob(k, "micro_batches") * (1.0 + wait_frac)

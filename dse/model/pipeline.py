@@ -67,8 +67,9 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
     collectives and run through the pipeline (:func:`dse.model.parallel.phase_time_s`); every
     device of the replica is charged the bottleneck device's dynamic energy for each
-    micro-batch (an upper bound off the last stage), plus static power for the phase and
-    the link energy. The power cap applies per device. On one device this is the
+    micro-batch (an upper bound off the last stage) and its compute power while it waits in
+    exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
+    the phase and the link energy. The power cap applies per device. On one device this is the
     single-device model exactly.
     """
     raw_s = perf.phase_time_s(costs)
@@ -83,8 +84,10 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     tokens = b * k["in_len"] if prefill else b * queries
     comm = parallel.stage_comm(m, k, hw, tokens, b if prefill else tokens)
     head_s = perf.op_totals(costs["lm_head"])["time_s"]
-    raw_s = parallel.phase_time_s(raw_s, head_s, comm, k, prefill, steps)
-    device_j = dyn_j * k["micro_batches"]  # the device runs every micro-batch of the phase
+    compute_s = raw_s
+    raw_s = parallel.phase_time_s(compute_s, head_s, comm, k, prefill, steps)
+    # every micro-batch of the phase, and compute power held while waiting in the collectives
+    device_j = parallel.device_dynamic_j(dyn_j, compute_s, comm, k, steps)
     time_s = perf.power_capped_s(raw_s, device_j, hw)
     devices = k["tp"] * k["pp"] * k["ep"]
     return time_s, devices * (device_j + hw["static_power_w"] * time_s) + steps * comm["energy_j"]

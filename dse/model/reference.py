@@ -154,7 +154,7 @@ def _phase(m: dict, k: dict, hw: dict, op_lists: list[list[dict]], decode: bool,
     steps = len(op_lists)
     comm = par_ref.stage_comm_one(m, k, hw, tokens, head_tokens)
     s = par_ref.phase_time_one(compute_s, head_s, comm, k, prefill=not decode, steps=steps)
-    device_j = dyn_j * k["micro_batches"]
+    device_j = par_ref.device_dynamic_j_one(dyn_j, compute_s, comm, k, steps)  # + power held in collectives
     s = _capped(s, device_j, hw)
     devices = k["tp"] * k["pp"] * k["ep"]
     return s, devices * (device_j + hw["static_power_w"] * s) + steps * comm["energy_j"]
