@@ -5,7 +5,9 @@ Input is a table of *measurement rows*: design columns (``platform``, ``model``,
 16 when absent) plus measured metric columns named as in :data:`dse.model.pipeline.METRICS`.
 Every row is predicted with its preset and card, or listed as skipped with the
 reason; nothing is dropped silently. Shipped sets live in ``validation/``
-(``published``, ``survey``, ``h100``, ``h200``); any CSV/Parquet file of rows works too.
+(``published``, ``survey``, ``h100``, ``h200``, ``tp``, ``multi``); any CSV/Parquet file of rows
+works too. Multi-device rows name their system preset in a ``system`` column (or, for ``tp``,
+in :data:`SET_SYSTEMS`) and their parallelism in the knob columns ``tp``/``pp``/``ep``/``dp``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("platform", "model", "batch", "in_len", "ou
 BITS_DEFAULT = 16.0
 #: Shipped sets: name -> file in the validation folder.
 SETS: dict[str, str] = {"published": "published.csv", "survey": "survey_points.csv", "h100": "measurements_h100.csv",
-                        "h200": "measurements_h200.csv"}
+                        "h200": "measurements_h200.csv", "tp": "measurements_tp_h200.csv",
+                        "multi": "published_multi.csv"}
+#: Shipped sets measured on one system whose preset the rows do not name: set -> system preset.
+SET_SYSTEMS: dict[str, str] = {"tp": "h200-nvlink-2"}  # the 2x H200 NVLink machine (README_tp.md)
 #: What a survey point leaves unknown, and the value assumed for it (README: validation/).
 SURVEY_ASSUMED: dict[str, object] = {"model": "llama-2-7b", "in_len": 128.0, "out_len": 128.0}
 _SURVEY_COLUMNS = frozenset({"work", "power_w", "tokens_per_j"})
@@ -52,9 +57,11 @@ def validation_dir() -> Path:
 
 
 def load_set(name: str) -> pd.DataFrame:
-    """Measurement rows of a shipped set (``published``, ``survey``, ``h100``, ``h200``) or of a CSV/Parquet path."""
+    """Measurement rows of a shipped set (:data:`SETS`) or of a CSV/Parquet path."""
     path = validation_dir() / SETS[name] if name in SETS else Path(name)
     df = read_table(path)
+    if name in SET_SYSTEMS:
+        df["system"] = SET_SYSTEMS[name]
     df.insert(0, "set", name if name in SETS else path.stem)
     df.insert(1, "row", range(len(df)))  # position in the file, kept through concatenation
     return measurement_rows(df)
@@ -68,8 +75,16 @@ def measurement_rows(df: pd.DataFrame) -> pd.DataFrame:
     * ``decode_tokens_per_s`` is filled from ``batch / tpot_s`` where missing.
     * Rows with ``power_kind == "tdp"``: their tokens/J was computed at TDP, so it is
       compared with ``tdp_tokens_per_j``; a TDP is no decode power, so none is compared.
+    * Rows with a ``system`` (multi-device rows): predicted on that system preset (a
+      platform preset with ``base:`` and link fields); the device preset moves to
+      ``device_platform``. Rows with an empty ``system`` keep their ``platform``.
     """
     out = df.copy()
+    if "system" in out and "device_platform" not in out:
+        system = out["system"].map(_text)
+        device = out["platform"] if "platform" in out else pd.Series("", index=out.index, dtype=object)
+        out["device_platform"] = device
+        out["platform"] = system.where(system != "", device)
     if _SURVEY_COLUMNS <= set(out.columns):
         out = _from_survey(out)
     if "tpot_s" in out and "batch" in out:
