@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dse.model import silicon
 from dse.model.pipeline import evaluate_arrays
+from dse.model_data import model_data, quality_family
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.metrics import METRICS
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
@@ -25,11 +27,13 @@ from dse.spec.registry import (
     INPUT_FIELDS,
     KNOB_BY_NAME,
     KNOB_DEFAULTS,
+    KNOBS,
     Field,
 )
 
 CHUNK = 16_384  # designs per inner call: arrays stay in cache (measured best of 2k..128k)
 NAME_COLUMNS: tuple[str, str] = ("model", "platform")
+COST_SETTINGS: tuple[str, ...] = tuple(f.name for f in KNOBS if f.default is None)  # default: technology.yaml
 Columns = Mapping[str, Any]
 
 
@@ -59,8 +63,14 @@ class Evaluator:
         self.platforms: list[Platform] = [load_platform(x) for x in _as_list(platform)]
         self.model_names = [c.name for c in self.models]
         self.platform_names = [p.name for p in self.platforms]
+        self._data = model_data()
         self._card_table = {f: np.array([c.fields[f] for c in self.models]) for f in CARD_FIELD_NAMES}
+        self._card_table["quality_family"] = np.array([quality_family(c.name) for c in self.models])
         self._hw_table = {f: np.array([p.fields[f] for p in self.platforms]) for f in HARDWARE_FIELD_NAMES}
+        # each preset's provisioned static power: the anchor of its designs' static power (dse.model.silicon)
+        self._hw_table["static_ref_w"] = np.array([
+            float(silicon.provision(dict(p.fields), self._data["tech"])["provisioned_static_w"])
+            for p in self.platforms])
 
     def _fields(self, table: dict[str, np.ndarray], names: list[str], codes: Any, what: str) -> dict:
         if not names:
@@ -120,7 +130,8 @@ class Evaluator:
             if f in cols:
                 hw[f] = cols[f]
         k = {name: cols.get(name, default) for name, default in KNOB_DEFAULTS.items()}
-        return evaluate_arrays(m, k, hw)
+        k.update((name, cols[name]) for name in COST_SETTINGS if name in cols)
+        return evaluate_arrays(m, k, hw, self._data)
 
 
 def _numeric_columns(columns: Columns) -> dict[str, Any]:

@@ -20,10 +20,10 @@ import numpy as np
 import yaml
 
 from dse.model import quality as q
+from dse.spec.presets import data_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-QUALITY_YAML = ROOT / "spaces" / "quality.yaml"
-QUALITY_POINTS_CSV = ROOT / "validation" / "quality_points.csv"
+QUALITY_YAML = data_dir("spaces") / "quality.yaml"
+QUALITY_POINTS_CSV = data_dir("validation") / "quality_points.csv"
 KINDS = ("wa", "kv", "sparse")
 _METHODS = {"wa": q.QUANT_METHODS, "kv": q.KV_METHODS, "sparse": q.SPARSE_METHODS}
 _KEYS = {"wa": ("w_bits", "a_bits", "kv_bits", "group_size"), "kv": ("kv_bits",),

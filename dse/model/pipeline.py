@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import parallel, perf, pim, power
+from dse.model import cost, parallel, perf, pim, power, quality, silicon
 from dse.model.workload import Array, Op, draft_op, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 
@@ -82,7 +82,7 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     queries = 1.0 if prefill or not np.any(k["spec_len"] > 0) else k["spec_len"] + 1.0
     tokens = b * k["in_len"] if prefill else b * queries
-    comm = parallel.stage_comm(m, k, hw, tokens, b if prefill else tokens)
+    comm = parallel.stage_comm(m, k, with_links(hw), tokens, b if prefill else tokens)
     head_s = perf.op_totals(costs["lm_head"])["time_s"]
     compute_s = raw_s
     raw_s = parallel.phase_time_s(compute_s, head_s, comm, k, prefill, steps)
@@ -93,13 +93,64 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     return time_s, devices * (device_j + hw["static_power_w"] * time_s) + steps * comm["energy_j"]
 
 
-def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
-    """All metric columns (DESIGN.md 3.2) for a batch of designs.
+MISSING_LINK_BW_BYTES_PER_S = 1.0  # stand-in for a link a design needs but lacks: finite, and c_link flags it
+
+
+def with_links(hw: dict) -> dict:
+    """``hw`` with a missing device link or network (bandwidth 0) replaced by a 1 B/s stand-in,
+    so that a parallel design on a platform without links gets finite (absurdly slow) metrics;
+    :func:`missing_link` marks it infeasible."""
+    out = dict(hw)
+    for key in ("link_bw_bytes_per_s", "internode_bw_bytes_per_s"):
+        out[key] = np.where(hw[key] > 0, hw[key], MISSING_LINK_BW_BYTES_PER_S)
+    return out
+
+
+def missing_link(k: dict, hw: dict) -> Array:
+    """The ``c_link`` constraint: 1 where a replica's devices need a link (or, beyond one node, a
+    network) that the platform lacks, else 0 (``<= 0`` feasible)."""
+    replica = k["tp"] * k["pp"] * k["ep"]
+    no_link = (replica > 1.0) & (hw["link_bw_bytes_per_s"] <= 0)
+    no_network = (replica > hw["n_devices_per_node"]) & (hw["internode_bw_bytes_per_s"] <= 0)
+    return (no_link | no_network).astype(float)
+
+
+def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dict[str, np.ndarray]:
+    """The metric columns (DESIGN.md 3.2) for a batch of designs, stage by stage.
 
     ``m``: model-card fields, ``k``: knobs (:data:`dse.spec.registry.KNOB_DEFAULTS`),
     ``hw``: hardware fields; each value an array or a scalar (broadcast). Metrics are per
-    system: ``dp`` replicas of ``tp * pp * ep`` devices each.
+    system: ``dp`` replicas of ``tp * pp * ep`` devices each. ``data`` holds the static tables
+    (:func:`dse.model_data.model_data`): with them the silicon stage provisions area and
+    static power before the performance and power stages, and the cost and quality stages
+    follow (``m["quality_family"]`` and ``hw["static_ref_w"]``, the preset's provisioned static
+    power, come from the evaluator); without them only the performance and power metrics.
     """
+    if data is None:
+        return _broadcast(performance(m, k, hw))
+    tech = data["tech"]
+    sil = silicon.provision(hw, tech)
+    static_w = silicon.anchored_static_w(hw["static_power_w"], sil["provisioned_static_w"], hw["static_ref_w"])
+    out = performance(m, k, {**hw, "static_power_w": static_w})
+    area = sil["area"]
+    out.update(cost.cost_metrics(sil["hw"], tech, k, out["n_devices"], out["decode_power_w"],
+                                 out["decode_tokens_per_s"], area, sil["params"]))
+    q = quality.ppl_delta(data["quality"], m["quality_family"], k["quant_method"], k["w_bits"], k["a_bits"],
+                          k["kv_bits"], k["w_sparsity_frac"], k["nm_sparse"], k["w_group_size"], k["kv_method"],
+                          k["sparse_method"])
+    out.update(die_area_mm2=area["die_area_mm2"], c_reticle_mm2=area["c_reticle"],
+               c_shoreline_mm=area["c_shoreline"], provisioned_static_power_w=static_w, ppl_delta=q["ppl_delta"],
+               quality_extrapolated=q["quality_extrapolated"])
+    return _broadcast(out)
+
+
+def _broadcast(out: dict[str, Array]) -> dict[str, np.ndarray]:
+    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
+    return {key: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for key, v in out.items()}
+
+
+def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
+    """The workload, mapping, performance and power stages: time, energy, memory, devices."""
     wb = weight_bytes_per_param(k)
     costs = phase_costs(m, k, hw, wb)
     times: dict[str, Array] = {}
@@ -129,9 +180,9 @@ def evaluate_arrays(m: dict, k: dict, hw: dict) -> dict[str, np.ndarray]:
         "memory_bytes": mem,
         "g_memory_bytes": mem - hw["mem_capacity_bytes"],
         "n_devices": n_devices,
+        "c_link": 0.0 if parallel.is_single_device(k) else missing_link(k, hw),
     }
-    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
-    return {key: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for key, v in out.items()}
+    return out
 
 
 def _times(count: Array, x: Array) -> Array:

@@ -1,7 +1,7 @@
 """Model quality: WikiText-2 perplexity increase over the 16-bit dense model (``ppl_delta``).
 
 Pure numpy over arrays; the sourced table (``spaces/quality.yaml``) is read and turned into row
-arrays by :mod:`dse.model.quality_table`, compiled here once by :func:`compile_quality_tables`
+arrays by :mod:`dse.quality_table`, compiled here once by :func:`compile_quality_tables`
 into lookup grids, and :func:`ppl_delta` only indexes them. Speculative decoding is lossless
 (the target model verifies every token), so it contributes 0 and is not an input.
 
@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# --- categorical codes: the one place they are defined --------------------------------------
+from dse.spec.registry import KNOB_BY_NAME
+
+# --- categorical codes ------------------------------------------------------------------------
 FAMILIES = ("llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3-70b", "llama-3.2-1b",
             "mistral-7b", "mixtral-8x7b", "opt-6.7b")
-QUANT_METHODS = ("rtn", "gptq", "gptq_r", "awq", "omniquant", "smoothquant", "fp8", "quarot", "quarot_rtn",
-                 "spinquant")
-KV_METHODS = ("any", "quarot_kv", "kivi", "kvquant")
-SPARSE_METHODS = ("sparsegpt", "wanda", "magnitude")
+QUANT_METHODS = KNOB_BY_NAME["quant_method"].choices  # the knobs' choices (dse.spec.registry)
+KV_METHODS = KNOB_BY_NAME["kv_method"].choices
+SPARSE_METHODS = KNOB_BY_NAME["sparse_method"].choices
 SPARSE_PATTERNS = ("unstructured", "2:4")
 
 BITS_GRID = np.array([2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 16.0])  # bits snap down to these levels
@@ -66,9 +67,15 @@ def group_rank(group_size):
     return ((g >= 1) & (g <= GROUP_MAX_FINE)).astype(np.int64)
 
 
+_LEVEL_OF_WHOLE_BITS = np.searchsorted(BITS_GRID, np.arange(33.0), side="right") - 1
+
+
 def bits_level(bits):
-    """Index into BITS_GRID of the largest level <= bits (-1: below the grid, no data)."""
-    return np.searchsorted(BITS_GRID, np.asarray(bits, dtype=float), side="right") - 1
+    """Index into BITS_GRID of the largest level <= bits (-1: below the grid, no data).
+
+    The grid holds whole numbers, so the level of ``bits`` is that of ``floor(bits)``: a
+    lookup over 0..32 (bits beyond 32 share 32's level)."""
+    return _LEVEL_OF_WHOLE_BITS.take(np.clip(np.asarray(bits, dtype=float), 0.0, 32.0).astype(np.intp))
 
 
 def frac_level(frac):
@@ -170,7 +177,7 @@ def _wa_cells(rows_fm: tuple, env: np.ndarray, cells: list, kv: tuple, m_kv: flo
 
 
 def compile_quality_tables(rows: dict, combination: dict) -> dict:
-    """Lookup grids from the row arrays of :func:`dse.model.quality_table.load_rows`.
+    """Lookup grids from the row arrays of :func:`dse.quality_table.load_rows`.
 
     ``wa_value[f, method, w_lv, a_lv, group_rank, kv_lv, kv_method]`` is the weight/activation +
     KV delta (margin applied), ``sp_value[f, sparse_method, pattern, frac_lv]`` the sparsity delta;
@@ -240,22 +247,25 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
     ``quality_interpolated`` (int8).
     """
     fam, meth, w, a, kv, frac, nm, grp, kvm, spm = np.broadcast_arrays(
-        np.asarray(family_code), np.asarray(quant_method_code), np.asarray(w_bits, dtype=float),
-        np.asarray(a_bits, dtype=float), np.asarray(kv_bits, dtype=float), np.asarray(w_sparsity_frac, dtype=float),
-        np.asarray(nm_sparse, dtype=float), np.asarray(w_group_size, dtype=float), np.asarray(kv_method_code),
-        np.asarray(sparse_method_code))
+        np.asarray(family_code, dtype=np.int64), np.asarray(quant_method_code, dtype=np.int64),
+        np.asarray(w_bits, dtype=float), np.asarray(a_bits, dtype=float), np.asarray(kv_bits, dtype=float),
+        np.asarray(w_sparsity_frac, dtype=float), np.asarray(nm_sparse, dtype=float),
+        np.asarray(w_group_size, dtype=float), np.asarray(kv_method_code, dtype=np.int64),
+        np.asarray(sparse_method_code, dtype=np.int64))
     wv, sv = tables["wa_value"], tables["sp_value"]
     valid = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0) & (kvm < wv.shape[6])
              & (spm >= 0) & (spm < sv.shape[1]))
     wl, al, kl = bits_level(w), bits_level(a), bits_level(kv)
     valid &= (wl >= 0) & (al >= 0) & (kl >= 0)
     ix = tuple(np.where(valid, x, 0) for x in (fam, meth, wl, al, group_rank(grp), kl, kvm))
-    d_wa, f_wa = wv[ix], tables["wa_flags"][ix]
+    flat = np.ravel_multi_index(ix, wv.shape)  # one flat gather instead of a 7-D fancy index
+    d_wa, f_wa = wv.ravel().take(flat), tables["wa_flags"].ravel().take(flat)
     pattern = (nm > 0).astype(np.int64)
     fl = np.where(pattern == 1, 1, frac_level(frac))
     valid &= fl < sv.shape[3]
     jx = (ix[0], np.where(valid, spm, 0), pattern, np.where(valid, fl, 0))
-    d_sp, f_sp = sv[jx], tables["sp_flags"][jx]
+    flat_sp = np.ravel_multi_index(jx, sv.shape)
+    d_sp, f_sp = sv.ravel().take(flat_sp), tables["sp_flags"].ravel().take(flat_sp)
     both = (d_wa > 0) & (d_sp > 0)
     total = np.where(valid, np.where(both, tables["sparse_margin"] * (d_wa + d_sp), d_wa + d_sp), NO_DATA)
     extrap = ~valid | np.isinf(total) | both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED)) > 0)

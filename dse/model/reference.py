@@ -107,18 +107,28 @@ def _shard(op: dict, f: dict) -> dict:
             "bytes": stored * f["store"] + op["act"] * f["act"] + kv_read * f["kv"]}
 
 
-def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool) -> tuple[float, float]:
-    """(seconds, dynamic joules) of one operator instance."""
+def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool, reach: float = 1.0) -> tuple[float, float]:
+    """(seconds, dynamic joules) of one operator instance.
+
+    A decode operator mapped to PIM (the device has PIM units and a host link) runs the share
+    ``reach`` of its data in PIM, read as dense 16-bit, then the rest on the host."""
     level = 1 if op["name"] == "attn" else 2
     overhead = op["kernels"] * hw["kernel_overhead_s"]
-    if decode and k["pim_offload"] >= level and hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0:
-        inbank = op["bytes"] - op["act"]
-        link_bw = hw["host_link_bw_bytes_per_s"]
-        link_s = op["act"] / link_bw if link_bw > 0 else 0.0
-        t = max(op["flop"] / hw["pim_peak_flop_per_s"], inbank / hw["pim_bw_bytes_per_s"]) + link_s
-        e = (op["flop"] * hw["pim_energy_pj_per_flop"] + inbank * 8 * hw["pim_energy_pj_per_bit"]
+    host_t, host_e = _host_op(op, hw, overhead)
+    can_pim = hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0 and hw["host_link_bw_bytes_per_s"] > 0
+    if decode and k["pim_offload"] >= level and can_pim and reach > 0:
+        stored_bits = k["kv_bits"] if op["name"] == "attn" else 8 * _bytes_per_weight(k)
+        inbank = (op["bytes"] - op["act"]) * (16 / stored_bits) * reach
+        link_s = op["act"] / hw["host_link_bw_bytes_per_s"]
+        t = max(op["flop"] * reach / hw["pim_peak_flop_per_s"], inbank / hw["pim_bw_bytes_per_s"]) + link_s
+        e = (op["flop"] * reach * hw["pim_energy_pj_per_flop"] + inbank * 8 * hw["pim_energy_pj_per_bit"]
              + op["act"] * 8 * hw["host_link_energy_pj_per_bit"]) * PJ
-        return t + overhead, e
+        return t + overhead + (1 - reach) * host_t, e + (1 - reach) * host_e
+    return host_t, host_e
+
+
+def _host_op(op: dict, hw: dict, overhead: float) -> tuple[float, float]:
+    """(seconds, dynamic joules) of one operator instance on the host."""
     native = _native(hw, op["bits"])
     gain = 1 / (1 - op["sparse"] * hw["nm_sparsity_native"])
     flop_rate = _peak(hw, native) * hw["compute_eff_frac"] * gain
@@ -181,6 +191,7 @@ def evaluate_one(m: dict, k: dict, hw: dict) -> dict[str, float]:
         "avg_power_w": dp * (pre_e + dec_e) / (pre_s + dec_s), "decode_tokens_per_j": tokens / dec_e,
         "tokens_per_j": tokens / (pre_e + dec_e), "tdp_tokens_per_j": (dp * b / tpot) / (hw["tdp_w"] * n_devices),
         "memory_bytes": mem, "g_memory_bytes": mem - hw["mem_capacity_bytes"], "n_devices": n_devices,
+        "c_link": 0.0,  # the reference is only run on designs with the links they need
     }
     assert all(math.isfinite(v) for v in out.values())
     return out

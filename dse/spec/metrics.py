@@ -17,6 +17,7 @@ class Metric:
     unit: str
     maximise: bool  # larger is better (else a cost)
     doc: str
+    stage: str = "perf"  # the model stage that computes it: perf (and power), cost, quality
 
 
 METRIC_TABLE: tuple[Metric, ...] = (
@@ -32,7 +33,21 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("memory_bytes", "B", False, "memory footprint per device"),
     Metric("g_memory_bytes", "B", False, "footprint minus capacity: <= 0 fits (a constraint)"),
     Metric("n_devices", "1", False, "devices in the system (tp x pp x ep x dp)"),
+    Metric("c_link", "1", False, "1 where the devices need a link or network the platform lacks (a constraint)"),
+    Metric("die_area_mm2", "mm2", False, "silicon area of one device's compute die(s)", "cost"),
+    Metric("c_reticle_mm2", "mm2", False, "area of one die minus the reticle limit: <= 0 fits (a constraint)", "cost"),
+    Metric("c_shoreline_mm", "mm", False,
+           "die edge the HBM stacks need minus the reticle's long edge: <= 0 fits (a constraint)", "cost"),
+    Metric("provisioned_static_power_w", "W", False,
+           "static power of one device as provisioned (anchored on its preset)", "cost"),
+    Metric("system_cost_usd", "USD", False, "purchase cost of the system (dies, memory, packages, hosts)", "cost"),
+    Metric("tco_usd_per_hour", "USD/h", False, "capex over the lifetime + decode energy at $/kWh and PUE", "cost"),
+    Metric("usd_per_mtoken", "USD", False, "cost of one million decode tokens (tco / decode tokens per hour)", "cost"),
+    Metric("ppl_delta", "1", False, "WikiText-2 perplexity increase over the 16-bit dense model (inf: no data)",
+           "quality"),
+    Metric("quality_extrapolated", "1", False, "1 where no own measurement of the model backs ppl_delta", "quality"),
 )
+PERFORMANCE_METRICS: tuple[str, ...] = tuple(m.name for m in METRIC_TABLE if m.stage == "perf")
 METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRIC_TABLE}
 METRICS: tuple[str, ...] = tuple(METRIC_BY_NAME)
 METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in METRIC_TABLE}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from dse import quality_table as qt
 from dse.model import quality as q
-from dse.model import quality_table as qt
 from dse.model.quality_reference import ppl_delta_scalar
 
 FAM, METH, KVM, SPM = q.FAMILIES.index, q.QUANT_METHODS.index, q.KV_METHODS.index, q.SPARSE_METHODS.index
