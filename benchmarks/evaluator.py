@@ -3,8 +3,12 @@
 Runs the vectorised ``dse.Evaluator`` on N random designs (default 10^6; every knob and two
 hardware fields vary per row) next to a per-point loop over the scalar reference
 (``dse.model.reference.evaluate_one``) on a sample, in the same run, and prints the ratio.
+Two figures side by side: single-device designs on ``--platform``, and parallel designs on
+``--system`` (default hgx-h100-8) with tp, pp, ep, dp, micro_batches, comm_overlap_frac and
+collective_algo varying per row as well.
 
     python benchmarks/evaluator.py [--points 1000000] [--model llama-2-7b] [--platform h100-sxm]
+                                   [--system hgx-h100-8] [--parallel-model llama-3-70b]
 """
 
 from __future__ import annotations
@@ -39,22 +43,32 @@ def random_designs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=float, default=1e6)
-    parser.add_argument("--reference-points", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--model", default="llama-2-7b")
-    parser.add_argument("--platform", default="h100-sxm")
-    args = parser.parse_args()
-    n = int(args.points)
-    ev = dse.Evaluator(args.model, args.platform)
-    designs = random_designs(n)
+def random_parallel_designs(n: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """:func:`random_designs` plus every parallelism knob varying per row (up to 64 devices, so
+    some groups span nodes)."""
+    rng = np.random.default_rng(seed)
+    return {
+        **random_designs(n, seed),
+        "tp": rng.choice([1.0, 2.0, 4.0, 8.0], n),
+        "pp": rng.choice([1.0, 2.0, 4.0], n),
+        "ep": rng.choice([1.0, 2.0], n),
+        "dp": rng.choice([1.0, 2.0], n),
+        "micro_batches": rng.choice([1.0, 2.0, 4.0], n),
+        "comm_overlap_frac": rng.uniform(0.0, 1.0, n),
+        "collective_algo": rng.choice([0.0, 1.0, 2.0, 3.0], n),
+    }
+
+
+def figure(model: str, platform: str, designs: dict[str, np.ndarray], repeats: int, reference_points: int,
+           ) -> dict[str, float]:
+    """Best/median seconds per call (malloc defaults, then tuned), peak traced MiB, scalar s/point."""
+    ev = dse.Evaluator(model, platform)
+    n = len(next(iter(designs.values())))
 
     def timed() -> tuple[float, float]:
         ev(designs)  # warm-up
         times = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             ev(designs)
             times.append(time.perf_counter() - t0)
@@ -67,26 +81,54 @@ def main() -> None:
     ev(designs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-
-    card, plat = dse.load_model(args.model).fields, dse.load_platform(args.platform).fields
-    k_ref = min(args.reference_points, n)
+    card, plat = dse.load_model(model).fields, dse.load_platform(platform).fields
+    k_ref = min(reference_points, n)
     t0 = time.perf_counter()
     for i in range(k_ref):
         hw = dict(plat, mem_bw_bytes_per_s=designs["mem_bw_bytes_per_s"][i],
                   flop16_peak_flop_per_s=designs["flop16_peak_flop_per_s"][i])
         knobs = {k: float(designs[k][i]) if k in designs else v for k, v in KNOB_DEFAULTS.items()}
         evaluate_one(card, knobs, hw)
-    ref_s = (time.perf_counter() - t0) / k_ref
-    vec_pts = n / best
-    print(f"model={args.model} platform={args.platform} points={n:,} cpu_count={os.cpu_count()}")
-    print(f"vectorised, glibc malloc defaults: best {default_best:.3f} s, median {default_median:.3f} s over "
-          f"{args.repeats} runs -> {n / default_best / 1e6:.2f} M points/s (median {n / default_median / 1e6:.2f} M/s)")
-    print(f"vectorised, malloc tuned (as the CLI runs): best {best:.3f} s, median {median:.3f} s -> "
-          f"{vec_pts / 1e6:.2f} M points/s (median {n / median / 1e6:.2f} M/s)")
-    inputs_mib = sum(v.nbytes for v in designs.values()) / 2**20
-    print(f"peak traced memory during one call: {peak / 2**20:.1f} MiB (inputs {inputs_mib:.1f} MiB not counted)")
-    print(f"scalar reference loop: {ref_s * 1e3:.3f} ms/point over {k_ref} points -> {1 / ref_s:,.0f} points/s")
-    print(f"speed-up vectorised / scalar reference: {vec_pts * ref_s:,.0f}x")
+    return {"n": n, "default_best": default_best, "default_median": default_median, "best": best,
+            "median": median, "peak_mib": peak / 2**20, "ref_s": (time.perf_counter() - t0) / k_ref, "k_ref": k_ref}
+
+
+def report(title: str, f: dict[str, float], repeats: int) -> None:
+    n = f["n"]
+    vec_pts = n / f["best"]
+    print(f"-- {title}")
+    print(f"vectorised, glibc malloc defaults: best {f['default_best']:.3f} s, median {f['default_median']:.3f} s "
+          f"over {repeats} runs -> {n / f['default_best'] / 1e6:.2f} M points/s "
+          f"(median {n / f['default_median'] / 1e6:.2f} M/s)")
+    print(f"vectorised, malloc tuned (as the CLI runs): best {f['best']:.3f} s, median {f['median']:.3f} s -> "
+          f"{vec_pts / 1e6:.2f} M points/s (median {n / f['median'] / 1e6:.2f} M/s)")
+    print(f"peak traced memory during one call: {f['peak_mib']:.1f} MiB")
+    print(f"scalar reference loop: {f['ref_s'] * 1e3:.3f} ms/point over {f['k_ref']} points -> "
+          f"{1 / f['ref_s']:,.0f} points/s; speed-up vectorised / scalar {vec_pts * f['ref_s']:,.0f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=float, default=1e6)
+    parser.add_argument("--reference-points", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="llama-2-7b")
+    parser.add_argument("--platform", default="h100-sxm")
+    parser.add_argument("--system", default="hgx-h100-8", help="system preset of the parallel figure")
+    parser.add_argument("--parallel-model", default="llama-3-70b", help="model of the parallel figure")
+    args = parser.parse_args()
+    n = int(args.points)
+    single = figure(args.model, args.platform, random_designs(n), args.repeats, args.reference_points)
+    parallel = figure(args.parallel_model, args.system, random_parallel_designs(n), args.repeats,
+                      args.reference_points)
+    print(f"points={n:,} cpu_count={os.cpu_count()}")
+    report(f"single device: model={args.model} platform={args.platform}", single, args.repeats)
+    report(f"parallel knobs varying: model={args.parallel_model} system={args.system} "
+           "(tp, pp, ep, dp, micro_batches, comm_overlap_frac, collective_algo per row)", parallel, args.repeats)
+    inputs_mib = sum(v.nbytes for v in random_parallel_designs(1).values()) * n / 2**20
+    print(f"(inputs not counted in the peaks: up to {inputs_mib:.0f} MiB)")
+    print(f"side by side, malloc tuned: single {n / single['best'] / 1e6:.2f} M designs/s/core, "
+          f"parallel {n / parallel['best'] / 1e6:.2f} M designs/s/core")
 
 
 if __name__ == "__main__":

@@ -239,8 +239,15 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
     def auto() -> tuple[Array, Array]:
         return _fastest(ring(), other(tree_fn)(), other(direct_fn)())
 
-    t, b = _pick(algo, {ALGO_RING: ring, ALGO_TREE: other(tree_fn), ALGO_DIRECT: other(direct_fn),
-                        ALGO_AUTO: auto})
+    if np.ndim(algo) == 0:  # one algorithm for the batch: one branch
+        t, b = _pick(algo, {ALGO_RING: ring, ALGO_TREE: other(tree_fn), ALGO_DIRECT: other(direct_fn),
+                            ALGO_AUTO: auto})
+    else:  # per-row algorithms: each variant once, auto picks among them
+        variants = (ring(), other(tree_fn)(), other(direct_fn)())
+        fastest = _fastest(*variants)
+        t, b = fastest
+        for code, (tv, bv) in zip((ALGO_RING, ALGO_TREE, ALGO_DIRECT), variants, strict=True):
+            t, b = np.where(algo == code, tv, t), np.where(algo == code, bv, b)
     if np.ndim(algo) == 0 and algo in (ALGO_RING, ALGO_TREE) and np.all(np.isfinite(ln.lat_s)):
         return t, b  # their step counts and wire bytes vanish at n = 1 by themselves
     one = n <= 1.0
