@@ -169,3 +169,11 @@ def error_table(check: TpCheck, tp: int = 2) -> pd.DataFrame:
     """One row per measured design at ``tp``: the % error of each metric (wide)."""
     e = check.errors[check.errors["tp"] == tp]
     return e.pivot_table(index=["model", "in_len", "batch"], columns="metric", values="error_pct", sort=False)
+
+
+def per_system(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per (system preset, metric) of a :func:`dse.validation.validate.validate` comparison table: n,
+    mean |error| %, max |error| %, mean (signed) error % (error = predicted/measured - 1)."""
+    g = comparisons.assign(abs_pct=comparisons["error_pct"].abs()).groupby(["platform", "metric"], sort=True)
+    return pd.DataFrame({"n": g.size(), "mape_pct": g["abs_pct"].mean(), "max_abs_pct": g["abs_pct"].max(),
+                         "mean_pct": g["error_pct"].mean()})
