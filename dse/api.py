@@ -54,13 +54,17 @@ class Evaluator:
     (2,)
 
     With several ``models``/``platforms``, the ``model``/``platform`` columns hold
-    integer codes indexing them (``ev.model_names``, ``ev.platform_names``).
+    integer codes indexing them (``ev.model_names``, ``ev.platform_names``). The serving
+    stage (continuous batching, ~5 us per design) runs when ``serving`` is true, or, by
+    default, when the batch has a ``workload`` column; its metrics are absent otherwise.
     """
 
     def __init__(self, model: str | ModelCard | Sequence[str | ModelCard] | None = None,
-                 platform: str | Platform | Sequence[str | Platform] | None = None) -> None:
+                 platform: str | Platform | Sequence[str | Platform] | None = None, *,
+                 serving: bool | None = None) -> None:
         self.models: list[ModelCard] = [load_model(x) for x in _as_list(model)]
         self.platforms: list[Platform] = [load_platform(x) for x in _as_list(platform)]
+        self.serving = serving
         self.model_names = [c.name for c in self.models]
         self.platform_names = [p.name for p in self.platforms]
         self._data = model_data()
@@ -104,13 +108,14 @@ class Evaluator:
         if n <= CHUNK:
             res = self._evaluate_chunk(cols)
             return {name: np.broadcast_to(res[name], (n,)) if np.ndim(res[name]) == 0 else res[name]
-                    for name in METRICS}
-        out = {name: np.empty(n) for name in METRICS}
+                    for name in METRICS if name in res}
+        out: dict[str, np.ndarray] = {}
         for start in range(0, n, CHUNK):
             sl = slice(start, min(start + CHUNK, n))
             res = self._evaluate_chunk({c: (v[sl] if np.ndim(v) > 0 else v) for c, v in cols.items()})
             for name in METRICS:
-                out[name][sl] = res[name]
+                if name in res:
+                    out.setdefault(name, np.empty(n))[sl] = res[name]
         return out
 
     def _check_power(self, cols: dict[str, Any]) -> None:
@@ -131,7 +136,8 @@ class Evaluator:
                 hw[f] = cols[f]
         k = {name: cols.get(name, default) for name, default in KNOB_DEFAULTS.items()}
         k.update((name, cols[name]) for name in COST_SETTINGS if name in cols)
-        return evaluate_arrays(m, k, hw, self._data)
+        serving = self.serving if self.serving is not None else "workload" in cols
+        return evaluate_arrays(m, k, hw, {**self._data, "serving": serving})
 
 
 def _numeric_columns(columns: Columns) -> dict[str, Any]:
@@ -146,6 +152,9 @@ def _numeric_columns(columns: Columns) -> dict[str, Any]:
         if name in NAME_COLUMNS:
             out[name] = values
             continue
+        field = INPUT_FIELDS[name]
+        if field.choices and _has_text(values):
+            values = _codes_of(name, field, values)
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
@@ -154,6 +163,28 @@ def _numeric_columns(columns: Columns) -> dict[str, Any]:
             raise SpecError("", name, "must be a scalar or a 1-D array", f"shape {arr.shape}")
         out[name] = arr if arr.ndim else float(arr)
     return out
+
+
+def _has_text(values: Any) -> bool:
+    return isinstance(values, str) or np.asarray(values).dtype.kind in "OUS"
+
+
+def _codes_of(name: str, field: Field, values: Any) -> np.ndarray | float:
+    """Codes of a categorical field given by choice names (codes may be mixed in)."""
+    arr = np.asarray(values, dtype=object)
+    names, inverse = np.unique(arr.astype(str), return_inverse=True)
+    codes = []
+    for text in names:
+        code = field.code_of(text)
+        if code is None:
+            try:
+                code = float(text)
+            except ValueError:
+                raise SpecError("", name, f"must be one of {list(field.choices)}{did_you_mean(text, field.choices)}",
+                                text) from None
+        codes.append(code)
+    out = np.asarray(codes, dtype=np.float64)[inverse.reshape(arr.shape)]
+    return float(out) if out.ndim == 0 else out
 
 
 def _first(values: Any) -> Any:
@@ -189,7 +220,7 @@ def check_columns(cols: Mapping[str, Any]) -> None:
         rule = range_violation(INPUT_FIELDS[name], low, high)
         if rule:
             raise SpecError("", name, rule, low if low <= INPUT_FIELDS[name].low else high)
-        if name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):
+        if name in HARDWARE_FIELD_NAMES and name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):
             raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
 
 

@@ -3,7 +3,9 @@
 ``tech``: :func:`dse.spec.technology.load_technology` (nodes, memory, packaging, TCO) plus the
 per-unit bandwidth and capacity of ``spaces/memory_technologies.yaml`` as arrays in the
 registry's memory-code order (:data:`dse.spec.registry.MEMORY_TECHNOLOGIES`);
-``quality``: the compiled perplexity grids (:func:`dse.quality_table.load_quality_tables`).
+``quality``: the compiled perplexity grids (:func:`dse.quality_table.load_quality_tables`);
+``workloads``: the length moments of each workload of ``spaces/workloads.yaml`` in the
+registry's code order (None for code 0, "none").
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from dse.model.quality import FAMILIES
+from dse.model.serving_lengths import length_moments
 from dse.quality_table import load_quality_tables
 from dse.spec.errors import SpecError
-from dse.spec.registry import MEMORY_TECHNOLOGIES
+from dse.spec.registry import MEMORY_TECHNOLOGIES, WORKLOADS
 from dse.spec.space import load_technologies
 from dse.spec.technology import load_technology
+from dse.spec.workloads import load_workloads
 
 
 @cache
@@ -35,7 +39,12 @@ def model_data() -> dict[str, Any]:
     tech = {**tech,
             "unit_bw_bytes_per_s": np.array([units[n]["bw_per_unit_bytes_per_s"] for n in MEMORY_TECHNOLOGIES]),
             "unit_capacity_bytes": np.array([units[n]["capacity_per_unit_bytes"] for n in MEMORY_TECHNOLOGIES])}
-    return {"tech": tech, "quality": load_quality_tables()}
+    workloads = load_workloads()
+    if ("none", *workloads) != WORKLOADS:
+        raise SpecError("workloads.yaml", "workloads", "names must be the registry's workloads in order",
+                        list(workloads))
+    moments = [None, *(length_moments(workloads[name]) for name in WORKLOADS[1:])]
+    return {"tech": tech, "quality": load_quality_tables(), "workloads": moments}
 
 
 def quality_family(model_name: str) -> float:

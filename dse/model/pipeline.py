@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
+from dse.model.serving_stage import serving_stage
 from dse.model.workload import Array, Op, draft_op, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 
@@ -124,7 +125,9 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
     (:func:`dse.model_data.model_data`): with them the silicon stage provisions area and
     static power before the performance and power stages, and the cost and quality stages
     follow (``m["quality_family"]`` and ``hw["static_ref_w"]``, the preset's provisioned static
-    power, come from the evaluator); without them only the performance and power metrics.
+    power, come from the evaluator), then, where ``data["serving"]`` is true, the serving stage
+    (:mod:`dse.model.serving_stage`, with ``data["workloads"]``' length moments); without
+    ``data`` only the performance and power metrics.
     """
     if data is None:
         return _broadcast(performance(m, k, hw))
@@ -141,6 +144,10 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
     out.update(die_area_mm2=area["die_area_mm2"], c_reticle_mm2=area["c_reticle"],
                c_shoreline_mm=area["c_shoreline"], provisioned_static_power_w=static_w, ppl_delta=q["ppl_delta"],
                quality_extrapolated=q["quality_extrapolated"])
+    if data.get("serving"):
+        hw_s = {**hw, "static_power_w": static_w}
+        out.update(serving_stage(m, k, hw_s if parallel.is_single_device(k) else with_links(hw_s), tech,
+                                 data["workloads"], out["system_cost_usd"]))
     return _broadcast(out)
 
 

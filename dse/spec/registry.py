@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from dse.spec.metrics import METRICS
 
 PLATFORM_CLASSES: tuple[str, ...] = ("gpu", "cpu", "fpga", "asic", "pim")
+# Request-length workloads of spaces/workloads.yaml, after "none" (a test checks the file against it).
+WORKLOADS: tuple[str, ...] = ("none", "splitwise-code", "splitwise-conv", "arxiv-summarization", "sharegpt-vllm-paper",
+                              "sharegpt-vllm-bench-llama3", "lmsys-chat-1m", "chat-lognormal", "fixed-128-128",
+                              "fixed-2048-512", "uniform-chat")
 # Rows of spaces/memory_technologies.yaml and of spaces/technology.yaml's memory table, in order
 # (a test checks both files against this tuple).
 MEMORY_TECHNOLOGIES: tuple[str, ...] = ("ddr4", "ddr5", "lpddr5", "lpddr5x", "gddr6", "gddr6x", "hbm2", "hbm2e",
@@ -104,6 +108,18 @@ KNOBS: tuple[Field, ...] = (
           choices=("sparsegpt", "wanda", "magnitude")),
     Field("w_group_size", "1", 128.0, 0.0, 1e6, "int", "quality",
           "weights per quantisation scale (0: per-channel; 1..128 read as g128)"),
+    Field("workload", "1", 0.0, 0.0, float(len(WORKLOADS) - 1), "code", "serving",
+          "request-length distribution served (spaces/workloads.yaml); none: every request is in_len/out_len",
+          choices=WORKLOADS),
+    Field("token_budget", "token", 2048.0, 1.0, 1e7, "int", "serving",
+          "tokens per scheduler iteration (chunked-prefill budget, vLLM max_num_batched_tokens)"),
+    Field("max_seqs", "1", 256.0, 1.0, 1e6, "int", "serving", "running sequences at most (vLLM max_num_seqs)"),
+    Field("kv_block_tokens", "token", 16.0, 1.0, 4096.0, "int", "serving", "paged KV-cache block size"),
+    Field("kv_watermark_frac", "1", 0.01, 0.0, 0.5, "float", "serving", "KV cache kept free at admission"),
+    Field("arrival_rate_req_per_s", "1/s", 0.0, 0.0, 1e9, "float", "serving",
+          "offered Poisson load of the system (0: evaluate at the goodput rate)"),
+    Field("ttft_slo_s", "s", 1.0, 0.0, 1e5, "float", "serving", "time-to-first-token SLO (p90)", positive=True),
+    Field("tpot_slo_s", "s", 0.1, 0.0, 1e4, "float", "serving", "time-per-output-token SLO (p90)", positive=True),
     Field("lifetime_years", "year", None, 0.1, 50.0, "float", "cost", "depreciation lifetime of the system"),
     Field("usd_per_kwh", "USD/kWh", None, 0.0, 10.0, "float", "cost", "electricity price"),
     Field("pue", "1", None, 1.0, 5.0, "float", "cost", "power usage effectiveness of the data centre"),

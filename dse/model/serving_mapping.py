@@ -1,0 +1,86 @@
+"""Serving stage, part 3: the iteration coefficients of a parallel replica and of a static design.
+
+Pure numpy. :func:`dse.model.serving_coeffs.serving_coeffs` prices one device holding the whole
+model. A replica of ``tp * ep`` devices (``pp = 1``; pipelines under continuous batching are
+not modelled) runs each iteration on every device at once:
+
+* time terms become the bottleneck device's (the shard factors of
+  :func:`dse.model.parallel.shard_factors`: FLOPs, weights, activations, KV and kernels per row);
+* the tensor/expert-parallel collectives of an iteration are affine in its tokens: the
+  stage's ``comm_s`` at one and two tokens gives ``fixed_s`` and ``fixed_s_per_tok`` (serialised
+  with compute, as in the static model without overlap), their link energy ``fixed_j*``;
+* energy terms are the whole replica's (every device runs its share: the per-device terms times
+  the devices), and so are static power and the power-cap headroom;
+* the KV cache is the replica's: every device's free memory after its weights and workspace,
+  at the replica's bytes per token (KV heads replicated when ``n_kv_heads < tp``).
+
+:func:`point_moments` gives the length moments of a point-mass workload (each design's own
+``in_len``/``out_len``), with which the serving stage prices a static design's requests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model import parallel
+from dse.model.serving_iteration import LIN_ROWS
+from dse.model.serving_lengths import STOPLOSS_GRID, avg_var_factor
+
+Array = np.ndarray | float
+_TIME_TERMS = {"lin_flop_s_per_tok": "flop", "lin_w_s": "store", "lin_act_s_per_tok": "act", "lin_launch_s": "kernels"}
+_ENERGY_TERMS = {"lin_flop_j_per_tok": "flop", "lin_w_j": "store", "lin_act_j_per_tok": "act"}
+_ATTN_TERMS = {"attn_flop_s_per_pair": "flop", "attn_act_s_per_tok": "act", "attn_kv_s_per_tok": "kv",
+               "attn_launch_s": "kernels", "attn_flop_j_per_pair": "flop", "attn_act_j_per_tok": "act",
+               "attn_kv_j_per_tok": "kv"}
+
+
+def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes: Array,
+                   weights_bytes: Array) -> dict:
+    """The coefficients ``c`` of one whole-model device rewritten for a ``tp * ep`` replica
+    (see the module docstring); ``hw`` must carry usable link fields."""
+    f = parallel.shard_factors(m, k)
+    devices = k["tp"] * k["ep"]
+    out = dict(c)
+    for key, factor in _TIME_TERMS.items():
+        out[key] = _rows(c[key]) * _factor_rows(f, factor)
+    for key, factor in _ENERGY_TERMS.items():
+        out[key] = _rows(c[key]) * _factor_rows(f, factor) * devices
+    for key, factor in _ATTN_TERMS.items():
+        out[key] = c[key] * f["attn"][factor] * (devices if key.endswith("_j_per_pair") or key.endswith("_j_per_tok")
+                                                 else 1.0)
+    out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"]
+    out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * devices
+    one = parallel.stage_comm(m, k, hw, 1.0, 1.0)
+    two = parallel.stage_comm(m, k, hw, 2.0, 2.0)
+    out["fixed_s_per_tok"] = two["comm_s"] - one["comm_s"]
+    out["fixed_s"] = one["comm_s"] - out["fixed_s_per_tok"]
+    out["fixed_j_per_tok"] = two["energy_j"] - one["energy_j"]
+    out["fixed_j"] = np.maximum(one["energy_j"] - out["fixed_j_per_tok"], 0.0)
+    out["static_power_w"] = c["static_power_w"] * devices
+    out["headroom_w"] = c["headroom_w"] * devices
+    kv_heads_share = np.ceil(m["n_kv_heads"] / k["tp"]) * k["tp"] / m["n_kv_heads"]
+    out["kv_bytes_per_token"] = c["kv_bytes_per_token"] * kv_heads_share
+    out["kv_capacity_bytes"] = (c["kv_capacity_bytes"] + weights_bytes - weights_per_device_bytes) * devices
+    return out
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """A per-row coefficient as ``(rows, n)`` or ``(rows, 1)``."""
+    return np.reshape(x, (len(LIN_ROWS), -1))
+
+
+def _factor_rows(f: dict, factor: str) -> np.ndarray:
+    """One shard factor of every GEMM row, stacked as ``(rows, n)`` or ``(rows, 1)``."""
+    return np.stack(np.broadcast_arrays(*(np.reshape(np.asarray(f[r][factor], float), -1) for r in LIN_ROWS)))
+
+
+def point_moments(in_len: Array, out_len: Array) -> dict[str, np.ndarray]:
+    """Length moments (:func:`dse.model.serving_lengths.length_moments`' keys) of requests that all
+    have ``in_len`` prompt and ``out_len`` output tokens (arrays per design)."""
+    p, o = np.asarray(in_len, dtype=float), np.asarray(out_len, dtype=float)
+    p, o = np.broadcast_arrays(p, o)
+    return {"in_mean": p, "in_sq_mean": p * p, "in_p50": p, "in_p90": p, "out_mean": o, "out_sq_mean": o * o,
+            "out_p50": o, "out_p90": o, "out_inv_mean": 1.0 / o, "out_inv_sq_mean": 1.0 / (o * o),
+            "out_avg_var_factor": np.full(o.shape, float(avg_var_factor(np.array([1.0]))[0])),
+            "in_out_mean": p * o, "in_stoploss": np.maximum(p[None, ...] - STOPLOSS_GRID.reshape(-1, *([1] * p.ndim)),
+                                                            0.0)}

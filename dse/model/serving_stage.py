@@ -1,0 +1,65 @@
+"""Serving stage, part 4: the serving metrics of a batch of designs (the pipeline's last stage).
+
+Pure numpy. Builds each design's iteration coefficients (one device, then the ``tp * ep``
+replica: :mod:`dse.model.serving_mapping`), its request-length moments (the workload's,
+precomputed once per distribution, or the point mass of its own ``in_len``/``out_len`` for
+``workload`` 0, "none") and runs :func:`dse.model.serving.serving_metrics`. Metrics are per
+system: ``dp`` replicas share the offered rate equally, so rates, tokens/s and power scale by
+``dp``; the cost per token uses the system's TCO at the serving power.
+Pipelines (``pp > 1``) under continuous batching are not modelled: such rows are computed as
+``pp = 1`` and flagged by the ``c_serving`` constraint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse.model import cost, parallel
+from dse.model.serving import SCHED_DEFAULTS, serving_metrics
+from dse.model.serving_coeffs import serving_coeffs
+from dse.model.serving_lengths import MOMENT_KEYS
+from dse.model.serving_mapping import point_moments, replica_coeffs
+from dse.model.workload import n_params, weight_bytes_per_param
+
+Array = np.ndarray | float
+_RATES = ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "serving_power_w")
+
+
+def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarray]:
+    """Per-design length moments: ``moments[code]`` for ``workload`` codes > 0 (``moments[0]`` is
+    None), the point mass of ``in_len``/``out_len`` for code 0."""
+    code = np.asarray(k["workload"], dtype=np.int64)
+    if not np.any(code > 0):
+        return point_moments(k["in_len"], k["out_len"])
+    shape = np.broadcast_shapes(np.shape(code), np.shape(k["in_len"]), np.shape(k["out_len"]))
+    point = point_moments(np.broadcast_to(k["in_len"], shape), np.broadcast_to(k["out_len"], shape))
+    table = [m if m is not None else moments[1] for m in moments]  # code 0 rows take the point mass below
+    codes = np.broadcast_to(code, shape).ravel()
+    stacked = {key: np.array([m[key] for m in table])[codes].reshape(shape) for key in MOMENT_KEYS}
+    stacked["in_stoploss"] = np.stack([m["in_stoploss"] for m in table], axis=1)[:, codes].reshape(-1, *shape)
+    return {key: np.where(code > 0, stacked[key], point[key]) for key in stacked}
+
+
+def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | None],
+                  system_cost_usd: Array) -> dict[str, Array]:
+    """Serving metrics of each design (``hw`` with its provisioned static power and usable links)."""
+    k1 = {**k, "pp": 1.0, "micro_batches": 1.0}
+    c = serving_coeffs(m, k1, hw, k["token_budget"], k["max_seqs"])
+    if not parallel.is_single_device(k1):
+        wb = weight_bytes_per_param(k)
+        weights = n_params(m) * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
+        per_device = parallel.memory_bytes_per_device(m, {**k1, "batch": 0.0}, wb)
+        c = replica_coeffs(c, m, k1, hw, per_device, weights)
+    dp = k["dp"]
+    sched = {key: k[key] for key in SCHED_DEFAULTS}
+    sched["arrival_rate_req_per_s"] = k["arrival_rate_req_per_s"] / dp
+    res = serving_metrics(c, workload_moments(k, moments), sched)
+    out = {name: res[name] * dp if name in _RATES else res[name] for name in
+           ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "ttft_p90_s", "tpot_p90_s",
+            "kv_max_seqs", "serving_batch", "serving_power_w", "serving_tokens_per_j")}
+    setting = {key: k.get(key, tech[key]) for key in ("lifetime_years", "usd_per_kwh", "pue")}
+    tco = cost.tco_usd_per_hour(system_cost_usd, out["serving_power_w"], setting["lifetime_years"],
+                                setting["usd_per_kwh"], setting["pue"], tech["hours_per_year"])
+    out["serving_usd_per_mtoken"] = cost.usd_per_mtoken(tco, out["serving_tokens_per_s"])
+    out["c_serving"] = (np.asarray(k["pp"]) > 1.0).astype(float)
+    return out

@@ -1,0 +1,61 @@
+"""The serving stage as wired into the evaluator: names, switches, replicas and flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dse
+from dse.spec.metrics import METRIC_TABLE
+from dse.spec.registry import WORKLOADS
+from dse.spec.workloads import load_workloads
+
+SERVING = [m.name for m in METRIC_TABLE if m.stage == "serving"]
+
+
+def test_registry_workloads_match_the_file():
+    assert ("none", *load_workloads()) == WORKLOADS
+
+
+def test_serving_metrics_only_with_a_workload():
+    plain = dse.evaluate({"batch": 8}, model="llama-3-8b", platform="h100-sxm")
+    assert not set(SERVING) & set(plain.columns)
+    served = dse.evaluate({"workload": "sharegpt-vllm-paper"}, model="llama-3-8b", platform="h100-sxm")
+    assert set(SERVING) <= set(served.columns)
+    forced = dse.Evaluator("llama-3-8b", "h100-sxm", serving=True)({"batch": 8.0})
+    assert set(SERVING) <= set(forced)
+
+
+def test_unknown_workload_is_one_line_error():
+    with pytest.raises(dse.SpecError, match="workload: must be one of .*did you mean 'lmsys-chat-1m'"):
+        dse.evaluate({"workload": "lmsys-chat"}, model="llama-3-8b", platform="h100-sxm")
+
+
+def test_replicas_scale_rates_and_power_not_latency():
+    base = {"workload": "sharegpt-vllm-paper", "arrival_rate_req_per_s": 10.0}
+    one = dse.evaluate({**base, "dp": 1}, model="llama-3-8b", platform="hgx-h100-8").iloc[0]
+    two = dse.evaluate({**base, "dp": 2, "arrival_rate_req_per_s": 20.0}, model="llama-3-8b",
+                       platform="hgx-h100-8").iloc[0]
+    for name in ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "serving_power_w"):
+        assert two[name] == pytest.approx(2.0 * one[name], rel=1e-9), name
+    for name in ("ttft_p90_s", "tpot_p90_s", "kv_max_seqs", "serving_tokens_per_j"):
+        assert two[name] == pytest.approx(one[name], rel=1e-9), name
+
+
+def test_tensor_parallel_pair_holds_more_kv_and_serves_more():
+    df = dse.evaluate({"workload": "sharegpt-vllm-paper", "tp": [1, 2]}, model="llama-3-70b", platform="hgx-h200-8")
+    assert df["kv_max_seqs"].iloc[1] > 2.0 * df["kv_max_seqs"].iloc[0]  # weights split: more than twice the room
+    assert df["serving_capacity_req_per_s"].iloc[1] > df["serving_capacity_req_per_s"].iloc[0]
+    assert np.all(df["c_serving"] == 0.0)
+
+
+def test_pipelines_are_flagged():
+    df = dse.evaluate({"workload": "fixed-128-128", "pp": [1, 2]}, model="llama-3-8b", platform="hgx-h100-8")
+    assert df["c_serving"].tolist() == [0.0, 1.0]
+
+
+def test_point_mass_workload_uses_the_design_lengths():
+    df = dse.evaluate({"workload": ["none", "fixed-128-128"], "in_len": 128, "out_len": 128}, model="llama-3-8b",
+                      platform="h100-sxm")
+    for name in ("serving_tokens_per_s", "goodput_req_per_s", "ttft_p90_s", "kv_max_seqs"):
+        assert df[name].iloc[0] == pytest.approx(df[name].iloc[1], rel=1e-6), name
