@@ -137,7 +137,7 @@ def test_shipped_sets_are_sourced_and_every_row_is_accounted_for():
         assert accounted == set(range(len(rows))), name
     survey = load_set("survey")
     assert len(survey) == 180 and (survey["batch"] == 1).all()
-    assert set(survey["power_kind"]) <= {"tdp", "measured", "reported"}
+    assert set(survey["power_kind"]) <= {"tdp", "measured", "reported", "accelerator"}
     published = load_set("published")
     for bits in ("w_bits", "a_bits", "kv_bits"):
         assert published[bits].between(1, 32).all()

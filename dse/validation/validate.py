@@ -3,6 +3,8 @@
 Input is a table of *measurement rows*: design columns (``platform``, ``model``,
 ``batch``, ``in_len``, ``out_len``, optional ``w_bits``/``a_bits``/``kv_bits``,
 16 when absent) plus measured metric columns named as in :data:`dse.model.pipeline.METRICS`.
+A row of a PIM system (``platform_class`` pim) is predicted with ``pim_offload`` 2 unless it
+gives its own (:func:`pim_offload_of`).
 Every row is predicted with its preset and card, or listed as skipped with the
 reason; nothing is dropped silently. Shipped sets live in ``validation/``
 (``published``, ``survey``, ``h100``, ``h200``, ``tp``, ``multi``); any CSV/Parquet file of rows
@@ -48,6 +50,7 @@ CLASS_COLOURS: dict[str, str] = {  # the survey's own colours (survey.md section
     "cpu": "#70AD47", "gpu": "#4472C4", "fpga": "#FFC000", "asic": "#C00000", "pim": "#7030A0", "?": "#888888",
 }
 BAND_FRAC = 0.25  # the plot's +-25 % band
+PIM_ROW_OFFLOAD = 2.0  # a PIM-class row without its own pim_offload: every decode GEMV in memory
 MARKERS = "o^sDv"  # one per set in the plot
 
 
@@ -75,6 +78,9 @@ def measurement_rows(df: pd.DataFrame) -> pd.DataFrame:
     * ``decode_tokens_per_s`` is filled from ``batch / tpot_s`` where missing.
     * Rows with ``power_kind == "tdp"``: their tokens/J was computed at TDP, so it is
       compared with ``tdp_tokens_per_j``; a TDP is no decode power, so none is compared.
+    * Rows with ``power_kind == "accelerator"``: the power is the accelerator design's own
+      (on-chip, as FPGA works report it), without the board, its memory or static power, so
+      neither it nor the tokens/J made from it is compared with the board-level model.
     * Rows with a ``system`` (multi-device rows): predicted on that system preset (a
       platform preset with ``base:`` and link fields); the device preset moves to
       ``device_platform``. Rows with an empty ``system`` keep their ``platform``.
@@ -99,6 +105,10 @@ def measurement_rows(df: pd.DataFrame) -> pd.DataFrame:
             out.loc[tdp, "decode_tokens_per_j"] = np.nan
         if "decode_power_w" in out:
             out.loc[tdp, "decode_power_w"] = np.nan
+        accelerator = out["power_kind"].astype(str).str.strip().str.lower().eq("accelerator")
+        for col in ("decode_power_w", "decode_tokens_per_j"):
+            if col in out:
+                out.loc[accelerator, col] = np.nan
     return out
 
 
@@ -239,8 +249,8 @@ def _carried(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.DataFrame:
     """Long table of (row, metric) comparisons for predictable rows."""
-    columns = [*_carried(rows.iloc[:0]).columns, "platform_class", "metric", "measured", "predicted", "error_pct",
-               "log_ratio", "fits_memory"]
+    columns = [*_carried(rows.iloc[:0]).columns, "pim_offload", "platform_class", "metric", "measured", "predicted",
+               "error_pct", "log_ratio", "fits_memory"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     designs = pd.DataFrame({"platform": rows["platform"].map(_text), "model": rows["model"].map(_text)})
@@ -249,10 +259,11 @@ def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.D
             designs[knob] = rows[knob].astype(float)
     for bits in ("w_bits", "a_bits", "kv_bits"):
         designs[bits] = designs[bits].fillna(BITS_DEFAULT) if bits in designs else BITS_DEFAULT
+    designs["pim_offload"] = pim_offload_of(designs, classes)
     predicted = evaluate(designs.reset_index(drop=True)).set_index(rows.index)
     base = _carried(rows).assign(platform_class=classes, fits_memory=predicted["g_memory_bytes"] <= 0)
-    for bits in ("w_bits", "a_bits", "kv_bits"):
-        base[bits] = designs[bits]
+    for knob in ("w_bits", "a_bits", "kv_bits", "pim_offload"):
+        base[knob] = designs[knob]
     parts = []
     for metric in metrics:
         measured = rows[metric]
@@ -264,6 +275,16 @@ def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.D
     out["error_pct"] = 100.0 * (ratio - 1.0)
     out["log_ratio"] = np.log(ratio)
     return out[[c for c in columns if c in out]]
+
+
+def pim_offload_of(designs: pd.DataFrame, classes: pd.Series) -> pd.Series:
+    """The ``pim_offload`` each row is predicted with: the row's own value where given, else
+    :data:`PIM_ROW_OFFLOAD` for a PIM-class row (a survey point measured on a PIM system, e.g. the
+    AiMX card, ran its decode GEMVs in memory) and 0 for every other row. A preset without PIM
+    units ignores it."""
+    given = designs["pim_offload"] if "pim_offload" in designs else pd.Series(np.nan, index=designs.index)
+    pim_row = classes.reindex(designs.index).astype(str).str.strip().str.lower().eq("pim")
+    return given.where(given.notna(), np.where(pim_row, PIM_ROW_OFFLOAD, 0.0)).astype(float)
 
 
 def summarise(comparisons: pd.DataFrame) -> pd.DataFrame:
