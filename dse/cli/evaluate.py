@@ -55,7 +55,7 @@ EVAL_EXAMPLES = """\
 examples:
   dse eval --platform h100-sxm --model llama-2-7b --batch 1 8 64
   dse eval --platform h100-sxm a100-sxm-80gb --model llama-3-8b --w-bits 4 8 16 --format csv --out grid.csv
-  dse eval --platform h200 --model llama-2-70b --set mem_bw_bytes_per_s=6e12 --format parquet --out x.parquet
+  dse eval --platform h200-sxm --model llama-2-70b --set mem_bw_bytes_per_s=6e12 --format parquet --out x.parquet
 """
 EXPLAIN_EXAMPLES = """\
 examples:

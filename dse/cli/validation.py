@@ -26,7 +26,7 @@ examples:
 CALIBRATE_EXAMPLES = """\
 examples:
   dse calibrate --platform h100-sxm --measurements validation/measurements_h100.csv --rows 0-3 --out h100-fit.yaml
-  dse calibrate --platform h200 --measurements m.csv --fit compute_eff_frac mem_bw_eff_frac
+  dse calibrate --platform h200-sxm --measurements m.csv --fit compute_eff_frac mem_bw_eff_frac
 """
 MEASURE_EXAMPLES = """\
 examples (needs the 'measure' extra: PyTorch and NVML, on an NVIDIA GPU):

@@ -141,3 +141,24 @@ def test_usage_errors_are_one_line(capsys):
 def test_commands_are_dataclasses_with_callables():
     for cmd in cli_main.COMMANDS:
         assert dataclasses.is_dataclass(cmd) and callable(cmd.run) and callable(cmd.add_arguments)
+
+
+def _examples():
+    for cmd in COMMANDS:
+        for line in cmd.examples.splitlines():
+            if line.startswith("  dse "):
+                yield cmd.name, line.split("#")[0].split()[1:]
+
+
+@pytest.mark.parametrize("name, argv", list(_examples()))
+def test_every_example_parses_and_names_real_presets(name, argv):
+    from dse.spec.presets import builtin_names
+
+    assert argv[0] == name
+    build_parser().parse_args(argv)
+    for flag_, kind in (("--platform", "platforms"), ("--model", "models")):
+        if flag_ in argv:
+            i = argv.index(flag_) + 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                assert argv[i] in builtin_names(kind) or argv[i].endswith(".yaml"), argv[i]
+                i += 1
