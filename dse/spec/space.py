@@ -32,7 +32,7 @@ from dse.spec.presets import (
     read_yaml,
     resolve,
 )
-from dse.spec.registry import INPUT_COLUMNS, RESERVED_NAMES
+from dse.spec.registry import INPUT_COLUMNS, INPUT_FIELDS, MEMORY_TECHNOLOGIES, RESERVED_NAMES
 from dse.spec.units import to_si
 
 MAX_SPACE_SIZE = 10**15
@@ -93,6 +93,12 @@ def _is_strings(choices: tuple) -> bool:
     return bool(choices) and isinstance(choices[0], str)
 
 
+def _named_codes(name: str) -> tuple[str, ...]:
+    """The registry's choice names of a categorical input field (codes are their positions), or ()."""
+    field_def = INPUT_FIELDS.get(name)
+    return field_def.choices if field_def is not None else ()
+
+
 @dataclass
 class Space:
     """A validated search space; see the module docstring for the YAML form."""
@@ -108,6 +114,11 @@ class Space:
     technologies: dict[str, dict[str, float]] = field(default_factory=dict)  # code order
     description: str = ""
     origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (file, key path) that set it
+
+    @property
+    def serves(self) -> bool:
+        """True when the space sets a ``workload``: its designs get the serving stage's metrics."""
+        return "workload" in self.fixed or any(k.name == "workload" for k in self.knobs)
 
     # ---- finite enumeration (exhaustive sweep) ------------------------------------------
     @property
@@ -139,6 +150,9 @@ class Space:
     def categories(self) -> dict[str, list[str]]:
         """String categoricals and their choices (codes index these lists)."""
         out = {"platform": self.platforms, "model": self.models}
+        for knob in self.knobs:
+            if _is_strings(knob.choices) and _named_codes(knob.name):
+                out[knob.name] = list(knob.choices)
         if self.technologies:
             out["mem_technology"] = list(self.technologies)
         return out
@@ -176,6 +190,10 @@ class Space:
                 stands = stands & (cond | (env[knob.name] == knob.value_at(np.array(0))))
                 default = float(cats[knob.name].index(knob.default)) if isinstance(knob.default, str) else knob.default
                 env[knob.name] = np.where(cond, env[knob.name], default)
+        for knob in self.knobs:  # named categoricals (workload, quant_method, ...): positions -> registry codes
+            if _is_strings(knob.choices) and _named_codes(knob.name):
+                codes = np.array([float(_named_codes(knob.name).index(c)) for c in knob.choices])
+                env[knob.name] = codes[np.asarray(env[knob.name], dtype=np.int64)]
         return env, cats, stands
 
     def distinct_at(self, index: np.ndarray) -> np.ndarray | None:
@@ -195,6 +213,9 @@ class Space:
         table = list(self.technologies.values())
         for key, var in _TECH_FIELDS.items():
             env[var] = np.array([t.get(key, 0.0) for t in table])[codes]
+        # the cost/area/static-power stages read the technology by its registry code, not the space's
+        registry_code = np.array([float(MEMORY_TECHNOLOGIES.index(name)) for name in self.technologies])
+        env["mem_technology_code"] = registry_code[codes]
         n_units = env.get("n_mem_units")
         if n_units is not None:
             env["mem_bw_bytes_per_s"] = n_units * env["mem_unit_bw_bytes_per_s"]
@@ -203,11 +224,14 @@ class Space:
             env["pim_peak_flop_per_s"] = n_units * env["pim_unit_flop_per_s"]
 
     def decode(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Replace string-categorical codes by their names (for tables and plots)."""
+        """Replace string-categorical codes by their names (for tables and plots): platform, model
+        and memory technology by position in the space's lists; named categoricals (workload,
+        quant_method, ...) by the registry's codes, as :meth:`columns` gives them."""
         out = dict(columns)
         for name, choices in self.categories().items():
             if name in out and np.ndim(out[name]) > 0:
-                out[name] = np.asarray(choices, dtype=object)[np.asarray(out[name], dtype=np.int64)]
+                names = _named_codes(name) or choices
+                out[name] = np.asarray(names, dtype=object)[np.asarray(out[name], dtype=np.int64)]
         return out
 
 
@@ -249,9 +273,13 @@ def _knob(file: str, path: str, name: str, raw: Any) -> Knob:
             raise SpecError(file, f"{path}.choices", "must be a non-empty list", choices)
         kinds = {type(c) for c in choices}
         if kinds <= {str}:
-            if si_name not in CATEGORICAL_STRINGS:
-                raise SpecError(file, f"{path}.choices", f"string choices only for {list(CATEGORICAL_STRINGS)}",
-                                choices)
+            if si_name not in CATEGORICAL_STRINGS and not _named_codes(si_name):
+                named = [*CATEGORICAL_STRINGS, *(f.name for f in INPUT_FIELDS.values() if f.choices)]
+                raise SpecError(file, f"{path}.choices", f"string choices only for {named}", choices)
+            for c in choices if _named_codes(si_name) else ():
+                if c not in _named_codes(si_name):
+                    hint = did_you_mean(c, _named_codes(si_name))
+                    raise SpecError(file, f"{path}.choices", f"must be one of {list(_named_codes(si_name))}{hint}", c)
         elif kinds <= {int, float}:
             bad = [c for c in choices if not is_finite_number(c)]
             if bad:
@@ -342,6 +370,11 @@ def load_space(source: str | Path | dict, *, file: str | None = None, platform: 
     fixed: dict[str, Any] = {}
     for name, (at, key, value) in fixed_raw.items():
         si, factor = to_si(name)
+        if isinstance(value, str) and _named_codes(si):
+            if value not in _named_codes(si):
+                hint = did_you_mean(value, _named_codes(si))
+                raise SpecError(at, key, f"must be one of {list(_named_codes(si))}{hint}", value)
+            value = float(_named_codes(si).index(value))  # the registry's code of the name
         if isinstance(value, str) and si not in CATEGORICAL_STRINGS:
             raise SpecError(at, key, "must be a number", value)
         fixed[si] = value if isinstance(value, str) else _finite(at, key, value) * factor
