@@ -36,7 +36,7 @@ ROWS = 5  # qkv, o, ffn, lm_head, draft
 
 def _row(c: dict, key: str, r: int) -> float:
     v = c[key]
-    return float(v[r]) if np.ndim(v) else float(v)
+    return float(np.ravel(v[r])[0]) if np.ndim(v) else float(v)
 
 
 def iteration_time_one(c: dict, f: dict) -> float:

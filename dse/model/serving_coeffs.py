@@ -60,7 +60,8 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
                g * (11.0 * nl * np.sqrt(k["spec_draft_frac"]) + 2.0))
 
     def rows(values, scale) -> np.ndarray:
-        return np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) * scale for x in values)))
+        stacked = np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) * scale for x in values)))
+        return stacked.reshape(len(values), -1)  # (rows, n) or (rows, 1): never mistaken for the design axis
 
     expert_bytes = nl * p["ffn_expert"] * wb
     pairs_flop = 4.0 * nl * h * hd

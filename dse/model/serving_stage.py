@@ -52,7 +52,9 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
         c = replica_coeffs(c, m, k1, hw, per_device, weights)
     dp = k["dp"]
     sched = {key: k[key] for key in SCHED_DEFAULTS}
-    sched["arrival_rate_req_per_s"] = k["arrival_rate_req_per_s"] / dp
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (*k.values(), *m.values(), *hw.values())))
+    # the offered rate carries the batch's shape, so every output comes back per design
+    sched["arrival_rate_req_per_s"] = np.broadcast_to(k["arrival_rate_req_per_s"] / dp, shape)
     res = serving_metrics(c, workload_moments(k, moments), sched)
     out = {name: res[name] * dp if name in _RATES else res[name] for name in
            ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "ttft_p90_s", "tpot_p90_s",

@@ -12,7 +12,7 @@ from dse._version import __version__
 from dse.loading import space_evaluator
 from dse.results.io import write_parquet
 from dse.results.pareto import pareto_mask
-from dse.spec.metrics import METRIC_UNITS, METRICS
+from dse.spec.metrics import METRIC_UNITS, METRICS, MODEL_CONSTRAINTS
 from dse.spec.registry import INPUT_FIELDS
 from dse.spec.study import Constraint, Study
 
@@ -20,8 +20,10 @@ _EXACT_INT = 2**53  # floats hold every integer below this exactly
 
 
 def violations(metrics: dict[str, np.ndarray], constraints: list[Constraint]) -> dict[str, np.ndarray]:
-    """Constraint columns, ``<= 0`` feasible: memory fit always, then the study's bounds."""
-    out = {"c_g_memory_bytes": metrics["g_memory_bytes"]}
+    """Constraint columns, ``<= 0`` feasible: the model's own (memory fit always, links, reticle,
+    shoreline, serving where computed: :data:`dse.spec.metrics.MODEL_CONSTRAINTS`), then the study's bounds."""
+    out = {f"c_{name}" if not name.startswith("c_") else name: metrics[name]
+           for name in MODEL_CONSTRAINTS if name in metrics}
     for con in constraints:
         if con.max is not None:
             out[f"c_{con.metric}_max"] = metrics[con.metric] - con.max
@@ -46,7 +48,8 @@ def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.
         value = decoded.get(name, columns.get(name))
         data[name] = value if np.ndim(value) else np.full(n, value)
     for name in METRICS:
-        data[name] = metrics[name]
+        if name in metrics:
+            data[name] = metrics[name]
     data.update(cons)
     data["feasible"] = np.all(np.stack(list(cons.values())) <= 0, axis=0) if n else np.zeros(0, bool)
     return pd.DataFrame(data)

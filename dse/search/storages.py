@@ -11,18 +11,24 @@ many workers), trials are asked and told on that storage directly so workers sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from dse.results.tables import violations
 from dse.spec.errors import SpecError, redact
+from dse.spec.metrics import MODEL_CONSTRAINTS
 from dse.spec.study import Study
+from dse.sweep.lock import output_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPEC_HASH_ATTR = "dse_spec_hash"
+CONSTRAINTS_ATTR = "dse_constraint_names"  # study user attr: what each trial's constraints list holds
 DEFAULT_JOURNAL = "optuna.journal"
 
 
@@ -89,6 +95,18 @@ def journal_path(study: Study) -> Path | None:
     return Path(study.storage).resolve() if is_journal(study.storage) else None
 
 
+def hold_output(study: Study, held: contextlib.ExitStack) -> list[str]:
+    """Lock the study's output folder and its journal (if elsewhere) for this run, until ``held``
+    closes; return the stale files of a killed run that were removed (see :mod:`dse.sweep.lock`)."""
+    removed = held.enter_context(output_lock(study.output))
+    journal = journal_path(study)
+    if journal is not None and journal.parent != study.output.resolve():
+        removed += held.enter_context(output_lock(journal.parent, name=f".{journal.name}.dse.lock",
+                                                  stale=(f"{journal.name}.lock", f"{journal.name}.lock*.rename"),
+                                                  what=str(journal)))
+    return removed
+
+
 def open_storage(study: Study, *, repair: bool = True) -> tuple[Any, CheckpointJournal | None]:
     """(Optuna storage, checkpoint backend or None) for the study: a journal file by default.
 
@@ -135,4 +153,21 @@ def load_stored(study: Study, storage: Any) -> optuna.Study:
     elif old_hash != study.spec_hash:
         raise SpecError(study.file, "", "the spec changed since this study was started: use a new output folder "
                         "or name", study.output)
+    if stored.metric_names is None:  # the dashboard and trials_dataframe show these, not "Objective 0"
+        set_metric_names(stored, study)
+    if CONSTRAINTS_ATTR not in stored.user_attrs:
+        stored.set_user_attr(CONSTRAINTS_ATTR, constraint_names(study))
     return stored
+
+
+def set_metric_names(work: optuna.Study, study: Study) -> None:
+    """Name the Optuna study's objectives after the study's metrics (an API Optuna still calls experimental)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        work.set_metric_names([m for m, _ in study.objectives])
+
+
+def constraint_names(study: Study) -> list[str]:
+    """Names of the study's constraint columns, in the order of each trial's Optuna constraints list."""
+    model = {name: 0.0 for name in MODEL_CONSTRAINTS if name != "c_serving" or study.space.serves}
+    return list(violations({**model, **{c.metric: 0.0 for c in study.constraints}}, study.constraints))

@@ -66,3 +66,5 @@ METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRIC_TABLE}
 METRICS: tuple[str, ...] = tuple(METRIC_BY_NAME)
 METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in METRIC_TABLE}
 MAXIMISED_METRICS: frozenset[str] = frozenset(m.name for m in METRIC_TABLE if m.maximise)
+# Constraints the model itself reports (<= 0 feasible): every study and sweep applies those present.
+MODEL_CONSTRAINTS: tuple[str, ...] = ("g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_serving")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from dse.results.pareto import ParetoArchive, pareto_mask
 from dse.spec.errors import SpecError, did_you_mean
+from dse.spec.metrics import MODEL_CONSTRAINTS
 
 INDEX_COLUMN = "design_index"
 FEASIBLE_COLUMN = "feasible"
@@ -268,6 +269,9 @@ def _evaluate(space: FiniteSpace, evaluate: Evaluate, index: np.ndarray) -> Tabl
 def _feasible(table: Table, constraints: tuple[tuple[str, float, float], ...]) -> np.ndarray:
     """Rows that fit in memory and meet every ``lower <= value <= upper`` constraint."""
     ok = table[MEMORY_CONSTRAINT] <= 0
+    for name in MODEL_CONSTRAINTS:  # the model's own constraints, where the evaluator computed them
+        if name in table:
+            ok &= table[name] <= 0
     for name, lower, upper in constraints:
         ok &= (table[name] >= lower) & (table[name] <= upper)
     return ok
