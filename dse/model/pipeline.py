@@ -39,12 +39,13 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     dec_ops = parallel.shard_ops(dec_ops, m, k)
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
+    reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
     bw = perf.mem_s_per_byte(hw)
     c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
     def decode_cost(name: str, op: Op) -> dict[str, Array]:
         cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if name == "attn" else lin_rate, bw, c_sum)
-        return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost)) if on_pim else cost
+        return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost), reach) if on_pim else cost
 
     return {
         "prefill": {n: perf.op_cost(hw, op, 0.0, 0.0, 1.0, attn_rate if n == "attn" else lin_rate, bw, 0.0)

@@ -127,6 +127,21 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool, reach: float = 1
     return host_t, host_e
 
 
+def _pim_reach(m: dict, k: dict, hw: dict) -> float:
+    """Share of the offloaded data (16-bit KV cache, plus every decode weight at pim_offload 2) that fits
+    in the PIM-capable memory ``pim_capacity_bytes`` (0: all memory), on the bottleneck device."""
+    cap = hw.get("pim_capacity_bytes", 0.0)
+    if cap <= 0:
+        return 1.0
+    devices = k["tp"] * k["pp"] * k["ep"]
+    draft = k["spec_draft_frac"] if k["spec_len"] > 0 else 0.0
+    weights = _n_params(m) * 2 * (1 + draft) / devices
+    kv = (2 * math.ceil(m["n_layers"] / k["pp"]) * math.ceil(m["n_kv_heads"] / k["tp"]) * m["head_dim"]
+          * (k["batch"] / k["ep"]) * (k["in_len"] + k["out_len"]) * 2)
+    need = kv + (weights if k["pim_offload"] >= 2 else 0.0)
+    return min(1.0, cap / need) if need > 0 else 1.0
+
+
 def _host_op(op: dict, hw: dict, overhead: float) -> tuple[float, float]:
     """(seconds, dynamic joules) of one operator instance on the host."""
     native = _native(hw, op["bits"])
@@ -152,10 +167,11 @@ def _phase(m: dict, k: dict, hw: dict, op_lists: list[list[dict]], decode: bool,
     """(seconds, joules) of one phase of one replica: the sharded operators of every step on the
     bottleneck device, then the pipeline and the collectives (parallel_reference)."""
     factors = par_ref.factors_one(m, k)
+    reach = _pim_reach(m, k, hw) if decode else 1.0
     compute_s = dyn_j = head_s = 0.0
     for ops in op_lists:
         for op in ops:
-            t, e = _run_op(_shard(op, factors[op["name"]]) if not _single(k) else op, m, k, hw, decode)
+            t, e = _run_op(_shard(op, factors[op["name"]]) if not _single(k) else op, m, k, hw, decode, reach)
             compute_s, dyn_j = compute_s + t, dyn_j + e
             head_s += t if op["name"] == "lm_head" else 0.0
     if _single(k):
