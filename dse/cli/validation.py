@@ -11,7 +11,7 @@ from dse.spec.errors import DseError, SpecError
 
 # Names and defaults the help shows; the domain modules import pandas/SciPy, so they are not imported
 # to build a parser. tests/cli checks these against the domain modules' own constants.
-VALIDATION_SETS = ("published", "survey", "h100", "h200", "tp", "multi")
+VALIDATION_SETS = ("published", "survey", "h100", "h200", "tp", "multi", "serving")
 CALIBRATION_DEFAULT_FIT = ("compute_eff_frac", "mem_bw_eff_frac", "kernel_overhead_s", "static_power_w",
                            "mem_energy_pj_per_bit", "flop16_energy_pj_per_flop")
 MEASURE_DEFAULT_REPEATS = 5
@@ -32,6 +32,7 @@ MEASURE_EXAMPLES = """\
 examples (needs the 'measure' extra: PyTorch and NVML, on an NVIDIA GPU):
   dse measure --model llama-2-7b --batch 1 8 64 --out m.csv
   dse measure --model llama-3.2-1b --device cpu --out check.csv   # checks the code path only
+  dse measure --model llama-3-8b --batch 1 8 --in-len 512 --tp 1 2 --out tp.csv   # tensor parallel, NCCL
 """
 
 
@@ -72,7 +73,12 @@ def add_measure_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"timed repeats per phase (default: {MEASURE_DEFAULT_REPEATS}; fewer for runs of several "
                         "seconds, more where needed to fill the energy window)")
     p.add_argument("--device", default="0", metavar="INDEX",
-                   help="CUDA device index, or 'cpu' to check the code path (default: 0)")
+                   help="CUDA device index, or 'cpu' to check the code path (default: 0; with --tp: the first GPU)")
+    p.add_argument("--tp", nargs="+", type=positive_int, default=None, metavar="N",
+                   help="tensor-parallel degrees: Megatron-style decoder over NCCL on N local GPUs each, energy "
+                        "summed over them (default: one GPU, no tensor parallelism)")
+    p.add_argument("--allreduce-out", metavar="FILE",
+                   help="with --tp: also sweep NCCL all-reduce sizes 1 KiB..256 MiB and write them here")
     p.add_argument("--kv-bucket", type=positive_int, default=16, metavar="N",
                    help="decode attends over the cache rounded up to N positions (default: 16)")
     p.add_argument("--min-decode-s", type=positive_float, default=2.0, metavar="S",
@@ -160,6 +166,10 @@ def run_measure(args: argparse.Namespace) -> int:
     from dse.validation.measure import measure, write_measurements
 
     out = output_file(args.out)
+    if args.tp is not None:
+        return _run_measure_tp(args, out)
+    if args.allreduce_out:
+        raise SpecError("--allreduce-out", "allreduce-out", "needs --tp", args.allreduce_out)
     device: int | str = args.device if str(args.device) == "cpu" else _device_index(args.device)
     df = measure(args.model, args.batch, args.in_len, args.out_len, repeats=args.repeats, device=device,
                  kv_bucket=args.kv_bucket, min_decode_s=args.min_decode_s, heat_s=args.heat_s)
@@ -169,6 +179,29 @@ def run_measure(args: argparse.Namespace) -> int:
     say(table_text(df[["model", "batch", "in_len", "out_len", "ttft_s", "tpot_s", "decode_tokens_per_s",
                        "decode_power_w", "decode_tokens_per_j"]]))
     say(f"wrote {len(df)} rows to {path}")
+    return 0
+
+
+def _run_measure_tp(args: argparse.Namespace, out: Path) -> int:
+    """``dse measure --tp``: every case at every tensor-parallel degree (dse.validation.measure_tp)."""
+    from dse.validation.measure_tp import allreduce_sizes, measure_tp, write_csv
+
+    if str(args.device) == "cpu":
+        raise SpecError("--device", "device", "--tp needs CUDA GPUs (NCCL)", args.device)
+    ar_out = output_file(args.allreduce_out, "--allreduce-out") if args.allreduce_out else None
+    sizes = allreduce_sizes(1024, 256 << 20) if ar_out else ()
+    df, ar = measure_tp(args.model, args.batch, args.in_len, args.out_len, tp_values=args.tp,
+                        first_device=_device_index(args.device), allreduce_sizes_bytes=sizes, repeats=args.repeats,
+                        kv_bucket=args.kv_bucket, min_decode_s=args.min_decode_s, heat_s=args.heat_s)
+    if ar_out is not None and not ar.empty:
+        write_csv(ar, ar_out)
+        say(table_text(ar[["mode", "msg_bytes", "time_s", "busbw_bytes_per_s"]]))
+    if df.empty:
+        raise DseError("dse measure --tp: no case could be measured (see the messages above)")
+    write_csv(df, out)
+    say(table_text(df[["model", "tp", "batch", "in_len", "out_len", "ttft_s", "tpot_s", "decode_tokens_per_s",
+                       "decode_power_w", "decode_tokens_per_j"]]))
+    say(f"wrote {len(df)} rows to {out}")
     return 0
 
 
