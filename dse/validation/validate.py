@@ -7,9 +7,13 @@ A row of a PIM system (``platform_class`` pim) is predicted with ``pim_offload``
 gives its own (:func:`pim_offload_of`).
 Every row is predicted with its preset and card, or listed as skipped with the
 reason; nothing is dropped silently. Shipped sets live in ``validation/``
-(``published``, ``survey``, ``h100``, ``h200``, ``tp``, ``multi``); any CSV/Parquet file of rows
+(``published``, ``survey``, ``h100``, ``h200``, ``tp``, ``multi``, ``serving``); any CSV/Parquet file of rows
 works too. Multi-device rows name their system preset in a ``system`` column (or, for ``tp``,
 in :data:`SET_SYSTEMS`) and their parallelism in the knob columns ``tp``/``pp``/``ep``/``dp``.
+Any knob column travels with the rows (categorical ones by name, e.g. ``workload``); rows are
+evaluated in groups that give the same knob columns, so sets with different columns mix.
+Serving rows (``serving``: ``docs/serving.md`` section 4) give a ``workload`` and the scheduler
+knobs, and measured serving metrics (``serving_tokens_per_s``, ``tpot_p90_s``, ...).
 """
 
 from __future__ import annotations
@@ -28,18 +32,19 @@ from dse.api import evaluate
 from dse.results.io import atomic_write, read_table, write_parquet
 from dse.spec.errors import SpecError
 from dse.spec.presets import data_dir, load_model, load_platform
-from dse.spec.registry import KNOB_NAMES
+from dse.spec.registry import KNOB_BY_NAME, KNOB_NAMES
 
 #: Measured metrics validate compares (``tpot_s`` is folded into ``decode_tokens_per_s``).
 MEASURED_METRICS: tuple[str, ...] = (
     "decode_tokens_per_s", "tokens_per_s", "ttft_s", "decode_power_w", "decode_tokens_per_j", "tdp_tokens_per_j",
+    "serving_tokens_per_s", "serving_capacity_req_per_s", "goodput_req_per_s", "ttft_p90_s", "tpot_p90_s",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("platform", "model", "batch", "in_len", "out_len")
 BITS_DEFAULT = 16.0
 #: Shipped sets: name -> file in the validation folder.
 SETS: dict[str, str] = {"published": "published.csv", "survey": "survey_points.csv", "h100": "measurements_h100.csv",
                         "h200": "measurements_h200.csv", "tp": "measurements_tp_h200.csv",
-                        "multi": "published_multi.csv"}
+                        "multi": "published_multi.csv", "serving": "serving_published.csv"}
 #: Shipped sets measured on one system whose preset the rows do not name: set -> system preset.
 SET_SYSTEMS: dict[str, str] = {"tp": "h200-nvlink-2"}  # the 2x H200 NVLink machine (README_tp.md)
 #: What a survey point leaves unknown, and the value assumed for it (README: validation/).
@@ -145,8 +150,8 @@ class ValidationReport:
         if len(self.comparisons):
             view = self.comparisons.copy()
             view["source"] = view.get("source", pd.Series("", index=view.index)).astype(str).str.slice(0, 40)
-            cols = [c for c in ("set", "row", "platform", "model", "batch", "in_len", "out_len", "w_bits", "metric",
-                                "measured", "predicted", "error_pct", "source") if c in view]
+            cols = [c for c in ("set", "row", "platform", "model", "batch", "in_len", "out_len", "w_bits", "tp",
+                                "metric", "measured", "predicted", "error_pct", "source") if c in view]
             parts.append(view[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         else:
             parts.append("no row could be predicted")
@@ -241,7 +246,7 @@ def _carried(rows: pd.DataFrame) -> pd.DataFrame:
     """Identity and design columns of rows; ``row`` is the input's ``row`` column, else the position in the input."""
     out = pd.DataFrame({"row": rows["row"] if "row" in rows else rows.index}, index=rows.index)
     for col in (*_CARRIED[:1], "platform", "model", "batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits",
-                *_CARRIED[1:]):
+                "tp", "workload", *_CARRIED[1:]):
         if col in rows:
             out[col] = rows[col]
     return out
@@ -256,11 +261,12 @@ def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.D
     designs = pd.DataFrame({"platform": rows["platform"].map(_text), "model": rows["model"].map(_text)})
     for knob in KNOB_NAMES:
         if knob in rows:
-            designs[knob] = rows[knob].astype(float)
+            designs[knob] = rows[knob].map(_text).replace("", np.nan) if KNOB_BY_NAME[knob].choices \
+                else rows[knob].astype(float)
     for bits in ("w_bits", "a_bits", "kv_bits"):
         designs[bits] = designs[bits].fillna(BITS_DEFAULT) if bits in designs else BITS_DEFAULT
     designs["pim_offload"] = pim_offload_of(designs, classes)
-    predicted = evaluate(designs.reset_index(drop=True)).set_index(rows.index)
+    predicted = _evaluate_by_columns(designs)
     base = _carried(rows).assign(platform_class=classes, fits_memory=predicted["g_memory_bytes"] <= 0)
     for knob in ("w_bits", "a_bits", "kv_bits", "pim_offload"):
         base[knob] = designs[knob]
@@ -275,6 +281,17 @@ def _compare(rows: pd.DataFrame, classes: pd.Series, metrics: list[str]) -> pd.D
     out["error_pct"] = 100.0 * (ratio - 1.0)
     out["log_ratio"] = np.log(ratio)
     return out[[c for c in columns if c in out]]
+
+
+def _evaluate_by_columns(designs: pd.DataFrame) -> pd.DataFrame:
+    """``evaluate`` over rows grouped by the knob columns they give (a column empty in a row is
+    left to its default there), in the input's order and index."""
+    given = designs.notna()
+    parts = []
+    for _, idx in given.groupby(list(given.columns), sort=False).groups.items():
+        part = designs.loc[idx, given.loc[idx].all()]
+        parts.append(evaluate(part.reset_index(drop=True)).set_axis(idx))
+    return pd.concat(parts).loc[designs.index]
 
 
 def pim_offload_of(designs: pd.DataFrame, classes: pd.Series) -> pd.Series:
