@@ -155,6 +155,9 @@ def _numeric_columns(columns: Columns) -> dict[str, Any]:
         field = INPUT_FIELDS[name]
         if field.choices and _has_text(values):
             values = _codes_of(name, field, values)
+        bad = _first_non_number(values, allow_bool=field.kind == "flag")
+        if bad is not _NUMBERS_ONLY:
+            raise SpecError("", name, "must be numbers", bad)
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
@@ -185,6 +188,27 @@ def _codes_of(name: str, field: Field, values: Any) -> np.ndarray | float:
         codes.append(code)
     out = np.asarray(codes, dtype=np.float64)[inverse.reshape(arr.shape)]
     return float(out) if out.ndim == 0 else out
+
+
+_NUMBERS_ONLY = object()
+
+
+def _first_non_number(values: Any, *, allow_bool: bool) -> Any:
+    """The first value that is not a real number (a bool counts only for flags), else ``_NUMBERS_ONLY``.
+
+    Numeric arrays pass at once; only object arrays and Python sequences are scanned."""
+    arr = values if isinstance(values, np.ndarray) else None
+    if arr is not None and arr.dtype.kind in "biuf":
+        return values if arr.dtype.kind == "b" and not allow_bool and arr.size else _NUMBERS_ONLY
+    items = [values] if np.ndim(values) == 0 or isinstance(values, str) else list(np.ravel(np.asarray(values,
+                                                                                                   dtype=object)))
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            if not allow_bool:
+                return item
+        elif not isinstance(item, (int, float, np.integer, np.floating)):
+            return item
+    return _NUMBERS_ONLY
 
 
 def _first(values: Any) -> Any:

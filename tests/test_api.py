@@ -26,7 +26,9 @@ ON = {"model": "llama-2-7b", "platform": "h100-sxm"}
     ({"batch": np.ones((2, 2))}, "batch", "must be a scalar or a 1-D array"),
     ({"batch": [[1, 2], [3, 4]]}, "batch", "must be a scalar or a 1-D array"),
     ({"batch": float("nan")}, "batch", "must be finite"),
-    ({"batch": None}, "batch", "must be finite"),
+    ({"batch": None}, "batch", "must be numbers"),
+    ({"batch": True}, "batch", "must be numbers"),
+    ({"batch": [1, True]}, "batch", "must be numbers"),
     ({"batch": 1e300}, "batch", "must be in [1, 1e+09]"),
     ({"batch": [1, 2], "in_len": [1, 2, 3]}, "<columns>", "equal lengths"),
     ({"batchh": 1}, "batchh", "unknown design column; did you mean 'batch'?"),
@@ -40,6 +42,12 @@ def test_evaluate_raises_spec_error_naming_the_column(designs, key, rule):
         dse.evaluate(designs, **ON)
     assert exc.value.key_path == key and rule in exc.value.rule, str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_the_error_shows_the_offending_value_and_flags_take_booleans():
+    with pytest.raises(dse.SpecError, match="got 'x'"):
+        dse.evaluate({"batch": [1, "x"]}, **ON)
+    assert dse.evaluate({"nm_sparse": [True, False]}, **ON)["nm_sparse"].tolist() == [True, False]
 
 
 def test_keyword_columns_are_checked_too():
