@@ -39,10 +39,20 @@ def _row(c: dict, key: str, r: int) -> float:
     return float(np.ravel(v[r])[0]) if np.ndim(v) else float(v)
 
 
+def comm_time_one(c: dict, f: dict) -> float:
+    """Seconds of the replica's collectives in one iteration (zero on one device)."""
+    return c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"] + c["fixed_s_per_head"] * f["n_head"]
+
+
 def iteration_time_one(c: dict, f: dict) -> float:
     """Seconds of one iteration, one design, plain Python (reference of ``iteration_time_s``)."""
+    return ops_time_one(c, f) + comm_time_one(c, f)
+
+
+def ops_time_one(c: dict, f: dict) -> float:
+    """Seconds of the operators of one iteration (no collectives)."""
     drivers = [f["n_tok"], f["n_tok"], f["n_tok"], f["n_head"], f["n_draft"]]
-    t = c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"]
+    t = 0.0
     for r in range(ROWS):
         x = drivers[r]
         if x <= 0:
@@ -63,9 +73,20 @@ def iteration_time_one(c: dict, f: dict) -> float:
 
 
 def iteration_energy_one(c: dict, f: dict) -> float:
-    """Dynamic joules of one iteration, one design, plain Python."""
+    """Dynamic joules of one iteration, one design, plain Python: the operators, the compute power
+    the devices draw while waiting in the collectives (operator power x collective seconds) and
+    the links."""
+    ops_j = ops_energy_one(c, f)
+    comm_s = comm_time_one(c, f)
+    wait_j = ops_j * comm_s / ops_time_one(c, f) if comm_s > 0 else 0.0
+    link_j = c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"] + c["fixed_j_per_head"] * f["n_head"]
+    return ops_j + wait_j + link_j
+
+
+def ops_energy_one(c: dict, f: dict) -> float:
+    """Dynamic joules of the operators of one iteration."""
     drivers = [f["n_tok"], f["n_tok"], f["n_tok"], f["n_head"], f["n_draft"]]
-    e_total = c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"]
+    e_total = 0.0
     for r in range(ROWS):
         x = drivers[r]
         if x <= 0:
@@ -104,8 +125,13 @@ def _decode_run(c, f, t1, e1, stretch, prompt, steps_done, steps_total, held, fr
     ctx = f["dec_kv"] + r * (tpv * nd)
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     att0 = max(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka)
-    t = t1 + (np.maximum(q * ctx * fa, f["dec_tok"] * ma + ctx * ka) - att0) * stretch
-    e = e1 + r * (tpv * nd) * (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"])
+    grow_s = np.maximum(q * ctx * fa, f["dec_tok"] * ma + ctx * ka) - att0
+    t = t1 + grow_s * stretch
+    # energy: operators grow with the attention; the waiting in the collectives follows their power
+    ops_j1, ops_s1, comm_s = ops_energy_one(c, f), ops_time_one(c, f), comm_time_one(c, f)
+    ops_j = ops_j1 + r * (tpv * nd) * (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"])
+    wait_j = ops_j * comm_s / (ops_s1 + grow_s) if comm_s > 0 else 0.0 * ops_j
+    e = e1 - ops_j1 - (ops_j1 * comm_s / ops_s1 if comm_s > 0 else 0.0) + ops_j + wait_j
     starts = np.concatenate([[0.0], np.cumsum(t)[:-1]])
     m = max(min(m, int(np.searchsorted(starts, until_s, side="left"))), 1)  # runs starting before the arrival
     while m > 1 and _grow(prompt, steps_done + m, held, block_tokens, tpv).sum() > free:

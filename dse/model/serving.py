@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_iteration import FFN_ROW
+from dse.model.serving_iteration import FFN_ROW, waiting_j
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
 
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
@@ -150,6 +150,7 @@ def _prepare(c: dict, w: dict, s: dict) -> dict:
     d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
     launch = np.asarray(c["lin_launch_s"], dtype=float)
     d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + launch[4]
+    d["fx_dec"] = c["fixed_s_per_tok"] + c["fixed_s_per_head"]  # collectives per decode token (one head row each)
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     k = s["token_budget"]
@@ -177,8 +178,8 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
     x = q * n
     comp = x * d["cf_d"]
     mem = d["cw_d"] + x * d["cm_d"]
-    t_d = np.maximum(comp, mem) + d["fixed"] + n * d["att_seq"] + c["fixed_s_per_tok"] * x
-    slope_d = q * np.where(comp > mem, d["cf_d"], d["cm_d"]) + d["att_seq"] + c["fixed_s_per_tok"] * q
+    t_d = np.maximum(comp, mem) + d["fixed"] + n * d["att_seq"] + d["fx_dec"] * x
+    slope_d = q * np.where(comp > mem, d["cf_d"], d["cm_d"]) + d["att_seq"] + d["fx_dec"] * q
     f_comp, f_mem = x * d["cf_f"], d["cw_f"] + c["moe_expert_w_s"] * _touched(c, d, x) + x * d["cm_f"]
     t_d = t_d + np.maximum(f_comp, f_mem)
     slope_d = slope_d + q * np.where(f_comp > f_mem, d["cf_f"], d["cm_f"])
@@ -197,7 +198,7 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
     if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
         lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, d, x + np.minimum(mP, k)) - _touched(c, d, x)) * n_ch * share
     lin = lin + lin_f
-    head = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])
+    head = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"]) + c["fixed_s_per_head"]
     per_token = lin / mP + c["fixed_s_per_tok"]
     # preemption: decode growth outruns the free slack before a completion frees blocks
     slack = d["wm"] + np.maximum(d["kv_tok"] - d["wm"] - n * d["foot"], 0.0) + 0.5 * mP
@@ -313,22 +314,27 @@ def _gamma_p90(mean, var):
     return mean * (1.0 - cv2_9 + Z90 * np.sqrt(cv2_9)) ** 3
 
 
-def _energy_j(c: dict, d: dict, st: dict, u):
+def _energy_j(c: dict, d: dict, st: dict, u) -> tuple:
     """Mean dynamic joules of one iteration at operating point ``st`` with ``u`` admissions per
-    iteration: the decode iteration (weights, per-token GEMM work, decode attention) + the
-    prefill of ``u`` requests (GEMM work per prompt token incl. recomputed ones, one LM-head
-    row, causal attention)."""
+    iteration, as (devices, links). Devices: the decode iteration (weights, per-token GEMM work,
+    decode attention) + the prefill of ``u`` requests (GEMM work per prompt token incl.
+    recomputed ones, one LM-head row, causal attention) + compute power while waiting in the
+    collectives over the iteration's operator time ``t_d + u m_p - t_comm``. Links: the
+    collectives' energy."""
     q, n, mP, x = d["q"], st["n"], d["mP"], st["x"]
     ew = np.asarray(c["lin_w_j"], dtype=float)
     per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
     fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
     weights = ew[:4].sum(axis=0) + c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
-    dec = (weights + x * per_tok[:4].sum(axis=0) + n * q * d["ctx"] * fj + n * (q * mj + d["ctx"] * kj)
-           + c["fixed_j"] + c["fixed_j_per_tok"] * x)
+    dec = weights + x * per_tok[:4].sum(axis=0) + n * q * d["ctx"] * fj + n * (q * mj + d["ctx"] * kj)
     dec = dec + ew[4] + n * per_tok[4]
-    pre = ((mP + st["recompute"]) * (per_tok[:3].sum(axis=0) + c["fixed_j_per_tok"]) + per_tok[3]
-           + d["pairs"] * fj + mP * mj)
-    return dec + u * pre
+    pf_tok = mP + st["recompute"]
+    pre = pf_tok * per_tok[:3].sum(axis=0) + per_tok[3] + d["pairs"] * fj + mP * mj
+    ops_j = dec + u * pre
+    link_j = (c["fixed_j"] + (c["fixed_j_per_tok"] + c["fixed_j_per_head"]) * x
+              + u * (pf_tok * c["fixed_j_per_tok"] + c["fixed_j_per_head"]))
+    comm_s = c["fixed_s"] + d["fx_dec"] * x + u * (pf_tok * c["fixed_s_per_tok"] + c["fixed_s_per_head"])
+    return ops_j + waiting_j(ops_j, st["t_d"] + u * st["mp"] - comm_s, comm_s), link_j
 
 
 def _grid(a, b):
@@ -378,7 +384,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
             if np.ndim(v) == 2}
     lat_g = _latencies(c, d, w, st_g, lam_g, lam_max, n_cap)
     # power cap: a uniform clock stretch, computed at capacity
-    e_sat = _energy_j(c, d, {key: v[-1] if np.ndim(v) == 2 else v for key, v in gs.items()}, n_cap / d["n_dec"])
+    e_sat, _ = _energy_j(c, d, {key: v[-1] if np.ndim(v) == 2 else v for key, v in gs.items()}, n_cap / d["n_dec"])
     stretch = np.maximum(1.0, e_sat / (tau_sat * np.maximum(c["headroom_w"], 1e-9)))
     # goodput: last grid point meeting both SLOs, interpolated in the SLO ratio to the next one
     ratio = np.maximum(lat_g["ttft_p90_s"] / s["ttft_slo_s"], lat_g["tpot_p90_s"] / s["tpot_slo_s"]) * stretch
@@ -399,7 +405,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     lat = _latencies(c, d, w, st, lam_op, lam_max, n_cap)
     stable = np.where(offered > 0.0, offered * stretch < lam_max, True)
     lam_eff = lam_op / stretch
-    power_w = c["static_power_w"] + _energy_j(c, d, st, lat["u"]) / (st["tau"] * stretch) * lat["busy"]
+    power_w = c["static_power_w"] + sum(_energy_j(c, d, st, lat["u"])) / (st["tau"] * stretch) * lat["busy"]
     tokens_per_s = lam_eff * w["out_mean"]
     out = {
         "serving_tokens_per_s": tokens_per_s,

@@ -50,9 +50,16 @@ separately (one kernel each, as FlashAttention varlen prefill + paged decode ker
 with ``fa, ma, ka`` = ``attn_flop_s_per_pair`` (4 * layers * heads * head_dim FLOPs per pair /
 FLOP/s), ``attn_act_s_per_tok`` (activations in/out + KV written per token / bytes/s),
 ``attn_kv_s_per_tok`` (KV bytes per cached token / bytes/s),
-each counted only when its token count is positive. Plus additive, un-overlapped terms for
-whatever the mapping adds (collectives, host scheduling): ``fixed_s + fixed_s_per_tok * n_tok``.
-Energy (no max: every FLOP and byte costs energy) mirrors it with the ``_j`` coefficients.
+each counted only when its token count is positive. Plus the additive, un-overlapped
+collectives of a parallel replica (:mod:`dse.model.serving_mapping`; zero on one device)::
+
+    t_comm = fixed_s + fixed_s_per_tok * n_tok + fixed_s_per_head * n_head
+
+(all-reduces per token through the layers, the LM head's vocabulary all-gather per head row).
+Energy (no max: every FLOP and byte costs energy) mirrors the operator terms with the ``_j``
+coefficients (``e_ops``); the collectives cost their link energy (``fixed_j*``) and the devices
+draw their compute power while they wait in them, ``e_ops * t_comm / t_ops`` (as
+:func:`dse.model.parallel.device_dynamic_j`: NCCL kernels spin the SMs).
 
 **Exactness.** With one prefill iteration of ``batch * in_len`` tokens (no chunking, all
 arrivals at t = 0) and ``ceil(out_len / tokens_per_verify)`` decode iterations of ``batch``
@@ -71,11 +78,12 @@ FFN_ROW = 2
 TIME_KEYS: tuple[str, ...] = (
     "lin_flop_s_per_tok", "lin_w_s", "lin_act_s_per_tok", "lin_launch_s", "moe_expert_w_s",
     "attn_flop_s_per_pair", "attn_act_s_per_tok", "attn_kv_s_per_tok", "attn_launch_s",
-    "fixed_s", "fixed_s_per_tok",
+    "fixed_s", "fixed_s_per_tok", "fixed_s_per_head",
 )
 ENERGY_KEYS: tuple[str, ...] = (
     "lin_flop_j_per_tok", "lin_w_j", "lin_act_j_per_tok", "moe_expert_w_j",
     "attn_flop_j_per_pair", "attn_act_j_per_tok", "attn_kv_j_per_tok", "fixed_j", "fixed_j_per_tok",
+    "fixed_j_per_head",
 )
 OTHER_KEYS: tuple[str, ...] = (
     "moe_n_experts", "moe_top_k", "dec_queries", "dec_tokens_per_iter", "static_power_w", "headroom_w",
@@ -104,31 +112,59 @@ def _moe_w(c: dict, n_tok, key: str):
     return c[key] * experts_touched(c, n_tok)
 
 
-def iteration_time_s(c: dict, f: dict) -> np.ndarray:
-    """Seconds of one iteration with features ``f`` (module docstring), before any power cap."""
+def ops_time_s(c: dict, f: dict) -> np.ndarray:
+    """Seconds of the operators of one iteration with features ``f`` (no collectives, no power cap)."""
     x = _drivers(f)
     w = np.broadcast_to(c["lin_w_s"], np.broadcast_shapes(np.shape(c["lin_w_s"]), x.shape)).copy()
     w[FFN_ROW] = w[FFN_ROW] + _moe_w(c, f["n_tok"], "moe_expert_w_s")
     rows = np.maximum(x * c["lin_flop_s_per_tok"], w + x * c["lin_act_s_per_tok"]) + c["lin_launch_s"]
     t = np.where(x > 0, rows, 0.0).sum(axis=0)
-    t = t + c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"]
     fa, ma, ka, la = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"], c["attn_launch_s"]
     pf = np.maximum(f["pf_pairs"] * fa, f["pf_tok"] * ma + f["pf_kv"] * ka) + la
     dec = np.maximum(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka) + la
     return t + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
 
 
-def iteration_energy_j(c: dict, f: dict) -> np.ndarray:
-    """Dynamic joules of one iteration with features ``f`` (static power is added by the caller)."""
+def comm_time_s(c: dict, f: dict) -> np.ndarray:
+    """Seconds of the replica's collectives in one iteration (zero on one device)."""
+    return c["fixed_s"] + c["fixed_s_per_tok"] * f["n_tok"] + c["fixed_s_per_head"] * f["n_head"]
+
+
+def iteration_time_s(c: dict, f: dict) -> np.ndarray:
+    """Seconds of one iteration with features ``f`` (module docstring), before any power cap."""
+    return ops_time_s(c, f) + comm_time_s(c, f)
+
+
+def ops_energy_j(c: dict, f: dict) -> np.ndarray:
+    """Dynamic joules of the operators of one iteration with features ``f``."""
     x = _drivers(f)
     w = np.broadcast_to(c["lin_w_j"], np.broadcast_shapes(np.shape(c["lin_w_j"]), x.shape)).copy()
     w[FFN_ROW] = w[FFN_ROW] + _moe_w(c, f["n_tok"], "moe_expert_w_j")
     rows = w + x * (c["lin_flop_j_per_tok"] + c["lin_act_j_per_tok"])
-    e = np.where(x > 0, rows, 0.0).sum(axis=0) + c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"]
+    e = np.where(x > 0, rows, 0.0).sum(axis=0)
     fa, ma, ka = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
     pf = f["pf_pairs"] * fa + f["pf_tok"] * ma + f["pf_kv"] * ka
     dec = f["dec_pairs"] * fa + f["dec_tok"] * ma + f["dec_kv"] * ka
     return e + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
+
+
+def link_energy_j(c: dict, f: dict) -> np.ndarray:
+    """Link joules of the replica's collectives in one iteration (zero on one device)."""
+    return c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"] + c["fixed_j_per_head"] * f["n_head"]
+
+
+def waiting_j(ops_j, ops_s, comm_s):
+    """Compute power drawn while waiting in the collectives: ``ops_j * comm_s / ops_s`` joules
+    (:func:`dse.model.parallel.device_dynamic_j`); zero without collectives."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(comm_s > 0.0, ops_j * comm_s / np.where(ops_s > 0.0, ops_s, np.inf), 0.0)
+
+
+def iteration_energy_j(c: dict, f: dict) -> np.ndarray:
+    """Dynamic joules of one iteration with features ``f``: operators, waiting in the collectives,
+    links (static power is added by the caller)."""
+    ops_j = ops_energy_j(c, f)
+    return ops_j + waiting_j(ops_j, ops_time_s(c, f), comm_time_s(c, f)) + link_energy_j(c, f)
 
 
 def prefill_features(batch, in_len) -> dict:
@@ -158,7 +194,8 @@ def static_batch_times(c: dict, batch, in_len, out_len, max_steps: int | None = 
     with ``in_len``/``out_len`` tokens (point masses), one unchunked prefill iteration, then
     ``ceil(out_len / dec_tokens_per_iter)`` decode iterations in which step ``j`` attends
     ``in_len + dec_tokens_per_iter * j`` tokens. The power cap applies per phase (prefill;
-    the decode phase as a whole), as in :func:`dse.model.pipeline.evaluate_arrays`.
+    the decode phase as a whole) to the devices' dynamic energy (operators and waiting in the
+    collectives, not the links), as in :func:`dse.model.pipeline.evaluate_arrays`.
 
     Returns ``ttft_s`` and ``tpot_s`` (decode time / out_len) and the phases' energies. Loops
     over decode steps (for the exactness check, not the hot path); ``max_steps`` bounds the loop.
@@ -166,15 +203,21 @@ def static_batch_times(c: dict, batch, in_len, out_len, max_steps: int | None = 
     tpv = c["dec_tokens_per_iter"]
     steps = np.ceil(out_len / tpv)
     n_loop = int(np.max(steps)) if max_steps is None else max_steps
-    pre_f = prefill_features(batch, in_len)
-    pre_s, pre_j = iteration_time_s(c, pre_f), iteration_energy_j(c, pre_f)
-    dec_s = dec_j = 0.0
+    parts = [_phase_parts(c, prefill_features(batch, in_len))]
+    dec = [0.0, 0.0, 0.0, 0.0]
     for j in range(1, n_loop + 1):
-        f = decode_features(c, batch, in_len + tpv * float(j))
         on = j <= steps
-        dec_s = dec_s + np.where(on, iteration_time_s(c, f), 0.0)
-        dec_j = dec_j + np.where(on, iteration_energy_j(c, f), 0.0)
-    pre_s = capped_s(pre_s, pre_j, c["headroom_w"])
-    dec_s = capped_s(dec_s, dec_j, c["headroom_w"])
-    return {"ttft_s": pre_s, "tpot_s": dec_s / out_len, "prefill_j": pre_j + c["static_power_w"] * pre_s,
-            "decode_j": dec_j + c["static_power_w"] * dec_s}
+        step = _phase_parts(c, decode_features(c, batch, in_len + tpv * float(j)))
+        dec = [acc + np.where(on, v, 0.0) for acc, v in zip(dec, step, strict=True)]
+    out = []
+    for ops_s, comm_s, ops_j, link_j in (*parts, dec):
+        device_j = ops_j + waiting_j(ops_j, ops_s, comm_s)
+        time_s = capped_s(ops_s + comm_s, device_j, c["headroom_w"])
+        out.append((time_s, device_j + link_j + c["static_power_w"] * time_s))
+    (pre_s, pre_j), (dec_s, dec_j) = out
+    return {"ttft_s": pre_s, "tpot_s": dec_s / out_len, "prefill_j": pre_j, "decode_j": dec_j}
+
+
+def _phase_parts(c: dict, f: dict) -> tuple:
+    """(operator seconds, collective seconds, operator joules, link joules) of one iteration."""
+    return ops_time_s(c, f), comm_time_s(c, f), ops_energy_j(c, f), link_energy_j(c, f)

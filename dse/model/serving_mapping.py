@@ -7,8 +7,12 @@ not modelled) runs each iteration on every device at once:
 * time terms become the bottleneck device's (the shard factors of
   :func:`dse.model.parallel.shard_factors`: FLOPs, weights, activations, KV and kernels per row);
 * the tensor/expert-parallel collectives of an iteration are affine in its tokens: the
-  stage's ``comm_s`` at one and two tokens gives ``fixed_s`` and ``fixed_s_per_tok`` (serialised
-  with compute, as in the static model without overlap), their link energy ``fixed_j*``;
+  all-reduces (and all-to-alls) in the tokens through the layers, the LM head's vocabulary
+  all-gather in the head rows. The stage's ``comm_s`` at (1, 1), (2, 1) and (1, 2) (tokens,
+  head rows) gives ``fixed_s``, ``fixed_s_per_tok`` and ``fixed_s_per_head`` (serialised with
+  compute, as in the static model without overlap), their link energy ``fixed_j*``; while
+  waiting in them the devices draw their compute power
+  (:func:`dse.model.serving_iteration.waiting_j`, as :func:`dse.model.parallel.device_dynamic_j`);
 * energy terms are the whole replica's (every device runs its share: the per-device terms times
   the devices), and so are static power and the power-cap headroom;
 * the KV cache is the replica's: every device's free memory after its weights and workspace,
@@ -51,11 +55,12 @@ def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes
     out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"]
     out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * devices
     one = parallel.stage_comm(m, k, hw, 1.0, 1.0)
-    two = parallel.stage_comm(m, k, hw, 2.0, 2.0)
-    out["fixed_s_per_tok"] = two["comm_s"] - one["comm_s"]
-    out["fixed_s"] = one["comm_s"] - out["fixed_s_per_tok"]
-    out["fixed_j_per_tok"] = two["energy_j"] - one["energy_j"]
-    out["fixed_j"] = np.maximum(one["energy_j"] - out["fixed_j_per_tok"], 0.0)
+    tok = parallel.stage_comm(m, k, hw, 2.0, 1.0)
+    head = parallel.stage_comm(m, k, hw, 1.0, 2.0)
+    for unit, key in (("s", "comm_s"), ("j", "energy_j")):
+        per_tok, per_head = tok[key] - one[key], head[key] - one[key]
+        out[f"fixed_{unit}_per_tok"], out[f"fixed_{unit}_per_head"] = per_tok, per_head
+        out[f"fixed_{unit}"] = np.maximum(one[key] - per_tok - per_head, 0.0)
     out["static_power_w"] = c["static_power_w"] * devices
     out["headroom_w"] = c["headroom_w"] * devices
     kv_heads_share = np.ceil(m["n_kv_heads"] / k["tp"]) * k["tp"] / m["n_kv_heads"]

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+import dse
 from dse.model import serving
 from dse.model.pipeline import evaluate_arrays
 from dse.model.serving_coeffs import serving_coeffs
@@ -78,6 +79,9 @@ def test_iteration_time_matches_scalar_reference():
     c = serving_coeffs(m, k, hw)
     assert set(COEFF_KEYS) <= set(c)
     n = 60
+    for key, scale in (("fixed_s", 1e-3), ("fixed_s_per_tok", 3e-6), ("fixed_s_per_head", 1e-6), ("fixed_j", 1e-2),
+                       ("fixed_j_per_tok", 1e-5), ("fixed_j_per_head", 1e-5)):  # a replica's collectives, half the rows
+        c[key] = np.where(rng.random(n) < 0.5, scale * rng.uniform(0.1, 10.0, n), 0.0)
     f = {key: rng.choice([0.0, 1.0, 7.0, 300.0, 5000.0], n) * rng.uniform(0.5, 2.0, n) for key in FEATURES}
     f["n_tok"] = f["pf_tok"] + f["dec_tok"]
     t, e = iteration_time_s(c, f), iteration_energy_j(c, f)
@@ -340,3 +344,97 @@ def test_per_design_workloads_equal_shared_ones():
         one = serving.serving_metrics(c, moms[code], {"token_budget": 1024.0})
         for key in serving.SERVING_METRICS:
             np.testing.assert_allclose(batch[key][i], one[key], rtol=1e-12, err_msg=key)
+
+
+# ---- the wired path (dse.evaluate with a workload) ------------------------------------------
+
+def _wired(monkeypatch, design, model, platform):
+    """``dse.evaluate`` of ``design`` with the inputs the serving stage handed to
+    ``serving_metrics`` (coefficients of the whole replica, length moments, scheduler knobs)."""
+    from dse.model import serving_stage
+    got = {}
+    real = serving_stage.serving_metrics
+
+    def spy(c, w, s):
+        got.update(c=c, w=w, s=s)
+        return real(c, w, s)
+
+    monkeypatch.setattr(serving_stage, "serving_metrics", spy)
+    df = dse.evaluate(design, model=model, platform=platform)
+    monkeypatch.setattr(serving_stage, "serving_metrics", real)
+    return df, got
+
+
+@pytest.mark.parametrize(("model", "platform", "design"), [
+    ("llama-3-8b", "hgx-h100-8", {"tp": [2.0, 2.0, 2.0]}),
+    ("mixtral-8x7b", "hgx-h100-8", {"tp": [2.0, 2.0, 1.0], "ep": [2.0, 1.0, 4.0], "w_bits": 8.0}),
+    ("llama-3-70b", "hgx-h200-8", {"tp": [4.0, 4.0, 2.0], "spec_len": 3.0, "w_bits": 8.0}),
+    ("llama-3-70b", "mi300x-8", {"tp": [8.0, 4.0, 2.0], "kv_bits": 8.0}),
+    ("llama-3-70b", "hgx-a100-8", {"tp": [4.0, 4.0, 4.0], "dp": 2.0}),
+])
+def test_replica_recovers_the_static_model_exactly(monkeypatch, model, platform, design):
+    """The coefficients the wired stage builds for a tp/ep replica (bottleneck-device terms,
+    collectives per token and per head row, waiting power, replica energy and power cap) rebuild
+    the static pipeline's ttft_s, tpot_s and tokens/J (point mass, all arrivals at t = 0)."""
+    batch = np.array([1.0, 8.0, 64.0])
+    df, got = _wired(monkeypatch, {**design, "workload": ["none"] * 3, "batch": batch, "in_len": 700.0,
+                                   "out_len": 50.0}, model, platform)
+    st = static_batch_times(got["c"], batch, 700.0, 50.0)
+    np.testing.assert_allclose(st["ttft_s"], df["ttft_s"], rtol=1e-9)
+    np.testing.assert_allclose(st["tpot_s"], df["tpot_s"], rtol=1e-9)
+    np.testing.assert_allclose(batch * 50.0 / (st["prefill_j"] + st["decode_j"]), df["tokens_per_j"], rtol=1e-9)
+
+
+def _wired_case(rng, workloads):
+    names = [*workloads, "none"]
+    return {"model": str(rng.choice(["llama-3.2-1b", "llama-2-7b", "llama-3-8b", "mistral-7b"])),
+            "platform": str(rng.choice(["h100-sxm", "a100-sxm-80gb", "h200-sxm", "hgx-h100-8"])),
+            "knobs": {"w_bits": float(rng.choice([16.0, 8.0])), "kv_bits": float(rng.choice([16.0, 8.0])),
+                      "workload": str(rng.choice(names)), "token_budget": float(rng.choice([512.0, 2048.0, 8192.0])),
+                      "max_seqs": float(rng.choice([32.0, 128.0, 256.0])), "dp": float(rng.choice([1.0, 2.0]))},
+            "load_frac": float(rng.uniform(0.2, 0.7))}
+
+
+@pytest.mark.slow
+def test_wired_path_against_discrete_event_reference(monkeypatch):
+    """``dse.evaluate`` with a workload and an offered rate against the DES run on the replica
+    coefficients the stage built (its power-cap stretch included): a tp=2 Llama-3-70B FP8 replica
+    on hgx-h100-8 plus 4 random single-device designs (dp 1-2, workloads with independent lengths
+    or the design's own point mass), 1500 requests each, the analytic side on the workload's own
+    moments (sampling noise included). Tolerances per case: TTFT p90 30%, TPOT p90 15%,
+    throughput 10% (seed 7: |error| at most 0.10, 0.08 and 0.04)."""
+    rng = np.random.default_rng(7)
+    workloads = {name: wl for name, wl in load_workloads().items() if "in_out_mean" not in wl}  # DES draws P, O apart
+    cases = [{"model": "llama-3-70b", "platform": "hgx-h100-8", "load_frac": 0.6,
+              "knobs": {"tp": 2.0, "w_bits": 8.0, "a_bits": 8.0, "kv_bits": 8.0, "workload": "sharegpt-vllm-paper",
+                        "token_budget": 2048.0, "max_seqs": 256.0}}]
+    cases += [_wired_case(rng, workloads) for _ in range(4)]
+    cases[1]["knobs"]["workload"] = "none"  # one point mass of the design's own lengths
+    for case in cases:
+        design = {key: [v, v] for key, v in case["knobs"].items()}  # two equal rows: arrays, not scalars
+        design.update(in_len=600.0, out_len=150.0)
+        first = dse.evaluate(design, model=case["model"], platform=case["platform"]).iloc[0]
+        design["arrival_rate_req_per_s"] = case["load_frac"] * first["serving_capacity_req_per_s"]
+        df, got = _wired(monkeypatch, design, case["model"], case["platform"])
+        row, c, w, s = df.iloc[0], got["c"], got["w"], got["s"]
+        uncapped = serving.serving_metrics({**c, "headroom_w": 1e15}, w, s)["serving_capacity_req_per_s"][0]
+        stretch = float(uncapped / serving.serving_metrics(c, w, s)["serving_capacity_req_per_s"][0])
+        c1 = {key: (np.asarray(v, dtype=float)[..., 0] if np.ndim(v) else float(v)) for key, v in c.items()}
+        c1 = {key: (v if np.ndim(v) else float(v)) for key, v in c1.items()}
+        lam = float(np.atleast_1d(s["arrival_rate_req_per_s"])[0])  # per replica
+        n = 1500
+        if case["knobs"]["workload"] == "none":
+            prompt, output = np.full(n, 600.0), np.full(n, 150.0)
+        else:
+            prompt, output = sample(workloads[case["knobs"]["workload"]], n, rng)
+        arrival = np.cumsum(rng.exponential(1.0 / lam, n))
+        kv_blocks = int(c1["kv_capacity_bytes"] / c1["kv_bytes_per_token"] // 16)
+        res = simulate(c1, prompt, output, arrival, token_budget=float(np.atleast_1d(s["token_budget"])[0]),
+                       max_seqs=int(np.atleast_1d(s["max_seqs"])[0]), kv_blocks=kv_blocks, block_tokens=16,
+                       watermark_blocks=int(0.01 * kv_blocks), stretch=stretch)
+        des = steady_stats(res, arrival, float(c1["dec_tokens_per_iter"]))
+        dp = case["knobs"].get("dp", 1.0)
+        err = {"ttft": row["ttft_p90_s"] / des["ttft_p90_s"] - 1.0, "tpot": row["tpot_p90_s"] / des["tpot_p90_s"] - 1.0,
+               "throughput": row["serving_tokens_per_s"] / dp / des["tokens_per_s"] - 1.0}
+        print(case["model"], case["platform"], case["knobs"], {key: round(v, 3) for key, v in err.items()})
+        assert abs(err["ttft"]) < 0.30 and abs(err["tpot"]) < 0.15 and abs(err["throughput"]) < 0.10, (case, err)
