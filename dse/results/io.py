@@ -71,8 +71,3 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode()[4:]: json.loads(v) for k, v in meta.items() if k.startswith(b"dse.")}
 
-
-def read_units(path: str | Path) -> dict[str, str]:
-    """Column -> unit from a Parquet file's field metadata."""
-    schema = pq.read_schema(path)
-    return {f.name: f.metadata[b"unit"].decode() for f in schema if f.metadata and b"unit" in f.metadata}

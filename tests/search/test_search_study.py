@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from dse.loading import load_space, load_study
-from dse.results.io import read_metadata, read_units
+from dse.results.io import read_metadata
 from dse.search import run_study
 from dse.search.distributions import distributions
 
@@ -55,13 +56,14 @@ def test_search_writes_results_with_units_and_metadata_and_a_correct_front(tmp_p
     res = run_study(st, progress=False)
     trials = pd.read_parquet(st.output / "trials.parquet")
     front = pd.read_parquet(st.output / "front.parquet")
-    assert res.n_trials == len(trials) == 60 and trials["trial"].is_unique  # the budget: 60 distinct designs
+    assert res.n_trials == len(trials) == 60 and sorted(trials["trial"]) == list(range(60))  # distinct designs
     knobs = [k.name for k in st.space.knobs]
     assert not trials[knobs].duplicated().any()
     assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == brute_front(trials)
     assert ((trials["c_ttft_s_max"] <= 0) & (trials["c_g_memory_bytes"] <= 0) == trials["feasible"]).all()
     assert set(trials["mem_technology"]) <= {"hbm3", "gddr6x", "hbm2-pim"}
-    units = read_units(st.output / "trials.parquet")
+    schema = pq.read_schema(st.output / "trials.parquet")  # units live in the Arrow field metadata
+    units = {f.name: f.metadata[b"unit"].decode() for f in schema if f.metadata and b"unit" in f.metadata}
     assert units["decode_tokens_per_s"] == "token/s" and units["mem_bw_bytes_per_s"] == "B/s"
     meta = read_metadata(st.output / "front.parquet")
     assert meta["spec_hash"] == st.spec_hash and meta["seed"] == 1
@@ -169,8 +171,36 @@ def test_the_quickstart_prints_the_exact_front(tmp_path):
     assert run.returncode == 0, run.stderr
     st = load_study(root / "studies" / "quickstart.yaml", output=tmp_path / "qs")
     everything = design_table(st, st.space.params_at(np.arange(st.space.size)))  # every design, evaluated
-    exact = brute_front(everything)
+    v = everything.loc[everything["feasible"], ["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()
+    dominated = np.zeros(len(v), dtype=bool)
+    for i in range(0, len(v), 512):  # the definition, O(n^2), vectorised by blocks
+        p = v[i:i + 512, None, :]
+        dominated[i:i + 512] = np.any(np.all(v[None] >= p, axis=2) & np.any(v[None] > p, axis=2), axis=1)
+    exact = {tuple(x) for x in v[~dominated]}
     front = pd.read_parquet(tmp_path / "qs" / "front.parquet")
     assert {tuple(x) for x in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()} == exact
     assert f"{st.space.size} designs evaluated ({st.space.size} new" in run.stdout
     assert f"front of {len(exact)} " in run.stdout and "sweeping it exhaustively" in run.stdout
+
+
+def test_optuna_sees_the_metric_names_constraints_and_front_dse_reports(tmp_path):
+    import optuna
+
+    st = study(tmp_path, budget={"n_trials": 120}, constraints=[{"metric": "ttft_s", "max": 0.5},
+                                                               {"metric": "decode_tokens_per_s", "max": 1500}])
+    run_study(st, progress=False)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(st.output / "optuna.journal")))
+    stored = optuna.load_study(study_name="t", storage=storage)
+    assert stored.metric_names == ["decode_tokens_per_s", "decode_tokens_per_j"]  # not "Objective 0/1"
+    names = ["c_g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_ttft_s_max", "c_decode_tokens_per_s_max"]
+    assert stored.user_attrs["dse_constraint_names"] == names
+    trials = pd.read_parquet(st.output / "trials.parquet").set_index("trial")
+    for t in stored.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert t.system_attrs["constraints"] == pytest.approx(
+            trials.loc[t.number, names].tolist())
+    front = pd.read_parquet(st.output / "front.parquet")
+    points = {tuple(v) for v in front[["decode_tokens_per_s", "decode_tokens_per_j"]].to_numpy()}
+    assert {tuple(t.values) for t in stored.best_trials} == points
+    unconstrained = brute_front(trials.assign(feasible=True))
+    assert unconstrained != points  # the constraint matters here: best_trials honours it
