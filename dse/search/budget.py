@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, TrialState
 
 STALE_AFTER_S = 60.0  # a RUNNING trial this old belongs to a dead worker (a batch takes milliseconds)
@@ -24,9 +25,15 @@ RACE_MARGIN = 256  # concurrent claims beyond this many free slots cannot oversh
 Keyer = Callable[[Sequence[FrozenTrial]], list[bytes | None]]  # None: the trial's parameters are incomplete
 
 
-def tell_quietly(work: optuna.Study, trial: int | optuna.trial.Trial, **kwargs: object) -> bool:
-    """``work.tell`` that loses a race gracefully: False when another process finished the trial first."""
+def tell_quietly(work: optuna.Study, trial: int | optuna.trial.Trial, *, constraints: list[float] | None = None,
+                 **kwargs: object) -> bool:
+    """``work.tell`` that loses a race gracefully: False when another process finished the trial first
+    (a worker that judged it stale). ``constraints`` (<= 0 feasible) go first into Optuna's
+    constraints list, what a sampler's ``constraints_func`` writes: NSGA-II, ``best_trials``
+    and optuna-dashboard read it (the names are the stored study's ``dse_constraint_names``)."""
     try:
+        if constraints is not None:
+            work._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, constraints)
         work.tell(trial, skip_if_finished=True, **kwargs)
     except UpdateFinishedTrialError:
         return False

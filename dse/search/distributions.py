@@ -7,6 +7,7 @@ the name in :meth:`dse.spec.space.Space.categories`) on the way back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,3 +48,19 @@ def params_arrays(space: Space, trials: Sequence[Trial | FrozenTrial]) -> dict[s
         else:
             out[k.name] = np.array(values, dtype=float)
     return out
+
+
+def is_valid_trial(dists: dict[str, BaseDistribution], n_objectives: int, trial: FrozenTrial) -> bool:
+    """A complete trial that can be read back: every knob's value inside its distribution, and
+    ``n_objectives`` values, none NaN (a damaged or foreign storage may hold others)."""
+    params = trial.params
+    if set(params) != set(dists):
+        return False
+    for name, value in params.items():
+        try:
+            if not dists[name]._contains(dists[name].to_internal_repr(value)):
+                return False
+        except (ValueError, TypeError):
+            return False
+    values = trial.values
+    return values is not None and len(values) == n_objectives and not any(math.isnan(v) for v in values)

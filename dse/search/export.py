@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from dse.results.tables import design_table, front_of, write_results
 from dse.search.designs import design_keys, first_of_each
-from dse.search.distributions import params_arrays
+from dse.search.distributions import distributions, is_valid_trial, params_arrays
 from dse.spec.errors import redact
 from dse.spec.study import Study
 from dse.sweep.study import RunResult
@@ -18,7 +18,9 @@ from dse.sweep.study import RunResult
 def export(study: Study, work: optuna.Study) -> RunResult:
     """Write ``trials.parquet`` (one row per distinct design), ``front.parquet`` and ``front.png``
     of the study's completed trials."""
-    trials = work.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    dists = distributions(study.space)
+    trials = [t for t in work.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if is_valid_trial(dists, len(study.objectives), t)]
     if trials:  # one row per distinct design: its first trial
         keep = first_of_each(design_keys(study.space, params_arrays(study.space, trials)))
         trials = [trials[i] for i in keep]

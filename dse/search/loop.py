@@ -9,6 +9,7 @@ worker) is told PRUNED, never evaluated or counted again. Storage
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -24,10 +25,18 @@ from dse.results.pareto import hypervolume_2d, pareto_mask
 from dse.results.tables import violations
 from dse.search.budget import RACE_MARGIN, SHARED_BATCH, STALE_AFTER_S, Ledger, tell_quietly
 from dse.search.designs import design_keys
-from dse.search.distributions import distributions, params_arrays
+from dse.search.distributions import distributions, is_valid_trial, params_arrays
 from dse.search.export import export
+from dse.search.interrupts import DeferredInterrupt
 from dse.search.samplers import make_sampler, resolve_sampler
-from dse.search.storages import directions, is_journal, load_stored, open_storage
+from dse.search.storages import (
+    directions,
+    hold_output,
+    is_journal,
+    load_stored,
+    open_storage,
+    set_metric_names,
+)
 from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.study import RunResult, run_exhaustive
@@ -86,37 +95,64 @@ def run_study(study: Study, *, progress: bool = True, stop: Callable[[], bool] |
         result.notes[:0] = [note] if note else []
         return result
     study = replace(study, sampler=name)
-    start = time.perf_counter()
     shared = worker is not None or not is_journal(study.storage)
     sampler = make_sampler(study.sampler, study.sampler_options, study.seed + (worker or 0), study.batch_size,
                            study.space, file=study.file, append_only=not shared)  # checked before any write
-    storage, journal = open_storage(study, repair=worker is None)  # the first thing that writes
+    notes = [note] if note else []
+    if shared:  # many processes share the storage (and the output folder: each export is atomic)
+        return _run(study, sampler, notes, progress=progress, stop=stop, worker=worker, stale_after_s=stale_after_s)
+    with contextlib.ExitStack() as held:  # one run at a time per output folder and per journal
+        removed = hold_output(study, held)
+        if removed:
+            notes.append(f"removed stale files of a killed run: {', '.join(removed)}")
+        return _run(study, sampler, notes, progress=progress, stop=stop, worker=None, stale_after_s=stale_after_s)
+
+
+def _run(study: Study, sampler: optuna.samplers.BaseSampler, notes: list[str], *, progress: bool,
+         stop: Callable[[], bool] | None, worker: int | None, stale_after_s: float) -> RunResult:
+    """The search itself, once the sampler is built and the output folder held."""
+    start = time.perf_counter()
+    shared = worker is not None or not is_journal(study.storage)
+    dists = distributions(study.space)
+    storage, journal, repaired = open_storage(study, repair=worker is None)  # the first thing that writes
+    notes = notes + repaired
     stored = load_stored(study, storage)
     if shared:
         work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
     else:
         work = optuna.create_study(directions=directions(study), sampler=sampler)
-        work.add_trials(stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        set_metric_names(work, study)
+        replayed = stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        valid = [t for t in replayed if is_valid_trial(dists, len(study.objectives), t)]
+        if len(valid) < len(replayed):
+            bad = sorted({t.number for t in replayed} - {t.number for t in valid})
+            notes.append(f"ignored {len(bad)} stored trial(s) outside the space (has it changed?) or with NaN "
+                         f"values: {bad[:10]}")
+        work.add_trials(valid)
     search = _Search(study, work, shared, stale_after_s, None if shared else (stored, journal))
     n_before = search.ledger.distinct
     bar = Progress(study.n_trials, n_before, progress)
     interrupted = False
-    try:
-        while not (study.timeout_s is not None and time.perf_counter() - start > study.timeout_s
-                   or stop is not None and stop()):
-            n_told = search.step()
-            if n_told is None:
-                break
-            bar.update(n_told, len(search.front_vals), search.hv)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    notes = ([note] if note else []) + search.notes()
-    if worker is not None:
-        return RunResult(0, search.ledger.distinct - n_before, 0, 0, time.perf_counter() - start, {}, interrupted,
-                         notes)
-    result = export(study, work)
+    with DeferredInterrupt(escalate=worker is None) as ctrl_c:
+        try:
+            while not (study.timeout_s is not None and time.perf_counter() - start > study.timeout_s
+                       or stop is not None and stop()):
+                if ctrl_c.requested:  # between batches: everything told is saved
+                    interrupted = True
+                    break
+                n_told = search.step()
+                if n_told is None:
+                    break
+                bar.update(n_told, len(search.front_vals), search.hv)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread
+            interrupted = True
+        finally:
+            bar.close()
+        notes = notes + search.notes()
+        if worker is not None:
+            return RunResult(0, search.ledger.distinct - n_before, 0, 0, time.perf_counter() - start, {},
+                             interrupted, notes)
+        result = export(study, work if shared else stored)  # the journal numbers only distinct designs: 0, 1, ...
     result.n_new = result.n_trials - n_before
     result.elapsed_s = time.perf_counter() - start
     result.interrupted = interrupted
@@ -146,9 +182,11 @@ class _Search:
         self.hv = math.nan
 
     def _keys(self, trials: list) -> list[bytes | None]:
-        """Design keys of trials; None for a trial whose parameters are still being set (another worker's)."""
-        names = self.dists.keys()
-        whole = [i for i, t in enumerate(trials) if all(n in t.params for n in names)]
+        """Design keys of trials; None for a running trial whose parameters are still being set (another
+        worker's) and for a finished one that cannot be read back (a damaged storage)."""
+        names, n_obj = self.dists.keys(), len(self.study.objectives)
+        whole = [i for i, t in enumerate(trials) if (is_valid_trial(self.dists, n_obj, t) if t.state.is_finished()
+                                                     else all(n in t.params for n in names))]
         keys: list[bytes | None] = [None] * len(trials)
         if whole:
             space = self.study.space
@@ -232,9 +270,7 @@ class _Search:
         con_arr = np.stack(list(cons.values()), axis=1)
         told = set()
         for i, t in enumerate(trials):
-            for j, name in enumerate(cons):
-                t.set_constraint(name, float(con_arr[i, j]))
-            if tell_quietly(work, t, values=values[i].tolist()):
+            if tell_quietly(work, t, values=values[i].tolist(), constraints=con_arr[i].tolist()):
                 told.add(t.number)
         feasible = np.all(con_arr <= 0, axis=1)
         self._update_front(values[feasible])

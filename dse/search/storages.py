@@ -1,4 +1,5 @@
-"""Where a study's trials live: a checkpointed journal file by default, or a shared RDB.
+"""Where a study's trials live: a checkpointed journal file by default (:mod:`dse.search.journal`),
+or a shared RDB.
 
 Measured with Optuna 5.0 on a 2-core machine (``shared/reference/optuna.md``): in-memory
 ask+tell costs 0.4-0.9 ms per trial, a journal file 7-9 ms, SQLite 37-52 ms, while bulk
@@ -12,8 +13,6 @@ many workers), trials are asked and told on that storage directly so workers sha
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import optuna
 
 from dse.results.tables import violations
+from dse.search.journal import CheckpointJournal, repair_journal
 from dse.spec.errors import SpecError, redact
 from dse.spec.metrics import MODEL_CONSTRAINTS
 from dse.spec.study import Study
@@ -30,26 +30,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPEC_HASH_ATTR = "dse_spec_hash"
 CONSTRAINTS_ATTR = "dse_constraint_names"  # study user attr: what each trial's constraints list holds
 DEFAULT_JOURNAL = "optuna.journal"
-
-
-class CheckpointJournal(optuna.storages.journal.JournalFileBackend):
-    """A journal file that flushes each append to the OS but fsyncs once per checkpoint.
-
-    Optuna's backend fsyncs every trial (about 0.5 ms each here); written data already
-    survives the death of the process (it is in the page cache), so one fsync per
-    checkpoint keeps the SIGKILL guarantee and adds power-loss safety at the checkpoint.
-    """
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with optuna.storages.journal._file.get_lock_file(self._lock):
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with open(self._file_path, "ab") as fh:
-                fh.write(text.encode("utf-8"))
-
-    def sync(self) -> None:
-        """Make everything appended so far durable."""
-        with open(self._file_path, "ab") as fh:
-            os.fsync(fh.fileno())
 
 
 def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
@@ -64,23 +44,6 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
         cursor.close()
 
     storage.engine.dispose()  # reconnect with the pragmas
-
-
-def repair_journal(path: Path) -> None:
-    """Drop a torn last line left by a killed writer (Optuna would fail on the next append)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 1))
-        if fh.read(1) == b"\n":
-            return
-        block = min(size, 1 << 20)
-        fh.seek(size - block)
-        tail = fh.read(block)
-        cut = tail.rfind(b"\n")
-        fh.truncate(size - block + cut + 1 if cut >= 0 else 0)
 
 
 def is_journal(url: str | None) -> bool:
@@ -107,18 +70,22 @@ def hold_output(study: Study, held: contextlib.ExitStack) -> list[str]:
     return removed
 
 
-def open_storage(study: Study, *, repair: bool = True) -> tuple[Any, CheckpointJournal | None]:
-    """(Optuna storage, checkpoint backend or None) for the study: a journal file by default.
+def open_storage(study: Study, *, repair: bool = True) -> tuple[Any, CheckpointJournal | None, list[str]]:
+    """(Optuna storage, checkpoint backend or None, notes) for the study: a journal file by default.
 
-    ``repair``: drop a torn last journal line first (only where no other process writes it)."""
+    ``repair``: make a journal replayable first (:func:`dse.search.journal.repair_journal`;
+    only where no other process writes it); the notes say what was dropped."""
     path = journal_path(study)
     if path is not None:
         if study.storage is None:
             study.output.mkdir(parents=True, exist_ok=True)
-        if repair:
-            repair_journal(path)
+        notes = repair_journal(path) if repair else []
         backend = CheckpointJournal(str(path))
-        return optuna.storages.JournalStorage(backend), backend
+        try:
+            return optuna.storages.JournalStorage(backend), backend, notes
+        except Exception as exc:  # noqa: BLE001 - whatever the replay trips on: one line, not a traceback
+            raise SpecError(str(path), "", f"the journal cannot be replayed ({exc.__class__.__name__}): move it "
+                            "away to start the study afresh", str(exc)[:80]) from None
     url = study.storage
     if url.startswith(("sqlite", "postgresql", "mysql")):
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -130,7 +97,7 @@ def open_storage(study: Study, *, repair: bool = True) -> tuple[Any, CheckpointJ
             raise SpecError(study.file, "storage", f"cannot open: {exc.__class__.__name__}", url) from None
         if url.startswith("sqlite"):
             _sqlite_wal(storage)
-        return storage, None
+        return storage, None, []
     raise SpecError(study.file, "storage", "unsupported storage URL (sqlite:///, postgresql+psycopg://, or a "
                     ".journal file)", redact(url))
 

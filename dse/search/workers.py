@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -12,9 +15,10 @@ import optuna
 from dse.loading import load_study
 from dse.search.budget import STALE_AFTER_S, fail_stale
 from dse.search.export import export
+from dse.search.interrupts import DeferredInterrupt
 from dse.search.loop import check_run_arguments, run_study
 from dse.search.samplers import resolve_sampler
-from dse.search.storages import load_stored, open_storage
+from dse.search.storages import hold_output, is_journal, load_stored, open_storage
 from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.study import RunResult, SweepOptions, run_exhaustive
@@ -44,28 +48,50 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
         result.notes[:0] = [note] if note else []
         return result
     start = time.perf_counter()
-    storage_obj, _ = open_storage(study)
-    load_stored(study, storage_obj)  # create it once, before the workers race to
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(study_path, output, storage, n_trials, i, stale_after_s),
-                         daemon=False) for i in range(n_workers)]
-    for p in procs:
-        p.start()
-    try:
+    notes = [note] if note else []
+    with contextlib.ExitStack() as held:
+        if is_journal(study.storage):  # a journal is one machine's: one run of it at a time
+            removed = hold_output(study, held)
+            if removed:
+                notes.append(f"removed stale files of a killed run: {', '.join(removed)}")
+        storage_obj, _, repaired = open_storage(study)  # repairs a journal before any worker reads it
+        notes += repaired
+        load_stored(study, storage_obj)  # create it once, before the workers race to
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker_main, args=(study_path, output, storage, n_trials, i, stale_after_s),
+                             daemon=False) for i in range(n_workers)]
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    work = optuna.load_study(study_name=study.name, storage=storage_obj)
-    fail_stale(work, stale_after_s)  # fail what dead workers left running
-    result = export(study, work)
+            p.start()
+        with DeferredInterrupt() as ctrl_c:
+            try:
+                _wait(procs, ctrl_c)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now
+                for p in procs:
+                    p.terminate()
+                raise
+            failed = [p.exitcode for p in procs if p.exitcode != 0]
+            work = optuna.load_study(study_name=study.name, storage=storage_obj)
+            fail_stale(work, stale_after_s)  # fail what dead workers left running
+            result = export(study, work)
     result.elapsed_s = time.perf_counter() - start
+    result.interrupted = ctrl_c.requested
+    result.notes[:0] = notes
     if failed:
         print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
     return result
+
+
+def _wait(procs: list, ctrl_c: DeferredInterrupt) -> None:
+    """Join the workers; on Ctrl-C, pass it on once (each then stops after its batch in flight)."""
+    forwarded = False
+    while any(p.is_alive() for p in procs):
+        if ctrl_c.requested and not forwarded:
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+            forwarded = True
+        for p in procs:
+            p.join(timeout=0.1)
 
 
 def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,

@@ -23,6 +23,7 @@ from dse.results.tables import design_table, front_of, write_results
 from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.engine import INDEX_COLUMN, merge_fronts, sweep
+from dse.sweep.lock import output_lock
 from dse.sweep.runtime import tune_malloc
 
 
@@ -51,12 +52,20 @@ class SweepOptions:
 
 
 def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions | None = None) -> RunResult:
-    """Sweep the study's space exhaustively and write its result files."""
+    """Sweep the study's space exhaustively and write its result files (one run per output folder)."""
     opts = options or SweepOptions()
-    space = study.space
-    if space.size is None:
+    if study.space.size is None:
         raise SpecError(study.file, "sampler.name", "exhaustive needs a finite space (every float knob needs a step)",
                         study.sampler)
+    with output_lock(study.output) as removed:
+        result = _sweep_study(study, progress, opts)
+    if removed:
+        result.notes.append(f"removed stale files of a killed run: {', '.join(removed)}")
+    return result
+
+
+def _sweep_study(study: Study, progress: bool, opts: SweepOptions) -> RunResult:
+    space = study.space
     start = time.perf_counter()
     constraints = [(c.metric, c.min, c.max) for c in study.constraints]
     bar = None
@@ -77,8 +86,9 @@ def run_exhaustive(study: Study, *, progress: bool = True, options: SweepOptions
     try:  # joblib registers external backends (dask) through parallel_config only
         with joblib.parallel_config(backend=opts.backend) if opts.backend else contextlib.nullcontext():
             factory = functools.partial(space_evaluator, space)
-            res = sweep(space, factory, study.objectives, constraints, chunk_size=chunk_size, n_jobs=opts.n_jobs,
-                        shard=opts.shard, progress=report)
+            one_chunk = opts.backend is None and space.size <= chunk_size  # no worker processes to start
+            res = sweep(space, factory, study.objectives, constraints, chunk_size=chunk_size,
+                        n_jobs=1 if one_chunk else opts.n_jobs, shard=opts.shard, progress=report)
     finally:
         if bar is not None:
             bar.close()

@@ -15,6 +15,7 @@ import dse
 from dse.loading import space_evaluator
 from dse.results.pareto import pareto_mask
 from dse.spec.errors import SpecError
+from dse.spec.metrics import MODEL_CONSTRAINTS
 from dse.spec.presets import _platform_from_mapping
 from dse.sweep.engine import FEASIBLE_COLUMN, INDEX_COLUMN, merge_fronts, sweep
 
@@ -67,6 +68,9 @@ def brute_force_front(space: GridSpace, objectives, constraints) -> tuple[pd.Dat
     metrics = MAKE_EVALUATOR()(cols)
     table = pd.DataFrame({INDEX_COLUMN: index, **cols, **metrics})
     feasible = (table["g_memory_bytes"] <= 0).to_numpy().copy()
+    for name in MODEL_CONSTRAINTS:  # the model's own constraints (links, reticle, ...), where computed
+        if name in table:
+            feasible &= (table[name] <= 0).to_numpy()
     for name, bound in constraints:
         feasible &= (table[name] <= bound).to_numpy()
     v = table[[n for n, _ in objectives]].to_numpy() * np.where([m for _, m in objectives], 1.0, -1.0)
@@ -176,7 +180,11 @@ def test_sweeps_a_yaml_space(tmp_path):
     result = sweep(space, functools.partial(space_evaluator, space), OBJECTIVES, n_jobs=1)
     index = np.arange(space.size)
     table = pd.DataFrame({INDEX_COLUMN: index, **space_evaluator(space)(space.columns_at(index))})
-    expected = table[table["g_memory_bytes"] <= 0]
+    fits = table["g_memory_bytes"] <= 0
+    for name in MODEL_CONSTRAINTS:
+        if name in table:
+            fits &= table[name] <= 0
+    expected = table[fits]
     expected = expected[pareto_mask(expected[[n for n, _ in OBJECTIVES]].to_numpy(), [m for _, m in OBJECTIVES])]
     assert result.front[INDEX_COLUMN].tolist() == expected[INDEX_COLUMN].tolist()
     assert result.n_evaluated == space.size == 36
