@@ -1,86 +1,196 @@
-"""Serving stage figures: cost per design, and the published serving points (TP1 rows).
+"""Serving stage figures: its cost per design (this tree side by side with a git revision of
+``dse/model/serving.py``), the goodput search against a dense load curve, the stage's cost in
+``dse.Evaluator``, and the published serving points (``dse validate --set serving``).
 
-    python benchmarks/serving.py [--designs 100000]
+    python benchmarks/serving.py [--designs 100000] [--repeats 5] [--compare e60fd9e] [--skip-published]
 
-Prints ns/design of the coefficient builder and of ``serving_metrics`` (goodput search on and
-with an offered rate), then model vs published output tokens/s for the single-device rows of
-``validation/serving_published.csv`` (rows needing tensor parallelism are listed, not run).
-Figures, not tests.
+``--compare REV`` loads ``dse/model/serving.py`` as it was at REV (default: the commit before
+the coarse-grid + regula falsi search) and times both on the same inputs, interleaved, best of
+``--repeats`` (the VM's two cores are shared: medians move, best-of is the figure). Figures,
+not tests; ``tests/model/test_serving.py`` holds the assertions.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import importlib.util
+import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from dse.model import serving
-from dse.model.serving_coeffs import serving_coeffs
-from dse.model.serving_lengths import length_moments
-from dse.spec.presets import load_model, load_platform
-from dse.spec.registry import KNOB_DEFAULTS
-from dse.spec.workloads import load_workloads
+import numpy as np  # noqa: E402
+
+import dse  # noqa: E402
+from dse.model import serving  # noqa: E402
+from dse.model.serving_coeffs import serving_coeffs  # noqa: E402
+from dse.model.serving_lengths import length_moments, stack_moments  # noqa: E402
+from dse.spec.presets import load_model, load_platform  # noqa: E402
+from dse.spec.registry import HARDWARE_FIELD_NAMES, KNOB_DEFAULTS, WORKLOADS  # noqa: E402
+from dse.spec.workloads import load_workloads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "e60fd9e"  # 10-point load grid, goodput by interpolation, batch by interpolation
+DENSE = (tuple(np.r_[np.linspace(0.002, 0.998, 250), 1.0]), tuple(np.linspace(0.01, 0.99, 60)))
 
 
-def cost(n: int) -> None:
-    rng = np.random.default_rng(0)
+def module_at(rev: str):
+    """``dse/model/serving.py`` at git revision ``rev`` as a module (None if git cannot give it)."""
+    try:
+        text = subprocess.run(["git", "show", f"{rev}:dse/model/serving.py"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / f"serving_{rev}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"serving_{rev}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def inputs(n: int, seed: int = 0) -> dict:
+    """One model on one platform with bandwidth, bits and token budget varying per design."""
+    rng = np.random.default_rng(seed)
     m = dict(load_model("llama-3-8b").fields)
     hw = dict(load_platform("h100-sxm").fields)
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.5, 2.0, n)
     k = {key: np.full(n, v) for key, v in KNOB_DEFAULTS.items()}
     k["w_bits"], k["kv_bits"] = rng.choice([4.0, 8.0, 16.0], n), rng.choice([8.0, 16.0], n)
-    w = length_moments(load_workloads()["splitwise-conv"])
+    wls = load_workloads()
+    stacked = stack_moments([length_moments(wl) for wl in wls.values()], rng.integers(0, len(wls), n))
     s = {"token_budget": rng.choice([512.0, 2048.0, 8192.0], n), "ttft_slo_s": 0.5, "tpot_slo_s": 0.05}
+    return {"m": m, "k": k, "hw": hw, "w": length_moments(wls["splitwise-conv"]), "w_mixed": stacked, "s": s,
+            "rate": rng.uniform(1.0, 20.0, n)}
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times) / n * 1e9
 
-    c = serving_coeffs(m, k, hw)
-    print(f"{n} designs, one core, best of 3")
-    print(f"  serving_coeffs                    {best(lambda: serving_coeffs(m, k, hw)):8.0f} ns/design")
-    print(f"  serving_metrics (goodput rate)    {best(lambda: serving.serving_metrics(c, w, s)):8.0f} ns/design")
-    s_rate = {**s, "arrival_rate_req_per_s": rng.uniform(1.0, 20.0, n)}
-    print(f"  serving_metrics (offered rate)    {best(lambda: serving.serving_metrics(c, w, s_rate)):8.0f} ns/design")
+def best_ns(fn, n: int, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) / n * 1e9)
+    return out
+
+
+def cost(n: int, repeats: int, before) -> None:
+    x = inputs(n)
+    c = serving_coeffs(x["m"], x["k"], x["hw"])
+    cases = {"goodput rate, one workload": (x["w"], x["s"]),
+             "offered rate, one workload": (x["w"], {**x["s"], "arrival_rate_req_per_s": x["rate"]}),
+             "goodput rate, workload per design": (x["w_mixed"], x["s"])}
+    mods = {"now": serving, **({f"at {before.__name__[8:]}": before} if before else {})}
+    print(f"serving_metrics, {n} designs, one core, best of {repeats} (ns/design)")
+    t_coeffs = min(best_ns(lambda: serving_coeffs(x["m"], x["k"], x["hw"]), n, repeats))
+    print(f"  serving_coeffs (once per design)       {t_coeffs:7.0f}")
+    for label, (w, s) in cases.items():
+        times = {name: [] for name in mods}
+        for _ in range(repeats):  # interleaved: both see the same load on the shared cores
+            for name, mod in mods.items():
+                times[name] += best_ns(lambda mod=mod, w=w, s=s: mod.serving_metrics(c, w, s), n, 1)
+        line = "  ".join(f"{name} {min(t):7.0f}" for name, t in times.items())
+        ratio = f"  ({min(times[list(mods)[1]]) / min(times['now']):.2f}x)" if len(mods) > 1 else ""
+        print(f"  {label:38s} {line}{ratio}")
+
+
+def accuracy(n: int, before) -> None:
+    """Goodput and the operating point against the same model on a dense load grid."""
+    rng = np.random.default_rng(5)
+    plats = ["h100-sxm", "a100-sxm-80gb", "h200-sxm", "mi300x"]
+    models = ["llama-3.2-1b", "llama-2-7b", "llama-3-8b", "mistral-7b", "llama-2-13b", "mixtral-8x7b"]
+    mc, pc = rng.integers(0, len(models), n), rng.integers(0, len(plats), n)
+    cards, presets = [load_model(x).fields for x in models], [load_platform(x).fields for x in plats]
+    m = {f: np.array([cards[i].get(f, 0.0) for i in mc]) for f in cards[0]}
+    hw = {f: np.array([presets[i][f] for i in pc], dtype=float) for f in HARDWARE_FIELD_NAMES}
+    k = {key: np.full(n, v) for key, v in KNOB_DEFAULTS.items()}
+    k["w_bits"] = np.where(mc == 5, rng.choice([4.0, 8.0], n), rng.choice([4.0, 8.0, 16.0], n))
+    k["kv_bits"] = rng.choice([8.0, 16.0], n)
+    s = {"token_budget": rng.choice([256.0, 512.0, 2048.0, 8192.0], n), "max_seqs": rng.choice([16.0, 64.0, 256.0], n),
+         "ttft_slo_s": rng.choice([0.2, 0.5, 1.0, 3.0, 10.0], n), "tpot_slo_s": rng.choice([0.02, 0.05, 0.1, 0.2], n)}
+    c = serving_coeffs(m, k, hw, s["token_budget"], s["max_seqs"])
+    wls = [length_moments(wl) for wl in load_workloads().values() if wl.get("verified", True)]
+    w = stack_moments(wls, rng.integers(0, len(wls), n))
+    cap = serving.serving_metrics(c, w, s)["serving_capacity_req_per_s"]
+    rates = {**s, "arrival_rate_req_per_s": cap * rng.uniform(0.05, 0.95, n)}
+    print(f"\nagainst a dense load curve (311 points) of the same model, {n} random designs: |error| median / p90")
+    mods = {"now": serving, **({f"at {before.__name__[8:]}": before} if before else {})}
+    for name, mod in mods.items():
+        got, got_rate = mod.serving_metrics(c, w, s), mod.serving_metrics(c, w, rates)
+        grid = mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC
+        mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC = DENSE
+        try:
+            ref, ref_rate = mod.serving_metrics(c, w, s), mod.serving_metrics(c, w, rates)
+        finally:
+            mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC = grid
+        met = ref["goodput_req_per_s"] > 0
+        parts = [f"goodput {_stat(got['goodput_req_per_s'][met], ref['goodput_req_per_s'][met])}",
+                 f"met/missed flips {np.mean(met != (got['goodput_req_per_s'] > 0)):.3f}"]
+        parts += [f"{key} {_stat(got_rate[key], ref_rate[key])}" for key in ("serving_batch", "ttft_p90_s",
+                                                                           "tpot_p90_s")]
+        print(f"  {name:12s} " + "; ".join(parts) + " (the last three at offered rates)")
+
+
+def _stat(got, ref) -> str:
+    e = np.abs(got / ref - 1.0)
+    e = e[np.isfinite(e)]
+    return f"{np.median(e):.4f} / {np.quantile(e, 0.9):.3f}"
+
+
+def wired(n: int, repeats: int) -> None:
+    """ns/design of dse.Evaluator with and without the serving stage (workload per row)."""
+    rng = np.random.default_rng(2)
+    base = {"batch": rng.integers(1, 129, n).astype(float), "in_len": rng.integers(64, 4097, n).astype(float),
+            "out_len": rng.integers(16, 1025, n).astype(float), "w_bits": rng.choice([4.0, 8.0, 16.0], n),
+            "kv_bits": rng.choice([8.0, 16.0], n), "token_budget": rng.choice([512.0, 2048.0, 8192.0], n),
+            "max_seqs": rng.choice([64.0, 256.0, 1024.0], n)}
+    print(f"\ndse.Evaluator, {n} designs, best of {repeats} (ns/design)")
+    for model, system, extra in (("llama-3-8b", "h100-sxm", {}),
+                                 ("llama-3-70b", "hgx-h100-8", {"tp": rng.choice([1.0, 2.0, 4.0, 8.0], n),
+                                                                "dp": rng.choice([1.0, 2.0], n)})):
+        plain, served = dse.Evaluator(model, system), dse.Evaluator(model, system, serving=True)
+        with_wl = {**base, **extra, "workload": rng.integers(0, len(WORKLOADS), n).astype(float)}
+        no_wl = {**base, **extra}
+        plain(no_wl)
+        served(with_wl)
+        t_plain = min(best_ns(lambda ev=plain, d=no_wl: ev(d), n, repeats))
+        t_served = min(best_ns(lambda ev=served, d=with_wl: ev(d), n, repeats))
+        print(f"  {model} on {system}{' (tp, dp per row)' if extra else ''}: without serving {t_plain:6.0f}, "
+              f"with (workload per row) {t_served:6.0f}: the stage {t_served - t_plain:6.0f}")
 
 
 def published() -> None:
-    rows = list(csv.DictReader(open(ROOT / "validation" / "serving_published.csv")))
-    print("\npublished serving points (single device; capacity = output tokens/s at an infinite rate)")
-    errs = []
-    for r in rows:
-        if r["tp"] != "1" or not r["output_tokens_per_s"] or not r["in_len"]:
-            print(f"  skipped (tp {r['tp']}, {r['stack']}): {r['model_published']} {r['workload']}")
-            continue
-        k = {**KNOB_DEFAULTS, **{key: float(r[key]) for key in ("w_bits", "a_bits", "kv_bits")}}
-        c = serving_coeffs(dict(load_model(r["model"]).fields), k, dict(load_platform(r["platform"]).fields),
-                           token_budget=8192.0, max_seqs=2048.0)
-        c["kv_capacity_bytes"] = c["kv_capacity_bytes"] * float(r["kv_mem_frac"])
-        p, o = float(r["in_len"]), float(r["out_len"])
-        w = length_moments({"in": {"kind": "fixed", "value": p}, "out": {"kind": "fixed", "value": o}})
-        out = serving.serving_metrics(c, w, {"token_budget": 8192.0, "max_seqs": 2048.0, "kv_watermark_frac": 0.0})
-        model = float(out["serving_capacity_req_per_s"]) * o
-        pub = float(r["output_tokens_per_s"])
-        errs.append(model / pub - 1.0)
-        print(f"  {r['model_published']:26s} {r['platform']:9s} {r['workload']:16s} published {pub:8.0f}  model "
-              f"{model:8.0f}  {model / pub - 1.0:+.2f}  (kv_max_seqs {float(out['kv_max_seqs']):.0f})")
-    e = np.array(errs)
-    print(f"  {len(e)} points: median error {np.median(e):+.3f}, |error| median {np.median(abs(e)):.3f}, "
-          f"max {abs(e).max():.3f}")
+    from dse.validation.validate import load_set, validate
+
+    rows = load_set("serving")
+    comp = validate(rows).comparisons
+    comp["stack"] = rows.loc[comp["row"], "stack"].str.slice(0, 22).to_numpy()
+    comp["shape"] = rows.loc[comp["row"], "workload_published"].str.slice(0, 18).to_numpy()
+    comp["error"] = comp["error_pct"] / 100.0
+    print("\npublished serving points (dse validate --set serving): predicted / published - 1")
+    for _, r in comp.iterrows():
+        print(f"  {r['row']:2d} {r['stack']:22s} {r['platform']:11s} tp {r['tp']:.0f} {r['model']:11s} "
+              f"{r['shape']:18s} {r['metric']:20s} published {r['measured']:9.4g} model {r['predicted']:9.4g} "
+              f"{r['error']:+.3f}")
+    for label, part in comp.groupby(["stack", "tp"]):
+        e = part["error"].to_numpy()
+        print(f"  {label[0]:22s} tp {label[1]:.0f}: {len(e):2d} points, median {np.median(e):+.3f}, "
+              f"|error| median {np.median(np.abs(e)):.3f}, max {np.abs(e).max():.3f}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--designs", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compare", default=BEFORE, help=f"git revision to time side by side (default {BEFORE}; "
+                                                      "'none' to skip)")
+    ap.add_argument("--skip-published", action="store_true")
     args = ap.parse_args()
-    cost(args.designs)
-    published()
+    before = None if args.compare == "none" else module_at(args.compare)
+    cost(args.designs, args.repeats, before)
+    accuracy(min(args.designs, 20_000), before)
+    wired(args.designs, args.repeats)
+    if not args.skip_published:
+        published()

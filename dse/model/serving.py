@@ -31,16 +31,19 @@ loop: ``N = lam * n_dec * tau_req(N)`` with the request-weighted iteration time
 (slots, KV cache at the mean footprint, or the token budget);
 ``serving_capacity_req_per_s = N_cap / (n_dec * tau(N_cap))``.
 
-**Latency.** TTFT = residual of the iteration in progress (length-biased, iterations
-two-point: pure decode or with prefill, Poisson chunks) + queueing (M/G/1 on the prefill lane
-in tokens, Pollaczek-Khinchine; plus Sakasegawa's M/G/c for the ``N_cap`` slots) + the
-request's own chunks; p90 from a gamma fitted to the mean and variance (Wilson-Hilferty).
-TPOT = ``tau_req / tokens_per_iter`` with the variance of the batch-size process and of the
-prefill interference over the request's iterations; p90 normal.
+**Latency** (:mod:`dse.model.serving_queue`). TTFT = residual of the iteration in progress
+(length-biased, iterations two-point: pure decode or with prefill, Poisson chunks) + queueing
+(M/G/1 on the prefill lane in tokens, Pollaczek-Khinchine; plus Sakasegawa's M/G/c for the
+``N_cap`` slots) + the request's own chunks; p90 from a gamma fitted to the mean and variance
+(Wilson-Hilferty). TPOT = ``tau_req / tokens_per_iter`` with the variance of the batch-size
+process and of the prefill interference over the request's iterations; p90 normal.
 
 **Goodput** (DistServe's definition): the largest arrival rate whose TTFT p90 and TPOT p90
-both meet the SLOs, found by bisection along the load curve. The metrics are evaluated at
-``arrival_rate_req_per_s`` when it is positive, else at the goodput rate.
+both meet the SLOs: bracketed on a coarse load grid, refined by two safeguarded regula falsi
+steps on ``-1 / (SLO ratio)`` (about linear in the load where queueing grows like
+``1 / (1 - rho)``). The metrics are evaluated at ``arrival_rate_req_per_s`` when it is
+positive, else at the goodput rate, with the batch that solves Little's law for that rate
+(regula falsi on the batch).
 
 **Power cap**: a uniform clock stretch ``max(1, P_dyn / (tdp - static))`` computed at
 capacity (the highest power) and applied to every time.
@@ -56,8 +59,8 @@ import numpy as np
 
 from dse.model.serving_iteration import FFN_ROW, waiting_j
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
+from dse.model.serving_queue import crossover_room, latencies
 
-Z90 = 1.2815515655446004  # standard normal 0.9 quantile
 SCHED_DEFAULTS: dict[str, float] = {
     "token_budget": 2048.0,        # tokens per iteration (vLLM max_num_batched_tokens, Sarathi chunk budget)
     "max_seqs": 256.0,             # running sequences (vLLM max_num_seqs default)
@@ -72,26 +75,48 @@ SERVING_METRICS: tuple[str, ...] = (
     "serving_capacity_req_per_s", "serving_load_req_per_s", "ttft_mean_s", "tpot_mean_s",
     "serving_batch", "serving_iter_s", "serving_power_w", "serving_tokens_per_j",
 )
-# load grid: fractions of the capacity batch, then fractions of the way to capacity on the slot queue
-_GRID_BATCH_FRAC: tuple[float, ...] = (0.02, 0.1, 0.25, 0.45, 0.65, 0.8, 0.9, 1.0)
-_GRID_QUEUE_FRAC: tuple[float, ...] = (0.5, 0.9)
+# load grid: fractions of the capacity batch, then fractions of the way to capacity on the slot queue;
+# regula falsi steps refining the goodput bracket and the batch of the operating point
+_GRID_BATCH_FRAC: tuple[float, ...] = (0.002, 0.15, 0.5, 1.0)
+_GRID_QUEUE_FRAC: tuple[float, ...] = (0.6,)
+_GOODPUT_STEPS = 2
+_BATCH_STEPS = 2
+_SAFE_FRAC = 0.2  # a regula falsi point stays this far inside its bracket (both ends move)
 
 
-def stoploss_at(table, mean, z):
-    """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
-    linear between grid points; exact ``mean - z`` for ``z <= 0``."""
-    g = STOPLOSS_GRID
-    zp = np.maximum(z, 0.0)
-    pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
-    i0 = np.minimum(pos.astype(np.intp), len(g) - 2)
-    lo = g[i0]
-    frac = np.minimum((zp - lo) / (g[i0 + 1] - lo), 1.0)
+def design_major(table) -> tuple[np.ndarray, np.ndarray]:
+    """A stop-loss table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)`` per design) and
+    its slopes between grid points, laid out for :func:`stoploss_at`'s gathers: per design
+    ``(n, G)`` and ``(n, G - 1)``, C-contiguous (a design's table in one cache-friendly run)."""
+    dg = np.diff(STOPLOSS_GRID)
     if np.ndim(table) == 1:
-        t0, t1 = table[i0], table[i0 + 1]
-    else:
-        cols = np.arange(table.shape[1])
-        t0, t1 = table[i0, cols], table[i0 + 1, cols]
-    return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * frac)
+        return table, np.diff(table) / dg
+    t = np.ascontiguousarray(np.asarray(table).T)
+    return t, np.diff(t, axis=1) / dg
+
+
+def stoploss_at(table, mean, z, slopes=None):
+    """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
+    linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``slopes``, ``table``
+    and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly)."""
+    g = STOPLOSS_GRID
+    zp = np.clip(z, 0.0, g[-1])
+    pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
+    i0 = np.clip(pos.astype(np.intp), 0, len(g) - 2)  # (NaN casts to the lowest integer)
+    lo = np.take(g, i0)
+    if slopes is None:
+        if np.ndim(table) == 1:
+            t0, t1 = table[i0], table[i0 + 1]
+        else:
+            cols = np.arange(table.shape[1])
+            t0, t1 = table[i0, cols], table[i0 + 1, cols]
+        return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * ((zp - lo) / (g[i0 + 1] - lo)))
+    if np.ndim(table) == 1:
+        t0, s0 = np.take(table, i0), np.take(slopes, i0)
+    else:  # per design, (n, G): one flat gather per table (np.take: faster than fancy indexing)
+        row = np.arange(table.shape[0])
+        t0, s0 = np.take(table, row * table.shape[1] + i0), np.take(slopes, row * slopes.shape[1] + i0)
+    return np.where(z < 0.0, mean - z, t0 + s0 * (zp - lo))
 
 
 def request_shape(c: dict, w: dict) -> tuple:
@@ -133,8 +158,9 @@ def _prepare(c: dict, w: dict, s: dict) -> dict:
     d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"], "tab": w["in_stoploss"],
          "moe": not np.all(np.asarray(c["moe_n_experts"]) == 1.0),
          "spec": bool(np.any(np.asarray(c["dec_queries"]) > 1.0))}
+    d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
     d["n_dec"], d["ctx"] = request_shape(c, w)
-    d["kv_tok"] = c["kv_capacity_bytes"] / c["kv_bytes_per_token"]
+    d["kv_tok"] = np.maximum(c["kv_capacity_bytes"] / c["kv_bytes_per_token"], 0.0)  # < 0: the weights do not fit
     d["foot"] = kv_footprint_tokens(c, w, s)
     d["cf_d"], d["cm_d"], d["cw_d"] = cf[0] + cf[1] + cf[3], cm[0] + cm[1] + cm[3], cw[0] + cw[1] + cw[3]
     d["cf_p"], d["cm_p"] = cf[0] + cf[1], cm[0] + cm[1]  # prefill marginal: qkv, o (lm_head: one row)
@@ -154,7 +180,7 @@ def _prepare(c: dict, w: dict, s: dict) -> dict:
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     k = s["token_budget"]
-    pi_b = stoploss_at(d["tab"], d["mP"], k)
+    pi_b = stoploss_at(d["tab"], d["mP"], k, d["tab_slopes"])
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * d["mP"], 0.0), 0.0)
     d["pairs"] = 0.5 * (w["in_sq_mean"] + d["mP"])
     d["attn_pf"] = np.maximum(d["pairs"] * fa, d["mP"] * ma + kv_read * ka)  # causal prefill attention
@@ -189,12 +215,13 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
         slope_d = slope_d + np.where(x_comp > x_mem, d["cf_x"], d["cm_x"])
     # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
     k = np.maximum(s["token_budget"] - x, 1.0)
-    pi_k = stoploss_at(tab, mP, k)
+    pi_k = stoploss_at(tab, mP, k, d["tab_slopes"])
     n_ch = 1.0 + pi_k / k
     lam_ch = n / d["n_dec"] * n_ch
     share = np.where(lam_ch > 1e-9, -np.expm1(-lam_ch) / np.maximum(lam_ch, 1e-9), 1.0)
-    lin = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_p"], d["slope_p"], _room(d["cross_p"], x, share))
-    lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], d["slope_f"], _room(d["cross_f"], x, share))
+    tab = (tab, d["tab_slopes"])
+    lin = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_p"], d["slope_p"], crossover_room(d["cross_p"], x, share))
+    lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], d["slope_f"], crossover_room(d["cross_f"], x, share))
     if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
         lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, d, x + np.minimum(mP, k)) - _touched(c, d, x)) * n_ch * share
     lin = lin + lin_f
@@ -221,23 +248,12 @@ def _state(c: dict, d: dict, s: dict, n) -> dict:
             "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f}
 
 
-def _room(cross, x, share):
-    """Prompt tokens that ride below the compute/memory crossover ``cross`` on top of ``x``
-    decode tokens, shared by the chunks that meet in one iteration (negative: compute-bound)."""
-    return np.where(cross > x, (cross - x) * share, cross - x)
-
-
 def _prefill_gemm_s(tab, mp_tokens, k, pi_k, cm, slope, z):
     """Expected GEMM seconds a prompt adds: ``cm P + slope E[(P - z)+]`` over the first chunk of
-    ``k`` plus the tokens beyond it at the full-chunk rate."""
-    first = stoploss_at(tab, mp_tokens, np.clip(z, 0.0, k)) - pi_k
+    ``k`` plus the tokens beyond it at the full-chunk rate (``tab``: stop-loss table, slopes)."""
+    first = stoploss_at(tab[0], mp_tokens, np.clip(z, 0.0, k), tab[1]) - pi_k
     full = pi_k / k * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
     return cm * mp_tokens + slope * (first + full)
-
-
-def _chunk_gemm_s(d: dict, z, k):
-    """GEMM seconds one chunk of ``k`` prompt tokens adds (``z``: crossover room)."""
-    return d["cm_p"] * k + d["slope_p"] * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
 
 
 def _tau_req(n, tau, slope):
@@ -251,67 +267,6 @@ def _rate(n, a, b, c):
     time ``a`` per request plus the queued prefill ``lam b / (1 - lam c)``): root of
     ``(b - a c) lam^2 + (a + n c) lam - n = 0`` in the stable form."""
     return 2.0 * n / (a + n * c + np.sqrt((a - n * c) ** 2 + 4.0 * n * b))
-
-
-def _latencies(c: dict, d: dict, w: dict, st: dict, lam, lam_max, n_cap) -> dict:
-    """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``."""
-    mP, tpv = d["mP"], d["tpv"]
-    n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
-    tau = st["tau"]
-    u = lam * tau  # admissions per iteration
-    phi = np.clip(-np.expm1(-u * n_ch), 1e-12, 1.0)  # iterations carrying prefill (Poisson chunks)
-    t_m = t_d + u * mp / phi
-    busy = -np.expm1(-(n + lam * mp))
-    r1 = busy * (phi * t_m * t_m + (1.0 - phi) * t_d * t_d) / (2.0 * tau)  # residual, length-biased
-    r2 = busy * (phi * t_m ** 3 + (1.0 - phi) * t_d ** 3) / (3.0 * tau)
-    others = lam * r1 * mp  # prompts arriving in the same window share the first iteration
-    s_mean = t_d * n_ch + mp + others
-    p90 = w["in_p90"]
-    nfull = np.maximum(np.ceil(p90 / k) - 1.0, 0.0)
-    z = _room(d["cross_p"], st["x"], st["share"])
-    s90 = ((nfull + 1.0) * (t_d + c["attn_launch_s"]) + nfull * _chunk_gemm_s(d, z, k)
-           + _chunk_gemm_s(d, z, p90 - nfull * k)
-           + np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
-           + others)
-    s90 = s90 + st["lin_f"] * (p90 / mP)  # the ffn row, pro rata
-    rate_tok = k / (t_d + mp * k / mP)  # prefill tokens/s with a backlog
-    rho_pf = np.minimum(lam * mP / rate_tok, 0.999)
-    w_pf = lam * w["in_sq_mean"] / (rate_tok * rate_tok) / (2.0 * (1.0 - rho_pf))  # Pollaczek-Khinchine
-    cc = np.maximum(n_cap, 1.0)
-    rho_c = np.clip(lam / lam_max, 0.0, 0.999)
-    p_c = rho_c ** (np.sqrt(2.0 * (cc + 1.0)) - 1.0)  # Sakasegawa (1977) M/G/c
-    w_c = d["n_dec"] * st["tau"] * p_c / (cc * (1.0 - rho_c)) * 0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)
-    w_mean = w_pf + w_c
-    p_wait = np.clip(np.maximum(rho_pf, p_c), 1e-9, 1.0)
-    var_n = n / (1.0 - st["eps"])
-    # service part (residual + own chunks): gamma fitted to mean and variance (Wilson-Hilferty)
-    b = np.where(p90 > 1.001 * mP, (s90 - s_mean) / np.maximum(p90 - mP, 1e-9), 0.0)
-    var = (b * b * (w["in_sq_mean"] - mP * mP) + (r2 - r1 * r1)
-           + (st["slope_d"] * n_ch) ** 2 * var_n + lam * r1 * mp * mp * w["in_sq_mean"] / (mP * mP))
-    base = r1 + s_mean
-    base90 = _gamma_p90(base, var)
-    # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature
-    w90 = np.where(p_wait > 0.1, w_mean / p_wait * np.log(np.maximum(p_wait, 0.1) / 0.1), 0.0)
-    ttft_mean = base + w_mean
-    ttft_p90 = ttft_mean + np.sqrt((base90 - base) ** 2 + (w90 - w_mean) ** 2)
-    # TPOT_i = tau_req / tpv + Y_i: batch-size fluctuation and prefill interference, normal, plus
-    # Y = X / O (prefill queued behind the request's own; zero w.p. exp(-lam TTFT), else exponential)
-    base_mean = st["tau_req"] / tpv
-    base_sd = np.sqrt(st["slope"] ** 2 * var_n * w["out_avg_var_factor"]
-                      + phi * (1.0 - phi) * (t_m - t_d) ** 2 * w["out_inv_mean"] * tpv) / tpv
-    y_mean = st["x_req"] * w["out_inv_mean"]
-    p_x = np.clip(-np.expm1(-lam * st["ttft0"]), 1e-9, 1.0)
-    y90 = np.where(p_x > 0.1, y_mean / p_x * np.log(np.maximum(p_x, 0.1) / 0.1), 0.0)
-    tpot_mean = base_mean + y_mean
-    tpot_p90 = tpot_mean + np.sqrt((Z90 * base_sd) ** 2 + (y90 - y_mean) ** 2)
-    return {"ttft_mean_s": ttft_mean, "ttft_p90_s": ttft_p90, "tpot_mean_s": tpot_mean, "tpot_p90_s": tpot_p90,
-            "busy": busy, "u": u}
-
-
-def _gamma_p90(mean, var):
-    """0.9 quantile of a gamma with this mean and variance (Wilson-Hilferty cube-root normal)."""
-    cv2_9 = var / (9.0 * mean * mean)
-    return mean * (1.0 - cv2_9 + Z90 * np.sqrt(cv2_9)) ** 3
 
 
 def _energy_j(c: dict, d: dict, st: dict, u) -> tuple:
@@ -342,14 +297,69 @@ def _grid(a, b):
     return np.asarray(b, dtype=float).reshape((-1,) + (1,) * np.ndim(a)) * a
 
 
-def _interp_rows(x_grid, y_grid, x):
-    """Per design (column), linear interpolation of ``y_grid`` at ``x`` along the grid axis
-    (``x_grid`` increasing along axis 0); clamps at the ends."""
-    idx = np.clip((x_grid < x).sum(axis=0), 1, x_grid.shape[0] - 1)
-    cols = np.arange(x_grid.shape[1])
-    x0, x1, y0, y1 = x_grid[idx - 1, cols], x_grid[idx, cols], y_grid[idx - 1, cols], y_grid[idx, cols]
-    f = np.clip((x - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0, 1.0)
-    return y0 + (y1 - y0) * f
+def _pick(grid, idx):
+    """``grid[idx[j], j]`` for every design ``j`` (grid axis first)."""
+    return np.take_along_axis(grid, idx[None, :], axis=0)[0]
+
+
+def _slo_ratio(lat: dict, s: dict):
+    """The larger of TTFT p90 / its SLO and TPOT p90 / its SLO (<= 1: both met)."""
+    return np.maximum(lat["ttft_p90_s"] / s["ttft_slo_s"], lat["tpot_p90_s"] / s["tpot_slo_s"])
+
+
+def _neg_inv(ratio):
+    """``-1 / ratio``: increasing in the load, and about linear in it where queueing makes the
+    latencies grow like ``1 / (1 - rho)`` (the goodput search interpolates it, not the ratio)."""
+    return -1.0 / np.maximum(ratio, 1e-300)
+
+
+def _load_point(c: dict, d: dict, s: dict, t, n_cap, lam_top, lam_max) -> tuple:
+    """(state, arrival rate) at load parameter ``t`` per design: ``t <= 1`` is the fraction of
+    the capacity batch (rate from Little's law), ``1 < t < 2`` the way from there to capacity on
+    the slot queue (the batch stays at capacity)."""
+    st = _state(c, d, s, np.minimum(t, 1.0) * n_cap)
+    return st, np.where(t <= 1.0, np.minimum(st["lam"], lam_top), lam_top + (t - 1.0) * (lam_max - lam_top))
+
+
+def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
+    """Linear interpolation of ``x`` at ``y_target`` between bracket ends ``(x, y)``, as a
+    fraction of the bracket clamped to ``[lo_frac, hi_frac]``."""
+    f = np.clip((y_target - lo[1]) / np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0), lo_frac, hi_frac)
+    return lo[0] + (hi[0] - lo[0]) * f
+
+
+def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
+    """Regula falsi bracket update: the point ``new`` replaces ``hi`` where ``keep_lo``, else ``lo``."""
+    return (tuple(np.where(keep_lo, a, b) for a, b in zip(new, lo, strict=True)),
+            tuple(np.where(keep_lo, b, a) for a, b in zip(new, hi, strict=True)))
+
+
+def _goodput_bracket(c, d, w, s, ratio, t_g, lam_g, n_cap, lam_top, lam_max, stretch) -> tuple:
+    """(points meeting both SLOs, bracket ends ``(t, -1/ratio, rate)``) of the SLO crossing:
+    between the last grid point meeting both SLOs and the next, shrunk by
+    :data:`_GOODPUT_STEPS` safeguarded regula falsi steps on the load parameter ``t``."""
+    n_ok = np.cumprod(ratio <= 1.0, axis=0).sum(axis=0)
+    i_hi = np.clip(n_ok, 1, ratio.shape[0] - 1)
+    y = _neg_inv(ratio)
+    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(lam_g, i_hi - 1))
+    hi = (t_g[i_hi], _pick(y, i_hi), _pick(lam_g, i_hi))
+    for _ in range(_GOODPUT_STEPS):
+        t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
+        st_new, lam_new = _load_point(c, d, s, t_new, n_cap, lam_top, lam_max)
+        y_new = _neg_inv(_slo_ratio(latencies(c, d, w, st_new, lam_new, lam_max, n_cap), s) * stretch)
+        lo, hi = _shrink(lo, hi, (t_new, y_new, lam_new), y_new <= -1.0)
+    return n_ok, lo, hi
+
+
+def _operating_batch(c, d, s, lam_op, b_lo, b_hi, lam_top):
+    """The batch whose Little's-law rate (:func:`_state`) is ``lam_op``: :data:`_BATCH_STEPS`
+    regula falsi steps in the bracket ``(batch, rate)`` ends, then interpolated; the capacity
+    batch on the slot queue (``lam_op >= lam_top``)."""
+    for _ in range(_BATCH_STEPS):
+        n_new = _toward(b_lo, b_hi, lam_op)
+        lam_new = np.minimum(_state(c, d, s, n_new)["lam"], lam_top)
+        b_lo, b_hi = _shrink(b_lo, b_hi, (n_new, lam_new), lam_new <= lam_op)
+    return _toward(b_lo, b_hi, lam_op)
 
 
 def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
@@ -360,10 +370,12 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     (arrays or scalars). Rates in requests/s; ``serving_tokens_per_s`` counts output tokens;
     times in seconds; ``ttft_*`` are inf where the offered rate reaches capacity.
 
-    The load curve is evaluated on a fixed grid (:data:`_GRID_BATCH_FRAC` of the capacity
+    The load curve is evaluated on a coarse grid (:data:`_GRID_BATCH_FRAC` of the capacity
     batch, then :data:`_GRID_QUEUE_FRAC` of the way from there to capacity on the slot queue);
-    goodput interpolates the SLO ratio between the last grid point that meets both SLOs and
-    the next; the operating point interpolates the batch for the rate, then is evaluated.
+    goodput: the SLO crossing bracketed between the last grid point that meets both SLOs and
+    the next, refined by regula falsi on ``-1 / ratio`` (:func:`_goodput_bracket`); the
+    operating point's batch solves Little's law for the rate by regula falsi
+    (:func:`_operating_batch`), then the point is evaluated.
     """
     s = {**SCHED_DEFAULTS, **s}
     d = _prepare(c, w, s)
@@ -372,37 +384,43 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     n_cap = np.maximum(np.minimum(np.minimum(s["max_seqs"], n_kv), n_budget), 1e-6)
     shape = np.shape(n_cap)
     n_cap = np.atleast_1d(n_cap)
-    # the load grid: batch fractions (fluctuation-corrected rates), then the slot queue
+    # the coarse load grid: batch fractions (fluctuation-corrected rates), then the slot queue
     n_grid = _grid(n_cap, _GRID_BATCH_FRAC)
     gs = _state(c, d, s, n_grid)
-    tau_sat = gs["t_d"][-1] + n_cap / d["n_dec"] * gs["mp"][-1]  # capacity: every iteration full
+    top = {key: v[-1] for key, v in gs.items() if np.ndim(v) == 2}  # the capacity batch
+    tau_sat = top["t_d"] + n_cap / d["n_dec"] * top["mp"]  # capacity: every iteration full
     lam_max = n_cap / (d["n_dec"] * tau_sat)
-    lam_top = np.minimum(gs["lam"][-1], lam_max)
-    n_b, n_q = len(_GRID_BATCH_FRAC), len(_GRID_QUEUE_FRAC)
-    lam_g = np.concatenate([np.minimum(gs["lam"], lam_top), lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)])
-    st_g = {key: np.concatenate([v, np.broadcast_to(v[-1], (n_q,) + v.shape[1:])]) for key, v in gs.items()
-            if np.ndim(v) == 2}
-    lat_g = _latencies(c, d, w, st_g, lam_g, lam_max, n_cap)
+    lam_top = np.minimum(top["lam"], lam_max)
+    lam_b = np.minimum(gs["lam"], lam_top)
+    lam_q = lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)
     # power cap: a uniform clock stretch, computed at capacity
-    e_sat, _ = _energy_j(c, d, {key: v[-1] if np.ndim(v) == 2 else v for key, v in gs.items()}, n_cap / d["n_dec"])
+    e_sat, _ = _energy_j(c, d, top, n_cap / d["n_dec"])
     stretch = np.maximum(1.0, e_sat / (tau_sat * np.maximum(c["headroom_w"], 1e-9)))
-    # goodput: last grid point meeting both SLOs, interpolated in the SLO ratio to the next one
-    ratio = np.maximum(lat_g["ttft_p90_s"] / s["ttft_slo_s"], lat_g["tpot_p90_s"] / s["tpot_slo_s"]) * stretch
-    n_ok = np.cumprod(ratio <= 1.0, axis=0).sum(axis=0)
-    i1 = np.clip(n_ok, 1, n_b + n_q - 1)
-    cols = np.arange(lam_g.shape[1])
-    r0, r1 = ratio[i1 - 1, cols], ratio[i1, cols]
-    l0, l1 = lam_g[i1 - 1, cols], lam_g[i1, cols]
-    f = np.clip((1.0 - r0) / np.where(r1 > r0, r1 - r0, 1.0), 0.0, 1.0)
-    goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == n_b + n_q, lam_g[-1], l0 + (l1 - l0) * f)) / stretch
-    # the operating point: the offered rate, or the goodput rate
+    ratio = np.concatenate([_slo_ratio(latencies(c, d, w, gs, lam_b, lam_max, n_cap), s),
+                            _slo_ratio(latencies(c, d, w, top, lam_q, lam_max, n_cap), s)]) * stretch
+    lam_g = np.concatenate([lam_b, lam_q])
+    t_g = np.concatenate([_GRID_BATCH_FRAC, 1.0 + np.asarray(_GRID_QUEUE_FRAC)])
+    # goodput: the rate where -1/ratio crosses -1 in the refined bracket
+    n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, lam_g, n_cap, lam_top, lam_max, stretch)
+    lam_good = _toward((lo[2], lo[1]), (hi[2], hi[1]), -1.0)
+    goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), lam_g[-1], lam_good)) / stretch
+    # the operating point: the offered rate, or the goodput rate (bracketed by the goodput
+    # search's last bracket, else by the batch grid)
     offered = np.atleast_1d(np.asarray(s["arrival_rate_req_per_s"], dtype=float))
     lam_op = np.minimum(np.where(offered > 0.0, offered, goodput) * stretch, lam_max * (1.0 - 1e-9))
     zero = np.zeros((1,) + n_cap.shape)
-    lam_rows = np.concatenate([zero, np.minimum(gs["lam"], lam_top)])
-    n_op = np.where(lam_op < lam_top, _interp_rows(lam_rows, np.concatenate([zero, n_grid]), lam_op), n_cap)
+    lam_rows, n_rows = np.concatenate([zero, lam_b]), np.concatenate([zero, n_grid])
+    j = np.clip((lam_rows < lam_op).sum(axis=0), 1, lam_rows.shape[0] - 1)
+    seeded = (offered <= 0.0) & (n_ok > 0) & (n_ok < len(t_g))
+    b_lo = tuple(np.where(seeded, a, b) for a, b in zip(
+        (np.minimum(lo[0], 1.0) * n_cap, np.minimum(lo[2], lam_top)), (_pick(n_rows, j - 1), _pick(lam_rows, j - 1)),
+        strict=True))
+    b_hi = tuple(np.where(seeded, a, b) for a, b in zip(
+        (np.minimum(hi[0], 1.0) * n_cap, np.minimum(hi[2], lam_top)), (_pick(n_rows, j), _pick(lam_rows, j)),
+        strict=True))
+    n_op = np.where(lam_op < lam_top, _operating_batch(c, d, s, lam_op, b_lo, b_hi, lam_top), n_cap)
     st = _state(c, d, s, n_op)
-    lat = _latencies(c, d, w, st, lam_op, lam_max, n_cap)
+    lat = latencies(c, d, w, st, lam_op, lam_max, n_cap)
     stable = np.where(offered > 0.0, offered * stretch < lam_max, True)
     lam_eff = lam_op / stretch
     power_w = c["static_power_w"] + sum(_energy_j(c, d, st, lat["u"])) / (st["tau"] * stretch) * lat["busy"]
