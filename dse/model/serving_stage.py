@@ -27,17 +27,27 @@ _RATES = ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per
 
 def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarray]:
     """Per-design length moments: ``moments[code]`` for ``workload`` codes > 0 (``moments[0]`` is
-    None), the point mass of ``in_len``/``out_len`` for code 0."""
+    None), the point mass of ``in_len``/``out_len`` for code 0. One workload for the whole
+    batch: its shared moments as they are (scalars, one stop-loss table). Per-design stop-loss
+    tables are ``(G, n)`` views of design-major ``(n, G)`` arrays (what the stage's lookups read)."""
     code = np.asarray(k["workload"], dtype=np.int64)
     if not np.any(code > 0):
         return point_moments(k["in_len"], k["out_len"])
     shape = np.broadcast_shapes(np.shape(code), np.shape(k["in_len"]), np.shape(k["out_len"]))
-    point = point_moments(np.broadcast_to(k["in_len"], shape), np.broadcast_to(k["out_len"], shape))
-    table = [m if m is not None else moments[1] for m in moments]  # code 0 rows take the point mass below
     codes = np.broadcast_to(code, shape).ravel()
-    stacked = {key: np.array([m[key] for m in table])[codes].reshape(shape) for key in MOMENT_KEYS}
-    stacked["in_stoploss"] = np.stack([m["in_stoploss"] for m in table], axis=1)[:, codes].reshape(-1, *shape)
-    return {key: np.where(code > 0, stacked[key], point[key]) for key in stacked}
+    used = np.flatnonzero(np.bincount(codes, minlength=len(moments)))
+    if len(used) == 1:  # the same numbers as stacked, without per-design tables
+        return moments[int(used[0])]
+    table = [m if m is not None else moments[1] for m in moments]  # code 0 rows take the point mass below
+    out = {key: np.array([m[key] for m in table])[codes].reshape(shape) for key in MOMENT_KEYS}
+    tables = np.stack([m["in_stoploss"] for m in table])[codes]  # (n, G)
+    if used[0] == 0:  # some rows are point masses
+        point = point_moments(np.broadcast_to(k["in_len"], shape).ravel(), np.broadcast_to(k["out_len"], shape).ravel())
+        own = codes == 0
+        out = {key: np.where(own.reshape(shape), point[key].reshape(shape), v) for key, v in out.items()}
+        tables[own] = point["in_stoploss"].T[own]
+    out["in_stoploss"] = tables.reshape(*shape, -1).transpose(np.roll(np.arange(len(shape) + 1), 1))
+    return out
 
 
 def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | None],
