@@ -41,9 +41,9 @@ process and of the prefill interference over the request's iterations; p90 norma
 **Goodput** (DistServe's definition): the largest arrival rate whose TTFT p90 and TPOT p90
 both meet the SLOs: bracketed on a coarse load grid, refined by two safeguarded regula falsi
 steps on ``-1 / (SLO ratio)`` (about linear in the load where queueing grows like
-``1 / (1 - rho)``). The metrics are evaluated at ``arrival_rate_req_per_s`` when it is
-positive, else at the goodput rate, with the batch that solves Little's law for that rate
-(regula falsi on the batch).
+``1 / (1 - rho)``), read off the chord of ``log(ratio)`` (conservative). The metrics are
+evaluated at ``arrival_rate_req_per_s`` when it is positive, else at the goodput rate, with the
+batch that solves Little's law for that rate (regula falsi on the batch).
 
 **Power cap**: a uniform clock stretch ``max(1, P_dyn / (tdp - static))`` computed at
 capacity (the highest power) and applied to every time.
@@ -400,9 +400,11 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
                             _slo_ratio(latencies(c, d, w, top, lam_q, lam_max, n_cap), s)]) * stretch
     lam_g = np.concatenate([lam_b, lam_q])
     t_g = np.concatenate([_GRID_BATCH_FRAC, 1.0 + np.asarray(_GRID_QUEUE_FRAC)])
-    # goodput: the rate where -1/ratio crosses -1 in the refined bracket
+    # goodput: where the SLO ratio crosses 1 in the refined bracket, on the chord of log(ratio): convex
+    # where queueing blows up, so the chord errs on the side of meeting the SLOs (-1/ratio, used for
+    # the steps, is concave there and would overshoot)
     n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, lam_g, n_cap, lam_top, lam_max, stretch)
-    lam_good = _toward((lo[2], lo[1]), (hi[2], hi[1]), -1.0)
+    lam_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
     goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), lam_g[-1], lam_good)) / stretch
     # the operating point: the offered rate, or the goodput rate (bracketed by the goodput
     # search's last bracket, else by the batch grid)

@@ -235,10 +235,12 @@ def test_goodput_search_matches_a_dense_load_curve(monkeypatch):
     """The coarse grid + regula falsi goodput search and the batch solve of the operating point
     against the same model on a dense load grid (311 points): 3000 random designs (6 models,
     4 platforms, every verified workload, SLOs 0.2-10 s / 20-200 ms, offered rates 5-95% of
-    capacity). Seed 5, |error| median / p90: goodput 0.0006 / 0.029, batch at an offered rate
+    capacity). Seed 5, |error| median / p90: goodput 0.0015 / 0.020, batch at an offered rate
     0.0002 / 0.011, TTFT p90 0.0000 / 0.002 (the former 10-point grid against its own dense
     curve: goodput 0.015 / 0.062 and 1% of designs with goodput 0 meeting the SLOs, batch
-    0.006 / 0.065, TTFT p90 0.0007 / 0.009)."""
+    0.006 / 0.065, TTFT p90 0.0007 / 0.009). At the goodput rate the SLO ratio is <= 1 for 90%
+    of designs (median 0.98); above it only where the model's p90s jump with the load (the
+    slot queue's onset, a change in the number of chunks)."""
     rng = np.random.default_rng(5)
     n = 3000
     m, k, hw = _design_batch(rng, n, "h100-sxm")
@@ -261,6 +263,8 @@ def test_goodput_search_matches_a_dense_load_curve(monkeypatch):
     np.testing.assert_allclose(got["serving_capacity_req_per_s"], ref["serving_capacity_req_per_s"], rtol=1e-12)
     met = ref["goodput_req_per_s"] > 0
     assert np.array_equal(met, got["goodput_req_per_s"] > 0)
+    ratio = np.maximum(got["ttft_p90_s"] / s["ttft_slo_s"], got["tpot_p90_s"] / s["tpot_slo_s"])[met]
+    assert np.median(ratio) < 1.0 and np.quantile(ratio, 0.9) < 1.001
     e = np.abs(got["goodput_req_per_s"][met] / ref["goodput_req_per_s"][met] - 1.0)
     assert np.median(e) < 0.003 and np.quantile(e, 0.9) < 0.05
     e = np.abs(got_rate["serving_batch"] / ref_rate["serving_batch"] - 1.0)
