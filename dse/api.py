@@ -315,8 +315,8 @@ def evaluate(designs: pd.DataFrame | Columns | None = None, *, model: str | Mode
     naming the column.
 
     >>> df = evaluate({"batch": [1, 8]}, model="llama-2-7b", platform="a100-sxm-80gb")
-    >>> list(df.columns[-2:])
-    ['memory_bytes', 'g_memory_bytes']
+    >>> list(df.columns[:3])
+    ['batch', 'ttft_s', 'tpot_s']
     >>> int(df["batch"].iloc[1])
     8
     """

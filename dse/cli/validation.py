@@ -75,10 +75,11 @@ def add_measure_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="0", metavar="INDEX",
                    help="CUDA device index, or 'cpu' to check the code path (default: 0; with --tp: the first GPU)")
     p.add_argument("--tp", nargs="+", type=positive_int, default=None, metavar="N",
-                   help="tensor-parallel degrees: Megatron-style decoder over NCCL on N local GPUs each, energy "
-                        "summed over them (default: one GPU, no tensor parallelism)")
+                   help="tensor-parallel degrees, in GPUs: a Megatron-style decoder over NCCL on N local GPUs "
+                        "each, energy summed over them (default: none, one GPU without tensor parallelism)")
     p.add_argument("--allreduce-out", metavar="FILE",
-                   help="with --tp: also sweep NCCL all-reduce sizes 1 KiB..256 MiB and write them here")
+                   help="with --tp: also sweep NCCL all-reduce sizes 1 KiB..256 MiB and write them here "
+                        "(default: no sweep)")
     p.add_argument("--kv-bucket", type=positive_int, default=16, metavar="N",
                    help="decode attends over the cache rounded up to N positions (default: 16)")
     p.add_argument("--min-decode-s", type=positive_float, default=2.0, metavar="S",

@@ -57,7 +57,7 @@ def test_numeric_flags_state_their_unit():
                 continue
             assert any(u in action.help for u in (" s)", " s ", "seconds", "tokens", "sequences", "positions",
                                                   "repeats", "jobs", "processes", "designs", "rows", "sizes",
-                                                  "index")), (name, action.dest, action.help)
+                                                  "index", "GPUs")), (name, action.dest, action.help)
 
 
 def test_knob_flags_come_from_the_registry():
