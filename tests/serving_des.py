@@ -76,11 +76,15 @@ def iteration_energy_one(c: dict, f: dict) -> float:
     """Dynamic joules of one iteration, one design, plain Python: the operators, the compute power
     the devices draw while waiting in the collectives (operator power x collective seconds) and
     the links."""
+    link_j = c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"] + c["fixed_j_per_head"] * f["n_head"]
+    return device_energy_one(c, f) + link_j
+
+
+def device_energy_one(c: dict, f: dict) -> float:
+    """The devices' dynamic joules of one iteration (operators and waiting; what the power cap limits)."""
     ops_j = ops_energy_one(c, f)
     comm_s = comm_time_one(c, f)
-    wait_j = ops_j * comm_s / ops_time_one(c, f) if comm_s > 0 else 0.0
-    link_j = c["fixed_j"] + c["fixed_j_per_tok"] * f["n_tok"] + c["fixed_j_per_head"] * f["n_head"]
-    return ops_j + wait_j + link_j
+    return ops_j + (ops_j * comm_s / ops_time_one(c, f) if comm_s > 0 else 0.0)
 
 
 def ops_energy_one(c: dict, f: dict) -> float:
@@ -108,17 +112,19 @@ def _grow(prompt, steps, held, block_tokens, tpv):
     return np.maximum(np.ceil((prompt + tpv * steps) / block_tokens) - held, 0.0)
 
 
-def _decode_run(c, f, t1, e1, stretch, prompt, steps_done, steps_total, held, free, block_tokens, until_s):
+def _decode_run(c, f, t1, e1, stretch, headroom_w, prompt, steps_done, steps_total, held, free, block_tokens,
+                until_s):
     """How many identical pure-decode iterations (>= 1) can run before an event: the first
     completion, the next arrival, or the KV cache running out; their times and energies.
 
-    ``held`` already holds the blocks of the first iteration. Iteration ``r`` (0-based) has
-    every context ``r * tpv`` tokens longer, which changes only the decode-attention term.
+    ``t1`` is the first iteration's time before the power cap. ``held`` already holds the
+    blocks of the first iteration. Iteration ``r`` (0-based) has every context ``r * tpv``
+    tokens longer, which changes only the decode-attention term.
     """
     tpv = float(c["dec_tokens_per_iter"])
     m = max(min(int(np.min(steps_total - steps_done)), 4096), 1)
     if m == 1:
-        return 1, t1, e1
+        return 1, max(t1, device_energy_one(c, f) / headroom_w), e1
     r = np.arange(m, dtype=float)
     nd = len(prompt)
     q = f["dec_tok"] / nd
@@ -132,6 +138,7 @@ def _decode_run(c, f, t1, e1, stretch, prompt, steps_done, steps_total, held, fr
     ops_j = ops_j1 + r * (tpv * nd) * (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"])
     wait_j = ops_j * comm_s / (ops_s1 + grow_s) if comm_s > 0 else 0.0 * ops_j
     e = e1 - ops_j1 - (ops_j1 * comm_s / ops_s1 if comm_s > 0 else 0.0) + ops_j + wait_j
+    t = np.maximum(t, (ops_j + wait_j) / headroom_w)  # the power cap, iteration by iteration
     starts = np.concatenate([[0.0], np.cumsum(t)[:-1]])
     m = max(min(m, int(np.searchsorted(starts, until_s, side="left"))), 1)  # runs starting before the arrival
     while m > 1 and _grow(prompt, steps_done + m, held, block_tokens, tpv).sum() > free:
@@ -141,12 +148,15 @@ def _decode_run(c, f, t1, e1, stretch, prompt, steps_done, steps_total, held, fr
 
 def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndarray, *, token_budget: float,
              max_seqs: int, kv_blocks: int, block_tokens: int, watermark_blocks: int = 0,
-             stretch: float = 1.0, max_iterations: int = 10**7) -> dict[str, np.ndarray]:
-    """Run the scheduler over the requests (``arrival_s`` sorted ascending).
+             stretch: float = 1.0, headroom_w: float = math.inf,
+             max_iterations: int = 10**7) -> dict[str, np.ndarray]:
+    """Run the scheduler over the requests (``arrival_s`` sorted ascending). Iteration times are
+    multiplied by ``stretch``, then held to ``device joules / headroom_w`` at least (a power cap
+    iteration by iteration, as the static model's per phase; ``inf``: none).
 
     Returns per-request ``ttft_s``, ``tpot_s``, ``end_s`` (NaN where unfinished) and the
     totals ``busy_s`` (sum of iteration times), ``energy_j`` (dynamic), ``n_iterations``,
-    ``n_preemptions``, and the iteration log ``iter_s``/``iter_end_s``/``iter_batch``.
+    ``n_preemptions``, and the iteration log ``iter_s``/``iter_end_s``/``iter_batch``/``iter_j``.
     """
     q, tpv = float(c["dec_queries"]), float(c["dec_tokens_per_iter"])
     n = len(prompt)
@@ -166,7 +176,7 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
     now, nxt, n_admit = 0.0, 0, 0
     busy = energy = pf_processed = 0.0
     n_pre = 0
-    log_s, log_end, log_batch, log_pf = [], [], [], []
+    log_s, log_end, log_batch, log_pf, log_j = [], [], [], [], []
     for _ in range(max_iterations):
         while nxt < n and arrival_s[nxt] <= now:
             waiting.append(nxt)
@@ -235,11 +245,12 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
         f = {"n_tok": pf_tok + q * nd, "n_head": len(completing) + q * nd, "n_draft": float(nd),
              "pf_pairs": pf_pairs, "pf_tok": pf_tok, "pf_kv": pf_kv,
              "dec_pairs": q * ctx_sum, "dec_tok": q * nd, "dec_kv": ctx_sum}
-        t = iteration_time_one(c, f) * stretch
+        t_free = iteration_time_one(c, f) * stretch
+        t = max(t_free, device_energy_one(c, f) / headroom_w)
         e = iteration_energy_one(c, f)
         reps = 1
         if not chunks and nd:  # pure decode: repeat while nothing but the contexts changes
-            reps, t, e = _decode_run(c, f, t, e, stretch, prompt[decoding], steps_done[decoding],
+            reps, t, e = _decode_run(c, f, t_free, e, stretch, headroom_w, prompt[decoding], steps_done[decoding],
                                      steps_total[decoding], held[decoding], free, block_tokens,
                                      float(arrival_s[nxt]) - now if nxt < n else np.inf)
             extra = _grow(prompt[decoding], steps_done[decoding] + reps, held[decoding], block_tokens, tpv)
@@ -251,6 +262,7 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
         busy += float(t.sum())
         energy += float(np.sum(e))
         log_s.extend(t.tolist())
+        log_j.extend(np.broadcast_to(e, t.shape).tolist())
         log_end.extend(ends.tolist())
         log_batch.extend([nd] * reps)
         log_pf.extend([pf_tok] + [0.0] * (reps - 1))
@@ -277,7 +289,7 @@ def simulate(c: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndar
     tpot = (end - first) / output
     return {"ttft_s": ttft, "tpot_s": tpot, "end_s": end, "busy_s": busy, "energy_j": energy,
             "n_iterations": len(log_s), "n_preemptions": n_pre, "prefill_tokens": pf_processed,
-            "prompt_tokens": prompt, "iter_s": np.array(log_s),
+            "prompt_tokens": prompt, "iter_s": np.array(log_s), "iter_j": np.array(log_j),
             "iter_end_s": np.array(log_end), "iter_batch": np.array(log_batch),
             "iter_prefill_tokens": np.array(log_pf)}
 

@@ -45,8 +45,9 @@ steps on ``-1 / (SLO ratio)`` (about linear in the load where queueing grows lik
 evaluated at ``arrival_rate_req_per_s`` when it is positive, else at the goodput rate, with the
 batch that solves Little's law for that rate (regula falsi on the batch).
 
-**Power cap**: a uniform clock stretch ``max(1, P_dyn / (tdp - static))`` computed at
-capacity (the highest power) and applied to every time.
+**Power cap**: a clock stretch ``max(1, P_dyn / (tdp - static))`` at each point of the load
+curve (its mean iteration's dynamic power), applied to every time there; the capacity is that of
+the stretch at capacity (the highest power).
 
 Not modelled: prefix caching, disaggregated prefill/decode, speculative serving beyond the
 expected tokens per verification, multi-replica load balancing (``dp`` divides the rate),
@@ -313,12 +314,25 @@ def _neg_inv(ratio):
     return -1.0 / np.maximum(ratio, 1e-300)
 
 
-def _load_point(c: dict, d: dict, s: dict, t, n_cap, lam_top, lam_max) -> tuple:
-    """(state, arrival rate) at load parameter ``t`` per design: ``t <= 1`` is the fraction of
-    the capacity batch (rate from Little's law), ``1 < t < 2`` the way from there to capacity on
-    the slot queue (the batch stays at capacity)."""
-    st = _state(c, d, s, np.minimum(t, 1.0) * n_cap)
-    return st, np.where(t <= 1.0, np.minimum(st["lam"], lam_top), lam_top + (t - 1.0) * (lam_max - lam_top))
+def _stretch(c: dict, d: dict, st: dict, lam):
+    """Power-cap clock stretch at fluid state ``st`` with arrival rate ``lam`` (unstretched time):
+    ``max(1, P_dev / (tdp - static))``, ``P_dev`` the devices' dynamic energy of the mean iteration
+    (``u = lam tau`` admissions) over its time ``tau = t_d / (1 - lam m_p)`` (at capacity: the
+    full iterations, ``u = N_cap / n_dec``)."""
+    tau = st["t_d"] / (1.0 - np.minimum(lam * st["mp"], 0.999))
+    dev_j, _ = _energy_j(c, d, st, lam * tau)
+    return np.maximum(1.0, dev_j / (tau * np.maximum(c["headroom_w"], 1e-9)))
+
+
+def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
+    """(state, arrival rate in unstretched time, real rate) at load parameter ``t`` per design:
+    ``t <= 1`` is the fraction of the capacity batch (rate from Little's law), ``1 < t < 2`` the
+    way from there to capacity on the slot queue (batch at capacity); the real rate is the rate
+    over the power cap's stretch there, at most the capacity."""
+    st = _state(c, d, s, np.minimum(t, 1.0) * curve["n_cap"])
+    lam = np.where(t <= 1.0, np.minimum(st["lam"], curve["lam_top"]),
+                   curve["lam_top"] + np.maximum(t - 1.0, 0.0) * (curve["lam_max"] - curve["lam_top"]))
+    return st, lam, np.minimum(lam / _stretch(c, d, st, lam), curve["capacity"])
 
 
 def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
@@ -334,32 +348,35 @@ def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
             tuple(np.where(keep_lo, b, a) for a, b in zip(new, hi, strict=True)))
 
 
-def _goodput_bracket(c, d, w, s, ratio, t_g, lam_g, n_cap, lam_top, lam_max, stretch) -> tuple:
+def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve) -> tuple:
     """(points meeting both SLOs, bracket ends ``(t, -1/ratio, rate)``) of the SLO crossing:
     between the last grid point meeting both SLOs and the next, shrunk by
-    :data:`_GOODPUT_STEPS` safeguarded regula falsi steps on the load parameter ``t``."""
+    :data:`_GOODPUT_STEPS` safeguarded regula falsi steps on the load parameter ``t``. Ratios
+    and rates are in real (power-capped) time."""
     n_ok = np.cumprod(ratio <= 1.0, axis=0).sum(axis=0)
     i_hi = np.clip(n_ok, 1, ratio.shape[0] - 1)
     y = _neg_inv(ratio)
-    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(lam_g, i_hi - 1))
-    hi = (t_g[i_hi], _pick(y, i_hi), _pick(lam_g, i_hi))
+    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(rate_g, i_hi - 1))
+    hi = (t_g[i_hi], _pick(y, i_hi), _pick(rate_g, i_hi))
     for _ in range(_GOODPUT_STEPS):
         t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
-        st_new, lam_new = _load_point(c, d, s, t_new, n_cap, lam_top, lam_max)
-        y_new = _neg_inv(_slo_ratio(latencies(c, d, w, st_new, lam_new, lam_max, n_cap), s) * stretch)
-        lo, hi = _shrink(lo, hi, (t_new, y_new, lam_new), y_new <= -1.0)
+        st_new, lam_new, rate_new = _load_point(c, d, s, t_new, curve)
+        lat = latencies(c, d, w, st_new, lam_new, curve["lam_max"], curve["n_cap"])
+        y_new = _neg_inv(_slo_ratio(lat, s) * (lam_new / rate_new))
+        lo, hi = _shrink(lo, hi, (t_new, y_new, rate_new), y_new <= -1.0)
     return n_ok, lo, hi
 
 
-def _operating_batch(c, d, s, lam_op, b_lo, b_hi, lam_top):
-    """The batch whose Little's-law rate (:func:`_state`) is ``lam_op``: :data:`_BATCH_STEPS`
-    regula falsi steps in the bracket ``(batch, rate)`` ends, then interpolated; the capacity
-    batch on the slot queue (``lam_op >= lam_top``)."""
+def _operating_batch(c, d, s, rate_op, b_lo, b_hi, curve):
+    """The batch whose real (power-capped) Little's-law rate is ``rate_op``: :data:`_BATCH_STEPS`
+    regula falsi steps in the bracket ``(batch, rate)`` ends, then interpolated."""
     for _ in range(_BATCH_STEPS):
-        n_new = _toward(b_lo, b_hi, lam_op)
-        lam_new = np.minimum(_state(c, d, s, n_new)["lam"], lam_top)
-        b_lo, b_hi = _shrink(b_lo, b_hi, (n_new, lam_new), lam_new <= lam_op)
-    return _toward(b_lo, b_hi, lam_op)
+        n_new = _toward(b_lo, b_hi, rate_op)
+        st = _state(c, d, s, n_new)
+        lam = np.minimum(st["lam"], curve["lam_top"])
+        rate = np.minimum(lam / _stretch(c, d, st, lam), curve["capacity"])
+        b_lo, b_hi = _shrink(b_lo, b_hi, (n_new, rate), rate <= rate_op)
+    return _toward(b_lo, b_hi, rate_op)
 
 
 def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
@@ -371,11 +388,12 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     times in seconds; ``ttft_*`` are inf where the offered rate reaches capacity.
 
     The load curve is evaluated on a coarse grid (:data:`_GRID_BATCH_FRAC` of the capacity
-    batch, then :data:`_GRID_QUEUE_FRAC` of the way from there to capacity on the slot queue);
-    goodput: the SLO crossing bracketed between the last grid point that meets both SLOs and
-    the next, refined by regula falsi on ``-1 / ratio`` (:func:`_goodput_bracket`); the
-    operating point's batch solves Little's law for the rate by regula falsi
-    (:func:`_operating_batch`), then the point is evaluated.
+    batch, then :data:`_GRID_QUEUE_FRAC` of the way from there to capacity on the slot queue),
+    each point in real time under its own power-cap stretch (:func:`_stretch`); goodput: the
+    SLO crossing bracketed between the last grid point that meets both SLOs and the next,
+    refined by regula falsi on ``-1 / ratio`` (:func:`_goodput_bracket`); the operating point's
+    batch solves Little's law for the rate by regula falsi (:func:`_operating_batch`), then the
+    point is evaluated.
     """
     s = {**SCHED_DEFAULTS, **s}
     d = _prepare(c, w, s)
@@ -384,57 +402,69 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     n_cap = np.maximum(np.minimum(np.minimum(s["max_seqs"], n_kv), n_budget), 1e-6)
     shape = np.shape(n_cap)
     n_cap = np.atleast_1d(n_cap)
-    # the coarse load grid: batch fractions (fluctuation-corrected rates), then the slot queue
+    # the coarse load grid: batch fractions (fluctuation-corrected rates), then the slot queue;
+    # rates in unstretched time (lam), then in real time (rate = lam / stretch)
     n_grid = _grid(n_cap, _GRID_BATCH_FRAC)
     gs = _state(c, d, s, n_grid)
     top = {key: v[-1] for key, v in gs.items() if np.ndim(v) == 2}  # the capacity batch
     tau_sat = top["t_d"] + n_cap / d["n_dec"] * top["mp"]  # capacity: every iteration full
     lam_max = n_cap / (d["n_dec"] * tau_sat)
     lam_top = np.minimum(top["lam"], lam_max)
+    capacity = lam_max / _stretch(c, d, top, lam_max)
     lam_b = np.minimum(gs["lam"], lam_top)
+    rate_b = np.minimum(lam_b / _stretch(c, d, gs, lam_b), capacity)
     lam_q = lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)
-    # power cap: a uniform clock stretch, computed at capacity
-    e_sat, _ = _energy_j(c, d, top, n_cap / d["n_dec"])
-    stretch = np.maximum(1.0, e_sat / (tau_sat * np.maximum(c["headroom_w"], 1e-9)))
-    ratio = np.concatenate([_slo_ratio(latencies(c, d, w, gs, lam_b, lam_max, n_cap), s),
-                            _slo_ratio(latencies(c, d, w, top, lam_q, lam_max, n_cap), s)]) * stretch
-    lam_g = np.concatenate([lam_b, lam_q])
+    rate_q = np.minimum(lam_q / _stretch(c, d, top, lam_q), capacity)
+    curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "capacity": capacity}
+    ratio = np.concatenate([_slo_ratio(latencies(c, d, w, gs, lam_b, lam_max, n_cap), s) * (lam_b / rate_b),
+                            _slo_ratio(latencies(c, d, w, top, lam_q, lam_max, n_cap), s) * (lam_q / rate_q)])
+    rate_g = np.concatenate([rate_b, rate_q])
     t_g = np.concatenate([_GRID_BATCH_FRAC, 1.0 + np.asarray(_GRID_QUEUE_FRAC)])
     # goodput: where the SLO ratio crosses 1 in the refined bracket, on the chord of log(ratio): convex
     # where queueing blows up, so the chord errs on the side of meeting the SLOs (-1/ratio, used for
     # the steps, is concave there and would overshoot)
-    n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, lam_g, n_cap, lam_top, lam_max, stretch)
-    lam_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
-    goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), lam_g[-1], lam_good)) / stretch
-    # the operating point: the offered rate, or the goodput rate (bracketed by the goodput
-    # search's last bracket, else by the batch grid)
+    n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve)
+    rate_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
+    goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), rate_g[-1], rate_good))
+    # the operating point: the offered rate, or the goodput rate. Below the capacity batch its
+    # batch solves Little's law in real time (bracketed by the goodput search's last bracket,
+    # else by the batch grid); on the slot queue, the queue position gives the rate
     offered = np.atleast_1d(np.asarray(s["arrival_rate_req_per_s"], dtype=float))
-    lam_op = np.minimum(np.where(offered > 0.0, offered, goodput) * stretch, lam_max * (1.0 - 1e-9))
+    rate_top = rate_b[-1]
+    rate_op = np.minimum(np.where(offered > 0.0, offered, goodput), capacity * (1.0 - 1e-9))
     zero = np.zeros((1,) + n_cap.shape)
-    lam_rows, n_rows = np.concatenate([zero, lam_b]), np.concatenate([zero, n_grid])
-    j = np.clip((lam_rows < lam_op).sum(axis=0), 1, lam_rows.shape[0] - 1)
+    rate_rows = np.maximum.accumulate(np.concatenate([zero, rate_b]), axis=0)
+    n_rows = np.concatenate([zero, n_grid])
+    j = np.clip((rate_rows < rate_op).sum(axis=0), 1, rate_rows.shape[0] - 1)
     seeded = (offered <= 0.0) & (n_ok > 0) & (n_ok < len(t_g))
-    b_lo = tuple(np.where(seeded, a, b) for a, b in zip(
-        (np.minimum(lo[0], 1.0) * n_cap, np.minimum(lo[2], lam_top)), (_pick(n_rows, j - 1), _pick(lam_rows, j - 1)),
-        strict=True))
-    b_hi = tuple(np.where(seeded, a, b) for a, b in zip(
-        (np.minimum(hi[0], 1.0) * n_cap, np.minimum(hi[2], lam_top)), (_pick(n_rows, j), _pick(lam_rows, j)),
-        strict=True))
-    n_op = np.where(lam_op < lam_top, _operating_batch(c, d, s, lam_op, b_lo, b_hi, lam_top), n_cap)
+    ends = [tuple(np.where(seeded, a, b) for a, b in zip(
+        (np.minimum(end[0], 1.0) * n_cap, np.minimum(end[2], rate_top)), (_pick(n_rows, i), _pick(rate_rows, i)),
+        strict=True)) for end, i in ((lo, j - 1), (hi, j))]
+    queued = rate_op >= rate_top
+    n_op = np.where(queued, n_cap, _operating_batch(c, d, s, rate_op, *ends, curve))
     st = _state(c, d, s, n_op)
+    # on the slot queue: the rate through (rate_top, lam_top), the grid's queue points, (capacity, lam_max)
+    rate_pts = np.concatenate([rate_b[-1:], rate_q, capacity[None]])
+    lam_pts = np.concatenate([lam_top[None], lam_q, lam_max[None]])
+    k = np.clip((rate_pts < rate_op).sum(axis=0), 1, rate_pts.shape[0] - 1)
+    lam_queue = _toward((_pick(lam_pts, k - 1), _pick(rate_pts, k - 1)), (_pick(lam_pts, k), _pick(rate_pts, k)),
+                        rate_op)
+    lam_here = np.minimum(st["lam"], lam_top)
+    stretch = np.where(queued, lam_queue / np.maximum(rate_op, 1e-300),
+                       lam_here / np.minimum(lam_here / _stretch(c, d, st, lam_here), capacity))
+    lam_op = rate_op * stretch  # unstretched
     lat = latencies(c, d, w, st, lam_op, lam_max, n_cap)
-    stable = np.where(offered > 0.0, offered * stretch < lam_max, True)
-    lam_eff = lam_op / stretch
+    stable = np.where(offered > 0.0, offered < capacity, True)
     power_w = c["static_power_w"] + sum(_energy_j(c, d, st, lat["u"])) / (st["tau"] * stretch) * lat["busy"]
-    tokens_per_s = lam_eff * w["out_mean"]
+    tokens_per_s = rate_op * w["out_mean"]
     out = {
         "serving_tokens_per_s": tokens_per_s,
         "goodput_req_per_s": goodput,
         "ttft_p90_s": np.where(stable, lat["ttft_p90_s"] * stretch, np.inf),
         "tpot_p90_s": lat["tpot_p90_s"] * stretch,
         "kv_max_seqs": n_kv,
-        "serving_capacity_req_per_s": lam_max / stretch,
-        "serving_load_req_per_s": lam_eff,
+        "serving_capacity_req_per_s": capacity,
+        "serving_load_req_per_s": rate_op,
         "ttft_mean_s": np.where(stable, lat["ttft_mean_s"] * stretch, np.inf),
         "tpot_mean_s": lat["tpot_mean_s"] * stretch,
         "serving_batch": st["n"],

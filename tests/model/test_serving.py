@@ -204,6 +204,23 @@ def test_power_cap_stretches_time_uniformly():
     assert low["serving_capacity_req_per_s"] / lower["serving_capacity_req_per_s"] == pytest.approx(2.0)
 
 
+def test_power_cap_stretch_follows_the_load():
+    """A cap that binds at capacity (half the dynamic power there) slows light load less: the
+    stretch is that of the operating point's mean iteration, the capacity's the largest."""
+    c = _one_design()
+    w = length_moments(load_workloads()["sharegpt-vllm-paper"])
+    free_c = {**c, "headroom_w": 1e9}
+    cap_rate = float(serving.serving_metrics(free_c, w, {})["serving_capacity_req_per_s"])
+    full = serving.serving_metrics(free_c, w, {"arrival_rate_req_per_s": 0.999 * cap_rate})
+    capped = {**c, "headroom_w": 0.5 * (full["serving_power_w"] - c["static_power_w"])}
+    s_cap = cap_rate / float(serving.serving_metrics(capped, w, {})["serving_capacity_req_per_s"])
+    light = {"arrival_rate_req_per_s": 0.05 * cap_rate}
+    s_light = float(serving.serving_metrics(capped, w, light)["tpot_p90_s"]
+                    / serving.serving_metrics(free_c, w, light)["tpot_p90_s"])
+    assert s_cap == pytest.approx(2.0, rel=0.05)
+    assert 1.0 <= s_light < 0.8 * s_cap
+
+
 # ---- properties --------------------------------------------------------------------------
 
 def _one_design(model="llama-3-8b", platform="h100-sxm", **knobs):
@@ -235,8 +252,8 @@ def test_goodput_search_matches_a_dense_load_curve(monkeypatch):
     """The coarse grid + regula falsi goodput search and the batch solve of the operating point
     against the same model on a dense load grid (311 points): 3000 random designs (6 models,
     4 platforms, every verified workload, SLOs 0.2-10 s / 20-200 ms, offered rates 5-95% of
-    capacity). Seed 5, |error| median / p90: goodput 0.0015 / 0.020, batch at an offered rate
-    0.0002 / 0.011, TTFT p90 0.0000 / 0.002 (the former 10-point grid against its own dense
+    capacity). Seed 5, |error| median / p90: goodput 0.0012 / 0.017, batch at an offered rate
+    0.0002 / 0.026, TTFT p90 0.0000 / 0.007, TPOT p90 0.0000 / 0.012 (the former 10-point grid against its own dense
     curve: goodput 0.015 / 0.062 and 1% of designs with goodput 0 meeting the SLOs, batch
     0.006 / 0.065, TTFT p90 0.0007 / 0.009). At the goodput rate the SLO ratio is <= 1 for 90%
     of designs (median 0.98); above it only where the model's p90s jump with the load (the
@@ -271,7 +288,7 @@ def test_goodput_search_matches_a_dense_load_curve(monkeypatch):
     assert np.median(e) < 0.002 and np.quantile(e, 0.9) < 0.03
     for key in ("ttft_p90_s", "tpot_p90_s", "serving_power_w"):
         e = np.abs(got_rate[key] / ref_rate[key] - 1.0)
-        assert np.quantile(e[np.isfinite(e)], 0.9) < 0.01, key
+        assert np.quantile(e[np.isfinite(e)], 0.9) < 0.02, key
 
 
 def test_batch_equals_row_by_row():
@@ -428,6 +445,23 @@ def test_replica_recovers_the_static_model_exactly(monkeypatch, model, platform,
     np.testing.assert_allclose(batch * 50.0 / (st["prefill_j"] + st["decode_j"]), df["tokens_per_j"], rtol=1e-9)
 
 
+def _des_power_capped(c1, prompt, output, arrival, kw) -> dict:
+    """Steady-state DES statistics under a power cap averaged over the run (as a GPU holds its
+    TDP over many iterations): the uniform stretch at which the steady window's mean dynamic
+    power (links included, a small share) meets ``headroom_w``, by fixed-point iteration."""
+    tpv, stretch = float(c1["dec_tokens_per_iter"]), 1.0
+    for _ in range(4):
+        res = simulate(c1, prompt, output, arrival, stretch=stretch, **kw)
+        lo, hi = arrival[int(0.2 * len(arrival))], arrival[int(0.9 * len(arrival)) - 1]
+        it = (res["iter_end_s"] >= lo) & (res["iter_end_s"] <= hi)
+        power_w = res["iter_j"][it].sum() / res["iter_s"][it].sum()
+        new = max(1.0, stretch * power_w / float(c1["headroom_w"]))
+        if abs(new - stretch) < 0.003 * stretch:
+            break
+        stretch = new
+    return steady_stats(res, arrival, tpv)
+
+
 def _wired_case(rng, workloads):
     names = [*workloads, "none"]
     return {"model": str(rng.choice(["llama-3.2-1b", "llama-2-7b", "llama-3-8b", "mistral-7b"])),
@@ -441,11 +475,12 @@ def _wired_case(rng, workloads):
 @pytest.mark.slow
 def test_wired_path_against_discrete_event_reference(monkeypatch):
     """``dse.evaluate`` with a workload and an offered rate against the DES run on the replica
-    coefficients the stage built (its power-cap stretch included): a tp=2 Llama-3-70B FP8 replica
+    coefficients the stage built (power cap: the DES finds the uniform stretch of its own steady
+    mean power, the analytic model stretches at its operating point's mean iteration): a tp=2 Llama-3-70B FP8 replica
     on hgx-h100-8 plus 4 random single-device designs (dp 1-2, workloads with independent lengths
     or the design's own point mass), 1500 requests each, the analytic side on the workload's own
     moments (sampling noise included). Tolerances per case: TTFT p90 30%, TPOT p90 15%,
-    throughput 10% (seed 7: |error| at most 0.10, 0.08 and 0.04)."""
+    throughput 10% (seed 7: |error| at most 0.10, 0.09 and 0.05)."""
     rng = np.random.default_rng(7)
     workloads = {name: wl for name, wl in load_workloads().items() if "in_out_mean" not in wl}  # DES draws P, O apart
     cases = [{"model": "llama-3-70b", "platform": "hgx-h100-8", "load_frac": 0.6,
@@ -459,9 +494,7 @@ def test_wired_path_against_discrete_event_reference(monkeypatch):
         first = dse.evaluate(design, model=case["model"], platform=case["platform"]).iloc[0]
         design["arrival_rate_req_per_s"] = case["load_frac"] * first["serving_capacity_req_per_s"]
         df, got = _wired(monkeypatch, design, case["model"], case["platform"])
-        row, c, w, s = df.iloc[0], got["c"], got["w"], got["s"]
-        uncapped = serving.serving_metrics({**c, "headroom_w": 1e15}, w, s)["serving_capacity_req_per_s"][0]
-        stretch = float(uncapped / serving.serving_metrics(c, w, s)["serving_capacity_req_per_s"][0])
+        row, c, s = df.iloc[0], got["c"], got["s"]
         c1 = {key: (np.asarray(v, dtype=float)[..., 0] if np.ndim(v) else float(v)) for key, v in c.items()}
         c1 = {key: (v if np.ndim(v) else float(v)) for key, v in c1.items()}
         lam = float(np.atleast_1d(s["arrival_rate_req_per_s"])[0])  # per replica
@@ -472,10 +505,10 @@ def test_wired_path_against_discrete_event_reference(monkeypatch):
             prompt, output = sample(workloads[case["knobs"]["workload"]], n, rng)
         arrival = np.cumsum(rng.exponential(1.0 / lam, n))
         kv_blocks = int(c1["kv_capacity_bytes"] / c1["kv_bytes_per_token"] // 16)
-        res = simulate(c1, prompt, output, arrival, token_budget=float(np.atleast_1d(s["token_budget"])[0]),
-                       max_seqs=int(np.atleast_1d(s["max_seqs"])[0]), kv_blocks=kv_blocks, block_tokens=16,
-                       watermark_blocks=int(0.01 * kv_blocks), stretch=stretch)
-        des = steady_stats(res, arrival, float(c1["dec_tokens_per_iter"]))
+        kw = {"token_budget": float(np.atleast_1d(s["token_budget"])[0]), "kv_blocks": kv_blocks,
+              "max_seqs": int(np.atleast_1d(s["max_seqs"])[0]), "block_tokens": 16,
+              "watermark_blocks": int(0.01 * kv_blocks)}
+        des = _des_power_capped(c1, prompt, output, arrival, kw)
         dp = case["knobs"].get("dp", 1.0)
         err = {"ttft": row["ttft_p90_s"] / des["ttft_p90_s"] - 1.0, "tpot": row["tpot_p90_s"] / des["tpot_p90_s"] - 1.0,
                "throughput": row["serving_tokens_per_s"] / dp / des["tokens_per_s"] - 1.0}
