@@ -451,7 +451,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
                         rate_op)
     lam_here = np.minimum(st["lam"], lam_top)
     stretch = np.where(queued, lam_queue / np.maximum(rate_op, 1e-300),
-                       lam_here / np.minimum(lam_here / _stretch(c, d, st, lam_here), capacity))
+                       np.maximum(_stretch(c, d, st, lam_here), lam_here / capacity))  # the real rate <= capacity
     lam_op = rate_op * stretch  # unstretched
     lat = latencies(c, d, w, st, lam_op, lam_max, n_cap)
     stable = np.where(offered > 0.0, offered < capacity, True)
