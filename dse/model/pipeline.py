@@ -143,7 +143,8 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
                           k["kv_bits"], k["w_sparsity_frac"], k["nm_sparse"], k["w_group_size"], k["kv_method"],
                           k["sparse_method"])
     out.update(die_area_mm2=area["die_area_mm2"], c_reticle_mm2=area["c_reticle"],
-               c_shoreline_mm=area["c_shoreline"], provisioned_static_power_w=static_w, ppl_delta=q["ppl_delta"],
+               c_shoreline_mm=area["c_shoreline"], provisioned_static_power_w=static_w,
+               c_static_power_w=static_w - hw["tdp_w"], ppl_delta=q["ppl_delta"],
                quality_extrapolated=q["quality_extrapolated"])
     if data.get("serving"):
         hw_s = {**hw, "static_power_w": static_w}

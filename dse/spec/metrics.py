@@ -40,6 +40,8 @@ METRIC_TABLE: tuple[Metric, ...] = (
            "die edge the HBM stacks need minus the reticle's long edge: <= 0 fits (a constraint)", "cost"),
     Metric("provisioned_static_power_w", "W", False,
            "static power of one device as provisioned (anchored on its preset)", "cost"),
+    Metric("c_static_power_w", "W", False,
+           "static power of one device minus its TDP: <= 0 leaves power to compute (a constraint)", "cost"),
     Metric("system_cost_usd", "USD", False, "purchase cost of the system (dies, memory, packages, hosts)", "cost"),
     Metric("tco_usd_per_hour", "USD/h", False, "capex over the lifetime + decode energy at $/kWh and PUE", "cost"),
     Metric("usd_per_mtoken", "USD", False, "cost of one million decode tokens (tco / decode tokens per hour)", "cost"),
@@ -67,4 +69,5 @@ METRICS: tuple[str, ...] = tuple(METRIC_BY_NAME)
 METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in METRIC_TABLE}
 MAXIMISED_METRICS: frozenset[str] = frozenset(m.name for m in METRIC_TABLE if m.maximise)
 # Constraints the model itself reports (<= 0 feasible): every study and sweep applies those present.
-MODEL_CONSTRAINTS: tuple[str, ...] = ("g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_serving")
+MODEL_CONSTRAINTS: tuple[str, ...] = ("g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_static_power_w",
+                                      "c_serving")
