@@ -1,0 +1,73 @@
+"""Golden test: ``dse validate --set serving`` (validation/serving_published.csv, issue 12) predicts
+every published serving row, TP1 on device presets and the TP2/TP4 rows on system presets with
+links, and its errors stay where they were pinned.
+
+The presets are uncalibrated for serving and the published stacks (TensorRT-LLM, vLLM) carry
+host overheads the GPU model leaves out, so the errors are large and signed (model optimistic):
+``docs/serving.md`` section 4 gives each point's reasons. Tolerances: the pinned median and max
+|error| of each group, +-3 points (energy/power constants of the presets move the power-capped
+rows a little) so that a physics change that moves them is seen and re-pinned on purpose; the
+rank order of the 40 TensorRT-LLM points is asserted as a claim (Spearman >= 0.95).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from dse.validation.validate import load_set, validate
+
+SLACK = 0.03
+# group -> (rows, median |error|, max |error|) when pinned (error = predicted / published - 1)
+PINNED = {
+    "trtllm-tp1": (30, 0.162, 0.384),
+    "trtllm-tp2": (10, 0.344, 0.429),
+    "vllm-tp4": (3, 2.533, 2.737),
+    "vllm-light-tpot": (1, 0.463, 0.463),
+}
+
+
+@pytest.fixture(scope="module")
+def comparisons() -> pd.DataFrame:
+    rows = load_set("serving")
+    report = validate(rows)
+    assert report.skipped.empty, report.skipped
+    comp = report.comparisons.copy()
+    stack = rows.loc[comp["row"], "stack"].to_numpy()
+    trt = pd.Series(stack).str.startswith("TensorRT").to_numpy()
+    comp["group"] = np.where(trt, np.where(comp["tp"] == 1, "trtllm-tp1", "trtllm-tp2"),
+                             np.where(comp["metric"] == "tpot_p90_s", "vllm-light-tpot", "vllm-tp4"))
+    comp["error"] = comp["error_pct"] / 100.0
+    return comp
+
+
+def test_every_published_row_is_predicted(comparisons):
+    rows = load_set("serving")
+    assert len(rows) == 44 and len(comparisons) == 44
+    assert sorted(comparisons["row"]) == list(range(44))
+    assert set(comparisons["tp"]) == {1, 2, 4}
+    multi = comparisons[comparisons["tp"] > 1]
+    assert set(multi["platform"]) == {"hgx-h100-8", "hgx-a100-8"}  # system presets with links
+    assert (comparisons["metric"] == "serving_tokens_per_s").sum() == 43
+
+
+@pytest.mark.parametrize("group", sorted(PINNED))
+def test_errors_stay_pinned(comparisons, group):
+    n, median, worst = PINNED[group]
+    e = np.abs(comparisons.loc[comparisons["group"] == group, "error"].to_numpy())
+    assert len(e) == n
+    assert np.median(e) == pytest.approx(median, abs=SLACK)
+    assert e.max() == pytest.approx(worst, abs=SLACK)
+
+
+def test_signs_and_ranks(comparisons):
+    """The model is optimistic on every TensorRT-LLM and offline vLLM row (host overheads, engine
+    scheduling policy, finite runs: none in the model) and ranks the 40 TensorRT-LLM points as
+    published; it is fast on the light-load TPOT (pre-0.6 vLLM host time)."""
+    trt = comparisons[comparisons["group"].str.startswith("trtllm")]
+    assert (trt["error"] > 0.0).all()
+    assert spearmanr(trt["measured"], trt["predicted"])[0] >= 0.95
+    assert (comparisons.loc[comparisons["group"] == "vllm-tp4", "error"] > 1.0).all()
+    assert (comparisons.loc[comparisons["group"] == "vllm-light-tpot", "error"] < 0.0).all()
