@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from dse.loading import space_evaluator
@@ -28,6 +29,7 @@ from dse.search.designs import design_keys
 from dse.search.distributions import distributions, is_valid_trial, params_arrays
 from dse.search.export import export
 from dse.search.interrupts import DeferredInterrupt
+from dse.search.retry import with_retry
 from dse.search.samplers import make_sampler, resolve_sampler
 from dse.search.storages import (
     directions,
@@ -117,8 +119,14 @@ def _run(study: Study, sampler: optuna.samplers.BaseSampler, notes: list[str], *
     storage, journal, repaired = open_storage(study, repair=worker is None)  # the first thing that writes
     notes = notes + repaired
     stored = load_stored(study, storage)
+    rdb = journal is None and not is_journal(study.storage)
+
+    def retried(step: Callable[[], Any], what: str) -> Any:  # a shared database's bad moments: see retry.py
+        return with_retry(step, what=what, url=study.storage or "") if rdb else step()
+
     if shared:
-        work = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler)
+        work = retried(lambda: optuna.load_study(study_name=study.name, storage=storage, sampler=sampler),
+                       "loading the study")
     else:
         work = optuna.create_study(directions=directions(study), sampler=sampler)
         set_metric_names(work, study)
@@ -129,7 +137,8 @@ def _run(study: Study, sampler: optuna.samplers.BaseSampler, notes: list[str], *
             notes.append(f"ignored {len(bad)} stored trial(s) outside the space (has it changed?) or with NaN "
                          f"values: {bad[:10]}")
         work.add_trials(valid)
-    search = _Search(study, work, shared, stale_after_s, None if shared else (stored, journal))
+    search = retried(lambda: _Search(study, work, shared, stale_after_s, None if shared else (stored, journal)),
+                     "reading the trials")
     n_before = search.ledger.distinct
     bar = Progress(study.n_trials, n_before, progress)
     interrupted = False
@@ -140,7 +149,7 @@ def _run(study: Study, sampler: optuna.samplers.BaseSampler, notes: list[str], *
                 if ctrl_c.requested:  # between batches: everything told is saved
                     interrupted = True
                     break
-                n_told = search.step()
+                n_told = retried(search.step, "a batch of trials")
                 if n_told is None:
                     break
                 bar.update(n_told, len(search.front_vals), search.hv)
@@ -152,7 +161,8 @@ def _run(study: Study, sampler: optuna.samplers.BaseSampler, notes: list[str], *
         if worker is not None:
             return RunResult(0, search.ledger.distinct - n_before, 0, 0, time.perf_counter() - start, {},
                              interrupted, notes)
-        result = export(study, work if shared else stored)  # the journal numbers only distinct designs: 0, 1, ...
+        result = retried(lambda: export(study, work if shared else stored),  # the journal numbers only
+                         "reading the trials for the result files")  # distinct designs: 0, 1, ...
     result.n_new = result.n_trials - n_before
     result.elapsed_s = time.perf_counter() - start
     result.interrupted = interrupted
@@ -174,6 +184,7 @@ class _Search:
             self.ledger.refresh(work, stale_after_s)
         else:
             self.ledger.add(work.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.pending: list = []  # asked, not yet told (a database error cut the batch short)
         self.n_repeats = 0
         self.idle_batches = 0
         self.stopped = ""  # why the search stopped before its budget
@@ -198,6 +209,9 @@ class _Search:
     def step(self) -> int | None:
         """Ask, evaluate and tell one batch; return the new designs told, None when the search is over."""
         study, work, ledger = self.study, self.work, self.ledger
+        while self.pending:  # left RUNNING by a batch a database error cut short: fail them, as a stale trial
+            tell_quietly(work, self.pending[-1], state=TrialState.FAIL)
+            self.pending.pop()
         size = study.space.size
         if size is not None and ledger.distinct >= size:
             self.stopped = f"every design of the space ({size:,}) is evaluated"
@@ -221,7 +235,13 @@ class _Search:
             free = k = min(study.batch_size, study.n_trials - ledger.distinct)
         if k <= 0:
             return None
-        trials = [work.ask(self.dists) for _ in range(k)]
+        trials: list = []
+        self.pending = trials
+        for _ in range(k):
+            try:
+                trials.append(work.ask(self.dists))
+            except UpdateFinishedTrialError:  # another worker judged it stale while it was being asked
+                continue
         if self.shared and free - k < RACE_MARGIN:  # near the budget, other workers may have raced us
             ledger.refresh(work, self.stale_after_s)
             for t in [t for t in trials if not ledger.within_budget(t.number, study.n_trials)]:
@@ -245,8 +265,10 @@ class _Search:
                 batch_keys.add(key)
         self.idle_batches = 0 if fresh else self.idle_batches + 1
         if not fresh:
+            self.pending = []
             return 0
         done = self._evaluate_and_tell([t for t, _ in fresh])
+        self.pending = []
         ledger.add_keys([t.number for t, _ in fresh if t.number in done],
                         [key for t, key in fresh if t.number in done])
         if self.checkpoint is not None:

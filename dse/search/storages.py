@@ -21,7 +21,8 @@ import optuna
 
 from dse.results.tables import violations
 from dse.search.journal import CheckpointJournal, repair_journal
-from dse.spec.errors import SpecError, redact
+from dse.search.retry import OPEN_RETRY_FOR_S, with_retry
+from dse.spec.errors import DseError, SpecError, redact
 from dse.spec.metrics import MODEL_CONSTRAINTS
 from dse.spec.study import Study
 from dse.sweep.lock import output_lock
@@ -91,8 +92,11 @@ def open_storage(study: Study, *, repair: bool = True) -> tuple[Any, CheckpointJ
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": 60}}
-        try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        try:  # processes starting together on a fresh database race to create its tables: retried
+            storage = with_retry(lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs),
+                                 what="opening it", url=url, retry_for_s=OPEN_RETRY_FOR_S)
+        except DseError:
+            raise
         except Exception as exc:  # noqa: BLE001 - report any driver/connection failure as bad input
             raise SpecError(study.file, "storage", f"cannot open: {exc.__class__.__name__}", url) from None
         if url.startswith("sqlite"):
@@ -108,7 +112,15 @@ def directions(study: Study) -> list[str]:
 
 
 def load_stored(study: Study, storage: Any) -> optuna.Study:
-    """Create or load the stored study; refuse one whose searched spec differs."""
+    """Create or load the stored study; refuse one whose searched spec differs. On a shared
+    database, transient errors (several processes creating the study at once) are retried."""
+    if journal_path(study) is None:
+        return with_retry(lambda: _load_stored(study, storage), what="creating or loading the study",
+                          url=study.storage or "", retry_for_s=OPEN_RETRY_FOR_S)
+    return _load_stored(study, storage)
+
+
+def _load_stored(study: Study, storage: Any) -> optuna.Study:
     try:
         stored = optuna.create_study(storage=storage, study_name=study.name, directions=directions(study),
                                      load_if_exists=True)

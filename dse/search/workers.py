@@ -17,9 +17,10 @@ from dse.search.budget import STALE_AFTER_S, fail_stale
 from dse.search.export import export
 from dse.search.interrupts import DeferredInterrupt
 from dse.search.loop import check_run_arguments, run_study
+from dse.search.retry import with_retry
 from dse.search.samplers import resolve_sampler
 from dse.search.storages import hold_output, is_journal, load_stored, open_storage
-from dse.spec.errors import SpecError
+from dse.spec.errors import DseError, SpecError
 from dse.spec.study import Study
 from dse.sweep.study import RunResult, SweepOptions, run_exhaustive
 
@@ -70,9 +71,14 @@ def run_workers(study_path: str, n_workers: int, *, output: str | None = None, s
                     p.terminate()
                 raise
             failed = [p.exitcode for p in procs if p.exitcode != 0]
-            work = optuna.load_study(study_name=study.name, storage=storage_obj)
-            fail_stale(work, stale_after_s)  # fail what dead workers left running
-            result = export(study, work)
+
+            def finish() -> RunResult:
+                work = optuna.load_study(study_name=study.name, storage=storage_obj)
+                fail_stale(work, stale_after_s)  # fail what dead workers left running
+                return export(study, work)
+
+            result = finish() if is_journal(study.storage) else \
+                with_retry(finish, what="reading the trials for the result files", url=study.storage or "")
     result.elapsed_s = time.perf_counter() - start
     result.interrupted = ctrl_c.requested
     result.notes[:0] = notes
@@ -96,5 +102,9 @@ def _wait(procs: list, ctrl_c: DeferredInterrupt) -> None:
 
 def _worker_main(study_path: str, output: str | None, storage: str | None, n_trials: int | None, worker: int,
                  stale_after_s: float) -> None:
-    study = _load(study_path, output, storage, n_trials)
-    run_study(study, progress=False, worker=worker, stale_after_s=stale_after_s)
+    try:
+        study = _load(study_path, output, storage, n_trials)
+        run_study(study, progress=False, worker=worker, stale_after_s=stale_after_s)
+    except DseError as exc:  # one line, as the command itself would print, not a traceback
+        print(f"error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)
