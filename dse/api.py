@@ -72,9 +72,12 @@ class Evaluator:
         self._card_table["quality_family"] = np.array([quality_family(c.name) for c in self.models])
         self._hw_table = {f: np.array([p.fields[f] for p in self.platforms]) for f in HARDWARE_FIELD_NAMES}
         # each preset's provisioned static power: the anchor of its designs' static power (dse.model.silicon)
-        self._hw_table["static_ref_w"] = np.array([
-            float(silicon.provision(dict(p.fields), self._data["tech"])["provisioned_static_w"])
-            for p in self.platforms])
+        provisioned = [silicon.provision(dict(p.fields), self._data["tech"]) for p in self.platforms]
+        self._hw_table["static_ref_w"] = np.array([float(s["provisioned_static_w"]) for s in provisioned])
+        # and the on-chip energy rule at each preset: the anchor of its designs' on-chip energy
+        self._hw_table["onchip_ref_pj_per_bit"] = np.array([
+            float(silicon.onchip_rule_pj_per_bit(dict(p.fields), self._data["onchip"], s["area"]))
+            for p, s in zip(self.platforms, provisioned, strict=True)])
 
     def _fields(self, table: dict[str, np.ndarray], names: list[str], codes: Any, what: str) -> dict:
         if not names:

@@ -5,7 +5,8 @@ per-unit bandwidth and capacity of ``spaces/memory_technologies.yaml`` as arrays
 registry's memory-code order (:data:`dse.spec.registry.MEMORY_TECHNOLOGIES`);
 ``quality``: the compiled perplexity grids (:func:`dse.quality_table.load_quality_tables`);
 ``workloads``: the length moments of each workload of ``spaces/workloads.yaml`` in the
-registry's code order (None for code 0, "none").
+registry's code order (None for code 0, "none"); ``onchip``: the on-chip path energy rule's
+constants (:func:`dse.spec.onchip_table.load_onchip_table`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dse.model.quality import FAMILIES
 from dse.model.serving_lengths import length_moments
 from dse.quality_table import load_quality_tables
 from dse.spec.errors import SpecError
+from dse.spec.onchip_table import load_onchip_table
 from dse.spec.registry import MEMORY_TECHNOLOGIES, WORKLOADS
 from dse.spec.space import load_technologies
 from dse.spec.technology import load_technology
@@ -44,7 +46,7 @@ def model_data() -> dict[str, Any]:
         raise SpecError("workloads.yaml", "workloads", "names must be the registry's workloads in order",
                         list(workloads))
     moments = [None, *(length_moments(workloads[name]) for name in WORKLOADS[1:])]
-    return {"tech": tech, "quality": load_quality_tables(), "workloads": moments}
+    return {"tech": tech, "quality": load_quality_tables(), "workloads": moments, "onchip": load_onchip_table()}
 
 
 def quality_family(model_name: str) -> float:

@@ -123,18 +123,22 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
     ``m``: model-card fields, ``k``: knobs (:data:`dse.spec.registry.KNOB_DEFAULTS`),
     ``hw``: hardware fields; each value an array or a scalar (broadcast). Metrics are per
     system: ``dp`` replicas of ``tp * pp * ep`` devices each. ``data`` holds the static tables
-    (:func:`dse.model_data.model_data`): with them the silicon stage provisions area and
-    static power before the performance and power stages, and the cost and quality stages
-    follow (``m["quality_family"]`` and ``hw["static_ref_w"]``, the preset's provisioned static
-    power, come from the evaluator), then, where ``data["serving"]`` is true, the serving stage
-    (:mod:`dse.model.serving_stage`, with ``data["workloads"]``' length moments); without
-    ``data`` only the performance and power metrics.
+    (:func:`dse.model_data.model_data`): with them the silicon stage provisions area, static
+    power and the on-chip path energy before the performance and power stages, and the cost
+    and quality stages follow (``m["quality_family"]``, ``hw["static_ref_w"]`` and
+    ``hw["onchip_ref_pj_per_bit"]``, the preset's provisioned static power and on-chip rule
+    value, come from the evaluator), then, where ``data["serving"]`` is true, the serving
+    stage (:mod:`dse.model.serving_stage`, with ``data["workloads"]``' length moments);
+    without ``data`` only the performance and power metrics.
     """
     if data is None:
         return _broadcast(performance(m, k, hw))
     tech = data["tech"]
     sil = silicon.provision(hw, tech)
     static_w = silicon.anchored_static_w(hw["static_power_w"], sil["provisioned_static_w"], hw["static_ref_w"])
+    onchip = hw["onchip_energy_pj_per_bit"] * (silicon.onchip_rule_pj_per_bit(hw, data["onchip"], sil["area"])
+                                               / hw["onchip_ref_pj_per_bit"])
+    hw = {**hw, "onchip_energy_pj_per_bit": onchip}
     out = performance(m, k, {**hw, "static_power_w": static_w})
     area = sil["area"]
     out.update(cost.cost_metrics(sil["hw"], tech, k, out["n_devices"], out["decode_power_w"],

@@ -13,6 +13,9 @@ plus the per-unit bandwidth and capacity of ``spaces/memory_technologies.yaml`` 
   design's static power is ``static_power_w * provisioned(design) / provisioned(preset)``
   (:func:`anchored_static_w`): the preset's value for the preset itself, growing (or shrinking)
   in proportion to what a design provisions relative to it, never negative.
+* The on-chip path energy is anchored the same way: the preset's ``onchip_energy_pj_per_bit``
+  times rule(design) / rule(preset) (:func:`onchip_rule_pj_per_bit`), so a space that changes
+  the memory technology, node or die size re-prices the path; a preset is charged its own value.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model.area import area_breakdown, default_n_mem_units, resolve_params
+from dse.model.onchip_energy import default_arch_code, onchip_energy_pj_per_bit
 from dse.model.static_power import static_power_w
 
 Array = np.ndarray | float
@@ -36,6 +40,14 @@ def provision(hw: dict, tech: dict) -> dict:
     area = area_breakdown(hw, tech, (node, mem))
     return {"hw": hw, "params": (node, mem), "area": area,
             "provisioned_static_w": static_power_w(hw, tech, area["die_area_mm2"], (node, mem))}
+
+
+def onchip_rule_pj_per_bit(hw: dict, onchip_table: dict, area: dict) -> Array:
+    """The on-chip path energy rule (:func:`dse.model.onchip_energy.onchip_energy_pj_per_bit`) at a
+    design's node, memory technology, class and modelled die side (one die's path), pJ/bit."""
+    arch = default_arch_code(onchip_table, hw["platform_class_code"])
+    return onchip_energy_pj_per_bit(onchip_table, hw["process_nm"], hw["mem_technology_code"], arch,
+                                    np.sqrt(area["area_per_die_mm2"]))
 
 
 def anchored_static_w(preset_static_w: Array, provisioned_w: Array, preset_provisioned_w: Array) -> Array:
