@@ -59,9 +59,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -844,21 +842,15 @@ def measure(models: Sequence[Any], batches: Sequence[int], in_lens: Sequence[int
 
 
 def write_measurements(df: Any, path: str | Path) -> Path:
-    """Write a measurement DataFrame as CSV atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
+    """Write a measurement DataFrame as CSV atomically (:func:`write_csv`) after checking its columns."""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DseError(f"measurement table lacks columns {missing}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_csv(df, path)
+
+
+def write_csv(df: Any, path: str | Path) -> Path:
+    """Write a DataFrame as CSV atomically (:func:`dse.results.io.atomic_write`), 6 significant digits."""
+    from dse.results.io import atomic_write  # on first use: the GPU side imports this module without pyarrow
+
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))

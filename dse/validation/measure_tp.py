@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from dse.spec.errors import DseError
-from dse.validation.measure import COLUMNS, EXTRA_COLUMNS, Shapes
+from dse.validation.measure import COLUMNS, EXTRA_COLUMNS, Shapes, write_csv
 from dse.validation.tp_shard import (  # noqa: F401 - re-exported: the public shard arithmetic
     SAFE_ENV,
     TpShard,
@@ -177,21 +177,6 @@ def measure_tp(models: Sequence[Any], batches: Sequence[int], in_lens: Sequence[
     cases = [(m, b, i, o) for m in models for b in batches for i in in_lens for o in out_lens]
     return measure_tp_cases(cases, tp_values, **kwargs)
 
-
-def write_csv(df: Any, path: str | Path) -> Path:
-    """Write a DataFrame as CSV atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------- CLI
