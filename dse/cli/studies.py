@@ -197,22 +197,14 @@ def results_path(path: str, name: str) -> Path:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from dse.loading import load_study
-    from dse.results.io import read_table
-    from dse.results.tables import write_results
-    from dse.sweep.study import merge_shards
+    from dse.sweep.study import merge_shard_folders
 
     output_folder(args.output)
     study = load_study(args.study, output=args.output)
-    fronts = [read_table(results_path(d, "front.parquet")) for d in args.shards]
-    trials = [read_table(results_path(d, "trials.parquet")) for d in args.shards]
-    front = merge_shards(fronts, study)
-    all_trials = pd.concat(trials, ignore_index=True).drop_duplicates(subset=["design_index"])
-    paths = write_results(study, all_trials, front, {"sampler": "exhaustive", "merged_shards": list(args.shards)})
-    say(f"merged {len(args.shards)} shards: front of {len(front)}")
-    for kind, path in paths.items():
+    result = merge_shard_folders(study, args.shards)  # checks the shards are one complete set of this study
+    say(f"merged {len(args.shards)} shards: front of {result.front_size}")
+    for kind, path in result.paths.items():
         say(f"  {kind:7s} {path}")
     return 0
 
