@@ -304,8 +304,9 @@ def _pick(grid, idx):
 
 
 def _slo_ratio(lat: dict, s: dict):
-    """The larger of TTFT p90 / its SLO and TPOT p90 / its SLO (<= 1: both met)."""
-    return np.maximum(lat["ttft_p90_s"] / s["ttft_slo_s"], lat["tpot_p90_s"] / s["tpot_slo_s"])
+    """The larger of TTFT p90 / its SLO and TPOT p90 / its SLO (<= 1: both met; inf past capacity)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.maximum(lat["ttft_p90_s"] / s["ttft_slo_s"], lat["tpot_p90_s"] / s["tpot_slo_s"])
 
 
 def _neg_inv(ratio):
@@ -338,8 +339,9 @@ def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
 def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
     """Linear interpolation of ``x`` at ``y_target`` between bracket ends ``(x, y)``, as a
     fraction of the bracket clamped to ``[lo_frac, hi_frac]``."""
-    f = np.clip((y_target - lo[1]) / np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0), lo_frac, hi_frac)
-    return lo[0] + (hi[0] - lo[0]) * f
+    with np.errstate(invalid="ignore"):  # an infinite end: the other end
+        f = np.clip((y_target - lo[1]) / np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0), lo_frac, hi_frac)
+        return lo[0] + (hi[0] - lo[0]) * np.nan_to_num(f)
 
 
 def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
@@ -424,7 +426,8 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     # where queueing blows up, so the chord errs on the side of meeting the SLOs (-1/ratio, used for
     # the steps, is concave there and would overshoot)
     n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve)
-    rate_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
+    with np.errstate(divide="ignore"):  # -1/ratio = -0 where the ratio is infinite
+        rate_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
     goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), rate_g[-1], rate_good))
     # the operating point: the offered rate, or the goodput rate. Below the capacity batch its
     # batch solves Little's law in real time (bracketed by the goodput search's last bracket,
