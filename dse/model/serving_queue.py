@@ -2,8 +2,8 @@
 
 Pure numpy, arrays over designs (a leading load-grid axis allowed). Called by
 :func:`dse.model.serving.serving_metrics` with the operating point ``st`` of
-``dse.model.serving._state`` (batch, iteration times, prefill marginal, rate) and the
-per-design quantities ``d`` of ``dse.model.serving._prepare``. The approximations (derivation
+``dse.model.serving_fluid.fluid_state`` (batch, iteration times, prefill marginal, rate) and the
+per-design quantities ``d`` of ``dse.model.serving_fluid.prepare``. The approximations (derivation
 and error against the discrete-event reference: ``docs/serving.md`` section 2, items 5-6):
 
 * **TTFT** = residual of the iteration in progress (length-biased over a two-point
