@@ -114,7 +114,7 @@ def missing_link(k: dict, hw: dict) -> Array:
     replica = k["tp"] * k["pp"] * k["ep"]
     no_link = (replica > 1.0) & (hw["link_bw_bytes_per_s"] <= 0)
     no_network = (replica > hw["n_devices_per_node"]) & (hw["internode_bw_bytes_per_s"] <= 0)
-    return (no_link | no_network).astype(float)
+    return np.asarray(no_link | no_network, dtype=float)
 
 
 def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dict[str, np.ndarray]:

@@ -59,3 +59,11 @@ def test_point_mass_workload_uses_the_design_lengths():
                       platform="h100-sxm")
     for name in ("serving_tokens_per_s", "goodput_req_per_s", "ttft_p90_s", "kv_max_seqs"):
         assert df[name].iloc[0] == pytest.approx(df[name].iloc[1], rel=1e-6), name
+
+
+def test_a_parallel_design_of_scalars_and_its_link_flag():
+    """One design given as scalars (no arrays anywhere) on a system with and without device links."""
+    linked = dse.evaluate({"tp": 2}, model="llama-2-7b", platform="hgx-h100-8").iloc[0]
+    alone = dse.evaluate({"tp": 2}, model="llama-2-7b", platform="h100-sxm").iloc[0]
+    assert linked["c_link"] == 0.0 and alone["c_link"] == 1.0
+    assert np.isfinite(alone["decode_tokens_per_s"]) and alone["decode_tokens_per_s"] < linked["decode_tokens_per_s"]
