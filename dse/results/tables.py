@@ -36,7 +36,7 @@ def design_table(study: Study, params: dict[str, np.ndarray], trial_numbers: np.
                  ) -> pd.DataFrame:
     """Evaluate knob values and return knobs, design columns, metrics, constraints, feasibility."""
     space = study.space
-    columns = space.columns(params)
+    columns = space.columns(params, strict=False)  # a non-finite derived value: flagged by the evaluator
     n = len(next(iter(params.values()))) if params else 0
     metrics = space_evaluator(space)({k: np.broadcast_to(v, (n,)) if np.ndim(v) else v for k, v in columns.items()})
     cons = violations(metrics, study.constraints)

@@ -16,7 +16,7 @@ from dse.spec.space import Space
 def design_matrix(space: Space, params: dict[str, np.ndarray]) -> np.ndarray:
     """(n, columns) float64 matrix of the designs' evaluator columns, in a fixed column order."""
     n = len(next(iter(params.values()))) if params else 0
-    columns = space.columns(params)
+    columns = space.columns(params, strict=False)
     if not columns:
         return np.zeros((n, 0))
     return np.column_stack([np.broadcast_to(np.asarray(columns[name], dtype=np.float64), (n,))

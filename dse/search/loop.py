@@ -21,7 +21,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from dse.loading import space_evaluator
+from dse.loading import INVALID_INPUT, space_evaluator
 from dse.results.pareto import hypervolume_2d, pareto_mask
 from dse.results.tables import violations
 from dse.search.budget import RACE_MARGIN, SHARED_BATCH, STALE_AFTER_S, Ledger, tell_quietly
@@ -186,6 +186,7 @@ class _Search:
             self.ledger.add(work.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.pending: list = []  # asked, not yet told (a database error cut the batch short)
         self.n_repeats = 0
+        self.n_invalid = 0  # designs with an input outside its valid range (infeasible)
         self.idle_batches = 0
         self.stopped = ""  # why the search stopped before its budget
         self.front_vals = np.empty((0, len(study.objectives)))
@@ -282,7 +283,7 @@ class _Search:
         """Evaluate asked trials in one call; tell them with their constraints; return the numbers told."""
         study, work = self.study, self.work
         try:
-            metrics = self.evaluator(study.space.columns(params_arrays(study.space, trials)))
+            metrics = self.evaluator(study.space.columns(params_arrays(study.space, trials), strict=False))
         except BaseException:
             for t in trials:
                 tell_quietly(work, t, state=TrialState.FAIL)
@@ -296,6 +297,7 @@ class _Search:
                 told.add(t.number)
         feasible = np.all(con_arr <= 0, axis=1)
         self._update_front(values[feasible])
+        self.n_invalid += int(np.count_nonzero(metrics[INVALID_INPUT] > 0))
         return told
 
     def _update_front(self, new: np.ndarray) -> None:
@@ -320,6 +322,10 @@ class _Search:
         out = []
         if self.n_repeats:
             out.append(f"{self.n_repeats:,} proposals repeated an evaluated design: not evaluated or counted again")
+        if self.n_invalid:
+            columns = ", ".join(f"{name} ({count:,})" for name, count in sorted(self.evaluator.invalid_counts.items()))
+            out.append(f"{self.n_invalid:,} designs infeasible ({INVALID_INPUT}): an input outside its valid range "
+                       f"or not finite: {columns}")
         if self.stopped and self.ledger.distinct < self.study.n_trials:
             out.append(f"stopped at {self.ledger.distinct:,} distinct designs: {self.stopped}")
         return out

@@ -70,4 +70,4 @@ METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in METRIC_TABLE}
 MAXIMISED_METRICS: frozenset[str] = frozenset(m.name for m in METRIC_TABLE if m.maximise)
 # Constraints the model itself reports (<= 0 feasible): every study and sweep applies those present.
 MODEL_CONSTRAINTS: tuple[str, ...] = ("g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_static_power_w",
-                                      "c_serving")
+                                      "c_serving", "c_invalid_input")  # the last: dse.loading.SpaceEvaluator

@@ -143,8 +143,9 @@ class Space:
         return {k.name: params[k.name] for k in self.knobs}
 
     def columns_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """Evaluator columns of flat design indices (see :meth:`params_at`)."""
-        return self.columns(self.params_at(index))
+        """Evaluator columns of flat design indices (see :meth:`params_at`); a derived value may be
+        non-finite for some (the evaluator of a sweep flags those designs)."""
+        return self.columns(self.params_at(index), strict=False)
 
     # ---- params -> evaluator columns ----------------------------------------------------
     def categories(self) -> dict[str, list[str]]:
@@ -157,16 +158,18 @@ class Space:
             out["mem_technology"] = list(self.technologies)
         return out
 
-    def columns(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    def columns(self, params: dict[str, Any], *, strict: bool = True) -> dict[str, np.ndarray]:
         """Evaluator columns from knob values (string categoricals as codes), SI units.
 
         Applies conditions (``when``), fixed values, the memory-technology table and the
-        derived expressions, then keeps the columns the evaluator reads.
+        derived expressions, then keeps the columns the evaluator reads. ``strict``: a
+        derived value that is not finite raises; else it is passed on, for the evaluator of
+        a study to flag the design infeasible (:class:`dse.loading.SpaceEvaluator`).
         """
         env, cats, _ = self._conditioned(params)
         for name in self.derived_order:
             value = self.derived[name](env, cats)
-            if not np.all(np.isfinite(value)):
+            if strict and not np.all(np.isfinite(value)):
                 raise SpecError(self.file, f"derived.{name}", "expression gives a non-finite value",
                                 self.derived[name].text)
             env[name] = value

@@ -21,6 +21,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from dse.loading import INVALID_INPUT
 from dse.results.pareto import ParetoArchive, pareto_mask
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.metrics import MODEL_CONSTRAINTS
@@ -64,6 +65,7 @@ class SweepResult:
     n_evaluated: int
     n_feasible: int
     elapsed_s: float
+    n_invalid: int = 0  # designs with an input outside its valid range (infeasible, see dse.loading)
 
     @property
     def points_per_s(self) -> float:
@@ -92,6 +94,7 @@ class _Partial:
     sample: Table
     n_evaluated: int = 0
     n_feasible: int = 0
+    n_invalid: int = 0
 
 
 def sweep(space: FiniteSpace, make_evaluator: Callable[[], Evaluate],
@@ -132,7 +135,7 @@ def sweep(space: FiniteSpace, make_evaluator: Callable[[], Evaluate],
                 progress(result.n_evaluated, total)
     return SweepResult(front=_frame(result.front.payload), sample=_frame(result.sample),
                        n_evaluated=result.n_evaluated, n_feasible=result.n_feasible,
-                       elapsed_s=time.perf_counter() - start_s)
+                       elapsed_s=time.perf_counter() - start_s, n_invalid=result.n_invalid)
 
 
 def merge_fronts(fronts: Sequence[pd.DataFrame], objectives: Sequence[tuple[str, bool]]) -> pd.DataFrame:
@@ -256,6 +259,8 @@ def _add_chunk(part: _Partial, space: FiniteSpace, evaluate: Evaluate, index: np
         part.sample = _smallest_rows(_concat(part.sample, candidates), plan.sample_size)
     part.n_evaluated += len(index)
     part.n_feasible += len(rows)
+    if INVALID_INPUT in table:
+        part.n_invalid += int(np.count_nonzero(table[INVALID_INPUT] > 0))
 
 
 def _evaluate(space: FiniteSpace, evaluate: Evaluate, index: np.ndarray) -> Table:
@@ -284,6 +289,7 @@ def _fold(into: _Partial, part: _Partial, sample_size: int) -> None:
         into.sample = _smallest_rows(_concat(into.sample, part.sample), sample_size)
     into.n_evaluated += part.n_evaluated
     into.n_feasible += part.n_feasible
+    into.n_invalid += part.n_invalid
 
 
 def _sample_keys(index: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from dse.loading import space_evaluator
+from dse.loading import INVALID_INPUT, space_evaluator
 from dse.results.io import read_metadata, read_table
 from dse.results.tables import design_table, front_of, write_results
 from dse.spec.errors import SpecError
@@ -120,6 +120,9 @@ def _sweep_study(study: Study, progress: bool, opts: SweepOptions) -> RunResult:
              "points_per_s": res.points_per_s}
     paths = write_results(study, trials, front, extra)
     notes = []
+    if res.n_invalid:
+        notes.append(f"{res.n_invalid:,} designs infeasible ({INVALID_INPUT}): an input outside its valid range or "
+                     "not finite (a derived value, say); see that column in trials.parquet")
     points = space.size if opts.shard is None else None
     if points is not None and res.n_evaluated < points:
         notes.append(f"the space's {points:,} points are {res.n_evaluated:,} distinct designs (a knob that its "

@@ -193,8 +193,8 @@ def test_optuna_sees_the_metric_names_constraints_and_front_dse_reports(tmp_path
         str(st.output / "optuna.journal")))
     stored = optuna.load_study(study_name="t", storage=storage)
     assert stored.metric_names == ["decode_tokens_per_s", "decode_tokens_per_j"]  # not "Objective 0/1"
-    names = ["c_g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_static_power_w", "c_ttft_s_max",
-             "c_decode_tokens_per_s_max"]
+    names = ["c_g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_static_power_w", "c_invalid_input",
+             "c_ttft_s_max", "c_decode_tokens_per_s_max"]
     assert stored.user_attrs["dse_constraint_names"] == names
     trials = pd.read_parquet(st.output / "trials.parquet").set_index("trial")
     for t in stored.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
