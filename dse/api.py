@@ -72,12 +72,10 @@ class Evaluator:
         self._card_table["quality_family"] = np.array([quality_family(c.name) for c in self.models])
         self._hw_table = {f: np.array([p.fields[f] for p in self.platforms]) for f in HARDWARE_FIELD_NAMES}
         # each preset's provisioned static power: the anchor of its designs' static power (dse.model.silicon)
-        provisioned = [silicon.provision(dict(p.fields), self._data["tech"]) for p in self.platforms]
-        self._hw_table["static_ref_w"] = np.array([float(s["provisioned_static_w"]) for s in provisioned])
         # and the on-chip energy rule at each preset: the anchor of its designs' on-chip energy
-        self._hw_table["onchip_ref_pj_per_bit"] = np.array([
-            float(silicon.onchip_rule_pj_per_bit(dict(p.fields), self._data["onchip"], s["area"]))
-            for p, s in zip(self.platforms, provisioned, strict=True)])
+        refs = [_preset_refs(p, self._data) for p in self.platforms]
+        self._hw_table["static_ref_w"] = np.array([r[0] for r in refs])
+        self._hw_table["onchip_ref_pj_per_bit"] = np.array([r[1] for r in refs])
 
     def _fields(self, table: dict[str, np.ndarray], names: list[str], codes: Any, what: str) -> dict:
         if not names:
@@ -141,6 +139,24 @@ class Evaluator:
         k.update((name, cols[name]) for name in COST_SETTINGS if name in cols)
         serving = self.serving if self.serving is not None else "workload" in cols
         return evaluate_arrays(m, k, hw, {**self._data, "serving": serving})
+
+
+_PRESET_REFS: dict[int, tuple[Platform, float, float]] = {}  # id -> (preset kept alive, static W, on-chip pJ/bit)
+
+
+def _preset_refs(platform: Platform, data: dict) -> tuple[float, float]:
+    """A preset's provisioned static power and on-chip rule value (the anchors of its designs),
+    computed once per loaded preset object (presets are immutable and cached by the loader)."""
+    hit = _PRESET_REFS.get(id(platform))
+    if hit is not None and hit[0] is platform:
+        return hit[1], hit[2]
+    provisioned = silicon.provision(dict(platform.fields), data["tech"])
+    refs = (float(provisioned["provisioned_static_w"]),
+            float(silicon.onchip_rule_pj_per_bit(dict(platform.fields), data["onchip"], provisioned["area"])))
+    if len(_PRESET_REFS) > 1024:
+        _PRESET_REFS.clear()
+    _PRESET_REFS[id(platform)] = (platform, *refs)
+    return refs
 
 
 def _numeric_columns(columns: Columns) -> dict[str, Any]:

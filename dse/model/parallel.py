@@ -71,7 +71,11 @@ def knob(k: dict, name: str) -> Array:
 
 def is_single_device(k: dict) -> bool:
     """True when no design of the batch shards anything (tp = pp = ep = micro_batches = 1)."""
-    return all(np.all(knob(k, name) == 1.0) for name in _SHARDING_KNOBS)
+    for name in _SHARDING_KNOBS:
+        value = knob(k, name)
+        if not (value == 1.0 if isinstance(value, float) else np.all(value == 1.0)):  # floats: no numpy call
+            return False
+    return True
 
 
 def n_devices(k: dict) -> Array:

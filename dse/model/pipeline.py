@@ -159,7 +159,8 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
 
 def _broadcast(out: dict[str, Array]) -> dict[str, np.ndarray]:
     shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
-    return {key: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for key, v in out.items()}
+    arrays = {key: np.asarray(v, dtype=np.float64) for key, v in out.items()}
+    return {key: a if a.shape == shape else np.broadcast_to(a, shape) for key, a in arrays.items()}
 
 
 def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
