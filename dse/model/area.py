@@ -39,10 +39,10 @@ import operator
 
 import numpy as np
 
+from dse.spec.units import MEGA, TERA
+
 Array = np.ndarray | float
 PRECISION_BITS: tuple[int, ...] = (32, 16, 8, 4)
-TERA = 1e12
-MEGA = 1e6
 
 
 def _interp_log(log_x: Array, xp_nm: np.ndarray, fp: np.ndarray) -> np.ndarray:

@@ -72,6 +72,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
+from dse.spec.units import BITS_PER_BYTE, PJ
 
 Array = np.ndarray | float
 
@@ -90,8 +91,6 @@ SYSTEM_FIELDS: tuple[str, ...] = (
     "internode_bw_eff_frac", "internode_latency_s", "internode_energy_pj_per_bit",
 )
 SYSTEM_FIELD_DEFAULTS: dict[str, float] = {name: HARDWARE_DEFAULTS[name] for name in SYSTEM_FIELDS}
-BITS_PER_BYTE = 8.0
-PJ = 1e-12
 
 
 class Comm(NamedTuple):

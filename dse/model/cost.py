@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model.area import area_breakdown, resolve_params
+from dse.spec.units import GIGA
 
 Array = np.ndarray | float
-GIGA = 1e9
 S_PER_HOUR = 3600.0
 
 

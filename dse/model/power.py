@@ -18,6 +18,18 @@ from dse.spec.units import BITS_PER_BYTE, PJ
 SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
 
 
+def j_per_dram_byte(hw: dict) -> Array:
+    """Energy of one main-memory byte on the host: DRAM + on-chip path + SRAM staging, joules."""
+    per_bit_pj = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
+                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"])
+    return per_bit_pj * BITS_PER_BYTE * PJ
+
+
+def j_per_flop_per_bit(hw: dict) -> Array:
+    """Energy of one FLOP per bit of its native width (``flop16_energy_pj_per_flop / 16``), joules."""
+    return hw["flop16_energy_pj_per_flop"] * PJ / 16.0
+
+
 def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array:
     """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
 
@@ -27,11 +39,8 @@ def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array
     accelerators; it is conservative for integer multipliers, whose energy falls faster
     than linearly (Horowitz, ISSCC 2014).
     """
-    per_bit_pj = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
-                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"])
     # scalar factors grouped first: four array operations for a one-platform batch
-    j_per_flop_per_bit = hw["flop16_energy_pj_per_flop"] * PJ / 16.0
-    return flop * (native * j_per_flop_per_bit) + nbytes * (per_bit_pj * BITS_PER_BYTE * PJ)
+    return flop * (native * j_per_flop_per_bit(hw)) + nbytes * j_per_dram_byte(hw)
 
 
 def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import perf
+from dse.model import perf, power
 from dse.model.serving_iteration import LIN_ROWS
 from dse.model.workload import layer_params, n_params, tokens_per_verify, weight_bytes_per_param
-from dse.spec.units import BITS_PER_BYTE, PJ
-
-SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # as dse.model.power: staged through SRAM once (write + read)
 
 
 def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256.0) -> dict[str, np.ndarray]:
@@ -41,9 +38,8 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     lin_spf = lin_spf * nm_time_frac
     attn_spf, attn_native = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
     spb = perf.mem_s_per_byte(hw)
-    j_per_byte = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
-                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"]) * BITS_PER_BYTE * PJ
-    j_per_flop_bit = hw["flop16_energy_pj_per_flop"] * PJ / 16.0
+    j_per_byte = power.j_per_dram_byte(hw)  # the static model's prices (dse.model.power)
+    j_per_flop_bit = power.j_per_flop_per_bit(hw)
     lin_jpf, attn_jpf = lin_native * j_per_flop_bit, attn_native * j_per_flop_bit
     koh = hw["kernel_overhead_s"]
 
