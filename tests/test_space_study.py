@@ -6,21 +6,9 @@ import numpy as np
 import pytest
 
 from dse.loading import load_space
+from tests.conftest import SMALL_SPACE
 
-SPACE = {
-    "platform": "h100-sxm",
-    "model": "llama-2-7b",
-    "knobs": {
-        "mem_technology": {"choices": ["hbm3", "gddr6x", "hbm2-pim"]},
-        "n_mem_units": {"low": 1, "high": 4},
-        "batch": {"choices": [1, 8, 64]},
-        "w_bits": {"choices": [4, 16]},
-        "pim_offload": {"choices": [0, 2], "when": "mem_pim_capable > 0", "default": 0},
-        "flop16_peak_tflop_per_s": {"low": 100, "high": 1000, "step": 300},
-    },
-    "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"},
-    "fixed": {"in_len": 256, "out_len": 64},
-}
+SPACE = SMALL_SPACE
 
 
 def test_space_size_units_derived_and_mixed_radix():
