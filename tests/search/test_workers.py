@@ -48,7 +48,8 @@ def study_file(tmp_path: Path, n_trials: int, batch_size: int = 20, large: bool 
     name = f"w{uuid.uuid4().hex[:10]}"
     spec = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
     spec.update(name=name, budget={"n_trials": n_trials}, batch_size=batch_size, sampler=NSGA2,
-                space=str(ROOT / "spaces" / "quickstart.yaml"))
+                space=str(ROOT / "spaces" / "quickstart.yaml"),
+                objectives=[{"metric": "decode_tokens_per_s"}, {"metric": "decode_tokens_per_j"}])
     if large:
         spec.update(space=LARGE, model="llama-3-70b", constraints=[{"metric": "tpot_s", "max": 0.1},
                                                                    {"metric": "ttft_s", "max": 10.0}])
