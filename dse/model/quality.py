@@ -244,36 +244,54 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
     SPARSE_METHODS; bits per element; ``w_group_size`` weights per scale (0 = per-channel);
     ``w_sparsity_frac`` pruned fraction; ``nm_sparse`` > 0 selects 2:4 (takes precedence, as in
     the workload model). Returns ``ppl_delta`` (inf = no data), ``quality_extrapolated`` and
-    ``quality_interpolated`` (int8).
+    ``quality_interpolated`` (int8), each of the inputs' broadcast shape. Inputs that are the
+    same for the whole batch stay scalars until the end (fewer full-length operations).
     """
-    fam, meth, w, a, kv, frac, nm, grp, kvm, spm = np.broadcast_arrays(
-        np.asarray(family_code, dtype=np.int64), np.asarray(quant_method_code, dtype=np.int64),
-        np.asarray(w_bits, dtype=float), np.asarray(a_bits, dtype=float), np.asarray(kv_bits, dtype=float),
-        np.asarray(w_sparsity_frac, dtype=float), np.asarray(nm_sparse, dtype=float),
-        np.asarray(w_group_size, dtype=float), np.asarray(kv_method_code, dtype=np.int64),
-        np.asarray(sparse_method_code, dtype=np.int64))
+    fam, meth, kvm, spm = (np.asarray(x, dtype=np.int64) for x in (family_code, quant_method_code, kv_method_code,
+                                                                     sparse_method_code))
+    w, a, kv, frac, nm, grp = (np.asarray(x, dtype=float) for x in (w_bits, a_bits, kv_bits, w_sparsity_frac,
+                                                                    nm_sparse, w_group_size))
+    shape = np.broadcast_shapes(*(x.shape for x in (fam, meth, kvm, spm, w, a, kv, frac, nm, grp)))
     wv, sv = tables["wa_value"], tables["sp_value"]
-    valid = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0) & (kvm < wv.shape[6])
-             & (spm >= 0) & (spm < sv.shape[1]))
     wl, al, kl = bits_level(w), bits_level(a), bits_level(kv)
-    valid &= (wl >= 0) & (al >= 0) & (kl >= 0)
-    ix = tuple(np.where(valid, x, 0) for x in (fam, meth, wl, al, group_rank(grp), kl, kvm))
-    flat = np.ravel_multi_index(ix, wv.shape)  # one flat gather instead of a 7-D fancy index
-    d_wa, f_wa = wv.ravel().take(flat), tables["wa_flags"].ravel().take(flat)
     pattern = (nm > 0).astype(np.int64)
     fl = np.where(pattern == 1, 1, frac_level(frac))
-    valid &= fl < sv.shape[3]
-    jx = (ix[0], np.where(valid, spm, 0), pattern, np.where(valid, fl, 0))
-    flat_sp = np.ravel_multi_index(jx, sv.shape)
+    valid = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0) & (kvm < wv.shape[6])
+             & (spm >= 0) & (spm < sv.shape[1]) & (wl >= 0) & (al >= 0) & (kl >= 0) & (fl < sv.shape[3]))
+    everywhere = bool(np.all(valid))
+    fam_i, wl_i, al_i, kl_i = (x if everywhere else np.where(valid, x, 0) for x in (fam, wl, al, kl))
+    # flat indices by strides, the batch-wide terms summed first (scalars stay scalars)
+    ws, ss = _strides(wv.shape), _strides(sv.shape)
+    wa_const = fam_i * ws[0] + meth * ws[1] + group_rank(grp) * ws[4] + kvm * ws[6]
+    if not everywhere:
+        wa_const = np.where(valid, wa_const, 0)
+    flat = (wa_const + kl_i * ws[5]) + (wl_i * ws[2] + al_i * ws[3])
+    d_wa, f_wa = wv.ravel().take(flat), tables["wa_flags"].ravel().take(flat)
+    fl_i = fl if everywhere else np.where(valid, fl, 0)
+    sp_i = spm if everywhere else np.where(valid, spm, 0)
+    flat_sp = (fam_i * ss[0] + sp_i * ss[1]) + (pattern * ss[2] + fl_i)
     d_sp, f_sp = sv.ravel().take(flat_sp), tables["sp_flags"].ravel().take(flat_sp)
     both = (d_wa > 0) & (d_sp > 0)
-    total = np.where(valid, np.where(both, tables["sparse_margin"] * (d_wa + d_sp), d_wa + d_sp), NO_DATA)
+    total = d_wa + d_sp
+    if np.any(both):
+        total = np.where(both, tables["sparse_margin"] * total, total)
+    if not everywhere:
+        total = np.where(valid, total, NO_DATA)
     extrap = ~valid | np.isinf(total) | both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED)) > 0)
     top = BITS_GRID[-1]
-    on_grid = ((w == BITS_GRID[ix[2]]) | (w >= top)) & ((a == BITS_GRID[ix[3]]) | (a >= top))
-    on_grid &= (kv == BITS_GRID[ix[5]]) | (kv >= top)
-    on_grid &= (grp == 0) | (grp == GROUP_MAX_FINE) | (w >= top)
-    on_grid &= (pattern == 1) | (frac == FRAC_GRID[jx[3]])
-    exact = on_grid & ((f_wa & F_EXACT) > 0) & ((f_sp & F_EXACT) > 0) & ~both
-    return {"ppl_delta": total, "quality_extrapolated": extrap.astype(np.int8),
-            "quality_interpolated": (~exact & ~extrap).astype(np.int8)}
+    on_grid = (((w == BITS_GRID.take(wl_i)) | (w >= top)) & ((a == BITS_GRID.take(al_i)) | (a >= top))
+               & ((kv == BITS_GRID.take(kl_i)) | (kv >= top)) & ((grp == 0) | (grp == GROUP_MAX_FINE) | (w >= top))
+               & ((pattern == 1) | (frac == FRAC_GRID.take(fl_i))))
+    exact = on_grid & (((f_wa & f_sp) & F_EXACT) > 0) & ~both
+    return {"ppl_delta": np.broadcast_to(total, shape),
+            "quality_extrapolated": np.broadcast_to(extrap.astype(np.int8), shape),
+            "quality_interpolated": np.broadcast_to((~exact & ~extrap).astype(np.int8), shape)}
+
+
+def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a C-ordered array of ``shape``."""
+    out, step = [], 1
+    for size in reversed(shape):
+        out.append(step)
+        step *= size
+    return tuple(reversed(out))
