@@ -34,3 +34,20 @@ def test_memory_technology_table_and_conditional_knob():
     assert cols["mem_energy_pj_per_bit"][2] == table["hbm2-pim"]["energy_pj_per_bit"]
     assert cols["pim_offload"].tolist() == [0.0, 0.0, 2.0]  # only the PIM-capable memory keeps the knob
     assert cols["pim_peak_flop_per_s"][2] > 0 and cols["pim_peak_flop_per_s"][0] == 0
+
+
+def test_spec_hash_follows_the_named_space_file_and_its_presets(tmp_path):
+    """A study that only names its space file: editing that file (or pointing the space at
+    another preset) changes the hash, so a resumed run cannot mix two spaces."""
+    from dse.loading import load_study
+
+    def hash_with(space_text: str) -> str:
+        (tmp_path / "s.yaml").write_text(space_text)
+        (tmp_path / "study.yaml").write_text("name: t\nspace: s.yaml\nmodel: llama-2-7b\n")
+        return load_study(tmp_path / "study.yaml").spec_hash
+
+    base = "platform: h100-sxm\nknobs:\n  batch: {choices: [1, 8]}\n"
+    first = hash_with(base)
+    assert hash_with(base) == first  # deterministic
+    assert hash_with(base.replace("[1, 8]", "[1, 16]")) != first
+    assert hash_with(base.replace("h100-sxm", "a100-sxm-80gb")) != first

@@ -56,9 +56,12 @@ class Study:
 
     @property
     def spec_hash(self) -> str:
-        """Hash of what is searched: a resumed run must match the stored one. The budget,
-        batch size, storage, output folder and description may change between runs."""
+        """Hash of what is searched: a resumed run must match the stored one. Covers the spec and
+        the resolved space (:meth:`dse.spec.space.Space.fingerprint`: a named space file, preset or
+        card edited between runs changes it). The budget, batch size, storage, output folder and
+        description may change between runs."""
         searched = {k: v for k, v in self.raw.items() if k not in _RESUMABLE_KEYS}
+        searched["resolved_space"] = self.space.fingerprint()
         text = json.dumps(searched, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
