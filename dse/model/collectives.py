@@ -66,7 +66,6 @@ times ``link_energy_pj_per_bit`` (intra) or ``internode_energy_pj_per_bit`` (int
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -129,89 +128,51 @@ def _lg(n: Array) -> Array:
     return np.ceil(np.log2(np.maximum(n, 1.0)))
 
 
-def _pick(code: Array, options: dict[float, Callable[[], tuple[Array, Array]]]) -> tuple[Array, Array]:
-    """Select ``options[code]()`` per row. A scalar code evaluates one branch only (one system
-    per batch); an array code evaluates every branch and selects with ``np.where``."""
-    if np.ndim(code) == 0:
-        return options[float(code)]()
-    t_out: Array = 0.0
-    b_out: Array = 0.0
-    for c, fn in options.items():
-        t, b = fn()
-        t_out, b_out = np.where(code == c, t, t_out), np.where(code == c, b, b_out)
-    return t_out, b_out
-
-
-def _fastest(*variants: tuple[Array, Array]) -> tuple[Array, Array]:
-    """The (time, bytes) of the fastest variant per row (ties keep the earlier)."""
-    t, b = variants[0]
-    for t2, b2 in variants[1:]:
-        better = t2 < t
-        t, b = np.where(better, t2, t), np.where(better, b2, b)
-    return t, b
-
-
 # ---- flat collectives: (time_s, bytes sent per device) within one level ------------------
+# Each algorithm is a list of (steps, wire) variants, ``time = steps * alpha + wire / B``, the
+# fastest variant taken (the direct all-reduce's one-shot and two-shot kernels).
 
-def _ring_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    wire = 2.0 * (n - 1.0) / n * s
-    return 2.0 * (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-
-def _tree_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    wire = 2.0 * (n - 1.0) / n * s
-    return 2.0 * _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-
-def _direct_ar(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    one_wire = (n - 1.0) * s
-    two_wire = 2.0 * (n - 1.0) / n * s
-    one = (ln.lat_s + _xfer_s(one_wire, ln.bw), one_wire)
-    two = (2.0 * ln.lat_s + _xfer_s(two_wire, ln.bw), two_wire)
-    return _fastest(one, two)
-
-
-def _ring_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    """Ring reduce-scatter or all-gather (the same cost)."""
-    wire = (n - 1.0) / n * s
-    return (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-
-def _tree_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    """Recursive halving (reduce-scatter) or doubling (all-gather)."""
-    wire = (n - 1.0) / n * s
-    return _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-
-def _direct_half(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    wire = (n - 1.0) / n * s
-    return ln.lat_s + _xfer_s(wire, ln.bw), wire
+def _variants(kind: str, algo: float, s: Array, n: Array, topology: Array) -> list[tuple[Array, Array]]:
+    """The (latency steps, wire bytes) variants of one algorithm of ``kind`` on a native topology
+    (see the module docstring; all-to-all's ring algorithm depends on the topology)."""
+    n1 = n - 1.0
+    if kind == "all_reduce":
+        wire = 2.0 * n1 / n * s
+        if algo == ALGO_RING:
+            return [(2.0 * n1, wire)]
+        if algo == ALGO_TREE:
+            return [(2.0 * _lg(n), wire)]
+        return [(1.0, n1 * s), (2.0, wire)]
+    if kind == "all_to_all" and algo == ALGO_TREE:  # Bruck
+        lg = _lg(n)
+        return [(lg, lg * s / 2.0)]
+    wire = n1 / n * s
+    if algo == ALGO_DIRECT:
+        return [(1.0, wire)]
+    if algo == ALGO_TREE:  # recursive halving / doubling
+        return [(_lg(n), wire)]
+    if kind == "all_to_all":  # pairwise exchange; on a ring the bisection-bound forwarding form
+        if np.all(topology != RING):
+            return [(n1, wire)]
+        ring = (np.floor(n / 2.0), np.floor(n * n / 4.0) / n * s)
+        if np.all(topology == RING):
+            return [ring]
+        on_ring = topology == RING
+        return [(np.where(on_ring, ring[0], n1), np.where(on_ring, ring[1], wire))]
+    return [(n1, wire)]
 
 
-def _pairwise_a2a(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    """Pairwise exchange; on a ring topology the bisection-bound forwarding form."""
-    def switched() -> tuple[Array, Array]:
-        wire = (n - 1.0) / n * s
-        return (n - 1.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-    def ring() -> tuple[Array, Array]:
-        wire = np.floor(n * n / 4.0) / n * s
-        return np.floor(n / 2.0) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-    return _pick(ln.topology, {SWITCH: switched, RING: ring, PCIE_HOST: switched, FULL_MESH: switched})
-
-
-def _bruck_a2a(s: Array, n: Array, ln: Link) -> tuple[Array, Array]:
-    wire = _lg(n) * s / 2.0
-    return _lg(n) * ln.lat_s + _xfer_s(wire, ln.bw), wire
-
-
-_ALGOS: dict[str, tuple[Callable, Callable, Callable]] = {  # ring, tree, direct
-    "all_reduce": (_ring_ar, _tree_ar, _direct_ar),
-    "all_gather": (_ring_half, _tree_half, _direct_half),
-    "reduce_scatter": (_ring_half, _tree_half, _direct_half),
-    "all_to_all": (_pairwise_a2a, _bruck_a2a, _direct_half),
-}
+def _timed(variants: list[tuple[Array, Array]], ln: Link) -> tuple[Array, Array]:
+    """(time, wire bytes) of the fastest variant per row (ties keep the earlier)."""
+    t = b = None
+    for steps, wire in variants:
+        t2 = steps * ln.lat_s + _xfer_s(wire, ln.bw)
+        if t is None:
+            t, b = t2, wire
+        else:
+            better = t2 < t
+            t, b = np.where(better, t2, t), np.where(better, wire, b)
+    return t, b
 
 
 def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
@@ -219,36 +180,32 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
 
     Returns ``(time_s, bytes sent per device)``; 0 for ``n <= 1``. Tree and direct
     algorithms are not native on a ring topology and fall back to the ring algorithm.
+    ``ALGO_AUTO`` is the direct algorithm where it is native and the ring elsewhere: direct
+    takes 1 or 2 latency steps and sends no more bytes than ring or tree (whose steps are at
+    least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it
+    is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
     """
-    ring_fn, tree_fn, direct_fn = _ALGOS[kind]
     native = ln.topology != RING
-
-    def ring() -> tuple[Array, Array]:
-        return ring_fn(s, n, ln)
-
-    def other(fn: Callable) -> Callable[[], tuple[Array, Array]]:
-        def run() -> tuple[Array, Array]:
-            t, b = fn(s, n, ln)
-            if np.all(native):
-                return t, b
-            tr, br = ring_fn(s, n, ln)
-            return np.where(native, t, tr), np.where(native, b, br)
-        return run
-
-    def auto() -> tuple[Array, Array]:
-        return _fastest(ring(), other(tree_fn)(), other(direct_fn)())
-
-    if np.ndim(algo) == 0:  # one algorithm for the batch: one branch
-        t, b = _pick(algo, {ALGO_RING: ring, ALGO_TREE: other(tree_fn), ALGO_DIRECT: other(direct_fn),
-                            ALGO_AUTO: auto})
-    else:  # per-row algorithms: each variant once, auto picks among them
-        variants = (ring(), other(tree_fn)(), other(direct_fn)())
-        fastest = _fastest(*variants)
-        t, b = fastest
-        for code, (tv, bv) in zip((ALGO_RING, ALGO_TREE, ALGO_DIRECT), variants, strict=True):
-            t, b = np.where(algo == code, tv, t), np.where(algo == code, bv, b)
-    if np.ndim(algo) == 0 and algo in (ALGO_RING, ALGO_TREE) and np.all(np.isfinite(ln.lat_s)):
-        return t, b  # their step counts and wire bytes vanish at n = 1 by themselves
+    if np.ndim(algo) == 0:  # one algorithm for the batch
+        a = float(algo)
+        a = ALGO_DIRECT if a == ALGO_AUTO else a
+        if a != ALGO_RING and not np.all(native):  # falls back to the ring where not native
+            t, b = _timed(_variants(kind, ALGO_RING, s, n, ln.topology), ln)
+            if np.any(native):
+                ta, ba = _timed(_variants(kind, a, s, n, ln.topology), ln)
+                t, b = np.where(native, ta, t), np.where(native, ba, b)
+        else:
+            t, b = _timed(_variants(kind, a, s, n, ln.topology), ln)
+        if a != ALGO_DIRECT and np.all(np.isfinite(ln.lat_s)):
+            return t, b  # ring and tree step counts and wire bytes vanish at n = 1 by themselves
+    else:  # per-row algorithms: the ring everywhere, then tree and direct rows where native
+        code = np.where(native, np.where(algo == ALGO_AUTO, ALGO_DIRECT, algo), ALGO_RING)
+        t, b = _timed(_variants(kind, ALGO_RING, s, n, ln.topology), ln)
+        for a in (ALGO_TREE, ALGO_DIRECT):
+            rows = code == a
+            if np.any(rows):
+                ta, ba = _timed(_variants(kind, a, s, n, ln.topology), ln)
+                t, b = np.where(rows, ta, t), np.where(rows, ba, b)
     one = n <= 1.0
     return np.where(one, 0.0, t), np.where(one, 0.0, b)
 

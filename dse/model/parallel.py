@@ -159,15 +159,17 @@ def shard_op(op: Op, f: dict[str, Array]) -> Op:
     )
 
 
-def shard_ops(ops: dict[str, Op], m: dict, k: dict) -> dict[str, Op]:
+def shard_ops(ops: dict[str, Op], m: dict, k: dict, factors: dict[str, dict[str, Array]] | None = None,
+              ) -> dict[str, Op]:
     """The operators of one replica pass (:func:`dse.model.workload.phase_ops`, ``draft_op``)
     as run by the bottleneck device: last pipeline stage, one micro-batch, its tp/ep share.
 
-    Returns ``ops`` itself (same objects) when nothing is sharded.
+    ``factors``: :func:`shard_factors` of ``m, k`` when the caller already has them (both
+    phases share one set). Returns ``ops`` itself (same objects) when nothing is sharded.
     """
     if is_single_device(k):
         return dict(ops)
-    factors = shard_factors(m, k)
+    factors = shard_factors(m, k) if factors is None else factors
     return {name: shard_op(op, factors[name]) for name, op in ops.items()}
 
 

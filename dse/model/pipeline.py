@@ -35,8 +35,9 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
-    pre_ops = parallel.shard_ops(pre_ops, m, k)  # the bottleneck device's share (same ops on one device)
-    dec_ops = parallel.shard_ops(dec_ops, m, k)
+    factors = None if parallel.is_single_device(k) else parallel.shard_factors(m, k)
+    pre_ops = parallel.shard_ops(pre_ops, m, k, factors)  # the bottleneck device's share (same ops on one device)
+    dec_ops = parallel.shard_ops(dec_ops, m, k, factors)
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
     reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
