@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dse._version import __version__
-from dse.cli import evaluate, listing, studies, validation
+from dse.cli import evaluate, listing, report, studies, validation
 from dse.cli.common import EXIT_BAD_INPUT, Parser
 from dse.spec.errors import DseError, redact
 
@@ -63,6 +63,11 @@ COMMANDS: tuple[Command, ...] = (
             "markers), optionally with other axes or colouring; or, with --survey, the survey's tokens/s vs power "
             "figure with llm-dse's predictions.",
             studies.PLOT_EXAMPLES, studies.add_plot_arguments, studies.run_plot),
+    Command("report", "write a study's results as one self-contained HTML page",
+            "Write an HTML report of a results folder (a finished or interrupted run, sweep or merge): the study, its "
+            "space and counts, the Pareto front as plots and a table with units, the top designs per objective and "
+            "which constraints bind. One file, nothing loaded from the network.",
+            report.REPORT_EXAMPLES, report.add_report_arguments, report.run_report),
     Command("validate", "compare predictions with measurements (validation/ sets or your own)",
             "Predict every measurement row with its preset and card, print each comparison, the rows that could "
             "not be predicted (with the reason) and the error summary; write validation.parquet and "
