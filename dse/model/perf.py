@@ -44,20 +44,31 @@ def peak_flop_per_s(hw: dict, native: Array) -> Array:
 def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
     """(achievable seconds per dense FLOP, native bits) for arithmetic that needs ``bits``.
 
-    Reciprocal rates keep divisions out of the per-operator hot path. When the peaks
-    are one platform's scalars, the precision ladder is tabulated for widths 1..32 and
-    looked up (gathers instead of a chain of ``where``).
+    Reciprocal rates keep divisions out of the per-operator hot path. When every peak is
+    present (> 0) everywhere or nowhere in the batch, the native width is tabulated for
+    widths 1..32 and looked up; peaks that are the same for the batch are tabulated too, and
+    a peak that varies per row is taken where the row's native width is its own.
     """
     peaks = [hw[key] for _, key in _LADDER]
     eff = hw["compute_eff_frac"]
-    if np.ndim(bits) and not any(np.ndim(p) for p in peaks):
+    present = [p > 0 for p in peaks]
+    if np.ndim(bits) and all(np.ndim(x) == 0 or x.all() or not x.any() for x in present):
+        flags = {key: float(np.all(x)) for (_, key), x in zip(_LADDER, present, strict=True)}
         widths = np.arange(33, dtype=float)
-        native_table = np.asarray(native_bits(hw, widths), dtype=float)
-        rate_table = np.asarray(peak_flop_per_s(hw, native_table), dtype=float)
+        native_table = np.asarray(native_bits(flags, widths), dtype=float)
+        scalar_peaks = {key: (p if np.ndim(p) == 0 else 0.0) for (_, key), p in zip(_LADDER, peaks, strict=True)}
+        rate_table = np.asarray(peak_flop_per_s(scalar_peaks, native_table), dtype=float)
         idx = np.clip(np.ceil(bits), 1, 32).astype(np.intp)
-        if np.ndim(eff):
-            return 1.0 / (rate_table.take(idx) * eff), native_table.take(idx)
-        return (1.0 / (rate_table * eff)).take(idx), native_table.take(idx)
+        native = native_table.take(idx)
+        varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if np.ndim(p)]
+        if not varying:
+            if np.ndim(eff):
+                return 1.0 / (rate_table.take(idx) * eff), native
+            return (1.0 / (rate_table * eff)).take(idx), native
+        rate = rate_table.take(idx)
+        for width, p in varying:
+            rate = np.where(native == width, p, rate)
+        return 1.0 / (rate * eff), native
     nb = native_bits(hw, bits)
     return 1.0 / (peak_flop_per_s(hw, nb) * eff), nb
 
