@@ -37,21 +37,22 @@ S_PER_HOUR = 3600.0
 def dies_per_wafer(area_per_die_mm2: Array, tech: dict) -> Array:
     """Gross dies per wafer for a die of ``area_per_die_mm2`` (edge loss and scribe lanes), at least 1."""
     d = tech["wafer_diameter_mm"] - 2.0 * tech["edge_loss_mm"]
-    padded = (np.sqrt(area_per_die_mm2) + tech["scribe_mm"]) ** 2
-    dpw = np.pi * (d / 2.0) ** 2 / padded - np.pi * d / np.sqrt(2.0 * padded)
+    side = np.sqrt(area_per_die_mm2) + tech["scribe_mm"]  # padded die side: sqrt(A') without a second root
+    dpw = (np.pi * (d / 2.0) ** 2) / (side * side) - (np.pi * d / np.sqrt(2.0)) / side
     return np.maximum(dpw, 1.0)
 
 
 def die_yield_frac(area_per_die_mm2: Array, defect_density_per_mm2: Array, alpha: float) -> Array:
-    """Negative-binomial die yield, 0..1."""
-    return (1.0 + area_per_die_mm2 * defect_density_per_mm2 / alpha) ** (-alpha)
+    """Negative-binomial die yield, 0..1 (as ``exp(-alpha log1p(.))``: one transcendental pair, no pow)."""
+    return np.exp(-alpha * np.log1p(area_per_die_mm2 * (defect_density_per_mm2 / alpha)))
 
 
-def die_cost_usd(area_per_die_mm2: Array, wafer_usd: Array, defect_density_per_mm2: Array, tech: dict) -> Array:
-    """Cost of one known-good die, USD."""
-    good = dies_per_wafer(area_per_die_mm2, tech) * die_yield_frac(
-        area_per_die_mm2, defect_density_per_mm2, tech["yield_cluster_alpha"])
-    return wafer_usd / good
+def die_cost_usd(area_per_die_mm2: Array, wafer_usd: Array, defect_density_per_mm2: Array, tech: dict,
+                 yield_frac: Array | None = None) -> Array:
+    """Cost of one known-good die, USD (``yield_frac``: :func:`die_yield_frac` when already computed)."""
+    if yield_frac is None:
+        yield_frac = die_yield_frac(area_per_die_mm2, defect_density_per_mm2, tech["yield_cluster_alpha"])
+    return wafer_usd / (dies_per_wafer(area_per_die_mm2, tech) * yield_frac)
 
 
 def memory_cost_usd(mem_capacity_bytes: Array, usd_per_gb: Array) -> Array:
@@ -80,14 +81,15 @@ def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
     area = area_breakdown(hw, tech, (node, mem)) if area is None else area
     n_dies = area["n_dies"]
     n_hbm = mem["hbm"] * hw["n_mem_units"]
-    dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech)
+    die_yield = die_yield_frac(area["area_per_die_mm2"], node["defect_density_per_mm2"], tech["yield_cluster_alpha"])
+    dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech,
+                                 die_yield)
     memory = memory_cost_usd(hw["mem_capacity_bytes"], mem["usd_per_gb"])
     package = packaging_cost_usd(area["die_area_mm2"], n_dies, n_hbm, mem["footprint_mm2"], tech)
-    bond = tech["bonding_yield_per_component"] ** (n_dies + n_hbm)
+    bond = np.exp(np.log(tech["bonding_yield_per_component"]) * (n_dies + n_hbm))  # y ** components, no pow
     device = (dies + memory + package) / bond * (1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"])
     return {"dies_usd": dies, "memory_usd": memory, "package_usd": package, "bond_yield_frac": bond,
-            "yield_frac": die_yield_frac(area["area_per_die_mm2"], node["defect_density_per_mm2"],
-                                         tech["yield_cluster_alpha"]),
+            "yield_frac": die_yield,
             "device_cost_usd": device}
 
 
