@@ -1,21 +1,27 @@
 """Serving stage figures: its cost per design (this tree side by side with a git revision of
-``dse/model/serving.py``), the goodput search against a dense load curve, the stage's cost in
+the serving modules), the goodput search against a dense load curve, the stage's cost in
 ``dse.Evaluator``, and the published serving points (``dse validate --set serving``).
 
-    python benchmarks/serving.py [--designs 100000] [--repeats 5] [--compare e60fd9e] [--skip-published]
+    python benchmarks/serving.py [--designs 100000] [--repeats 5] [--compare 60f003f] [--tune-malloc]
+                                 [--skip-accuracy] [--skip-published]
 
-``--compare REV`` loads ``dse/model/serving.py`` as it was at REV (default: the commit before
-the coarse-grid + regula falsi search) and times both on the same inputs, interleaved, best of
-``--repeats`` (the VM's two cores are shared: medians move, best-of is the figure). Figures,
-not tests; ``tests/model/test_serving.py`` holds the assertions.
+``--compare REV`` loads every ``dse/model/serving*.py`` as it was at REV (default: the commit
+before the cost work of 2026-11-29) into a package of its own and times both on the same inputs,
+interleaved, best of ``--repeats`` (the VM's two cores are shared: medians move, best-of is the
+figure); ``dse.Evaluator`` is timed with the stage of each (``dse.model.pipeline.serving_stage``
+swapped in turn). ``--tune-malloc`` applies ``dse.sweep.runtime.tune_malloc`` first, as
+``dse sweep``/``dse run`` do. Figures, not tests; ``tests/model/test_serving.py`` holds the
+assertions.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
+import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,22 +39,36 @@ from dse.spec.registry import HARDWARE_FIELD_NAMES, KNOB_DEFAULTS, WORKLOADS  # 
 from dse.spec.workloads import load_workloads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "e60fd9e"  # 10-point load grid, goodput by interpolation, batch by interpolation
+BEFORE = "60f003f"  # before the cost work of 2026-11-29 (e60fd9e: before the coarse grid + regula falsi)
+SERVING_MODULES = ("serving", "serving_fluid", "serving_queue", "serving_iteration", "serving_lengths",
+                   "serving_mapping", "serving_coeffs", "serving_stage")
 DENSE = (tuple(np.r_[np.linspace(0.002, 0.998, 250), 1.0]), tuple(np.linspace(0.01, 0.99, 60)))
 
 
 def module_at(rev: str):
-    """``dse/model/serving.py`` at git revision ``rev`` as a module (None if git cannot give it)."""
-    try:
-        text = subprocess.run(["git", "show", f"{rev}:dse/model/serving.py"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    path = Path(tempfile.mkdtemp()) / f"serving_{rev}.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(f"serving_{rev}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """``dse.model.serving`` as it was at git revision ``rev``, with the serving modules of that
+    revision (:data:`SERVING_MODULES`, imports rewritten into a package of their own; the rest of
+    ``dse`` is this tree's); ``.stage`` is its ``serving_stage`` module, ``.rev`` the revision.
+    None if git cannot give it."""
+    pkg = "serving_at_" + re.sub(r"\W", "_", rev)
+    root = Path(tempfile.mkdtemp()) / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    for name in SERVING_MODULES:
+        try:
+            text = subprocess.run(["git", "show", f"{rev}:dse/model/{name}.py"], cwd=ROOT, capture_output=True,
+                                  text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            if name == "serving":
+                return None
+            continue  # not there yet at that revision
+        for other in SERVING_MODULES:
+            text = re.sub(rf"\bdse\.model\.{other}\b", f"{pkg}.{other}", text)
+        (root / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(root.parent))
+    mod = importlib.import_module(f"{pkg}.serving")
+    mod.rev = rev
+    mod.stage = importlib.import_module(f"{pkg}.serving_stage") if (root / "serving_stage.py").exists() else None
     return mod
 
 
@@ -76,21 +96,34 @@ def best_ns(fn, n: int, repeats: int) -> list[float]:
     return out
 
 
+CHUNK = 16_384  # as dse.Evaluator
+
+
+def chunked(c: dict, w: dict, s: dict, n: int) -> list[tuple]:
+    """The inputs cut into :data:`CHUNK`-design pieces (per-design arrays: last axis of length n)."""
+    def cut(d: dict, sl: slice) -> dict:
+        return {key: (np.ascontiguousarray(v[..., sl]) if np.ndim(v) and np.shape(v)[-1] == n else v)
+                for key, v in d.items()}
+    return [(cut(c, slice(i, i + CHUNK)), cut(w, slice(i, i + CHUNK)), cut(s, slice(i, i + CHUNK)))
+            for i in range(0, n, CHUNK)]
+
+
 def cost(n: int, repeats: int, before) -> None:
     x = inputs(n)
     c = serving_coeffs(x["m"], x["k"], x["hw"])
     cases = {"goodput rate, one workload": (x["w"], x["s"]),
              "offered rate, one workload": (x["w"], {**x["s"], "arrival_rate_req_per_s": x["rate"]}),
              "goodput rate, workload per design": (x["w_mixed"], x["s"])}
-    mods = {"now": serving, **({f"at {before.__name__[8:]}": before} if before else {})}
-    print(f"serving_metrics, {n} designs, one core, best of {repeats} (ns/design)")
+    mods = {"now": serving, **({f"at {before.rev}": before} if before else {})}
+    print(f"serving_metrics, {n} designs in chunks of {CHUNK}, one core, best of {repeats} (ns/design)")
     t_coeffs = min(best_ns(lambda: serving_coeffs(x["m"], x["k"], x["hw"]), n, repeats))
     print(f"  serving_coeffs (once per design)       {t_coeffs:7.0f}")
     for label, (w, s) in cases.items():
+        pieces = chunked(c, w, s, n)
         times = {name: [] for name in mods}
         for _ in range(repeats):  # interleaved: both see the same load on the shared cores
             for name, mod in mods.items():
-                times[name] += best_ns(lambda mod=mod, w=w, s=s: mod.serving_metrics(c, w, s), n, 1)
+                times[name] += best_ns(lambda mod=mod, pieces=pieces: [mod.serving_metrics(*p) for p in pieces], n, 1)
         line = "  ".join(f"{name} {min(t):7.0f}" for name, t in times.items())
         ratio = f"  ({min(times[list(mods)[1]]) / min(times['now']):.2f}x)" if len(mods) > 1 else ""
         print(f"  {label:38s} {line}{ratio}")
@@ -116,7 +149,7 @@ def accuracy(n: int, before) -> None:
     cap = serving.serving_metrics(c, w, s)["serving_capacity_req_per_s"]
     rates = {**s, "arrival_rate_req_per_s": cap * rng.uniform(0.05, 0.95, n)}
     print(f"\nagainst a dense load curve (311 points) of the same model, {n} random designs: |error| median / p90")
-    mods = {"now": serving, **({f"at {before.__name__[8:]}": before} if before else {})}
+    mods = {"now": serving, **({f"at {before.rev}": before} if before else {})}
     for name, mod in mods.items():
         got, got_rate = mod.serving_metrics(c, w, s), mod.serving_metrics(c, w, rates)
         grid = mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC
@@ -139,26 +172,43 @@ def _stat(got, ref) -> str:
     return f"{np.median(e):.4f} / {np.quantile(e, 0.9):.3f}"
 
 
-def wired(n: int, repeats: int) -> None:
-    """ns/design of dse.Evaluator with and without the serving stage (workload per row)."""
+def wired(n: int, repeats: int, before) -> None:
+    """ns/design of dse.Evaluator without and with the serving stage (this tree's, and REV's
+    swapped into ``dse.model.pipeline``), interleaved, best of ``repeats``."""
+    from dse.model import pipeline
+
+    stages = {"now": pipeline.serving_stage,
+              **({f"at {before.rev}": before.stage.serving_stage} if before is not None and before.stage else {})}
     rng = np.random.default_rng(2)
     base = {"batch": rng.integers(1, 129, n).astype(float), "in_len": rng.integers(64, 4097, n).astype(float),
             "out_len": rng.integers(16, 1025, n).astype(float), "w_bits": rng.choice([4.0, 8.0, 16.0], n),
             "kv_bits": rng.choice([8.0, 16.0], n), "token_budget": rng.choice([512.0, 2048.0, 8192.0], n),
             "max_seqs": rng.choice([64.0, 256.0, 1024.0], n)}
-    print(f"\ndse.Evaluator, {n} designs, best of {repeats} (ns/design)")
-    for model, system, extra in (("llama-3-8b", "h100-sxm", {}),
-                                 ("llama-3-70b", "hgx-h100-8", {"tp": rng.choice([1.0, 2.0, 4.0, 8.0], n),
-                                                                "dp": rng.choice([1.0, 2.0], n)})):
-        plain, served = dse.Evaluator(model, system), dse.Evaluator(model, system, serving=True)
-        no_wl = {**base, **extra}
-        mixed = {**no_wl, "workload": rng.integers(0, len(WORKLOADS), n).astype(float)}
-        one = {**no_wl, "workload": np.full(n, float(WORKLOADS.index("sharegpt-vllm-paper")))}
-        t_plain = min(best_ns(lambda ev=plain, d=no_wl: ev(d), n, repeats))
-        t_mixed = min(best_ns(lambda ev=served, d=mixed: ev(d), n, repeats))
-        t_one = min(best_ns(lambda ev=served, d=one: ev(d), n, repeats))
-        print(f"  {model} on {system}{' (tp, dp per row)' if extra else ''}: without serving {t_plain:6.0f}; "
-              f"the stage: one workload {t_one - t_plain:6.0f}, a workload per row {t_mixed - t_plain:6.0f}")
+    print(f"\ndse.Evaluator, {n} designs, best of {repeats} (ns/design; M designs/s in brackets)")
+    try:
+        for model, system, extra in (("llama-3-8b", "h100-sxm", {}),
+                                     ("llama-3-70b", "hgx-h100-8", {"tp": rng.choice([1.0, 2.0, 4.0, 8.0], n),
+                                                                    "dp": rng.choice([1.0, 2.0], n)})):
+            plain, served = dse.Evaluator(model, system), dse.Evaluator(model, system, serving=True)
+            no_wl = {**base, **extra}
+            cols = {"one workload": {**no_wl, "workload": np.full(n, float(WORKLOADS.index("sharegpt-vllm-paper")))},
+                    "a workload per row": {**no_wl, "workload": rng.integers(0, len(WORKLOADS), n).astype(float)}}
+            times = {("plain", ""): []} | {(name, label): [] for name in stages for label in cols}
+            for _ in range(repeats):
+                times["plain", ""] += best_ns(lambda ev=plain, d=no_wl: ev(d), n, 1)
+                for name, stage in stages.items():
+                    pipeline.serving_stage = stage
+                    for label, d in cols.items():
+                        times[name, label] += best_ns(lambda d=d, ev=served: ev(d), n, 1)
+            t_plain = min(times["plain", ""])
+            print(f"  {model} on {system}{' (tp, dp per row)' if extra else ''}: without serving {t_plain:6.0f} "
+                  f"({1e3 / t_plain:.2f})")
+            for label in cols:
+                parts = [f"{name} {min(times[name, label]):6.0f} ({1e3 / min(times[name, label]):.2f}), stage "
+                         f"{min(times[name, label]) - t_plain:6.0f}" for name in stages]
+                print(f"    with serving, {label:18s} " + "; ".join(parts))
+    finally:
+        pipeline.serving_stage = stages["now"]
 
 
 def published() -> None:
@@ -186,11 +236,18 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compare", default=BEFORE, help=f"git revision to time side by side (default {BEFORE}; "
                                                       "'none' to skip)")
+    ap.add_argument("--tune-malloc", action="store_true", help="glibc malloc tuned first, as dse sweep/run do")
+    ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-published", action="store_true")
     args = ap.parse_args()
+    if args.tune_malloc:
+        from dse.sweep.runtime import tune_malloc
+
+        tune_malloc()
     before = None if args.compare == "none" else module_at(args.compare)
     cost(args.designs, args.repeats, before)
-    accuracy(min(args.designs, 20_000), before)
-    wired(args.designs, args.repeats)
+    if not args.skip_accuracy:
+        accuracy(min(args.designs, 20_000), before)
+    wired(args.designs, args.repeats, before)
     if not args.skip_published:
         published()

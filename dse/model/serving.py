@@ -48,11 +48,13 @@ from dse.model.serving_fluid import (  # noqa: F401 (re-exported: the stage's pu
     iteration_energy_j,
     kv_footprint_tokens,
     kv_max_seqs,
+    lower,
     prepare,
     request_shape,
     stoploss_at,
+    upper,
 )
-from dse.model.serving_queue import latencies
+from dse.model.serving_queue import latencies, queue_constants
 
 SCHED_DEFAULTS: dict[str, float] = {
     "token_budget": 2048.0,        # tokens per iteration (vLLM max_num_batched_tokens, Sarathi chunk budget)
@@ -104,9 +106,10 @@ def _stretch(c: dict, d: dict, st: dict, lam):
     ``max(1, P_dev / (tdp - static))``, ``P_dev`` the devices' dynamic energy of the mean iteration
     (``u = lam tau`` admissions) over its time ``tau = t_d / (1 - lam m_p)`` (at capacity: the
     full iterations, ``u = N_cap / n_dec``)."""
-    tau = st["t_d"] / (1.0 - np.minimum(lam * st["mp"], 0.999))
+    tau = st["t_d"] / (1.0 - upper(lam * st["mp"], 0.999))
     dev_j, _ = iteration_energy_j(c, d, st, lam * tau)
-    return np.maximum(1.0, dev_j / (tau * np.maximum(c["headroom_w"], 1e-9)))
+    dev_j /= tau * d["headroom"]
+    return lower(dev_j, 1.0)
 
 
 def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
@@ -147,7 +150,7 @@ def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve) -> tuple:
     for _ in range(_GOODPUT_STEPS):
         t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
         st_new, lam_new, rate_new = _load_point(c, d, s, t_new, curve)
-        lat = latencies(c, d, w, st_new, lam_new, curve["lam_max"], curve["n_cap"])
+        lat = latencies(d, curve["qc"], st_new, lam_new, curve["lam_max"])
         y_new = _neg_inv(_slo_ratio(lat, s) * (lam_new / rate_new))
         lo, hi = _shrink(lo, hi, (t_new, y_new, rate_new), y_new <= -1.0)
     return n_ok, lo, hi
@@ -183,7 +186,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     """
     s = {**SCHED_DEFAULTS, **s}
     d = prepare(c, w, s)
-    n_kv = kv_max_seqs(c, w, s)
+    n_kv = np.maximum(np.floor(d["kv_tok"] * (1.0 - s["kv_watermark_frac"]) / d["foot"]), 0.0)  # kv_max_seqs
     n_budget = s["token_budget"] / (d["q"] + d["mP"] / d["n_dec"])
     n_cap = np.maximum(np.minimum(np.minimum(s["max_seqs"], n_kv), n_budget), 1e-6)
     shape = np.shape(n_cap)
@@ -201,9 +204,10 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     rate_b = np.minimum(lam_b / _stretch(c, d, gs, lam_b), capacity)
     lam_q = lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)
     rate_q = np.minimum(lam_q / _stretch(c, d, top, lam_q), capacity)
-    curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "capacity": capacity}
-    ratio = np.concatenate([_slo_ratio(latencies(c, d, w, gs, lam_b, lam_max, n_cap), s) * (lam_b / rate_b),
-                            _slo_ratio(latencies(c, d, w, top, lam_q, lam_max, n_cap), s) * (lam_q / rate_q)])
+    qc = queue_constants(c, d, w, n_cap)
+    curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "capacity": capacity, "qc": qc}
+    ratio = np.concatenate([_slo_ratio(latencies(d, qc, gs, lam_b, lam_max), s) * (lam_b / rate_b),
+                            _slo_ratio(latencies(d, qc, top, lam_q, lam_max), s) * (lam_q / rate_q)])
     rate_g = np.concatenate([rate_b, rate_q])
     t_g = np.concatenate([_GRID_BATCH_FRAC, 1.0 + np.asarray(_GRID_QUEUE_FRAC)])
     # goodput: where the SLO ratio crosses 1 in the refined bracket, on the chord of log(ratio): convex
@@ -240,7 +244,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     stretch = np.where(queued, lam_queue / np.maximum(rate_op, 1e-300),
                        np.maximum(_stretch(c, d, st, lam_here), lam_here / capacity))  # the real rate <= capacity
     lam_op = rate_op * stretch  # unstretched
-    lat = latencies(c, d, w, st, lam_op, lam_max, n_cap)
+    lat = latencies(d, qc, st, lam_op, lam_max)
     stable = np.where(offered > 0.0, offered < capacity, True)
     power_w = c["static_power_w"] + sum(iteration_energy_j(c, d, st, lat["u"])) / (st["tau"] * stretch) * lat["busy"]
     tokens_per_s = rate_op * w["out_mean"]

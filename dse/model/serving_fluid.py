@@ -24,6 +24,13 @@ loop: ``N = lam * n_dec * tau_req(N)`` with the request-weighted iteration time
 **Capacity.** ``N_cap = min(max_seqs, kv_max_seqs, token_budget / (q + E[P] / n_dec))``
 (slots, KV cache at the mean footprint, or the token budget);
 ``serving_capacity_req_per_s = N_cap / (n_dec * tau(N_cap))``.
+
+**Cost.** Everything that does not depend on the batch ``N`` (sums over GEMM rows, the
+prompt's own GEMM and attention terms, the constant parts of the energy) is computed once per
+design in :func:`prepare`; the collectives' terms are skipped on a single device, the MoE terms
+for dense models and the draft rows without speculation (all exact: they are zero there), so
+:func:`fluid_state` and :func:`iteration_energy_j` do only the work that moves with ``N``
+(``docs/serving.md`` section 6 gives the cost).
 """
 
 from __future__ import annotations
@@ -32,7 +39,25 @@ import numpy as np
 
 from dse.model.serving_iteration import FFN_ROW, waiting_j
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
-from dse.model.serving_queue import crossover_room
+
+try:  # the ufunc behind np.clip, without its Python wrapper (np.maximum with a scalar is ~2x slower)
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover (numpy < 2)
+    _clip = np.clip
+
+_INF = np.inf
+_GMAX = float(STOPLOSS_GRID[-1])
+_ILAST = float(len(STOPLOSS_GRID) - 2)  # the last interval
+
+
+def lower(a, lo):
+    """``max(a, lo)`` for a scalar ``lo`` (NaN propagates), as one clip pass."""
+    return _clip(a, lo, _INF)
+
+
+def upper(a, hi):
+    """``min(a, hi)`` for a scalar ``hi`` (NaN propagates), as one clip pass."""
+    return _clip(a, -_INF, hi)
 
 
 def design_major(table) -> tuple[np.ndarray, np.ndarray]:
@@ -51,23 +76,46 @@ def stoploss_at(table, mean, z, slopes=None):
     linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``slopes``, ``table``
     and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly)."""
     g = STOPLOSS_GRID
+    if slopes is not None:
+        return np.where(z < 0.0, mean - z, _lookup(table, slopes, None, np.maximum(z, 0.0)))
     zp = np.clip(z, 0.0, g[-1])
     pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
     i0 = np.clip(pos.astype(np.intp), 0, len(g) - 2)  # (NaN casts to the lowest integer)
     lo = np.take(g, i0)
-    if slopes is None:
-        if np.ndim(table) == 1:
-            t0, t1 = table[i0], table[i0 + 1]
-        else:
-            cols = np.arange(table.shape[1])
-            t0, t1 = table[i0, cols], table[i0 + 1, cols]
-        return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * ((zp - lo) / (g[i0 + 1] - lo)))
     if np.ndim(table) == 1:
-        t0, s0 = np.take(table, i0), np.take(slopes, i0)
+        t0, t1 = table[i0], table[i0 + 1]
+    else:
+        cols = np.arange(table.shape[1])
+        t0, t1 = table[i0, cols], table[i0 + 1, cols]
+    return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * ((zp - lo) / (g[i0 + 1] - lo)))
+
+
+def _lookup(table, slopes, rows, z):
+    """``E[(P - z)+]`` for ``z >= 0`` from :func:`design_major`'s ``table`` and ``slopes``
+    (``rows``: :func:`_rows` of a per-design table, None to compute them): the grid interval
+    from ``log2`` (``z < 1``: the first), one gather each for the table, its slope and the grid
+    point; as :func:`stoploss_at`. NaN propagates (its index is clipped)."""
+    zp = upper(z, _GMAX)
+    pos = np.log2(lower(zp, 1.0))
+    pos *= STOPLOSS_STEPS_PER_OCTAVE
+    pos += upper(zp, 1.0)  # z < 1: pos = z (interval 0); else 1 + 4 log2(z)
+    i0 = upper(pos, _ILAST).astype(np.intp)
+    lo = np.take(STOPLOSS_GRID, i0, mode="clip")
+    zp -= lo
+    if np.ndim(table) == 1:
+        t0, s0 = np.take(table, i0, mode="clip"), np.take(slopes, i0, mode="clip")
     else:  # per design, (n, G): one flat gather per table (np.take: faster than fancy indexing)
-        row = np.arange(table.shape[0])
-        t0, s0 = np.take(table, row * table.shape[1] + i0), np.take(slopes, row * slopes.shape[1] + i0)
-    return np.where(z < 0.0, mean - z, t0 + s0 * (zp - lo))
+        rows_t, rows_s = _rows(table) if rows is None else rows
+        t0, s0 = np.take(table, i0 + rows_t, mode="clip"), np.take(slopes, i0 + rows_s, mode="clip")
+    zp *= s0
+    zp += t0
+    return zp
+
+
+def _rows(table) -> tuple:
+    """Each design's offset into a per-design ``(n, G)`` table and its ``(n, G - 1)`` slopes."""
+    i = np.arange(table.shape[0])
+    return i * table.shape[1], i * (table.shape[1] - 1)
 
 
 def request_shape(c: dict, w: dict) -> tuple:
@@ -97,20 +145,32 @@ def kv_max_seqs(c: dict, w: dict, s: dict):
     return np.maximum(np.floor(tokens / kv_footprint_tokens(c, w, s)), 0.0)
 
 
+def _nonzero(*values) -> bool:
+    return any(bool(np.any(np.asarray(v) != 0.0)) for v in values)
+
+
 def prepare(c: dict, w: dict, s: dict) -> dict:
     """N-independent per-design quantities. The GEMM rows driven by the token count other than
     the ffn (qkv, o; lm_head in decode) are merged into one roofline for the fluid model: their
     compute/memory crossovers coincide up to the activation term, since every row reads
     ``w_bytes`` per ``2`` FLOPs per token. The ffn row stays apart (MoE reads its experts in
     proportion to those touched, which moves its crossover); the same formulas serve dense rows
-    (one expert, always touched), so a design's result never depends on the rest of the batch."""
+    (one expert, always touched), so a design's result never depends on the rest of the batch.
+
+    Flags for the batch (exact shortcuts, never a different formula): ``moe`` (any design with
+    experts), ``spec`` (any verifying more than one token), ``comm`` (any collective term)."""
     cf, cm = np.asarray(c["lin_flop_s_per_tok"], dtype=float), np.asarray(c["lin_act_s_per_tok"], dtype=float)
     cw = np.asarray(c["lin_w_s"], dtype=float)
-    d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"], "tab": w["in_stoploss"],
+    d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"],
          "moe": not np.all(np.asarray(c["moe_n_experts"]) == 1.0),
-         "spec": bool(np.any(np.asarray(c["dec_queries"]) > 1.0))}
+         "spec": bool(np.any(np.asarray(c["dec_queries"]) != 1.0)),
+         "comm": _nonzero(c["fixed_s"], c["fixed_s_per_tok"], c["fixed_s_per_head"], c["fixed_j"],
+                          c["fixed_j_per_tok"], c["fixed_j_per_head"])}
     d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
+    d["rows"] = None if np.ndim(d["tab"]) == 1 else _rows(d["tab"])
+    mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
+    d["inv_n_dec"] = 1.0 / d["n_dec"]
     d["kv_tok"] = np.maximum(c["kv_capacity_bytes"] / c["kv_bytes_per_token"], 0.0)  # < 0: the weights do not fit
     d["foot"] = kv_footprint_tokens(c, w, s)
     d["cf_d"], d["cm_d"], d["cw_d"] = cf[0] + cf[1] + cf[3], cm[0] + cm[1] + cm[3], cw[0] + cw[1] + cw[3]
@@ -118,6 +178,8 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["slope_p"] = np.maximum(d["cf_p"] - d["cm_p"], 0.0)
     d["cf_f"], d["cm_f"], d["cw_f"] = cf[FFN_ROW], cm[FFN_ROW], cw[FFN_ROW]  # router; experts added per tokens
     d["slope_f"] = np.maximum(d["cf_f"] - d["cm_f"], 0.0)
+    # the ffn row's weight read at the decode batch: dense, the one "expert" always touched
+    d["cw_f_dec"] = d["cw_f"] if d["moe"] else d["cw_f"] + c["moe_expert_w_s"]
     with np.errstate(divide="ignore", invalid="ignore"):
         d["cross_p"] = np.where(d["slope_p"] > 0.0, (cw[0] + cw[1]) / d["slope_p"], np.inf)
         all_experts = d["cw_f"] + c["moe_expert_w_s"] * c["moe_n_experts"]
@@ -130,13 +192,32 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["fx_dec"] = c["fixed_s_per_tok"] + c["fixed_s_per_head"]  # collectives per decode token (one head row each)
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
+    d["att_fx"] = d["att_seq"] + d["fx_dec"] * d["q"]  # per decode sequence: attention + collectives
     k = s["token_budget"]
-    pi_b = stoploss_at(d["tab"], d["mP"], k, d["tab_slopes"])
-    kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * d["mP"], 0.0), 0.0)
-    d["pairs"] = 0.5 * (w["in_sq_mean"] + d["mP"])
-    d["attn_pf"] = np.maximum(d["pairs"] * fa, d["mP"] * ma + kv_read * ka)  # causal prefill attention
+    pi_b = stoploss_at(d["tab"], mP, k, d["tab_slopes"])
+    kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
+    d["pairs"] = 0.5 * (w["in_sq_mean"] + mP)
+    d["attn_pf"] = np.maximum(d["pairs"] * fa, mP * ma + kv_read * ka)  # causal prefill attention
+    # a request's prefill marginal, the parts that do not move with N: activations of qkv/o and
+    # ffn, causal attention, its first chunk's attention launch, its tokens' collectives
+    d["act_p"], d["act_f"] = d["cm_p"] * mP, d["cm_f"] * mP
+    d["mp_fixed"] = d["attn_pf"] + c["attn_launch_s"] + c["fixed_s_per_tok"] * mP
+    d["inv_mP"] = 1.0 / mP
     d["grow"] = d["n_dec"] * d["tpv"]
+    d["neg_inv_grow"] = -1.0 / d["grow"]
     d["wm"] = s["kv_watermark_frac"] * d["kv_tok"]
+    d["kv_free"] = d["kv_tok"] - d["wm"]
+    d["slack0"] = d["wm"] + 0.5 * mP
+    # energy: the terms of one iteration that do not move with N (iteration_energy_j)
+    ew = np.asarray(c["lin_w_j"], dtype=float)
+    per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
+    fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
+    d["e_w"] = ew[:4].sum(axis=0) + ew[4] + (0.0 if d["moe"] else c["moe_expert_w_j"])
+    d["e_tok"] = per_tok[:4].sum(axis=0)  # per decode token
+    d["e_seq"] = d["q"] * d["ctx"] * fj + (d["q"] * mj + d["ctx"] * kj) + per_tok[4]  # per decode sequence
+    d["e_pf_tok"] = per_tok[:3].sum(axis=0)  # per prompt token (incl. recomputed)
+    d["e_pf"] = per_tok[3] + d["pairs"] * fj + mP * mj  # per request: LM-head row, attention
+    d["headroom"] = np.maximum(c["headroom_w"], 1e-9)
     return d
 
 
@@ -148,69 +229,124 @@ def _touched(c: dict, d: dict, tokens):
     return e * (1.0 - (1.0 - c["moe_top_k"] / e) ** np.maximum(tokens, 1.0))
 
 
+def _gemm_group(x, cf, cm, cw):
+    """(time, slope in ``x``) of one roofline ``max(x cf, cw + x cm)``."""
+    comp = x * cf
+    mem = x * cm
+    mem += cw
+    return np.maximum(comp, mem), np.where(comp > mem, cf, cm)
+
+
 def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     """Fluid operating point at ``n`` decoding sequences (module docstring); ``n`` may carry a
     leading grid axis."""
-    q, mP, tab = d["q"], d["mP"], d["tab"]
-    x = q * n
-    comp = x * d["cf_d"]
-    mem = d["cw_d"] + x * d["cm_d"]
-    t_d = np.maximum(comp, mem) + d["fixed"] + n * d["att_seq"] + d["fx_dec"] * x
-    slope_d = q * np.where(comp > mem, d["cf_d"], d["cm_d"]) + d["att_seq"] + d["fx_dec"] * q
-    f_comp, f_mem = x * d["cf_f"], d["cw_f"] + c["moe_expert_w_s"] * _touched(c, d, x) + x * d["cm_f"]
-    t_d = t_d + np.maximum(f_comp, f_mem)
-    slope_d = slope_d + q * np.where(f_comp > f_mem, d["cf_f"], d["cm_f"])
+    q, mP = d["q"], d["mP"]
+    x = q * n if d["spec"] else n  # decode tokens (q = 1 for every design without speculation)
+    t_d, sel = _gemm_group(x, d["cf_d"], d["cm_d"], d["cw_d"])
+    f_cw = d["cw_f_dec"] + c["moe_expert_w_s"] * _touched(c, d, x) if d["moe"] else d["cw_f_dec"]
+    t_f, sel_f = _gemm_group(x, d["cf_f"], d["cm_f"], f_cw)
+    t_d += t_f
+    sel += sel_f
+    t_d += d["fixed"]
+    t_d += n * d["att_fx"]
     if d["spec"]:  # draft rows are zero without speculation: the same result either way
-        x_comp, x_mem = n * d["cf_x"], d["cw_x"] + n * d["cm_x"]
-        t_d = t_d + np.maximum(x_comp, x_mem)
-        slope_d = slope_d + np.where(x_comp > x_mem, d["cf_x"], d["cm_x"])
+        sel *= q
+        t_x, sel_x = _gemm_group(n, d["cf_x"], d["cm_x"], d["cw_x"])
+        t_d += t_x
+        sel += sel_x
+    slope_d = sel
+    slope_d += d["att_fx"]
     # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
-    k = np.maximum(s["token_budget"] - x, 1.0)
-    pi_k = stoploss_at(tab, mP, k, d["tab_slopes"])
-    n_ch = 1.0 + pi_k / k
-    lam_ch = n / d["n_dec"] * n_ch
-    share = np.where(lam_ch > 1e-9, -np.expm1(-lam_ch) / np.maximum(lam_ch, 1e-9), 1.0)
-    tab = (tab, d["tab_slopes"])
-    lin = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_p"], d["slope_p"], crossover_room(d["cross_p"], x, share))
-    lin_f = _prefill_gemm_s(tab, mP, k, pi_k, d["cm_f"], d["slope_f"], crossover_room(d["cross_f"], x, share))
+    k = lower(s["token_budget"] - x, 1.0)
+    pi_k = _lookup(d["tab"], d["tab_slopes"], d["rows"], k)
+    r = pi_k / k  # chunks beyond the first
+    n_ch = r + 1.0
+    u0 = n * d["inv_n_dec"]
+    lam_ch = lower(u0 * n_ch, 1e-9)
+    share = -np.expm1(-lam_ch)
+    share /= lam_ch
+    z, lin = _prefill_gemm_s(d, x, k, pi_k, r, share, d["cross_p"], d["act_p"], d["slope_p"])
+    _, lin_f = _prefill_gemm_s(d, x, k, pi_k, r, share, d["cross_f"], d["act_f"], d["slope_f"])
     if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
         lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, d, x + np.minimum(mP, k)) - _touched(c, d, x)) * n_ch * share
     lin = lin + lin_f
-    head = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"]) + c["fixed_s_per_head"]
-    per_token = lin / mP + c["fixed_s_per_tok"]
+    mp = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])  # the LM-head row
+    per_token = lin * d["inv_mP"]
+    if d["comm"]:
+        mp += c["fixed_s_per_head"]
+        per_token += c["fixed_s_per_tok"]
     # preemption: decode growth outruns the free slack before a completion frees blocks
-    slack = d["wm"] + np.maximum(d["kv_tok"] - d["wm"] - n * d["foot"], 0.0) + 0.5 * mP
-    recompute = d["grow"] * np.exp(-slack / d["grow"])  # tokens per request
-    mp = lin + head + d["attn_pf"] + n_ch * c["attn_launch_s"] + c["fixed_s_per_tok"] * mP + recompute * per_token
+    slack = lower(d["kv_free"] - n * d["foot"], 0.0)
+    slack += d["slack0"]
+    slack *= d["neg_inv_grow"]
+    recompute = np.exp(slack, out=slack)
+    recompute *= d["grow"]  # tokens per request
+    mp += lin
+    mp += d["mp_fixed"]
+    mp += r * c["attn_launch_s"]
+    per_token *= recompute
+    mp += per_token
     # fluid pass (u = N / n_dec), then the arrival rate with the prefill queued behind each
-    # request's own (arrivals during its TTFT run during its first decode iterations)
-    tau_fluid = t_d + n / d["n_dec"] * mp
-    ttft0 = n_ch * t_d + mp
-    lam = _rate(n, d["n_dec"] * _tau_req(n, tau_fluid, slope_d * tau_fluid / t_d), ttft0 * mp, mp)
-    rho_p = np.minimum(lam * mp, 0.95)
-    tau = t_d / (1.0 - rho_p)  # second pass: tau = t_d + lam tau m_p
-    slope = slope_d / (1.0 - rho_p)  # prefill per iteration follows arrivals, not the batch
-    eps = np.clip(n * slope / tau, 0.0, 0.95)
-    tau_req = tau + slope / (1.0 - eps)
-    lam = _rate(n, d["n_dec"] * tau_req, ttft0 * mp, mp)
-    x_req = lam * ttft0 * mp / (1.0 - np.minimum(lam * mp, 0.95))
+    # request's own (arrivals during its TTFT run during its first decode iterations);
+    # eps = N tau' / tau is the same in both passes (tau and tau' scale together)
+    ttft0 = n_ch * t_d
+    ttft0 += mp
+    g = slope_d / t_d
+    eps = _clip(n * g, 0.0, 0.95)
+    f_req = 1.0 - eps
+    np.divide(g, f_req, out=f_req)
+    f_req += 1.0  # tau_req / tau = 1 + (tau' / tau) / (1 - eps)
+    nmp = n * mp
+    b4 = 4.0 * nmp
+    b4 *= ttft0
+    tau_fluid = u0 * mp
+    tau_fluid += t_d
+    a = d["n_dec"] * tau_fluid
+    a *= f_req
+    lam = _rate_nc(n, a, b4, nmp)
+    rho_p = upper(lam * mp, 0.95)
+    one_m = 1.0 - rho_p
+    tau = t_d / one_m  # second pass: tau = t_d + lam tau m_p
+    slope = slope_d / one_m  # prefill per iteration follows arrivals, not the batch
+    tau_req = tau * f_req
+    lam = _rate_nc(n, d["n_dec"] * tau_req, b4, nmp)
+    lmp = lam * mp
+    x_req = lmp * ttft0
+    x_req /= 1.0 - upper(lmp, 0.95)
     return {"n": n, "t_d": t_d, "slope_d": slope_d, "k": k, "n_ch": n_ch, "share": share, "mp": mp,
-            "tau_fluid": tau_fluid, "tau": tau, "slope": slope, "eps": eps, "tau_req": tau_req, "x_req": x_req,
-            "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f}
+            "tau": tau, "slope": slope, "eps": eps, "tau_req": tau_req, "x_req": x_req,
+            "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f, "z_p": z}
 
 
-def _prefill_gemm_s(tab, mp_tokens, k, pi_k, cm, slope, z):
-    """Expected GEMM seconds a prompt adds: ``cm P + slope E[(P - z)+]`` over the first chunk of
-    ``k`` plus the tokens beyond it at the full-chunk rate (``tab``: stop-loss table, slopes)."""
-    first = stoploss_at(tab[0], mp_tokens, np.clip(z, 0.0, k), tab[1]) - pi_k
-    full = pi_k / k * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
-    return cm * mp_tokens + slope * (first + full)
+def _prefill_gemm_s(d: dict, x, k, pi_k, r, share, cross, act, slope):
+    """(room, expected GEMM seconds a prompt adds): ``cm P + slope E[(P - z)+]`` over the first
+    chunk of ``k`` plus the tokens beyond it at the full-chunk rate (``r = E[(P - k)+] / k``),
+    ``z`` the prompt tokens that ride below the compute/memory crossover ``cross`` on top of the
+    ``x`` decode tokens, shared by the chunks that meet in one iteration (negative:
+    compute-bound). Returns ``z`` clipped to ``[0, k]``."""
+    z = cross - x
+    z = np.minimum(z, z * share)  # (cross - x) share where positive (share <= 1), else cross - x
+    z = _clip(z, 0.0, _INF, out=z)
+    np.minimum(z, k, out=z)
+    first = _lookup(d["tab"], d["tab_slopes"], d["rows"], z)
+    first -= pi_k
+    full = k - z  # = max(k - z, 0) - max(-z, 0) before the clip
+    full *= r
+    first += full
+    first *= slope
+    first += act
+    return z, first
 
 
-def _tau_req(n, tau, slope):
-    """Request-weighted iteration time ``tau + slope var(N) / N``, ``var(N) = N / (1 - eps)``."""
-    eps = np.clip(n * slope / tau, 0.0, 0.95)
-    return tau + slope / (1.0 - eps)
+def _rate_nc(n, a, b4, nc):
+    """:func:`_rate` with ``b4 = 4 n b`` and ``nc = n c`` given."""
+    root = a - nc
+    root *= root
+    root += b4
+    root = np.sqrt(root, out=root)
+    root += a
+    root += nc
+    return np.divide(2.0 * n, root, out=root)
 
 
 def _rate(n, a, b, c):
@@ -226,17 +362,19 @@ def iteration_energy_j(c: dict, d: dict, st: dict, u) -> tuple:
     decode attention) + the prefill of ``u`` requests (GEMM work per prompt token incl.
     recomputed ones, one LM-head row, causal attention) + compute power while waiting in the
     collectives over the iteration's operator time ``t_d + u m_p - t_comm``. Links: the
-    collectives' energy."""
-    q, n, mP, x = d["q"], st["n"], d["mP"], st["x"]
-    ew = np.asarray(c["lin_w_j"], dtype=float)
-    per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
-    fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
-    weights = ew[:4].sum(axis=0) + c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
-    dec = weights + x * per_tok[:4].sum(axis=0) + n * q * d["ctx"] * fj + n * (q * mj + d["ctx"] * kj)
-    dec = dec + ew[4] + n * per_tok[4]
+    collectives' energy (0 on a single device)."""
+    n, mP, x = st["n"], d["mP"], st["x"]
     pf_tok = mP + st["recompute"]
-    pre = pf_tok * per_tok[:3].sum(axis=0) + per_tok[3] + d["pairs"] * fj + mP * mj
-    ops_j = dec + u * pre
+    ops_j = pf_tok * d["e_pf_tok"]
+    ops_j += d["e_pf"]
+    ops_j = ops_j * u  # (u may carry a leading axis that st does not)
+    ops_j += n * d["e_seq"]
+    ops_j += x * d["e_tok"]
+    ops_j += d["e_w"]
+    if d["moe"]:
+        ops_j += c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
+    if not d["comm"]:
+        return ops_j, 0.0
     link_j = (c["fixed_j"] + (c["fixed_j_per_tok"] + c["fixed_j_per_head"]) * x
               + u * (pf_tok * c["fixed_j_per_tok"] + c["fixed_j_per_head"]))
     comm_s = c["fixed_s"] + d["fx_dec"] * x + u * (pf_tok * c["fixed_s_per_tok"] + c["fixed_s_per_head"])

@@ -13,82 +13,171 @@ and error against the discrete-event reference: ``docs/serving.md`` section 2, i
   gamma fitted to its mean and variance (Wilson-Hilferty), the queueing part zero-else-exponential.
 * **TPOT** = request-weighted iteration time / tokens per iteration + the prefill queued behind
   the request's own; p90 normal on the batch-size process averaged over its lifetime.
+
+What does not move with the load (the p90 prompt's own GEMM and attention terms, the slot
+queue's exponent and scale at the capacity batch, moment ratios) is computed once per design
+by :func:`queue_constants`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dse.model.serving_fluid import _clip, lower, upper
+
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
+_INF = np.inf
 
 
-def crossover_room(cross, x, share):
-    """Prompt tokens that ride below the compute/memory crossover ``cross`` on top of ``x``
-    decode tokens, shared by the chunks that meet in one iteration (negative: compute-bound)."""
-    return np.where(cross > x, (cross - x) * share, cross - x)
+def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
+    """Per-design terms of :func:`latencies` that do not move with the load (``n_cap``: the
+    capacity batch, the slot count of the M/G/c queue)."""
+    mP, p90 = w["in_mean"], w["in_p90"]
+    cc = np.maximum(n_cap, 1.0)
+    with np.errstate(divide="ignore"):
+        spread = np.where(p90 > 1.001 * mP, 1.0 / np.maximum(p90 - mP, 1e-9), 0.0)
+    attn90 = np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
+    return {
+        "p90": p90, "la": c["attn_launch_s"],
+        "own90": d["cm_p"] * p90 + attn90,  # the p90 prompt's activations (all chunks) and causal attention
+        "ffn90": p90 / mP,  # the ffn row's prefill, pro rata
+        "spread": spread,  # d(service) / d(prompt) from the mean to the p90 prompt
+        "var_p": w["in_sq_mean"] - mP * mP,
+        "sq_ratio": w["in_sq_mean"] / (mP * mP),
+        "half_in_sq": w["in_sq_mean"] * 0.5,
+        "exp_c": np.sqrt(2.0 * (cc + 1.0)) - 1.0,  # Sakasegawa (1977) M/G/c
+        "scale_c": d["n_dec"] / cc * (0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)),
+        "tpot_var": w["out_avg_var_factor"], "tpot_mix": w["out_inv_mean"] * d["tpv"],
+        "z90_tpv_sq": (Z90 / d["tpv"]) ** 2, "out_inv_mean": w["out_inv_mean"],
+    }
 
 
-def chunk_gemm_s(d: dict, z, k):
-    """GEMM seconds one chunk of ``k`` prompt tokens adds (``z``: crossover room)."""
-    return d["cm_p"] * k + d["slope_p"] * (np.maximum(k - z, 0.0) - np.maximum(-z, 0.0))
-
-
-def latencies(c: dict, d: dict, w: dict, st: dict, lam, lam_max, n_cap) -> dict:
-    """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``."""
-    mP, tpv = d["mP"], d["tpv"]
+def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
+    """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``
+    (``qc``: :func:`queue_constants`)."""
+    mP = d["mP"]
     n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
     tau = st["tau"]
     u = lam * tau  # admissions per iteration
-    phi = np.clip(-np.expm1(-u * n_ch), 1e-12, 1.0)  # iterations carrying prefill (Poisson chunks)
-    t_m = t_d + u * mp / phi
-    busy = -np.expm1(-(n + lam * mp))
-    r1 = busy * (phi * t_m * t_m + (1.0 - phi) * t_d * t_d) / (2.0 * tau)  # residual, length-biased
-    r2 = busy * (phi * t_m ** 3 + (1.0 - phi) * t_d ** 3) / (3.0 * tau)
-    others = lam * r1 * mp  # prompts arriving in the same window share the first iteration
-    s_mean = t_d * n_ch + mp + others
-    p90 = w["in_p90"]
-    nfull = np.maximum(np.ceil(p90 / k) - 1.0, 0.0)
-    z = crossover_room(d["cross_p"], st["x"], st["share"])
-    s90 = ((nfull + 1.0) * (t_d + c["attn_launch_s"]) + nfull * chunk_gemm_s(d, z, k)
-           + chunk_gemm_s(d, z, p90 - nfull * k)
-           + np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
-           + others)
-    s90 = s90 + st["lin_f"] * (p90 / mP)  # the ffn row, pro rata
-    rate_tok = k / (t_d + mp * k / mP)  # prefill tokens/s with a backlog
-    rho_pf = np.minimum(lam * mP / rate_tok, 0.999)
-    w_pf = lam * w["in_sq_mean"] / (rate_tok * rate_tok) / (2.0 * (1.0 - rho_pf))  # Pollaczek-Khinchine
-    cc = np.maximum(n_cap, 1.0)
-    rho_c = np.clip(lam / lam_max, 0.0, 0.999)
-    p_c = rho_c ** (np.sqrt(2.0 * (cc + 1.0)) - 1.0)  # Sakasegawa (1977) M/G/c
-    w_c = d["n_dec"] * st["tau"] * p_c / (cc * (1.0 - rho_c)) * 0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)
+    phi = -np.expm1(-u * n_ch)  # iterations carrying prefill (Poisson chunks)
+    phi = _clip(phi, 1e-12, 1.0, out=phi)
+    t_m = u * mp
+    t_m /= phi
+    t_m += t_d
+    lmp = lam * mp
+    busy = -np.expm1(-(n + lmp))
+    # residual of the iteration in progress, length-biased over pure-decode / mixed iterations
+    td2, tm2 = t_d * t_d, t_m * t_m
+    one_phi = 1.0 - phi
+    bt = busy / tau
+    r1 = phi * tm2
+    r1 += one_phi * td2
+    r1 *= bt
+    r1 *= 0.5
+    r2 = tm2 * t_m
+    r2 *= phi
+    r2 += one_phi * td2 * t_d
+    r2 *= bt
+    r2 /= 3.0
+    others = lmp * r1  # prompts arriving in the same window share the first iteration
+    s_mean = t_d * n_ch
+    s_mean = s_mean + others  # (lam may carry a leading axis that st does not: no in-place op widens)
+    s_mean += mp
+    # the p90 prompt's own chunks: nfull full chunks of k and one of kk
+    p90 = qc["p90"]
+    nfull = lower(np.ceil(p90 / k) - 1.0, 0.0)
+    kk = p90 - nfull * k
+    zc = st["z_p"]  # crossover room clipped to [0, k]
+    s90 = kk - zc
+    s90 = _clip(s90, 0.0, _INF, out=s90)
+    s90 += nfull * (k - zc)
+    s90 *= d["slope_p"]
+    s90 += (nfull + 1.0) * (t_d + qc["la"])
+    s90 += qc["own90"]
+    s90 += st["lin_f"] * qc["ffn90"]
+    s90 = s90 + others
+    # queueing: M/G/1 on the prefill lane in tokens, M/G/c on the slots
+    inv_rate = t_d / k
+    inv_rate += mp * d["inv_mP"]  # seconds per prefill token with a backlog
+    rho_pf = upper(lam * mP * inv_rate, 0.999)
+    w_pf = lam * qc["half_in_sq"]
+    w_pf *= inv_rate
+    w_pf *= inv_rate
+    w_pf /= 1.0 - rho_pf  # Pollaczek-Khinchine
+    rho_c = _clip(lam / lam_max, 0.0, 0.999)
+    p_c = rho_c ** qc["exp_c"]
+    w_c = p_c * tau
+    w_c *= qc["scale_c"]
+    w_c /= 1.0 - rho_c
     w_mean = w_pf + w_c
-    p_wait = np.clip(np.maximum(rho_pf, p_c), 1e-9, 1.0)
+    p_wait = np.maximum(rho_pf, p_c)
+    p_wait = _clip(p_wait, 1e-9, 1.0, out=p_wait)
     var_n = n / (1.0 - st["eps"])
     # service part (residual + own chunks): gamma fitted to mean and variance (Wilson-Hilferty)
-    b = np.where(p90 > 1.001 * mP, (s90 - s_mean) / np.maximum(p90 - mP, 1e-9), 0.0)
-    var = (b * b * (w["in_sq_mean"] - mP * mP) + (r2 - r1 * r1)
-           + (st["slope_d"] * n_ch) ** 2 * var_n + lam * r1 * mp * mp * w["in_sq_mean"] / (mP * mP))
+    b = s90 - s_mean
+    b *= qc["spread"]
+    var = b * b
+    var *= qc["var_p"]
+    var += r2
+    var -= r1 * r1
+    sn = st["slope_d"] * n_ch
+    sn *= sn
+    sn *= var_n
+    var += sn
+    var += others * mp * qc["sq_ratio"]
     base = r1 + s_mean
     base90 = gamma_p90(base, var)
     # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature
-    w90 = np.where(p_wait > 0.1, w_mean / p_wait * np.log(np.maximum(p_wait, 0.1) / 0.1), 0.0)
+    w90 = _tail90(w_mean, p_wait)
     ttft_mean = base + w_mean
-    ttft_p90 = ttft_mean + np.sqrt((base90 - base) ** 2 + (w90 - w_mean) ** 2)
+    base90 -= base
+    base90 *= base90
+    w90 -= w_mean
+    w90 *= w90
+    base90 += w90
+    ttft_p90 = np.sqrt(base90, out=base90)
+    ttft_p90 += ttft_mean
     # TPOT_i = tau_req / tpv + Y_i: batch-size fluctuation and prefill interference, normal, plus
     # Y = X / O (prefill queued behind the request's own; zero w.p. exp(-lam TTFT), else exponential)
-    base_mean = st["tau_req"] / tpv
-    base_sd = np.sqrt(st["slope"] ** 2 * var_n * w["out_avg_var_factor"]
-                      + phi * (1.0 - phi) * (t_m - t_d) ** 2 * w["out_inv_mean"] * tpv) / tpv
-    y_mean = st["x_req"] * w["out_inv_mean"]
-    p_x = np.clip(-np.expm1(-lam * st["ttft0"]), 1e-9, 1.0)
-    y90 = np.where(p_x > 0.1, y_mean / p_x * np.log(np.maximum(p_x, 0.1) / 0.1), 0.0)
+    base_mean = st["tau_req"] / d["tpv"]
+    sd2 = t_m - t_d
+    sd2 *= sd2
+    sd2 *= phi * one_phi
+    sd2 *= qc["tpot_mix"]
+    fluct = st["slope"] * st["slope"]
+    fluct *= var_n
+    fluct *= qc["tpot_var"]
+    sd2 += fluct
+    sd2 *= qc["z90_tpv_sq"]  # (Z90 sd)^2
+    y_mean = st["x_req"] * qc["out_inv_mean"]
+    p_x = -np.expm1(-lam * st["ttft0"])
+    p_x = _clip(p_x, 1e-9, 1.0, out=p_x)
+    y90 = _tail90(y_mean, p_x)
     tpot_mean = base_mean + y_mean
-    tpot_p90 = tpot_mean + np.sqrt((Z90 * base_sd) ** 2 + (y90 - y_mean) ** 2)
+    y90 -= y_mean
+    y90 *= y90
+    sd2 += y90
+    tpot_p90 = np.sqrt(sd2, out=sd2)
+    tpot_p90 += tpot_mean
     return {"ttft_mean_s": ttft_mean, "ttft_p90_s": ttft_p90, "tpot_mean_s": tpot_mean, "tpot_p90_s": tpot_p90,
             "busy": busy, "u": u}
+
+
+def _tail90(mean, p):
+    """p90 of "zero with probability ``1 - p``, else exponential" with this mean (0 for p <= 0.1)."""
+    out = _clip(p, 0.1, _INF)
+    out /= 0.1
+    out = np.log(out, out=out)  # 0 where p <= 0.1
+    out *= mean
+    out /= p
+    return out
 
 
 def gamma_p90(mean, var):
     """0.9 quantile of a gamma with this mean and variance (Wilson-Hilferty cube-root normal)."""
     cv2_9 = var / (9.0 * mean * mean)
-    return mean * (1.0 - cv2_9 + Z90 * np.sqrt(cv2_9)) ** 3
+    h = np.sqrt(cv2_9)
+    h *= Z90
+    h -= cv2_9
+    h += 1.0
+    return mean * (h * h * h)
