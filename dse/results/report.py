@@ -355,7 +355,9 @@ def _plots(data: ReportData) -> str:
     trials = data.trials if data.trials is not None else data.front.assign(feasible=True)
     color_by = data.meta.get("color_by")
     color_by = color_by if color_by in trials else None
-    pairs = list(itertools.combinations(objectives, 2)) or [(objectives[0], objectives[0])]
+    pairs = list(itertools.combinations(objectives, 2))
+    if not pairs:
+        return "<p class=note>One objective: no front plot (the table below is the ranking).</p>"
     projection = len(objectives) > 2
     out = []
     for x, y in pairs:
