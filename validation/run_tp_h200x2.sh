@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TP1 vs TP2 measurements and the NCCL all-reduce sweep on a 2-GPU machine (see README_tp.md).
-# Usage: OUT=/some/dir bash validation/run_tp_h200x2.sh [main|extra]
+# Usage: OUT=/some/dir bash validation/run_tp_h200x2.sh [main|extra|big1|heldout]
 # Writes into $OUT: run.log, tp2.csv, tp1.csv, allreduce.csv (main) or extra_*.csv (extra), and p/*.jsonl
 # (rows appended as measured, so a killed run keeps what it finished).
 set -o pipefail
@@ -45,5 +45,20 @@ elif [ "$what" = big1 ]; then
     --mem-margin-gb 1.5 --heat-s 15 --deadline-s 100 --out "$OUT/big_tp1.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG"
   $M --model llama-3-70b --tp 2 --batch 16 --in-len 512 --out-len 128 --max-prefill-tokens 4096 \
     --heat-s 0 --deadline-s 30 --no-self-check --out "$OUT/big_tp2.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG"
+elif [ "$what" = heldout ]; then
+  # held-out set (validation/measurements_tp_h200_heldout.csv): prompts, batches, out_len and one model card
+  # (llama-2-7b, MHA) not in measurements_tp_h200.csv; TP2 then TP1 in each group; never a fit target.
+  # 1. prompt 2048, batch 2 and 16 (self-check on; stop if nothing could be measured)
+  $M --model llama-3-8b llama-2-7b --tp 2 1 --batch 2 16 --in-len 2048 --out-len 256 \
+    --heat-s 15 --deadline-s 75 --out "$OUT/heldout_p2048.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG" || exit 1
+  # 2. prompt 8192, batch 4 and 16 (llama-2-7b is trained to 4096 positions: not at 8192)
+  $M --model llama-3-8b llama-3.2-1b --tp 2 1 --batch 4 16 --in-len 8192 --out-len 256 \
+    --heat-s 0 --deadline-s 75 --no-self-check --out "$OUT/heldout_p8192.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG"
+  # 3. batch 128 at prompt 1024
+  $M --model llama-3-8b llama-2-7b --tp 2 1 --batch 128 --in-len 1024 --out-len 256 \
+    --heat-s 0 --deadline-s 45 --no-self-check --out "$OUT/heldout_b128.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG"
+  # 4. llama-3-70b at TP2 only (one GPU holds its weights only at small batch and short prompt)
+  $M --model llama-3-70b --tp 2 --batch 4 --in-len 2048 --out-len 256 --max-prefill-tokens 4096 \
+    --heat-s 0 --deadline-s 30 --no-self-check --out "$OUT/heldout_70b.csv" --partial-dir "$OUT/p" 2>&1 | tee -a "$LOG"
 fi
 date -u >>"$LOG"
