@@ -186,6 +186,7 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
     is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
     """
     native = ln.topology != RING
+    finite_lat = bool(np.all(np.isfinite(ln.lat_s)))
     if np.ndim(algo) == 0:  # one algorithm for the batch
         a = float(algo)
         a = ALGO_DIRECT if a == ALGO_AUTO else a
@@ -196,17 +197,25 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
                 t, b = np.where(native, ta, t), np.where(native, ba, b)
         else:
             t, b = _timed(_variants(kind, a, s, n, ln.topology), ln)
-        if a != ALGO_DIRECT and np.all(np.isfinite(ln.lat_s)):
+        if a != ALGO_DIRECT and finite_lat:
             return t, b  # ring and tree step counts and wire bytes vanish at n = 1 by themselves
+        direct_rows: Array = True
     else:  # per-row algorithms: the ring everywhere, then tree and direct rows where native
-        code = np.where(native, np.where(algo == ALGO_AUTO, ALGO_DIRECT, algo), ALGO_RING)
         t, b = _timed(_variants(kind, ALGO_RING, s, n, ln.topology), ln)
-        for a in (ALGO_TREE, ALGO_DIRECT):
-            rows = code == a
+        direct_rows = False
+        for a, rows in ((ALGO_TREE, algo == ALGO_TREE), (ALGO_DIRECT, algo >= ALGO_DIRECT)):  # auto: direct
+            rows = rows if np.all(native) else rows & native
             if np.any(rows):
                 ta, ba = _timed(_variants(kind, a, s, n, ln.topology), ln)
                 t, b = np.where(rows, ta, t), np.where(rows, ba, b)
-    one = n <= 1.0
+                if a == ALGO_DIRECT:
+                    direct_rows = rows
+        if finite_lat and not np.any(direct_rows):
+            return t, b
+    one = n <= 1.0  # a one-device group: no collective (direct's single step would charge a latency)
+    if finite_lat and np.ndim(one) and not np.all(one):
+        keep = ~one  # zero exactly, without a select: t and b are finite there
+        return t * keep, b * keep
     return np.where(one, 0.0, t), np.where(one, 0.0, b)
 
 
@@ -260,7 +269,7 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
     intra = intra_link(sys, a, n_sharing)
     t_flat, b_flat = flat(kind, nbytes, n, intra, algo)
     overhead_s = field(sys, "collective_overhead_s")
-    overhead = np.where(n > 1.0, overhead_s, 0.0) if np.any(overhead_s != 0.0) else 0.0
+    overhead = overhead_s * (n > 1.0) if np.any(overhead_s != 0.0) else 0.0
     if one_node:
         return Comm(t_flat + overhead, b_flat, 0.0)
     nodes = np.ceil(n / a)
