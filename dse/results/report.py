@@ -171,6 +171,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _unit(name: str, units: dict[str, str]) -> str:
     unit = units.get(name) or (INPUT_FIELDS[name].unit if name in INPUT_FIELDS else "")
     return "" if unit == "1" else unit
@@ -425,7 +429,7 @@ def _binding(data: ReportData) -> str:
         tightest = float(data.front[col].max()) if col in data.front and len(data.front) else float("nan")
         rows.append({"constraint": col, "rule": _describe_constraint(col, data.meta.get("spec") or {}),
                      "infeasible share": f"{violated[:, j].mean():.1%}", "only this one": int(only.sum()),
-                     "binds on the front": f"yes: {gain} design(s) would join it" if gain else "no",
+                     "binds on the front": f"yes: {_count(gain, 'design')} would join it" if gain else "no",
                      "slack on the front": tightest})
     df = pd.DataFrame(rows)
     units = {"slack on the front": ""}
@@ -470,7 +474,8 @@ def render_report(data: ReportData, *, top: int = TOP_DEFAULT) -> str:
     files = ", ".join(f"{_esc(n)} ({size / 1e6:.2f} MB)" for n, size in data.files.items())
     sections = [
         ("Study", _summary(data) + notes), ("Design space", _space(data)),
-        (f"Pareto front ({len(data.front):,} designs)", (_plots(data) if len(data.front) else "") + _front(data)),
+        (f"Pareto front ({_count(len(data.front), 'design')})",
+         (_plots(data) if len(data.front) else "") + _front(data)),
         (f"Top {top} feasible designs per objective", _top(data, top)), ("Constraints", _binding(data)),
     ]
     body = "".join(f"<section><h2>{_esc(title)}</h2>{content}</section>" for title, content in sections)
