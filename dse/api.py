@@ -114,9 +114,10 @@ class Evaluator:
         for start in range(0, n, CHUNK):
             sl = slice(start, min(start + CHUNK, n))
             res = self._evaluate_chunk({c: (v[sl] if np.ndim(v) > 0 else v) for c, v in cols.items()})
-            for name in METRICS:
-                if name in res:
-                    out.setdefault(name, np.empty(n))[sl] = res[name]
+            if not out:  # the first chunk names the metrics: one output array each, filled chunk by chunk
+                out = {name: np.empty(n) for name in METRICS if name in res}
+            for name, arr in out.items():
+                arr[sl] = res[name]
         return out
 
     def _check_power(self, cols: dict[str, Any]) -> None:
