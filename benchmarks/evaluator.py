@@ -7,8 +7,15 @@ Two figures side by side: single-device designs on ``--platform``, and parallel 
 ``--system`` (default hgx-h100-8) with tp, pp, ep, dp, micro_batches, comm_overlap_frac and
 collective_algo varying per row as well.
 
+A third table times each model stage alone on one cache-sized chunk (``dse.api.CHUNK``
+designs, best of ``--repeats``), ns/design: silicon provisioning, the performance and power
+stages (workload, mapping, perf, power), cost, quality, and the serving stage on the same
+designs with a request-length workload (``--serving-workload``; the stage runs only when a
+design has one).
+
     python benchmarks/evaluator.py [--points 1000000] [--model llama-2-7b] [--platform h100-sxm]
                                    [--system hgx-h100-8] [--parallel-model llama-3-70b]
+                                   [--serving-workload sharegpt-vllm-paper]
 """
 
 from __future__ import annotations
@@ -23,8 +30,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: numpy here uses no th
 import numpy as np  # noqa: E402
 
 import dse  # noqa: E402
+from dse.api import CHUNK  # noqa: E402
+from dse.model import cost, quality, silicon  # noqa: E402
+from dse.model.pipeline import performance  # noqa: E402
 from dse.model.reference import evaluate_one  # noqa: E402
-from dse.spec.registry import KNOB_DEFAULTS  # noqa: E402
+from dse.model.serving_stage import serving_stage  # noqa: E402
+from dse.spec.registry import KNOB_DEFAULTS, WORKLOADS  # noqa: E402
 from dse.sweep.runtime import tune_malloc  # noqa: E402
 
 
@@ -93,6 +104,46 @@ def figure(model: str, platform: str, designs: dict[str, np.ndarray], repeats: i
             "median": median, "peak_mib": peak / 2**20, "ref_s": (time.perf_counter() - t0) / k_ref, "k_ref": k_ref}
 
 
+def stage_costs(model: str, platform: str, designs: dict[str, np.ndarray], repeats: int, workload: str,
+                ) -> dict[str, float]:
+    """ns/design of each stage alone on the first ``CHUNK`` designs (inputs as the evaluator builds them)."""
+    ev = dse.Evaluator(model, platform)
+    chunk = {c: v[:CHUNK] for c, v in designs.items()}
+    n = len(next(iter(chunk.values())))
+    m = ev._fields(ev._card_table, ev.model_names, None, "model")
+    hw = ev._fields(ev._hw_table, ev.platform_names, None, "platform")
+    hw.update((c, v) for c, v in chunk.items() if c in hw)
+    k = {name: chunk.get(name, v) for name, v in KNOB_DEFAULTS.items()}
+    k["workload"] = float(WORKLOADS.index(workload))
+    data = ev._data
+    sil = silicon.provision(hw, data["tech"])
+    perf = performance(m, k, hw)
+    system_usd = cost.cost_metrics(sil["hw"], data["tech"], k, perf["n_devices"], perf["decode_power_w"],
+                                   perf["decode_tokens_per_s"], sil["area"], sil["params"])["system_cost_usd"]
+    stages = {
+        "silicon": lambda: silicon.provision(hw, data["tech"]),
+        "performance + power": lambda: performance(m, k, hw),
+        "cost": lambda: cost.cost_metrics(sil["hw"], data["tech"], k, perf["n_devices"], perf["decode_power_w"],
+                                          perf["decode_tokens_per_s"], sil["area"], sil["params"]),
+        "quality": lambda: quality.ppl_delta(data["quality"], m["quality_family"], k["quant_method"], k["w_bits"],
+                                             k["a_bits"], k["kv_bits"], k["w_sparsity_frac"], k["nm_sparse"],
+                                             k["w_group_size"], k["kv_method"], k["sparse_method"]),
+        f"serving ({workload})": lambda: serving_stage(m, k, hw, data["tech"], data["workloads"], system_usd),
+    }
+    out = {}
+    for name, fn in stages.items():
+        fn()
+        best = min(_timed_once(fn) for _ in range(repeats))
+        out[name] = best / n * 1e9
+    return out
+
+
+def _timed_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def report(title: str, f: dict[str, float], repeats: int) -> None:
     n = f["n"]
     vec_pts = n / f["best"]
@@ -116,6 +167,8 @@ def main() -> None:
     parser.add_argument("--platform", default="h100-sxm")
     parser.add_argument("--system", default="hgx-h100-8", help="system preset of the parallel figure")
     parser.add_argument("--parallel-model", default="llama-3-70b", help="model of the parallel figure")
+    parser.add_argument("--serving-workload", default="sharegpt-vllm-paper", choices=WORKLOADS[1:],
+                        help="request-length workload of the serving stage's row")
     args = parser.parse_args()
     n = int(args.points)
     single = figure(args.model, args.platform, random_designs(n), args.repeats, args.reference_points)
@@ -129,6 +182,13 @@ def main() -> None:
     print(f"(inputs not counted in the peaks: up to {inputs_mib:.0f} MiB)")
     print(f"side by side, malloc tuned: single {n / single['best'] / 1e6:.2f} M designs/s/core, "
           f"parallel {n / parallel['best'] / 1e6:.2f} M designs/s/core")
+    costs = {"single": stage_costs(args.model, args.platform, random_designs(n), args.repeats, args.serving_workload),
+             "parallel": stage_costs(args.parallel_model, args.system, random_parallel_designs(n), args.repeats,
+                                     args.serving_workload)}
+    print(f"-- each stage alone, ns/design on one chunk of {CHUNK:,} designs (best of {args.repeats})")
+    print(f"{'stage':<32}{'single':>10}{'parallel':>10}")
+    for name in costs["single"]:
+        print(f"{name:<32}{costs['single'][name]:>10.0f}{costs['parallel'][name]:>10.0f}")
 
 
 if __name__ == "__main__":
