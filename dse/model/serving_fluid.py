@@ -71,18 +71,24 @@ def design_major(table) -> tuple[np.ndarray, np.ndarray]:
     return t, np.diff(t, axis=1) / dg
 
 
-def stoploss_at(table, mean, z, slopes=None):
+def stoploss_at(table, mean, z, slopes=None, rows=None):
     """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
     linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``slopes``, ``table``
-    and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly)."""
+    and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly). With ``rows``
+    (integers per design), ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row
+    ``rows[j]`` (the moments' ``in_stoploss_rows`` form, :func:`stoploss_of`)."""
     g = STOPLOSS_GRID
     if slopes is not None:
-        return np.where(z < 0.0, mean - z, _lookup(table, slopes, None, np.maximum(z, 0.0)))
+        pair = None if rows is None else (rows * table.shape[1], rows * slopes.shape[1])
+        return np.where(z < 0.0, mean - z, _lookup(table, slopes, pair, np.maximum(z, 0.0)))
     zp = np.clip(z, 0.0, g[-1])
     pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
     i0 = np.clip(pos.astype(np.intp), 0, len(g) - 2)  # (NaN casts to the lowest integer)
     lo = np.take(g, i0)
-    if np.ndim(table) == 1:
+    if rows is not None:
+        at = rows * table.shape[1] + i0
+        t0, t1 = np.take(table, at), np.take(table, at + 1)
+    elif np.ndim(table) == 1:
         t0, t1 = table[i0], table[i0 + 1]
     else:
         cols = np.arange(table.shape[1])
@@ -112,6 +118,12 @@ def _lookup(table, slopes, rows, z):
     return zp
 
 
+def stoploss_of(w: dict, z):
+    """``E[(P - z)+]`` of length moments ``w`` (a shared table, ``(G, n)`` tables per design, or a
+    set of tables with ``in_stoploss_rows``)."""
+    return stoploss_at(w["in_stoploss"], w["in_mean"], z, rows=w.get("in_stoploss_rows"))
+
+
 def _rows(table) -> tuple:
     """Each design's offset into a per-design ``(n, G)`` table and its ``(n, G - 1)`` slopes."""
     i = np.arange(table.shape[0])
@@ -135,7 +147,7 @@ def kv_footprint_tokens(c: dict, w: dict, s: dict):
     n_dec, ctx = request_shape(c, w)
     frag = 0.5 * (s["kv_block_tokens"] - 1.0)
     k = s["token_budget"]
-    n_ch = 1.0 + stoploss_at(w["in_stoploss"], w["in_mean"], k) / k
+    n_ch = 1.0 + stoploss_of(w, k) / k
     return ctx + frag + n_ch * (w["in_mean"] + frag) / n_dec
 
 
@@ -161,13 +173,19 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     experts), ``spec`` (any verifying more than one token), ``comm`` (any collective term)."""
     cf, cm = np.asarray(c["lin_flop_s_per_tok"], dtype=float), np.asarray(c["lin_act_s_per_tok"], dtype=float)
     cw = np.asarray(c["lin_w_s"], dtype=float)
+    dg = np.diff(STOPLOSS_GRID)
     d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"],
          "moe": not np.all(np.asarray(c["moe_n_experts"]) == 1.0),
          "spec": bool(np.any(np.asarray(c["dec_queries"]) != 1.0)),
          "comm": _nonzero(c["fixed_s"], c["fixed_s_per_tok"], c["fixed_s_per_head"], c["fixed_j"],
                           c["fixed_j_per_tok"], c["fixed_j_per_head"])}
-    d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
-    d["rows"] = None if np.ndim(d["tab"]) == 1 else _rows(d["tab"])
+    if "in_stoploss_rows" in w:  # a few tables (R, G), design j reads row rows[j]
+        d["tab"], d["tab_slopes"] = np.ascontiguousarray(w["in_stoploss"]), np.diff(w["in_stoploss"], axis=1) / dg
+        rows = np.asarray(w["in_stoploss_rows"], dtype=np.intp)
+        d["rows"] = (rows * d["tab"].shape[1], rows * d["tab_slopes"].shape[1])
+    else:
+        d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
+        d["rows"] = None if np.ndim(d["tab"]) == 1 else _rows(d["tab"])
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["inv_n_dec"] = 1.0 / d["n_dec"]
@@ -194,7 +212,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     d["att_fx"] = d["att_seq"] + d["fx_dec"] * d["q"]  # per decode sequence: attention + collectives
     k = s["token_budget"]
-    pi_b = stoploss_at(d["tab"], mP, k, d["tab_slopes"])
+    pi_b = _lookup(d["tab"], d["tab_slopes"], d["rows"], k)  # (k >= 1)
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
     d["pairs"] = 0.5 * (w["in_sq_mean"] + mP)
     d["attn_pf"] = np.maximum(d["pairs"] * fa, mP * ma + kv_read * ka)  # causal prefill attention

@@ -28,8 +28,10 @@ _RATES = ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per
 def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarray]:
     """Per-design length moments: ``moments[code]`` for ``workload`` codes > 0 (``moments[0]`` is
     None), the point mass of ``in_len``/``out_len`` for code 0. One workload for the whole
-    batch: its shared moments as they are (scalars, one stop-loss table). Per-design stop-loss
-    tables are ``(G, n)`` views of design-major ``(n, G)`` arrays (what the stage's lookups read)."""
+    batch: its shared moments as they are (scalars, one stop-loss table). Several: per-design
+    moment arrays, and the stop-loss tables as a set ``(R, G)`` (each workload's, then the point
+    masses' of the code-0 rows) with ``in_stoploss_rows`` giving each design's row
+    (:func:`dse.model.serving_fluid.stoploss_of`): no per-design copy of a shared table."""
     code = np.asarray(k["workload"], dtype=np.int64)
     if not np.any(code > 0):
         return point_moments(k["in_len"], k["out_len"])
@@ -39,14 +41,19 @@ def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarra
     if len(used) == 1:  # the same numbers as stacked, without per-design tables
         return moments[int(used[0])]
     table = [m if m is not None else moments[1] for m in moments]  # code 0 rows take the point mass below
-    out = {key: np.array([m[key] for m in table])[codes].reshape(shape) for key in MOMENT_KEYS}
-    tables = np.stack([m["in_stoploss"] for m in table])[codes]  # (n, G)
+    out = {key: np.array([m[key] for m in table])[codes] for key in MOMENT_KEYS}
+    tables = np.stack([m["in_stoploss"] for m in table])  # (workloads, G)
+    rows = codes.copy()
     if used[0] == 0:  # some rows are point masses
-        point = point_moments(np.broadcast_to(k["in_len"], shape).ravel(), np.broadcast_to(k["out_len"], shape).ravel())
-        own = codes == 0
-        out = {key: np.where(own.reshape(shape), point[key].reshape(shape), v) for key, v in out.items()}
-        tables[own] = point["in_stoploss"].T[own]
-    out["in_stoploss"] = tables.reshape(*shape, -1).transpose(np.roll(np.arange(len(shape) + 1), 1))
+        own = np.flatnonzero(codes == 0)
+        point = point_moments(np.broadcast_to(k["in_len"], shape).ravel()[own],
+                              np.broadcast_to(k["out_len"], shape).ravel()[own])
+        for key, v in out.items():
+            v[own] = point[key]
+        tables = np.concatenate([tables, point["in_stoploss"].T])
+        rows[own] = len(table) + np.arange(len(own))
+    out = {key: v.reshape(shape) for key, v in out.items()}
+    out["in_stoploss"], out["in_stoploss_rows"] = tables, rows.reshape(shape)
     return out
 
 

@@ -393,17 +393,24 @@ def test_analytic_against_discrete_event_reference():
 
 
 def test_per_design_workloads_equal_shared_ones():
-    """Workloads stacked per design (stoploss table (grid, n)) give what each shared one gives."""
+    """Workloads stacked per design (one stop-loss table per workload, a row per design) give what
+    each shared one gives."""
     from dse.model.serving_lengths import stack_moments
     wls = load_workloads()
     moms = [length_moments(wls[name]) for name in ("splitwise-conv", "arxiv-summarization", "fixed-2048-512")]
     codes = np.array([0, 1, 2, 1, 0])
     c = _one_design()
-    batch = serving.serving_metrics(c, stack_moments(moms, codes), {"token_budget": np.full(5, 1024.0)})
+    stacked = stack_moments(moms, codes)
+    batch = serving.serving_metrics(c, stacked, {"token_budget": np.full(5, 1024.0)})
+    # the same tables copied per design, (grid, n) (the form point masses take)
+    per_design = {key: v for key, v in stacked.items() if key != "in_stoploss_rows"}
+    per_design["in_stoploss"] = stacked["in_stoploss"][codes].T
+    copied = serving.serving_metrics(c, per_design, {"token_budget": np.full(5, 1024.0)})
     for i, code in enumerate(codes):
         one = serving.serving_metrics(c, moms[code], {"token_budget": 1024.0})
         for key in serving.SERVING_METRICS:
             np.testing.assert_allclose(batch[key][i], one[key], rtol=1e-12, err_msg=key)
+            np.testing.assert_allclose(copied[key][i], one[key], rtol=1e-12, err_msg=key)
 
 
 # ---- the wired path (dse.evaluate with a workload) ------------------------------------------
