@@ -18,7 +18,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import dse  # noqa: E402
-from dse.sweep.runtime import tune_malloc  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from evaluator import random_designs  # noqa: E402
@@ -46,7 +45,6 @@ def main() -> None:
     parser.add_argument("--points", type=float, default=1e6)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    tune_malloc()
     n = int(args.points)
     one = {"batch": 8.0, "in_len": 512.0, "w_bits": 4.0}
     calls = 200

@@ -36,7 +36,6 @@ from dse.model.pipeline import performance  # noqa: E402
 from dse.model.reference import evaluate_one  # noqa: E402
 from dse.model.serving_stage import serving_stage  # noqa: E402
 from dse.spec.registry import KNOB_DEFAULTS, WORKLOADS  # noqa: E402
-from dse.sweep.runtime import tune_malloc  # noqa: E402
 
 
 def random_designs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -72,7 +71,8 @@ def random_parallel_designs(n: int, seed: int = 1) -> dict[str, np.ndarray]:
 
 def figure(model: str, platform: str, designs: dict[str, np.ndarray], repeats: int, reference_points: int,
            ) -> dict[str, float]:
-    """Best/median seconds per call (malloc defaults, then tuned), peak traced MiB, scalar s/point."""
+    """Best/median seconds per call (malloc tuned, as every ``dse.Evaluator`` runs), peak traced MiB,
+    scalar s/point."""
     ev = dse.Evaluator(model, platform)
     n = len(next(iter(designs.values())))
 
@@ -85,8 +85,6 @@ def figure(model: str, platform: str, designs: dict[str, np.ndarray], repeats: i
             times.append(time.perf_counter() - t0)
         return min(times), float(np.median(times))
 
-    default_best, default_median = timed()
-    tune_malloc()  # what `dse` commands and sweeps do at start-up (dse.sweep.runtime)
     best, median = timed()
     tracemalloc.start()
     ev(designs)
@@ -100,7 +98,7 @@ def figure(model: str, platform: str, designs: dict[str, np.ndarray], repeats: i
                   flop16_peak_flop_per_s=designs["flop16_peak_flop_per_s"][i])
         knobs = {k: float(designs[k][i]) if k in designs else v for k, v in KNOB_DEFAULTS.items()}
         evaluate_one(card, knobs, hw)
-    return {"n": n, "default_best": default_best, "default_median": default_median, "best": best,
+    return {"n": n, "best": best,
             "median": median, "peak_mib": peak / 2**20, "ref_s": (time.perf_counter() - t0) / k_ref, "k_ref": k_ref}
 
 
@@ -148,10 +146,7 @@ def report(title: str, f: dict[str, float], repeats: int) -> None:
     n = f["n"]
     vec_pts = n / f["best"]
     print(f"-- {title}")
-    print(f"vectorised, glibc malloc defaults: best {f['default_best']:.3f} s, median {f['default_median']:.3f} s "
-          f"over {repeats} runs -> {n / f['default_best'] / 1e6:.2f} M points/s "
-          f"(median {n / f['default_median'] / 1e6:.2f} M/s)")
-    print(f"vectorised, malloc tuned (as the CLI runs): best {f['best']:.3f} s, median {f['median']:.3f} s -> "
+    print(f"vectorised (malloc tuned, as every Evaluator runs): best {f['best']:.3f} s, median {f['median']:.3f} s -> "
           f"{vec_pts / 1e6:.2f} M points/s (median {n / f['median'] / 1e6:.2f} M/s)")
     print(f"peak traced memory during one call: {f['peak_mib']:.1f} MiB")
     print(f"scalar reference loop: {f['ref_s'] * 1e3:.3f} ms/point over {f['k_ref']} points -> "
@@ -180,7 +175,7 @@ def main() -> None:
            "(tp, pp, ep, dp, micro_batches, comm_overlap_frac, collective_algo per row)", parallel, args.repeats)
     inputs_mib = sum(v.nbytes for v in random_parallel_designs(1).values()) * n / 2**20
     print(f"(inputs not counted in the peaks: up to {inputs_mib:.0f} MiB)")
-    print(f"side by side, malloc tuned: single {n / single['best'] / 1e6:.2f} M designs/s/core, "
+    print(f"side by side: single {n / single['best'] / 1e6:.2f} M designs/s/core, "
           f"parallel {n / parallel['best'] / 1e6:.2f} M designs/s/core")
     costs = {"single": stage_costs(args.model, args.platform, random_designs(n), args.repeats, args.serving_workload),
              "parallel": stage_costs(args.parallel_model, args.system, random_parallel_designs(n), args.repeats,

@@ -9,9 +9,9 @@ the serving modules), the goodput search against a dense load curve, the stage's
 before the cost work of 2026-11-29) into a package of its own and times both on the same inputs,
 interleaved, best of ``--repeats`` (the VM's two cores are shared: medians move, best-of is the
 figure); ``dse.Evaluator`` is timed with the stage of each (``dse.model.pipeline.serving_stage``
-swapped in turn). ``--tune-malloc`` applies ``dse.sweep.runtime.tune_malloc`` first, as
-``dse sweep``/``dse run`` do. Figures, not tests; ``tests/model/test_serving.py`` holds the
-assertions.
+swapped in turn). ``--tune-malloc`` applies ``dse.runtime.tune_malloc`` first, as ``dse
+sweep``/``dse run`` (and ``dse.Evaluator``, where it tunes on construction) do. Figures, not
+tests; ``tests/model/test_serving.py`` holds the assertions.
 """
 
 from __future__ import annotations
@@ -241,8 +241,10 @@ if __name__ == "__main__":
     ap.add_argument("--skip-published", action="store_true")
     args = ap.parse_args()
     if args.tune_malloc:
-        from dse.sweep.runtime import tune_malloc
-
+        try:
+            from dse.runtime import tune_malloc
+        except ImportError:  # where it lived before
+            from dse.sweep.runtime import tune_malloc
         tune_malloc()
     before = None if args.compare == "none" else module_at(args.compare)
     cost(args.designs, args.repeats, before)

@@ -26,8 +26,8 @@ from joblib.externals.loky import get_reusable_executor
 import dse
 from dse.loading import load_space, space_evaluator
 from dse.results.pareto import pareto_mask
+from dse.runtime import tune_malloc
 from dse.sweep.engine import sweep
-from dse.sweep.runtime import tune_malloc
 
 OBJECTIVES = [("decode_tokens_per_s", True), ("decode_tokens_per_j", True)]
 CONSTRAINTS = [("tpot_s", 0.1)]

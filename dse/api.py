@@ -17,6 +17,7 @@ import pandas as pd
 from dse.model import silicon
 from dse.model.pipeline import evaluate_arrays
 from dse.model_data import model_data, quality_family
+from dse.runtime import tune_malloc
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.metrics import METRICS
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
@@ -65,6 +66,7 @@ class Evaluator:
         self.models: list[ModelCard] = [load_model(x) for x in _as_list(model)]
         self.platforms: list[Platform] = [load_platform(x) for x in _as_list(platform)]
         self.serving = serving
+        tune_malloc(inherit=False)  # freed chunk arrays stay in the heap: 2.4x on a 16k-design call
         self.model_names = [c.name for c in self.models]
         self.platform_names = [p.name for p in self.platforms]
         self._data = model_data()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "dse"
 LAYERS = ("spec", "model", "api", "results", "sweep", "search", "validation", "cli", "facade")
 # top-level modules and the layer they belong to
 TOP_LEVEL = {"dse._version": "spec", "dse.api": "api", "dse.loading": "api", "dse.explain": "api",
-             "dse.quality_table": "api", "dse.model_data": "api",
+             "dse.quality_table": "api", "dse.model_data": "api", "dse.runtime": "api",
              "dse": "facade", "dse.__main__": "cli", "dse.testing": "api"}
 ONLY_IN = {"optuna": ("dse.search",), "pyarrow": ("dse.results",),
            "torch": ("dse.validation.measure", "dse.validation.tp_decoder", "dse.validation.measure_tp")}

@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dse`` with ``argv`` (default: the command line); returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command in ("eval", "run", "sweep", "merge"):
-        from dse.sweep.runtime import tune_malloc
+        from dse.runtime import tune_malloc
 
         tune_malloc()
     try:

@@ -22,11 +22,11 @@ import pandas as pd
 from dse.loading import INVALID_INPUT, space_evaluator
 from dse.results.io import read_metadata, read_table
 from dse.results.tables import design_table, front_of, write_results
+from dse.runtime import tune_malloc
 from dse.spec.errors import SpecError
 from dse.spec.study import Study
 from dse.sweep.engine import INDEX_COLUMN, merge_fronts, sweep
 from dse.sweep.lock import output_lock
-from dse.sweep.runtime import tune_malloc
 
 
 @dataclass

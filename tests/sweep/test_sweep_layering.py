@@ -11,7 +11,7 @@ SWEEP = Path(__file__).resolve().parents[2] / "dse" / "sweep"
 
 
 def test_importing_the_sweep_loads_no_optuna():
-    code = ("import sys, dse.sweep.engine, dse.sweep.study, dse.sweep.runtime\n"
+    code = ("import sys, dse.sweep.engine, dse.sweep.study, dse.runtime\n"
             "bad = [m for m in sys.modules if m.split('.')[0] == 'optuna' or m.startswith('dse.search')]\n"
             "assert not bad, bad\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
