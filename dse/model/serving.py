@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model.serving_fluid import (  # noqa: F401 (re-exported: the stage's public helpers)
+    _clip,
     _rate,
     fluid_state,
     iteration_energy_j,
@@ -85,8 +86,10 @@ def _grid(a, b):
 
 
 def _pick(grid, idx):
-    """``grid[idx[j], j]`` for every design ``j`` (grid axis first)."""
-    return np.take_along_axis(grid, idx[None, :], axis=0)[0]
+    """``grid[idx[j], j]`` for every design ``j`` (grid axis first), as one flat gather."""
+    flat = grid.reshape(grid.shape[0], -1)
+    cols = flat.shape[1]
+    return np.take(flat, np.ravel(idx) * cols + np.arange(cols)).reshape(np.shape(idx))
 
 
 def _slo_ratio(lat: dict, s: dict):
@@ -127,8 +130,13 @@ def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
     """Linear interpolation of ``x`` at ``y_target`` between bracket ends ``(x, y)``, as a
     fraction of the bracket clamped to ``[lo_frac, hi_frac]``."""
     with np.errstate(invalid="ignore"):  # an infinite end: the other end
-        f = np.clip((y_target - lo[1]) / np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0), lo_frac, hi_frac)
-        return lo[0] + (hi[0] - lo[0]) * np.nan_to_num(f)
+        f = y_target - lo[1]
+        f /= np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0)
+        f = _clip(f, lo_frac, hi_frac, out=f)
+        np.copyto(f, 0.0, where=np.isnan(f))
+        f *= hi[0] - lo[0]
+        f += lo[0]
+        return f
 
 
 def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
@@ -142,7 +150,11 @@ def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve) -> tuple:
     between the last grid point meeting both SLOs and the next, shrunk by
     :data:`_GOODPUT_STEPS` safeguarded regula falsi steps on the load parameter ``t``. Ratios
     and rates are in real (power-capped) time."""
-    n_ok = np.cumprod(ratio <= 1.0, axis=0).sum(axis=0)
+    ok = ratio[0] <= 1.0
+    n_ok = ok.astype(np.intp)  # grid points meeting both SLOs before the first that does not
+    for row in ratio[1:]:
+        ok &= row <= 1.0
+        n_ok += ok
     i_hi = np.clip(n_ok, 1, ratio.shape[0] - 1)
     y = _neg_inv(ratio)
     lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(rate_g, i_hi - 1))
@@ -224,7 +236,9 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     rate_top = rate_b[-1]
     rate_op = np.minimum(np.where(offered > 0.0, offered, goodput), capacity * (1.0 - 1e-9))
     zero = np.zeros((1,) + n_cap.shape)
-    rate_rows = np.maximum.accumulate(np.concatenate([zero, rate_b]), axis=0)
+    rate_rows = np.concatenate([zero, rate_b])
+    for i in range(1, len(rate_rows)):  # running maximum
+        np.maximum(rate_rows[i - 1], rate_rows[i], out=rate_rows[i])
     n_rows = np.concatenate([zero, n_grid])
     j = np.clip((rate_rows < rate_op).sum(axis=0), 1, rate_rows.shape[0] - 1)
     seeded = (offered <= 0.0) & (n_ok > 0) & (n_ok < len(t_g))

@@ -297,6 +297,7 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     slack = lower(d["kv_free"] - n * d["foot"], 0.0)
     slack += d["slack0"]
     slack *= d["neg_inv_grow"]
+    slack = _clip(slack, -700.0, _INF, out=slack)  # exp underflow takes libm's slow path (7x); e^-700 ~ 1e-304
     recompute = np.exp(slack, out=slack)
     recompute *= d["grow"]  # tokens per request
     mp += lin
