@@ -68,6 +68,7 @@ def test_vectorised_matches_reference(platform):
     # perturb the hardware per row as a search would
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
+    hw["attn_stream_bw_bytes_per_s"] = rng.choice([0.0, 1e10, 4.21e10, 2e11], n)  # decode-attention stream limit
     hw.update(random_system(rng, n))
     batch = {**m, **k, **hw}
     assert_matches_reference(lambda b: evaluate_arrays(*_split(b)), lambda r: evaluate_one(*_split(r)), batch,

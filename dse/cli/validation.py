@@ -11,7 +11,7 @@ from dse.spec.errors import DseError, SpecError
 
 # Names and defaults the help shows; the domain modules import pandas/SciPy, so they are not imported
 # to build a parser. tests/cli checks these against the domain modules' own constants.
-VALIDATION_SETS = ("published", "survey", "h100", "h200", "tp", "multi", "serving")
+VALIDATION_SETS = ("published", "survey", "h100", "h200", "tp", "tp-heldout", "multi", "serving")
 CALIBRATION_DEFAULT_FIT = ("compute_eff_frac", "mem_bw_eff_frac", "kernel_overhead_s", "static_power_w",
                            "mem_energy_pj_per_bit", "flop16_energy_pj_per_flop")
 MEASURE_DEFAULT_REPEATS = 5

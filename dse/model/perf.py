@@ -5,6 +5,8 @@ SI units. Time of one operator (DESIGN.md section 4)::
 
     t = max(flop / (peak(bits) * compute_eff_frac * sparse_gain),
             bytes / (mem_bw_bytes_per_s * mem_bw_eff_frac)) + kernels * kernel_overhead_s
+
+Decode attention reads at most ``streams x attn_stream_bw_bytes_per_s`` (:func:`attn_s_per_byte`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,19 @@ def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
 def mem_s_per_byte(hw: dict) -> Array:
     """Seconds per main-memory byte at the achievable bandwidth."""
     return 1.0 / (hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"])
+
+
+def attn_s_per_byte(hw: dict, s_per_byte: Array, streams: Array) -> Array:
+    """Seconds per byte of decode attention with ``streams`` (sequence, KV head) pairs on the device.
+
+    A decode-attention kernel that gives each (sequence, KV head) one thread block and never
+    splits the context (PyTorch SDPA's flash kernel) reads the KV cache at
+    ``min(achievable bandwidth, streams x attn_stream_bw_bytes_per_s)``; 0 (the default): not limited.
+    """
+    r = hw.get("attn_stream_bw_bytes_per_s", 0.0)
+    if np.ndim(r) == 0:
+        return s_per_byte if r <= 0.0 else np.maximum(s_per_byte, 1.0 / (r * streams))
+    return np.maximum(s_per_byte, np.where(r > 0.0, 1.0 / (np.maximum(r, 1e-30) * streams), 0.0))
 
 
 def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array) -> Array:

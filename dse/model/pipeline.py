@@ -42,10 +42,13 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     on_pim = pim.pim_possible(hw, k)
     reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
     bw = perf.mem_s_per_byte(hw)
+    dims = {"token_frac": 1.0, "kv_heads": m["n_kv_heads"]} if factors is None else parallel.shard_dims(m, k)
+    attn_bw = perf.attn_s_per_byte(hw, bw, k["batch"] * dims["token_frac"] * dims["kv_heads"])  # (seq, KV head) streams
     c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
     def decode_cost(name: str, op: Op) -> dict[str, Array]:
-        cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if name == "attn" else lin_rate, bw, c_sum)
+        attn = name == "attn"
+        cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if attn else lin_rate, attn_bw if attn else bw, c_sum)
         return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost), reach) if on_pim else cost
 
     return {

@@ -114,7 +114,8 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool, reach: float = 1
     ``reach`` of its data in PIM, read as dense 16-bit, then the rest on the host."""
     level = 1 if op["name"] == "attn" else 2
     overhead = op["kernels"] * hw["kernel_overhead_s"]
-    host_t, host_e = _host_op(op, hw, overhead)
+    streams = k["batch"] / (k["ep"] * k["micro_batches"]) * math.ceil(m["n_kv_heads"] / k["tp"])  # (seq, KV head)
+    host_t, host_e = _host_op(op, hw, overhead, streams if decode and op["name"] == "attn" else 0.0)
     can_pim = hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0 and hw["host_link_bw_bytes_per_s"] > 0
     if decode and k["pim_offload"] >= level and can_pim and reach > 0:
         stored_bits = k["kv_bits"] if op["name"] == "attn" else 8 * _bytes_per_weight(k)
@@ -142,12 +143,17 @@ def _pim_reach(m: dict, k: dict, hw: dict) -> float:
     return min(1.0, cap / need) if need > 0 else 1.0
 
 
-def _host_op(op: dict, hw: dict, overhead: float) -> tuple[float, float]:
-    """(seconds, dynamic joules) of one operator instance on the host."""
+def _host_op(op: dict, hw: dict, overhead: float, streams: float = 0.0) -> tuple[float, float]:
+    """(seconds, dynamic joules) of one operator instance on the host; ``streams`` > 0: decode
+    attention over that many (sequence, KV head) pairs, each read at most at
+    ``attn_stream_bw_bytes_per_s`` (0: not limited)."""
     native = _native(hw, op["bits"])
     gain = 1 / (1 - op["sparse"] * hw["nm_sparsity_native"])
     flop_rate = _peak(hw, native) * hw["compute_eff_frac"] * gain
     byte_rate = hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
+    stream_bw = hw.get("attn_stream_bw_bytes_per_s", 0.0)
+    if streams > 0 and stream_bw > 0:
+        byte_rate = min(byte_rate, streams * stream_bw)
     t = max(op["flop"] / flop_rate, op["bytes"] / byte_rate)
     e_flop = hw["flop16_energy_pj_per_flop"] * native / 16
     e_bit = hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]

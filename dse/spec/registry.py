@@ -159,6 +159,9 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
           "achievable fraction of peak memory bandwidth", positive=True),
     Field("kernel_overhead_s", "s", 0.0, 0.0, 1.0, "float", "perf",
           "fixed cost per operator launch (kernel launch, sync)"),
+    Field("attn_stream_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e15, "float", "perf",
+          "KV-cache read rate of one decode-attention stream (one sequence x KV head, context not split); "
+          "decode attention reads at min(memory bandwidth, streams x this); 0: not limited"),
     Field("pim_bw_bytes_per_s", "B/s", 0.0, 0.0, 1e16, "float", "mapping",
           "aggregate in-memory (bank-level) bandwidth of PIM units"),
     Field("pim_peak_flop_per_s", "FLOP/s", 0.0, 0.0, 1e19, "float", "mapping",

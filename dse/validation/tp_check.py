@@ -31,6 +31,10 @@ from dse.validation.calibration import DEFAULT_FIT, CalibrationResult, calibrate
 
 SYSTEM = "h200-nvlink-2"
 TP_ROWS_FILE = "measurements_tp_h200.csv"
+#: Held-out rows (other prompts, batches, out_len and one model card, measured after the model
+#: was built); predicted with the calibration on :data:`CALIBRATION_ROWS` of :data:`TP_ROWS_FILE`,
+#: never a fit target.
+HELDOUT_ROWS_FILE = "measurements_tp_h200_heldout.csv"
 SWEEP_FILE = "nccl_allreduce_h200x2.csv"
 #: The TP1 rows the device is calibrated on, (model, batch, in_len), chosen before any TP2
 #: prediction to span the model sizes (1B-70B) and the batches (1-64): a launch-bound step
@@ -92,9 +96,54 @@ def fit_allreduce(sweep: pd.DataFrame | None = None, platform: str | Platform = 
     return LinkFit(over_s, eff, residuals)
 
 
+@dataclass(frozen=True)
+class StreamFit:
+    """Result of :func:`fit_attn_stream`: the fitted rate (B/s) and the pairs it was fitted to."""
+
+    attn_stream_bw_bytes_per_s: float
+    pairs: pd.DataFrame  # model, batch, in_lo, in_hi, d_tpot_s, stream_bytes, rate_bytes_per_s
+
+
+def fit_attn_stream(rows: pd.DataFrame | None = None) -> StreamFit:
+    """Fit ``attn_stream_bw_bytes_per_s`` to the TP1 rows measured at two prompt lengths.
+
+    For each TP1 (model, batch, out_len) measured at a short and a long prompt, the step
+    time added by the longer context is decode attention alone; with ``batch x n_kv_heads``
+    streams below the bandwidth limit every stream reads its own ``n_layers x 2 x head_dim x
+    2 B`` per extra context token at the stream rate, whatever the batch. Rate per pair =
+    extra bytes per stream per step / extra TPOT; the fit is their geometric mean (least
+    squares on the log). Only TP1 rows are read (default: :data:`TP_ROWS_FILE`).
+    """
+    from dse.spec.presets import load_model
+
+    rows = tp_rows() if rows is None else rows
+    tp1 = rows[pd.to_numeric(rows["tp"]) == 1]
+    out = []
+    for (model, batch, _out_len), g in tp1.groupby(["model", "batch", "out_len"], sort=True):
+        if g["in_len"].nunique() < 2:
+            continue
+        lo, hi = g.loc[g["in_len"].idxmin()], g.loc[g["in_len"].idxmax()]
+        m = load_model(str(model)).fields
+        kv_bytes = float(lo["kv_bits"]) / 8.0
+        stream_bytes = m["n_layers"] * 2.0 * m["head_dim"] * kv_bytes * (float(hi["in_len"]) - float(lo["in_len"]))
+        d_tpot = float(hi["tpot_s"]) - float(lo["tpot_s"])
+        out.append({"model": model, "batch": int(batch), "in_lo": int(lo["in_len"]), "in_hi": int(hi["in_len"]),
+                    "d_tpot_s": d_tpot, "stream_bytes": stream_bytes, "rate_bytes_per_s": stream_bytes / d_tpot})
+    pairs = pd.DataFrame(out)
+    if pairs.empty:
+        raise ValueError("no TP1 (model, batch) measured at two prompt lengths")
+    rate = float(np.exp(np.mean(np.log(pairs["rate_bytes_per_s"].to_numpy(float)))))
+    return StreamFit(rate, pairs)
+
+
 def tp_rows() -> pd.DataFrame:
     """The shipped TP1/TP2 rows (:data:`TP_ROWS_FILE`)."""
     return read_table(data_dir("validation") / TP_ROWS_FILE)
+
+
+def heldout_rows() -> pd.DataFrame:
+    """The held-out TP1/TP2 rows (:data:`HELDOUT_ROWS_FILE`)."""
+    return read_table(data_dir("validation") / HELDOUT_ROWS_FILE)
 
 
 def calibration_rows(rows: pd.DataFrame, picks: Sequence[tuple[str, int, int]] = CALIBRATION_ROWS) -> pd.DataFrame:
@@ -163,6 +212,15 @@ def tp_check(platform: str | Platform = SYSTEM, rows: pd.DataFrame | None = None
                     label=f"{len(picks)} TP1 rows of {TP_ROWS_FILE}")
     errors = predict(cal.platform, rows)
     return TpCheck(cal, errors, summarise(errors))
+
+
+def heldout_check(platform: str | Platform = SYSTEM, picks: Sequence[tuple[str, int, int]] = CALIBRATION_ROWS,
+                  fit: Sequence[str] = DEFAULT_FIT) -> TpCheck:
+    """:func:`tp_check`'s calibration (the TP1 rows ``picks`` of :data:`TP_ROWS_FILE`), applied
+    unchanged to the held-out rows :data:`HELDOUT_ROWS_FILE`: nothing is fitted to them."""
+    check = tp_check(platform, picks=picks, fit=fit)
+    errors = predict(check.calibration.platform, heldout_rows())
+    return TpCheck(check.calibration, errors, summarise(errors))
 
 
 def error_table(check: TpCheck, tp: int = 2) -> pd.DataFrame:

@@ -44,9 +44,10 @@ BITS_DEFAULT = 16.0
 #: Shipped sets: name -> file in the validation folder.
 SETS: dict[str, str] = {"published": "published.csv", "survey": "survey_points.csv", "h100": "measurements_h100.csv",
                         "h200": "measurements_h200.csv", "tp": "measurements_tp_h200.csv",
+                        "tp-heldout": "measurements_tp_h200_heldout.csv",
                         "multi": "published_multi.csv", "serving": "serving_published.csv"}
 #: Shipped sets measured on one system whose preset the rows do not name: set -> system preset.
-SET_SYSTEMS: dict[str, str] = {"tp": "h200-nvlink-2"}  # the 2x H200 NVLink machine (README_tp.md)
+SET_SYSTEMS: dict[str, str] = {"tp": "h200-nvlink-2", "tp-heldout": "h200-nvlink-2"}  # 2x H200 NVLink (README_tp.md)
 #: What a survey point leaves unknown, and the value assumed for it (README: validation/).
 SURVEY_ASSUMED: dict[str, object] = {"model": "llama-2-7b", "in_len": 128.0, "out_len": 128.0}
 _SURVEY_COLUMNS = frozenset({"work", "power_w", "tokens_per_j"})

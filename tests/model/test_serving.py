@@ -51,6 +51,9 @@ def _design_batch(rng, n, platform):
     hw = {f: np.full(n, load_platform(platform).fields[f]) for f in HARDWARE_FIELD_NAMES}
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
+    # the iteration coefficients do not carry the static model's decode-attention stream limit
+    # (perf.attn_s_per_byte): the static model is rebuilt exactly where it is off
+    hw["attn_stream_bw_bytes_per_s"] = np.zeros(n)
     return m, k, hw
 
 
@@ -445,7 +448,8 @@ def test_replica_recovers_the_static_model_exactly(monkeypatch, model, platform,
     the static pipeline's ttft_s, tpot_s and tokens/J (point mass, all arrivals at t = 0)."""
     batch = np.array([1.0, 8.0, 64.0])
     df, got = _wired(monkeypatch, {**design, "workload": ["none"] * 3, "batch": batch, "in_len": 700.0,
-                                   "out_len": 50.0}, model, platform)
+                                   "out_len": 50.0, "attn_stream_bw_bytes_per_s": 0.0},  # not in serving: off
+                     model, platform)
     st = static_batch_times(got["c"], batch, 700.0, 50.0)
     np.testing.assert_allclose(st["ttft_s"], df["ttft_s"], rtol=1e-9)
     np.testing.assert_allclose(st["tpot_s"], df["tpot_s"], rtol=1e-9)

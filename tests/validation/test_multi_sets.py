@@ -18,10 +18,12 @@ def multi():
 def test_sets_are_registered():
     assert SETS["tp"] == "measurements_tp_h200.csv" and SETS["multi"] == "published_multi.csv"
     assert SET_SYSTEMS["tp"] == "h200-nvlink-2"
+    assert SETS["tp-heldout"] == "measurements_tp_h200_heldout.csv" and SET_SYSTEMS["tp-heldout"] == "h200-nvlink-2"
 
 
-def test_tp_rows_run_on_the_measured_system():
-    rows = load_set("tp")
+@pytest.mark.parametrize("name", ["tp", "tp-heldout"])
+def test_tp_rows_run_on_the_measured_system(name):
+    rows = load_set(name)
     assert (rows["platform"] == "h200-nvlink-2").all() and (rows["device_platform"] == "h200-sxm").all()
     report = validate(rows)
     assert report.skipped.empty
