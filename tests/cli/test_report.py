@@ -172,6 +172,27 @@ def test_render_escapes_names_and_draws_pairwise_panels():
     assert "m0W" in " ".join(page.headers)
 
 
+
+def test_plot_axes_carry_units_and_zoom_past_far_infeasible_designs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dse.results.report import _axis_label, _zoom_to_feasible
+
+    assert _axis_label("decode_tokens_per_s", {"decode_tokens_per_s": "token/s"}) == "decode_tokens_per_s (token/s)"
+    assert _axis_label("ppl_delta", {"ppl_delta": "1"}) == "ppl_delta (dimensionless)"
+    fig, ax = plt.subplots()
+    try:
+        ax.scatter([0, 1, 2, 3], [0.0, 0.4, 8.0, 5.0])  # the last two: infeasible outliers
+        assert _zoom_to_feasible(ax, "y", np.array([0.0, 0.4, np.inf]))
+        lo, hi = ax.get_ylim()
+        assert lo < 0.0 and 0.4 < hi < 0.5
+        assert not _zoom_to_feasible(ax, "x", np.array([0.0, 3.0]))  # feasible designs span the axis
+    finally:
+        plt.close(fig)
+
 # ---- bad inputs: one line, exit 2, nothing written ------------------------------------------------
 
 def _read_only_folder(tmp_path: Path) -> Path:
