@@ -42,8 +42,10 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     on_pim = pim.pim_possible(hw, k)
     reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
     bw = perf.mem_s_per_byte(hw)
-    dims = {"token_frac": 1.0, "kv_heads": m["n_kv_heads"]} if factors is None else parallel.shard_dims(m, k)
-    attn_bw = perf.attn_s_per_byte(hw, bw, k["batch"] * dims["token_frac"] * dims["kv_heads"])  # (seq, KV head) streams
+    # decode attention's (sequence, KV head) streams on the device: the KV it reads per layer (kv / kernels factor)
+    fa = None if factors is None else factors["attn"]
+    streams = k["batch"] * (m["n_kv_heads"] if fa is None else m["n_kv_heads"] * (fa["kv"] / fa["kernels"]))
+    attn_bw = perf.attn_s_per_byte(hw, bw, streams)
     c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
     def decode_cost(name: str, op: Op) -> dict[str, Array]:
