@@ -71,12 +71,14 @@ def design_major(table) -> tuple[np.ndarray, np.ndarray]:
     return t, np.diff(t, axis=1) / dg
 
 
-def stoploss_at(table, mean, z, slopes=None, rows=None):
+def stoploss_at(table, mean, z, slopes=None, rows=None, point=None):
     """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
     linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``slopes``, ``table``
     and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly). With ``rows``
     (integers per design), ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row
-    ``rows[j]`` (the moments' ``in_stoploss_rows`` form, :func:`stoploss_of`)."""
+    ``rows[j]`` (the moments' ``in_stoploss_rows`` form, :func:`stoploss_of`). With ``point``
+    (every design's prompt length; ``table`` unused), the table of that point mass,
+    ``max(point - grid, 0)``, read where it is needed instead of stored."""
     g = STOPLOSS_GRID
     if slopes is not None:
         pair = None if rows is None else (rows * table.shape[1], rows * slopes.shape[1])
@@ -85,7 +87,9 @@ def stoploss_at(table, mean, z, slopes=None, rows=None):
     pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
     i0 = np.clip(pos.astype(np.intp), 0, len(g) - 2)  # (NaN casts to the lowest integer)
     lo = np.take(g, i0)
-    if rows is not None:
+    if point is not None:
+        t0, t1 = np.maximum(point - lo, 0.0), np.maximum(point - g[i0 + 1], 0.0)
+    elif rows is not None:
         at = rows * table.shape[1] + i0
         t0, t1 = np.take(table, at), np.take(table, at + 1)
     elif np.ndim(table) == 1:
@@ -121,7 +125,41 @@ def _lookup(table, slopes, rows, z):
 def stoploss_of(w: dict, z):
     """``E[(P - z)+]`` of length moments ``w`` (a shared table, ``(G, n)`` tables per design, or a
     set of tables with ``in_stoploss_rows``)."""
+    if "in_point" in w:
+        return stoploss_at(None, w["in_mean"], z, point=w["in_point"])
     return stoploss_at(w["in_stoploss"], w["in_mean"], z, rows=w.get("in_stoploss_rows"))
+
+
+def _stoploss(d: dict, z):
+    """``E[(P - z)+]`` for ``z >= 0`` from what :func:`prepare` keeps: the point masses' closed
+    form or the tables."""
+    if d["point"] is not None:
+        return _lookup_point(d["point"], z)
+    return _lookup(d["tab"], d["tab_slopes"], d["rows"], z)
+
+
+_DG = np.diff(STOPLOSS_GRID)
+
+
+def _lookup_point(point, z):
+    """:func:`_lookup` of the point mass at ``point`` (``E[(P - z)+]`` linear between grid
+    points of ``max(point - grid, 0)``, the same numbers as its table, none stored)."""
+    zp = upper(z, _GMAX)
+    pos = np.log2(lower(zp, 1.0))
+    pos *= STOPLOSS_STEPS_PER_OCTAVE
+    pos += upper(zp, 1.0)
+    i0 = upper(pos, _ILAST).astype(np.intp)
+    lo = np.take(STOPLOSS_GRID, i0, mode="clip")
+    t0 = point - lo
+    t0 = _clip(t0, 0.0, _INF, out=t0)
+    s0 = point - np.take(STOPLOSS_GRID, i0 + 1, mode="clip")
+    s0 = _clip(s0, 0.0, _INF, out=s0)
+    s0 -= t0
+    s0 /= np.take(_DG, i0, mode="clip")
+    zp -= lo
+    zp *= s0
+    zp += t0
+    return zp
 
 
 def _rows(table) -> tuple:
@@ -179,7 +217,10 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
          "spec": bool(np.any(np.asarray(c["dec_queries"]) != 1.0)),
          "comm": _nonzero(c["fixed_s"], c["fixed_s_per_tok"], c["fixed_s_per_head"], c["fixed_j"],
                           c["fixed_j_per_tok"], c["fixed_j_per_head"])}
-    if "in_stoploss_rows" in w:  # a few tables (R, G), design j reads row rows[j]
+    d["point"] = w.get("in_point")  # every design a point mass: no tables
+    if d["point"] is not None:
+        d["tab"] = d["tab_slopes"] = d["rows"] = None
+    elif "in_stoploss_rows" in w:  # a few tables (R, G), design j reads row rows[j]
         d["tab"], d["tab_slopes"] = np.ascontiguousarray(w["in_stoploss"]), np.diff(w["in_stoploss"], axis=1) / dg
         rows = np.asarray(w["in_stoploss_rows"], dtype=np.intp)
         d["rows"] = (rows * d["tab"].shape[1], rows * d["tab_slopes"].shape[1])
@@ -212,7 +253,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     d["att_fx"] = d["att_seq"] + d["fx_dec"] * d["q"]  # per decode sequence: attention + collectives
     k = s["token_budget"]
-    pi_b = _lookup(d["tab"], d["tab_slopes"], d["rows"], k)  # (k >= 1)
+    pi_b = _stoploss(d, k)  # (k >= 1)
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
     d["pairs"] = 0.5 * (w["in_sq_mean"] + mP)
     d["attn_pf"] = np.maximum(d["pairs"] * fa, mP * ma + kv_read * ka)  # causal prefill attention
@@ -276,7 +317,7 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     slope_d += d["att_fx"]
     # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
     k = lower(s["token_budget"] - x, 1.0)
-    pi_k = _lookup(d["tab"], d["tab_slopes"], d["rows"], k)
+    pi_k = _stoploss(d, k)
     r = pi_k / k  # chunks beyond the first
     n_ch = r + 1.0
     u0 = n * d["inv_n_dec"]
@@ -347,7 +388,7 @@ def _prefill_gemm_s(d: dict, x, k, pi_k, r, share, cross, act, slope):
     z = np.minimum(z, z * share)  # (cross - x) share where positive (share <= 1), else cross - x
     z = _clip(z, 0.0, _INF, out=z)
     np.minimum(z, k, out=z)
-    first = _lookup(d["tab"], d["tab_slopes"], d["rows"], z)
+    first = _stoploss(d, z)
     first -= pi_k
     full = k - z  # = max(k - z, 0) - max(-z, 0) before the clip
     full *= r

@@ -81,11 +81,17 @@ def _factor_rows(f: dict, factor: str) -> np.ndarray:
 
 def point_moments(in_len: Array, out_len: Array) -> dict[str, np.ndarray]:
     """Length moments (:func:`dse.model.serving_lengths.length_moments`' keys) of requests that all
-    have ``in_len`` prompt and ``out_len`` output tokens (arrays per design)."""
+    have ``in_len`` prompt and ``out_len`` output tokens (arrays per design). No stop-loss table:
+    ``in_point`` (= ``in_len``) stands for it, the stage reads ``max(in_len - grid, 0)`` where it
+    needs it (:func:`dse.model.serving_fluid.stoploss_of`, :func:`point_stoploss`)."""
     p, o = np.asarray(in_len, dtype=float), np.asarray(out_len, dtype=float)
     p, o = np.broadcast_arrays(p, o)
     return {"in_mean": p, "in_sq_mean": p * p, "in_p50": p, "in_p90": p, "out_mean": o, "out_sq_mean": o * o,
             "out_p50": o, "out_p90": o, "out_inv_mean": 1.0 / o, "out_inv_sq_mean": 1.0 / (o * o),
             "out_avg_var_factor": np.full(o.shape, float(avg_var_factor(np.array([1.0]))[0])),
-            "in_out_mean": p * o, "in_stoploss": np.maximum(p[None, ...] - STOPLOSS_GRID.reshape(-1, *([1] * p.ndim)),
-                                                            0.0)}
+            "in_out_mean": p * o, "in_point": p}
+
+
+def point_stoploss(in_len) -> np.ndarray:
+    """The stop-loss tables of point masses at ``in_len`` (1-D), one row each: ``(len(in_len), G)``."""
+    return np.maximum(np.asarray(in_len, dtype=float)[:, None] - STOPLOSS_GRID, 0.0)

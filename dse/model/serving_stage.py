@@ -18,7 +18,7 @@ from dse.model import cost, parallel
 from dse.model.serving import SCHED_DEFAULTS, serving_metrics
 from dse.model.serving_coeffs import serving_coeffs
 from dse.model.serving_lengths import MOMENT_KEYS
-from dse.model.serving_mapping import point_moments, replica_coeffs
+from dse.model.serving_mapping import point_moments, point_stoploss, replica_coeffs
 from dse.model.workload import n_params, weight_bytes_per_param
 
 Array = np.ndarray | float
@@ -50,7 +50,7 @@ def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarra
                               np.broadcast_to(k["out_len"], shape).ravel()[own])
         for key, v in out.items():
             v[own] = point[key]
-        tables = np.concatenate([tables, point["in_stoploss"].T])
+        tables = np.concatenate([tables, point_stoploss(point["in_mean"])])
         rows[own] = len(table) + np.arange(len(own))
     out = {key: v.reshape(shape) for key, v in out.items()}
     out["in_stoploss"], out["in_stoploss_rows"] = tables, rows.reshape(shape)
