@@ -150,10 +150,8 @@ def _lookup_point(point, z):
     pos += upper(zp, 1.0)
     i0 = upper(pos, _ILAST).astype(np.intp)
     lo = np.take(STOPLOSS_GRID, i0, mode="clip")
-    t0 = point - lo
-    t0 = _clip(t0, 0.0, _INF, out=t0)
-    s0 = point - np.take(STOPLOSS_GRID, i0 + 1, mode="clip")
-    s0 = _clip(s0, 0.0, _INF, out=s0)
+    t0 = lower(point - lo, 0.0)
+    s0 = lower(point - np.take(STOPLOSS_GRID, i0 + 1, mode="clip"), 0.0)
     s0 -= t0
     s0 /= np.take(_DG, i0, mode="clip")
     zp -= lo
