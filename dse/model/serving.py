@@ -110,7 +110,7 @@ def _stretch(c: dict, d: dict, st: dict, lam):
     (``u = lam tau`` admissions) over its time ``tau = t_d / (1 - lam m_p)`` (at capacity: the
     full iterations, ``u = N_cap / n_dec``)."""
     tau = st["t_d"] / (1.0 - upper(lam * st["mp"], 0.999))
-    dev_j, _ = iteration_energy_j(c, d, st, lam * tau)
+    dev_j, _ = iteration_energy_j(c, d, st, lam * tau, links=False)
     dev_j /= tau * d["headroom"]
     return lower(dev_j, 1.0)
 

@@ -414,13 +414,13 @@ def _rate(n, a, b, c):
     return 2.0 * n / (a + n * c + np.sqrt((a - n * c) ** 2 + 4.0 * n * b))
 
 
-def iteration_energy_j(c: dict, d: dict, st: dict, u) -> tuple:
+def iteration_energy_j(c: dict, d: dict, st: dict, u, links: bool = True) -> tuple:
     """Mean dynamic joules of one iteration at operating point ``st`` with ``u`` admissions per
     iteration, as (devices, links). Devices: the decode iteration (weights, per-token GEMM work,
     decode attention) + the prefill of ``u`` requests (GEMM work per prompt token incl.
     recomputed ones, one LM-head row, causal attention) + compute power while waiting in the
     collectives over the iteration's operator time ``t_d + u m_p - t_comm``. Links: the
-    collectives' energy (0 on a single device)."""
+    collectives' energy (0 on a single device; not computed, 0, with ``links=False``)."""
     n, mP, x = st["n"], d["mP"], st["x"]
     pf_tok = mP + st["recompute"]
     ops_j = pf_tok * d["e_pf_tok"]
@@ -433,7 +433,17 @@ def iteration_energy_j(c: dict, d: dict, st: dict, u) -> tuple:
         ops_j += c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
     if not d["comm"]:
         return ops_j, 0.0
+    comm_s = pf_tok * c["fixed_s_per_tok"]
+    comm_s += c["fixed_s_per_head"]
+    comm_s = comm_s * u
+    comm_s += d["fx_dec"] * x
+    comm_s += c["fixed_s"]
+    ops_s = u * st["mp"]
+    ops_s += st["t_d"]
+    ops_s -= comm_s
+    dev_j = ops_j + waiting_j(ops_j, ops_s, comm_s)
+    if not links:
+        return dev_j, 0.0
     link_j = (c["fixed_j"] + (c["fixed_j_per_tok"] + c["fixed_j_per_head"]) * x
               + u * (pf_tok * c["fixed_j_per_tok"] + c["fixed_j_per_head"]))
-    comm_s = c["fixed_s"] + d["fx_dec"] * x + u * (pf_tok * c["fixed_s_per_tok"] + c["fixed_s_per_head"])
-    return ops_j + waiting_j(ops_j, st["t_d"] + u * st["mp"] - comm_s, comm_s), link_j
+    return dev_j, link_j
