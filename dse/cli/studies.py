@@ -245,7 +245,7 @@ def run_plot(args: argparse.Namespace) -> int:
         return run_survey(args)
     if not args.path:
         raise SpecError("dse plot", "path", "a results folder is required (or --survey)", None)
-    from dse.results.io import read_metadata, read_table
+    from dse.results.io import read_metadata, read_table, read_units
     from dse.results.plot import default_color_by, plot_front
 
     folder = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
@@ -269,6 +269,7 @@ def run_plot(args: argparse.Namespace) -> int:
         _column(color_by, trials.columns, str(trials_path), "--color-by")
     else:
         color_by = meta.get("color_by") or default_color_by(trials)
-    plot_front(trials, front, objectives, out, title=meta.get("study", ""), color_by=color_by)
+    units = {**read_units(trials_path), **read_units(front_path)}
+    plot_front(trials, front, objectives, out, title=meta.get("study", ""), color_by=color_by, units=units)
     say(f"wrote {out}")
     return 0

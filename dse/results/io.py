@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dse.spec.errors import SpecError
+from dse.spec.metrics import METRIC_UNITS
+from dse.spec.registry import INPUT_FIELDS
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:
@@ -45,6 +47,18 @@ def write_parquet(df: pd.DataFrame, path: str | Path, *, units: Mapping[str, str
         schema_meta[f"dse.{key}".encode()] = json.dumps(value, default=str).encode()
     table = table.cast(pa.schema(fields, metadata=schema_meta))
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_units(path: str | Path) -> dict[str, str]:
+    """Column -> unit of a Parquet file, from the field metadata :func:`write_parquet` writes."""
+    return {f.name: f.metadata[b"unit"].decode() for f in pq.read_schema(path) if f.metadata and b"unit" in f.metadata}
+
+
+def display_unit(name: str, units: Mapping[str, str]) -> str:
+    """The unit shown for a column: ``units``' (as :func:`read_units` gives), else the input registry's
+    or the metric table's; blank for dimensionless (stored as ``1``) or unknown."""
+    found = units.get(name) or (INPUT_FIELDS[name].unit if name in INPUT_FIELDS else METRIC_UNITS.get(name, ""))
+    return "" if found == "1" else found
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

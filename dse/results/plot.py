@@ -3,23 +3,23 @@
 The front is drawn in black, a line through outlined markers on top of everything, so it is
 never mistaken for a category; categories get distinct (colour, marker) pairs: the 9
 strong ``tab10`` colours that are neither grey (infeasible designs) nor black (the front),
-times 7 marker shapes: 63 categories before a pair repeats.
+times 7 marker shapes: 63 categories before a pair repeats. Axes are labelled ``metric (unit)``
+(:func:`axis_label`); an axis that far infeasible designs would squash the feasible ones into
+under a quarter of is zoomed to the feasible designs (:func:`zoom_to_feasible`). ``front.png``
+(:func:`plot_front`) and ``dse report``'s plots both come from :func:`front_figure`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from dse.results.io import atomic_write
+from dse.results.io import atomic_write, display_unit
 
-_LABELS = {
-    "decode_tokens_per_s": "decode tokens/s", "decode_tokens_per_j": "decode tokens/J",
-    "tokens_per_s": "tokens/s", "tokens_per_j": "tokens/J", "decode_power_w": "decode power (W)",
-    "ttft_s": "TTFT (s)", "tpot_s": "TPOT (s)", "tdp_tokens_per_j": "tokens/J at TDP",
-}
 # tab10 without its grey
 PALETTE: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
                             "#17becf")
@@ -29,6 +29,8 @@ INFEASIBLE_COLOUR = "#dddddd"
 FEASIBLE_COLOUR = "#7fa7d9"
 # columns a study varies that colour its plot, in order of preference
 COLOR_BY_CANDIDATES: tuple[str, ...] = ("platform", "mem_technology", "model")
+ZOOM_BELOW = 0.25  # zoom an axis where the feasible designs would span less than this share of it
+INFEASIBLE_OFF_AXES = "infeasible (some off the axes)"  # the legend's label for grey points once zoomed
 
 
 def category_styles(names: list) -> dict:
@@ -43,12 +45,39 @@ def default_color_by(trials: pd.DataFrame) -> str | None:
     return next((c for c in COLOR_BY_CANDIDATES if c in trials and trials[c].nunique() > 1), None)
 
 
+def axis_label(name: str, units: Mapping[str, str]) -> str:
+    """``name (unit)``, the unit as :func:`dse.results.io.display_unit` gives it, ``dimensionless`` where blank.
+
+    >>> axis_label("decode_tokens_per_s", {"decode_tokens_per_s": "token/s"}), axis_label("ppl_delta", {})
+    ('decode_tokens_per_s (token/s)', 'ppl_delta (dimensionless)')
+    """
+    return f"{name} ({display_unit(name, units) or 'dimensionless'})"
+
+
+def zoom_to_feasible(ax: Any, axis: str, values: np.ndarray) -> bool:
+    """Limit ``axis`` (``"x"`` or ``"y"``) to the feasible designs' ``values`` (+5 % each side, in the
+    axis' scale) where infeasible outliers would squash them into under :data:`ZOOM_BELOW` of the axis;
+    True if it did (some infeasible designs then lie off the axes)."""
+    scale = ax.get_xscale() if axis == "x" else ax.get_yscale()
+    values = values[np.isfinite(values) & ((values > 0) if scale == "log" else True)]
+    if not len(values):
+        return False
+    to, back = (np.log10, lambda v: 10.0 ** v) if scale == "log" else (lambda v: v, lambda v: v)
+    lo, hi = to(values.min()), to(values.max())
+    shown = [to(v) for v in (ax.get_xlim() if axis == "x" else ax.get_ylim())]
+    if hi - lo >= ZOOM_BELOW * (shown[1] - shown[0]):
+        return False
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.05)
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(back(lo - pad), back(hi + pad))
+    return True
+
+
 def plot_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, bool]], path: str | Path,
-               *, title: str = "", color_by: str | None = None) -> Path:
+               *, title: str = "", color_by: str | None = None, units: Mapping[str, str] | None = None) -> Path:
     """Draw :func:`front_figure` into the PNG ``path`` (atomically)."""
     import matplotlib.pyplot as plt
 
-    fig = front_figure(trials, front, objectives, title=title, color_by=color_by)
+    fig = front_figure(trials, front, objectives, title=title, color_by=color_by, units=units)
     path = Path(path)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
@@ -58,10 +87,12 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple
 
 
 def front_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, bool]], *,
-                 title: str = "", color_by: str | None = None) -> Any:
+                 title: str = "", color_by: str | None = None, units: Mapping[str, str] | None = None) -> Any:
     """A matplotlib figure: all designs (infeasible grey; feasible blue, or one style per
     ``color_by`` value) with the front on top as a black line through white markers outlined
-    in black; log-log axes where both columns are positive."""
+    in black; log-log axes where both columns are positive. Axes labelled :func:`axis_label`
+    with ``units`` (column -> unit, as stored in the result files; None: the registry's and the
+    metric table's), each zoomed by :func:`zoom_to_feasible`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +126,12 @@ def front_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tup
     if positive:
         ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.set_xlabel(_LABELS.get(x, x))
-    ax.set_ylabel(_LABELS.get(y, y))
+    ax.set_xlabel(axis_label(x, units or {}))
+    ax.set_ylabel(axis_label(y, units or {}))
+    shown = pd.concat([trials[trials["feasible"].astype(bool)], front]) if len(trials) else front
+    zoomed = [zoom_to_feasible(ax, axis, shown[name].to_numpy(dtype=float)) for axis, name in (("x", x), ("y", y))]
+    if any(zoomed):
+        ax.collections[0].set_label(INFEASIBLE_OFF_AXES)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if wide:

@@ -15,9 +15,7 @@ import datetime as dt
 import io
 import itertools
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from dse.results.io import atomic_write
@@ -130,50 +128,19 @@ def _space(data: ReportData) -> str:
     return out
 
 
-def _axis_label(name: str, units: dict[str, str]) -> str:
-    return f"{name} ({unit(name, units) or 'dimensionless'})"
-
-
-def _zoom_to_feasible(ax: Any, axis: str, values: np.ndarray) -> bool:
-    """Limit ``axis`` to the feasible designs' ``values`` where infeasible outliers would squash them into
-    under a quarter of the axis; True if it did (some infeasible designs then lie off the axes)."""
-    scale = ax.get_xscale() if axis == "x" else ax.get_yscale()
-    values = values[np.isfinite(values) & ((values > 0) if scale == "log" else True)]
-    if not len(values):
-        return False
-    to, back = (np.log10, lambda v: 10.0 ** v) if scale == "log" else (lambda v: v, lambda v: v)
-    lo, hi = to(values.min()), to(values.max())
-    shown = [to(v) for v in (ax.get_xlim() if axis == "x" else ax.get_ylim())]
-    if hi - lo >= 0.25 * (shown[1] - shown[0]):
-        return False
-    pad = 0.05 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.05)
-    (ax.set_xlim if axis == "x" else ax.set_ylim)(back(lo - pad), back(hi + pad))
-    return True
-
-
 def _figure_png(trials: pd.DataFrame, front: pd.DataFrame, objs: list[tuple[str, bool]], *, title: str,
                 color_by: str | None, projection: bool, units: dict[str, str]) -> str:
-    """One front plot as base64 PNG, axes labelled with their units; a projection of a 3+-objective
-    front draws its points without the line."""
+    """One front plot as base64 PNG (:func:`dse.results.plot.front_figure`: axes labelled with their units,
+    zoomed past far infeasible designs); a projection of a 3+-objective front draws its points without the line."""
     import matplotlib.pyplot as plt
 
     from dse.results.plot import front_figure
 
-    fig = front_figure(trials, front, objs, title=title, color_by=color_by)
+    fig = front_figure(trials, front, objs, title=title, color_by=color_by, units=units)
     try:
         ax = fig.axes[0]
         if projection and ax.lines:
             ax.lines[-1].set_linestyle("none")  # a projected front is not a curve
-        ax.set_xlabel(_axis_label(objs[0][0], units))
-        ax.set_ylabel(_axis_label(objs[1][0], units))
-        feasible = pd.concat([trials[trials["feasible"].astype(bool)], front])
-        zoomed = [_zoom_to_feasible(ax, axis, feasible[name].to_numpy(dtype=float))
-                  for axis, (name, _) in zip("xy", objs, strict=True)]
-        if any(zoomed) and ax.get_legend() is not None:
-            for text in ax.get_legend().get_texts():
-                if text.get_text() == "infeasible":
-                    text.set_text("infeasible (some off the axes)")
-        fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90 if projection else 110)
     finally:

@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from dse.results.io import read_front, read_metadata, read_table
+from dse.results.io import read_front, read_metadata, read_table, read_units
 from dse.results.pareto import pareto_mask
 from dse.spec.errors import DseError, SpecError
 from dse.spec.metrics import METRIC_BY_NAME, METRICS
@@ -73,11 +72,6 @@ def _folder_of(source: str | Path) -> tuple[Path, Study | None]:
     if not study.output.is_dir():
         raise SpecError(study.file, "output", f"no results yet: run `dse run {text}` first", str(study.output))
     return study.output, study
-
-
-def read_units(path: Path) -> dict[str, str]:
-    """Column -> unit of a Parquet file, from the field metadata :func:`dse.results.io.write_parquet` writes."""
-    return {f.name: f.metadata[b"unit"].decode() for f in pq.read_schema(path) if f.metadata and b"unit" in f.metadata}
 
 
 def trial_times(journal: Path) -> tuple[str, str] | None:

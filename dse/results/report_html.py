@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.spec.registry import INPUT_FIELDS
+from dse.results.io import display_unit as unit  # the unit shown for a column
 
 
 def esc(value: Any) -> str:
@@ -35,12 +35,6 @@ def fmt(value: Any) -> str:
 
 def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
-def unit(name: str, units: dict[str, str]) -> str:
-    """The unit shown for a column: stored, else the registry's; blank for dimensionless."""
-    found = units.get(name) or (INPUT_FIELDS[name].unit if name in INPUT_FIELDS else "")
-    return "" if found == "1" else found
 
 
 def table(df: pd.DataFrame, columns: list[str], units: dict[str, str], *, strong: tuple[str, ...] = (),

@@ -133,11 +133,11 @@ def write_results(study: Study, trials: pd.DataFrame, front: pd.DataFrame, extra
     meta = {"spec": study.raw, "spec_hash": study.spec_hash, "version": __version__, "seed": study.seed,
             "objectives": [[m, up] for m, up in study.objectives], "study": study.name, "color_by": color_by,
             **(extra_meta or {})}
-    out = study.output
+    out, units = study.output, units_for(trials)
     paths = {
-        "trials": write_parquet(trials, out / "trials.parquet", units=units_for(trials), metadata=meta),
+        "trials": write_parquet(trials, out / "trials.parquet", units=units, metadata=meta),
         "front": write_parquet(front, out / "front.parquet", units=units_for(front), metadata=meta),
     }
     paths["plot"] = plot_front(trials, front, study.objectives, out / "front.png", title=study.name,
-                               color_by=color_by)
+                               color_by=color_by, units=units)
     return paths

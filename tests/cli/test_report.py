@@ -179,17 +179,17 @@ def test_plot_axes_carry_units_and_zoom_past_far_infeasible_designs():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dse.results.report import _axis_label, _zoom_to_feasible
+    from dse.results.plot import axis_label, zoom_to_feasible
 
-    assert _axis_label("decode_tokens_per_s", {"decode_tokens_per_s": "token/s"}) == "decode_tokens_per_s (token/s)"
-    assert _axis_label("ppl_delta", {"ppl_delta": "1"}) == "ppl_delta (dimensionless)"
+    assert axis_label("decode_tokens_per_s", {"decode_tokens_per_s": "token/s"}) == "decode_tokens_per_s (token/s)"
+    assert axis_label("ppl_delta", {"ppl_delta": "1"}) == "ppl_delta (dimensionless)"
     fig, ax = plt.subplots()
     try:
         ax.scatter([0, 1, 2, 3], [0.0, 0.4, 8.0, 5.0])  # the last two: infeasible outliers
-        assert _zoom_to_feasible(ax, "y", np.array([0.0, 0.4, np.inf]))
+        assert zoom_to_feasible(ax, "y", np.array([0.0, 0.4, np.inf]))
         lo, hi = ax.get_ylim()
         assert lo < 0.0 and 0.4 < hi < 0.5
-        assert not _zoom_to_feasible(ax, "x", np.array([0.0, 3.0]))  # feasible designs span the axis
+        assert not zoom_to_feasible(ax, "x", np.array([0.0, 3.0]))  # feasible designs span the axis
     finally:
         plt.close(fig)
 

@@ -146,17 +146,52 @@ def test_dse_plot_keeps_the_studys_colouring(quickstart, monkeypatch, capsys):
     assert read_metadata(quickstart / "front.parquet")["color_by"] == "platform"
     seen = {}
 
-    def fake(trials, front, objectives, path, *, title="", color_by=None):
-        seen.update(color_by=color_by, objectives=objectives, path=path)
+    def fake(trials, front, objectives, path, *, title="", color_by=None, units=None):
+        seen.update(color_by=color_by, objectives=objectives, path=path, units=units)
         return Path(path)
 
     monkeypatch.setattr(plot_module, "plot_front", fake)
     assert main(["plot", str(quickstart)]) == 0
     assert seen["color_by"] == "platform" and seen["path"] == quickstart / "front.png"
+    assert seen["units"]["decode_tokens_per_s"] == "token/s"  # the units stored in the Parquet files
     assert main(["plot", str(quickstart), "--color-by", "w_bits", "--y", "ttft_s", "--out",
                  str(quickstart / "other.png")]) == 0
     assert seen["color_by"] == "w_bits" and seen["objectives"][1] == ("ttft_s", True)
     assert seen["objectives"][0][0] == "decode_tokens_per_s"
+
+
+def test_front_png_axes_carry_units_and_zoom_past_far_infeasible_designs(quickstart, monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    drawn = []
+
+    def spy(*args, **kwargs):
+        fig = front_figure(*args, **kwargs)
+        ax = fig.axes[0]
+        drawn.append((ax.get_xlabel(), ax.get_ylabel(), ax.get_ylim(),
+                      [t.get_text() for t in ax.get_legend().get_texts()]))
+        return fig
+
+    monkeypatch.setattr(plot_module, "front_figure", spy)
+    assert main(["plot", str(quickstart), "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["plot", str(quickstart), "--y", "ppl_delta", "--out", str(tmp_path / "b.png")]) == 0
+    (x1, y1, _, legend1), (x2, y2, (lo, hi), legend2) = drawn
+    assert (x1, y1) == ("decode_tokens_per_s (token/s)", "decode_tokens_per_j (token/J)")
+    assert "infeasible" in legend1  # tokens/s and tokens/J: nothing squashed, nothing zoomed
+    assert (x2, y2) == ("decode_tokens_per_s (token/s)", "ppl_delta (dimensionless)")
+    # infeasible designs reach ppl_delta 8 (and inf); the axis shows the feasible ones (<= 1.0) instead
+    trials = pd.read_parquet(quickstart / "trials.parquet")
+    feasible_max = trials.loc[trials["feasible"], "ppl_delta"].max()
+    assert trials.loc[~trials["feasible"], "ppl_delta"].replace(np.inf, np.nan).max() > 4 * hi
+    assert lo < 0 and feasible_max < hi < 1.1 * feasible_max + 0.05
+    assert "infeasible (some off the axes)" in legend2
+    front = pd.read_parquet(quickstart / "front.parquet")
+    fig = front_figure(trials, front, [("decode_tokens_per_s", True), ("ppl_delta", False)])  # units: as stored
+    try:
+        assert fig.axes[0].get_ylabel() == "ppl_delta (dimensionless)"
+        assert fig.axes[0].get_xlabel() == "decode_tokens_per_s (token/s)"
+    finally:
+        plt.close(fig)
 
 
 def test_default_color_by():
