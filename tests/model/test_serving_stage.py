@@ -31,8 +31,9 @@ def test_unknown_workload_is_one_line_error():
         dse.evaluate({"workload": "lmsys-chat"}, model="llama-3-8b", platform="h100-sxm")
 
 
-def test_replicas_scale_rates_and_power_not_latency():
-    base = {"workload": "sharegpt-vllm-paper", "arrival_rate_req_per_s": 10.0}
+@pytest.mark.parametrize("tp", [1, 2])  # tp 2: the replica's link energy is counted once per replica
+def test_replicas_scale_rates_and_power_not_latency(tp):
+    base = {"workload": "sharegpt-vllm-paper", "arrival_rate_req_per_s": 10.0, "tp": tp}
     one = dse.evaluate({**base, "dp": 1}, model="llama-3-8b", platform="hgx-h100-8").iloc[0]
     two = dse.evaluate({**base, "dp": 2, "arrival_rate_req_per_s": 20.0}, model="llama-3-8b",
                        platform="hgx-h100-8").iloc[0]
