@@ -208,9 +208,10 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     Returns, for the bottleneck stage and one micro-batch: ``tp_s`` (the tp collectives),
     ``ep_s`` (the MoE all-to-alls), ``comm_s`` (their sum, to overlap with the stage's
     compute), ``p2p_s`` (the slowest stage-to-stage send) and ``p2p_path_s`` (all pp - 1
-    sends a micro-batch makes); and for the whole system and all micro-batches of the
-    pass: ``intra_bytes``, ``inter_bytes`` (sent on node links / the network) and
-    ``energy_j`` (link energy).
+    sends a micro-batch makes); and for the whole replica (``tp * pp * ep`` devices; the
+    ``dp`` replicas are counted by the caller) and all micro-batches of the pass:
+    ``intra_bytes``, ``inter_bytes`` (sent on node links / the network) and ``energy_j``
+    (link energy). A shared fabric is shared by every device of the system (``dp`` included).
     """
     tp, pp, ep, mb = knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches")
     algo = knob(k, "collective_algo")
@@ -249,15 +250,15 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
         far = coll.point_to_point(p2p_bytes, sys, True).time_s if np.any(n_cross > 0.0) else 0.0
         p2p_path_s = n_cross * far + (pp - 1.0 - n_cross) * near
         p2p_s = np.where(n_cross > 0.0, far, np.where(pp > 1.0, near, 0.0))
-        sends = (knob(k, "dp") * mb) * stage_devices * p2p_bytes
+        sends = mb * stage_devices * p2p_bytes
         sends_near, sends_far = _times(sends, pp - 1.0 - n_cross), _times(sends, n_cross)
     else:  # one stage everywhere: no sends
         p2p_path_s, p2p_s, sends_near, sends_far = 0.0, 0.0, 0.0, 0.0
 
-    # system totals over all micro-batches: every device of a stage runs the stage's
+    # replica totals over all micro-batches: every device of a stage runs the stage's
     # collectives (bottleneck stage's counts, an upper bound for pp > 1); pp - 1 sends per
-    # micro-batch from each of the tp * ep devices of a stage, per replica
-    runs = devices * mb
+    # micro-batch from each of the tp * ep devices of a stage
+    runs = (tp * pp * ep) * mb
     intra = _plus(_times(runs, _plus(_times(n_ar, ar.intra_bytes), gather.intra_bytes,
                                      _times(n_a2a, a2a.intra_bytes))), sends_near)
     inter = _plus(_times(runs, _plus(_times(n_ar, ar.inter_bytes), gather.inter_bytes,

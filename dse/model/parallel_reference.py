@@ -226,9 +226,10 @@ def stage_comm_one(m: dict, k: dict, sys: dict, tokens: float, head_tokens: floa
     near, far = p2p_one(send, sys, False), p2p_one(send, sys, True)
     p2p_path = n_cross * far + (pp - 1 - n_cross) * near
     p2p_max = far if n_cross > 0 else (near if pp > 1 else 0.0)
-    sends = dp * mb * tp * ep * send
-    intra = devices * mb * (n_ar * ar_in + ag_in + 2 * layers * a2a_in) + sends * (pp - 1 - n_cross)
-    inter = devices * mb * (n_ar * ar_out + ag_out + 2 * layers * a2a_out) + sends * n_cross
+    sends = mb * tp * ep * send  # one replica's (the caller counts dp)
+    replica = tp * pp * ep
+    intra = replica * mb * (n_ar * ar_in + ag_in + 2 * layers * a2a_in) + sends * (pp - 1 - n_cross)
+    inter = replica * mb * (n_ar * ar_out + ag_out + 2 * layers * a2a_out) + sends * n_cross
     energy = (intra * _sys(sys, "link_energy_pj_per_bit") + inter * _sys(sys, "internode_energy_pj_per_bit")) * 8e-12
     return {"tp_s": tp_s, "ep_s": ep_s, "comm_s": tp_s + ep_s, "p2p_s": p2p_max, "p2p_path_s": p2p_path,
             "intra_bytes": intra, "inter_bytes": inter, "energy_j": energy}

@@ -54,10 +54,9 @@ def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes
                                                  else 1.0)
     out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"]
     out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * devices
-    replica = {**k, "dp": 1.0}  # stage_comm's link energy counts every replica; the stage scales by dp itself
-    one = parallel.stage_comm(m, replica, hw, 1.0, 1.0)
-    tok = parallel.stage_comm(m, replica, hw, 2.0, 1.0)
-    head = parallel.stage_comm(m, replica, hw, 1.0, 2.0)
+    one = parallel.stage_comm(m, k, hw, 1.0, 1.0)
+    tok = parallel.stage_comm(m, k, hw, 2.0, 1.0)
+    head = parallel.stage_comm(m, k, hw, 1.0, 2.0)
     for unit, key in (("s", "comm_s"), ("j", "energy_j")):
         per_tok, per_head = tok[key] - one[key], head[key] - one[key]
         out[f"fixed_{unit}_per_tok"], out[f"fixed_{unit}_per_head"] = per_tok, per_head

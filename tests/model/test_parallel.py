@@ -303,6 +303,20 @@ def test_more_link_bandwidth_never_slows():
         assert np.all(t_fast >= compute * (1 - 1e-12))  # communication never makes compute vanish
 
 
+@pytest.mark.parametrize("system", ["hgx-h100-8", "l4-pcie-8", "tpu-v5e-pod"])
+def test_data_parallel_replicas_scale_power_and_keep_efficiency(system):
+    """dp replicas are independent: throughput and power scale by dp exactly, tokens/J and
+    latencies do not change (the link energy of one replica is counted once per replica)."""
+    import dse
+
+    designs = {"tp": 2.0, "pp": 2.0, "micro_batches": 2.0, "batch": 8.0, "dp": np.array([1.0, 2.0, 4.0])}
+    out = dse.Evaluator("llama-3-70b", system)(designs)
+    for name in ("decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w"):
+        np.testing.assert_allclose(out[name] / out[name][0], [1.0, 2.0, 4.0], rtol=1e-12, err_msg=name)
+    for name in ("decode_tokens_per_j", "tokens_per_j", "ttft_s", "tpot_s"):
+        np.testing.assert_allclose(out[name], out[name][0], rtol=1e-12, err_msg=name)
+
+
 def test_a_model_too_big_for_one_device_fits_on_enough():
     cap = 80e9  # H100 80 GB
     m = load_model("llama-2-70b").fields
