@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import dse  # noqa: E402
-from dse.model import serving  # noqa: E402
+from dse.model import serving, serving_lengths  # noqa: E402
 from dse.model.serving_coeffs import serving_coeffs  # noqa: E402
 from dse.model.serving_lengths import length_moments, stack_moments  # noqa: E402
 from dse.spec.presets import load_model, load_platform  # noqa: E402
@@ -69,6 +69,7 @@ def module_at(rev: str):
     mod = importlib.import_module(f"{pkg}.serving")
     mod.rev = rev
     mod.stage = importlib.import_module(f"{pkg}.serving_stage") if (root / "serving_stage.py").exists() else None
+    mod.lengths = importlib.import_module(f"{pkg}.serving_lengths")
     return mod
 
 
@@ -81,10 +82,15 @@ def inputs(n: int, seed: int = 0) -> dict:
     k = {key: np.full(n, v) for key, v in KNOB_DEFAULTS.items()}
     k["w_bits"], k["kv_bits"] = rng.choice([4.0, 8.0, 16.0], n), rng.choice([8.0, 16.0], n)
     wls = load_workloads()
-    stacked = stack_moments([length_moments(wl) for wl in wls.values()], rng.integers(0, len(wls), n))
+    moms, codes = [length_moments(wl) for wl in wls.values()], rng.integers(0, len(wls), n)
     s = {"token_budget": rng.choice([512.0, 2048.0, 8192.0], n), "ttft_slo_s": 0.5, "tpot_slo_s": 0.05}
-    return {"m": m, "k": k, "hw": hw, "w": length_moments(wls["splitwise-conv"]), "w_mixed": stacked, "s": s,
-            "rate": rng.uniform(1.0, 20.0, n)}
+    return {"m": m, "k": k, "hw": hw, "w": length_moments(wls["splitwise-conv"]), "w_mixed": stack_moments(moms, codes),
+            "moms": moms, "codes": codes, "s": s, "rate": rng.uniform(1.0, 20.0, n)}
+
+
+def stacked(mod, moms: list[dict], codes) -> dict:
+    """Per-design moments in the form ``mod`` (this tree's serving module or :func:`module_at`'s) reads."""
+    return getattr(mod, "lengths", serving_lengths).stack_moments(moms, codes)
 
 
 def best_ns(fn, n: int, repeats: int) -> list[float]:
@@ -111,19 +117,21 @@ def chunked(c: dict, w: dict, s: dict, n: int) -> list[tuple]:
 def cost(n: int, repeats: int, before) -> None:
     x = inputs(n)
     c = serving_coeffs(x["m"], x["k"], x["hw"])
-    cases = {"goodput rate, one workload": (x["w"], x["s"]),
-             "offered rate, one workload": (x["w"], {**x["s"], "arrival_rate_req_per_s": x["rate"]}),
-             "goodput rate, workload per design": (x["w_mixed"], x["s"])}
     mods = {"now": serving, **({f"at {before.rev}": before} if before else {})}
+    cases = {"goodput rate, one workload": {name: (x["w"], x["s"]) for name in mods},
+             "offered rate, one workload": {name: (x["w"], {**x["s"], "arrival_rate_req_per_s": x["rate"]})
+                                            for name in mods},
+             "goodput rate, workload per design": {name: (stacked(mod, x["moms"], x["codes"]), x["s"])
+                                                   for name, mod in mods.items()}}
     print(f"serving_metrics, {n} designs in chunks of {CHUNK}, one core, best of {repeats} (ns/design)")
     t_coeffs = min(best_ns(lambda: serving_coeffs(x["m"], x["k"], x["hw"]), n, repeats))
     print(f"  serving_coeffs (once per design)       {t_coeffs:7.0f}")
-    for label, (w, s) in cases.items():
-        pieces = chunked(c, w, s, n)
+    for label, per_mod in cases.items():
+        pieces = {name: chunked(c, *per_mod[name], n) for name in mods}
         times = {name: [] for name in mods}
         for _ in range(repeats):  # interleaved: both see the same load on the shared cores
             for name, mod in mods.items():
-                times[name] += best_ns(lambda mod=mod, pieces=pieces: [mod.serving_metrics(*p) for p in pieces], n, 1)
+                times[name] += best_ns(lambda mod=mod, p=pieces[name]: [mod.serving_metrics(*x) for x in p], n, 1)
         line = "  ".join(f"{name} {min(t):7.0f}" for name, t in times.items())
         ratio = f"  ({min(times[list(mods)[1]]) / min(times['now']):.2f}x)" if len(mods) > 1 else ""
         print(f"  {label:38s} {line}{ratio}")
@@ -145,12 +153,13 @@ def accuracy(n: int, before) -> None:
          "ttft_slo_s": rng.choice([0.2, 0.5, 1.0, 3.0, 10.0], n), "tpot_slo_s": rng.choice([0.02, 0.05, 0.1, 0.2], n)}
     c = serving_coeffs(m, k, hw, s["token_budget"], s["max_seqs"])
     wls = [length_moments(wl) for wl in load_workloads().values() if wl.get("verified", True)]
-    w = stack_moments(wls, rng.integers(0, len(wls), n))
-    cap = serving.serving_metrics(c, w, s)["serving_capacity_req_per_s"]
+    codes = rng.integers(0, len(wls), n)
+    cap = serving.serving_metrics(c, stack_moments(wls, codes), s)["serving_capacity_req_per_s"]
     rates = {**s, "arrival_rate_req_per_s": cap * rng.uniform(0.05, 0.95, n)}
     print(f"\nagainst a dense load curve (311 points) of the same model, {n} random designs: |error| median / p90")
     mods = {"now": serving, **({f"at {before.rev}": before} if before else {})}
     for name, mod in mods.items():
+        w = stacked(mod, wls, codes)
         got, got_rate = mod.serving_metrics(c, w, s), mod.serving_metrics(c, w, rates)
         grid = mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC
         mod._GRID_BATCH_FRAC, mod._GRID_QUEUE_FRAC = DENSE
