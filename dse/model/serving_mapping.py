@@ -1,8 +1,7 @@
 """Serving stage, part 3: the iteration coefficients of a parallel replica and of a static design.
 
 Pure numpy. :func:`dse.model.serving_coeffs.serving_coeffs` prices one device holding the whole
-model. A replica of ``tp * ep`` devices (``pp = 1``; pipelines under continuous batching are
-not modelled) runs each iteration on every device at once:
+model. A replica of ``tp * pp * ep`` devices runs each iteration on every device at once:
 
 * time terms become the bottleneck device's (the shard factors of
   :func:`dse.model.parallel.shard_factors`: FLOPs, weights, activations, KV and kernels per row);
@@ -17,6 +16,17 @@ not modelled) runs each iteration on every device at once:
   the devices), and so are static power and the power-cap headroom;
 * the KV cache is the replica's: every device's free memory after its weights and workspace,
   at the replica's bytes per token (KV heads replicated when ``n_kv_heads < tp``).
+
+**Pipelines** (``pp > 1``) run as ``pp`` virtual engines (vLLM's pipeline-parallel scheduler,
+TensorRT-LLM's in-flight micro-batches): the running sequences form ``pp`` micro-batches that
+move through the stages one behind the other, and every sequence advances one iteration per
+*round*. The coefficients price a round: the bottleneck (last) stage's work on one micro-batch
+(the shard factors at ``micro_batches = pp``), ``pp`` times (every micro-batch passes it), plus the
+``pp - 1`` stage-to-stage sends of one micro-batch (``p2p_path_s``, added to the collectives).
+A round is thus the latency of one micro-batch's trip through equal stages; shorter stages
+(without the LM head) make it an upper bound by at most ``(pp - 1)`` LM-head passes. The token
+budget and sequence limit apply per micro-batch (``pp`` times per round, :func:`round_limits`).
+The KV cache is bounded by the busiest stage (its ``ceil(L / pp)`` layers' share of a token).
 
 :func:`point_moments` gives the length moments of a point-mass workload (each design's own
 ``in_len``/``out_len``), with which the serving stage prices a static design's requests.
@@ -40,33 +50,48 @@ _ATTN_TERMS = {"attn_flop_s_per_pair": "flop", "attn_act_s_per_tok": "act", "att
 
 def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes: Array,
                    weights_bytes: Array) -> dict:
-    """The coefficients ``c`` of one whole-model device rewritten for a ``tp * ep`` replica
-    (see the module docstring); ``hw`` must carry usable link fields."""
+    """The coefficients ``c`` of one whole-model device rewritten for a ``tp * pp * ep`` replica
+    (see the module docstring; ``k["micro_batches"]`` is taken as ``pp``); ``hw`` must carry
+    usable link fields; ``weights_per_device_bytes`` is the busiest device's footprint without
+    a batch."""
+    pp = k["pp"]
+    k = {**k, "micro_batches": pp}
     f = parallel.shard_factors(m, k)
-    devices = k["tp"] * k["ep"]
+    devices = k["tp"] * k["ep"] * pp
     out = dict(c)
-    for key, factor in _TIME_TERMS.items():
-        out[key] = _rows(c[key]) * _factor_rows(f, factor)
-    for key, factor in _ENERGY_TERMS.items():
-        out[key] = _rows(c[key]) * _factor_rows(f, factor) * devices
+    for key, factor in _TIME_TERMS.items():  # pp passes of the bottleneck stage per round
+        out[key] = _rows(c[key]) * _factor_rows(f, factor) * pp
+    for key, factor in _ENERGY_TERMS.items():  # every device, each micro-batch
+        out[key] = _rows(c[key]) * _factor_rows(f, factor) * (devices * pp)
     for key, factor in _ATTN_TERMS.items():
-        out[key] = c[key] * f["attn"][factor] * (devices if key.endswith("_j_per_pair") or key.endswith("_j_per_tok")
-                                                 else 1.0)
-    out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"]
-    out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * devices
-    one = parallel.stage_comm(m, k, hw, 1.0, 1.0)
-    tok = parallel.stage_comm(m, k, hw, 2.0, 1.0)
-    head = parallel.stage_comm(m, k, hw, 1.0, 2.0)
+        energy = key.endswith("_j_per_pair") or key.endswith("_j_per_tok")
+        out[key] = c[key] * f["attn"][factor] * (devices * pp if energy else pp)
+    out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"] * pp
+    out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * (devices * pp)
+    comm = [parallel.stage_comm(m, k, hw, tokens, head) for tokens, head in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))]
     for unit, key in (("s", "comm_s"), ("j", "energy_j")):
-        per_tok, per_head = tok[key] - one[key], head[key] - one[key]
+        # a round: pp micro-batches' collectives at the bottleneck stage and one micro-batch's sends
+        # (the link energy already counts every micro-batch)
+        one, tok, head = ((x[key] * pp + x["p2p_path_s"]) if unit == "s" else x[key] for x in comm)
+        per_tok, per_head = tok - one, head - one
         out[f"fixed_{unit}_per_tok"], out[f"fixed_{unit}_per_head"] = per_tok, per_head
-        out[f"fixed_{unit}"] = np.maximum(one[key] - per_tok - per_head, 0.0)
+        out[f"fixed_{unit}"] = np.maximum(one - per_tok - per_head, 0.0)
     out["static_power_w"] = c["static_power_w"] * devices
     out["headroom_w"] = c["headroom_w"] * devices
     kv_heads_share = np.ceil(m["n_kv_heads"] / k["tp"]) * k["tp"] / m["n_kv_heads"]
     out["kv_bytes_per_token"] = c["kv_bytes_per_token"] * kv_heads_share
-    out["kv_capacity_bytes"] = (c["kv_capacity_bytes"] + weights_bytes - weights_per_device_bytes) * devices
+    stages = m["n_layers"] / np.ceil(m["n_layers"] / pp)  # tokens the busiest stage's room holds, as stages
+    free = c["kv_capacity_bytes"] + weights_bytes - weights_per_device_bytes
+    out["kv_capacity_bytes"] = free * (k["tp"] * k["ep"] * stages)
     return out
+
+
+def round_limits(sched: dict, pp: Array) -> dict:
+    """The scheduler limits of a round of ``pp`` virtual engines: ``token_budget`` and ``max_seqs``
+    apply per micro-batch, so a round carries ``pp`` times each."""
+    if np.all(np.asarray(pp) == 1.0):
+        return sched
+    return {**sched, "token_budget": sched["token_budget"] * pp, "max_seqs": sched["max_seqs"] * pp}
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

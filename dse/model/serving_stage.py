@@ -1,13 +1,11 @@
 """Serving stage, part 4: the serving metrics of a batch of designs (the pipeline's last stage).
 
-Pure numpy. Builds each design's iteration coefficients (one device, then the ``tp * ep``
-replica: :mod:`dse.model.serving_mapping`), its request-length moments (the workload's,
-precomputed once per distribution, or the point mass of its own ``in_len``/``out_len`` for
-``workload`` 0, "none") and runs :func:`dse.model.serving.serving_metrics`. Metrics are per
+Pure numpy. Builds each design's iteration coefficients (one device, then the ``tp * pp * ep``
+replica: :mod:`dse.model.serving_mapping`; a pipeline runs ``pp`` virtual engines), its
+request-length moments (the workload's, precomputed once per distribution, or the point mass
+of its own ``in_len``/``out_len`` for ``workload`` 0, "none") and runs :func:`dse.model.serving.serving_metrics`. Metrics are per
 system: ``dp`` replicas share the offered rate equally, so rates, tokens/s and power scale by
 ``dp``; the cost per token uses the system's TCO at the serving power.
-Pipelines (``pp > 1``) under continuous batching are not modelled: such rows are computed as
-``pp = 1`` and flagged by the ``c_serving`` constraint.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from dse.model import cost, parallel
 from dse.model.serving import SCHED_DEFAULTS, serving_metrics
 from dse.model.serving_coeffs import serving_coeffs
 from dse.model.serving_lengths import MOMENT_KEYS
-from dse.model.serving_mapping import point_moments, point_stoploss, replica_coeffs
+from dse.model.serving_mapping import point_moments, point_stoploss, replica_coeffs, round_limits
 from dse.model.workload import n_params, weight_bytes_per_param
 
 Array = np.ndarray | float
@@ -60,7 +58,7 @@ def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarra
 def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | None],
                   system_cost_usd: Array) -> dict[str, Array]:
     """Serving metrics of each design (``hw`` with its provisioned static power and usable links)."""
-    k1 = {**k, "pp": 1.0, "micro_batches": 1.0}
+    k1 = {**k, "micro_batches": k["pp"]}  # a pipeline serves with pp virtual engines
     c = serving_coeffs(m, k1, hw, k["token_budget"], k["max_seqs"])
     if not parallel.is_single_device(k1):
         wb = weight_bytes_per_param(k)
@@ -68,7 +66,7 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
         per_device = parallel.memory_bytes_per_device(m, {**k1, "batch": 0.0}, wb)
         c = replica_coeffs(c, m, k1, hw, per_device, weights)
     dp = k["dp"]
-    sched = {key: k[key] for key in SCHED_DEFAULTS}
+    sched = round_limits({key: k[key] for key in SCHED_DEFAULTS}, k["pp"])
     shape = np.broadcast_shapes(*(np.shape(v) for v in (*k.values(), *m.values(), *hw.values())))
     # the offered rate carries the batch's shape, so every output comes back per design
     sched["arrival_rate_req_per_s"] = np.broadcast_to(k["arrival_rate_req_per_s"] / dp, shape)
@@ -80,5 +78,4 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
     tco = cost.tco_usd_per_hour(system_cost_usd, out["serving_power_w"], setting["lifetime_years"],
                                 setting["usd_per_kwh"], setting["pue"], tech["hours_per_year"])
     out["serving_usd_per_mtoken"] = cost.usd_per_mtoken(tco, out["serving_tokens_per_s"])
-    out["c_serving"] = (np.asarray(k["pp"]) > 1.0).astype(float)
     return out

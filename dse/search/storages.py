@@ -148,5 +148,5 @@ def set_metric_names(work: optuna.Study, study: Study) -> None:
 
 def constraint_names(study: Study) -> list[str]:
     """Names of the study's constraint columns, in the order of each trial's Optuna constraints list."""
-    model = {name: 0.0 for name in MODEL_CONSTRAINTS if name != "c_serving" or study.space.serves}
+    model = dict.fromkeys(MODEL_CONSTRAINTS, 0.0)
     return list(violations({**model, **{c.metric: 0.0 for c in study.constraints}}, study.constraints))

@@ -58,7 +58,6 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("serving_tokens_per_j", "token/J", True, "output tokens per joule at the operating load", "serving"),
     Metric("serving_usd_per_mtoken", "USD", False, "cost of one million output tokens at the operating load",
            "serving"),
-    Metric("c_serving", "1", False, "1 where the serving stage does not model the design (pp > 1)", "serving"),
     Metric("ppl_delta", "1", False, "WikiText-2 perplexity increase over the 16-bit dense model (inf: no data)",
            "quality"),
     Metric("quality_extrapolated", "1", False, "1 where no own measurement of the model backs ppl_delta", "quality"),
@@ -70,4 +69,4 @@ METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in METRIC_TABLE}
 MAXIMISED_METRICS: frozenset[str] = frozenset(m.name for m in METRIC_TABLE if m.maximise)
 # Constraints the model itself reports (<= 0 feasible): every study and sweep applies those present.
 MODEL_CONSTRAINTS: tuple[str, ...] = ("g_memory_bytes", "c_link", "c_reticle_mm2", "c_shoreline_mm", "c_static_power_w",
-                                      "c_serving", "c_invalid_input")  # the last: dse.loading.SpaceEvaluator
+                                      "c_invalid_input")  # the last: dse.loading.SpaceEvaluator
