@@ -247,7 +247,7 @@ def _carried(rows: pd.DataFrame) -> pd.DataFrame:
     """Identity and design columns of rows; ``row`` is the input's ``row`` column, else the position in the input."""
     out = pd.DataFrame({"row": rows["row"] if "row" in rows else rows.index}, index=rows.index)
     for col in (*_CARRIED[:1], "platform", "model", "batch", "in_len", "out_len", "w_bits", "a_bits", "kv_bits",
-                "tp", "workload", *_CARRIED[1:]):
+                "tp", "pp", "workload", *_CARRIED[1:]):
         if col in rows:
             out[col] = rows[col]
     return out
