@@ -3,9 +3,10 @@
 Pure numpy. Builds each design's iteration coefficients (one device, then the ``tp * pp * ep``
 replica: :mod:`dse.model.serving_mapping`; a pipeline runs ``pp`` virtual engines), its
 request-length moments (the workload's, precomputed once per distribution, or the point mass
-of its own ``in_len``/``out_len`` for ``workload`` 0, "none") and runs :func:`dse.model.serving.serving_metrics`. Metrics are per
-system: ``dp`` replicas share the offered rate equally, so rates, tokens/s and power scale by
-``dp``; the cost per token uses the system's TCO at the serving power.
+of its own ``in_len``/``out_len`` for ``workload`` 0, "none") and runs
+:func:`dse.model.serving.serving_metrics`. Metrics are per system: ``dp`` replicas share the
+offered rate equally, so rates, tokens/s and power scale by ``dp``; the cost per token uses the
+system's TCO at the serving power.
 """
 
 from __future__ import annotations
