@@ -88,3 +88,26 @@ def test_speculative_decoding_tokens_per_verification_and_speed_up():
     # memory-bound batch 1: close to the 3.36 accepted tokens per weight read, less the draft's cost
     assert 2.0 < speed_up < 3.36
     assert float(spec["memory_bytes"][0]) > float(base["memory_bytes"][0])  # the draft's weights
+
+
+@pytest.mark.parametrize("native", [1.0, 0.0])
+def test_two_four_sparsity_halves_gemm_compute_energy_only_on_native_units(native):
+    """2:4 weights on native sparse units execute half of a GEMM's MACs: its time and compute
+    energy halve; attention and memory energy do not change. Without native units the zeros are
+    multiplied like any value: the same energy. (Memory energies zeroed: FLOP energy only.)"""
+    from dse.model import power
+    from dse.model.pipeline import phase_costs
+    from dse.spec.presets import load_model, load_platform
+
+    m = dict(load_model("llama-2-7b").fields)
+    hw = {**load_platform("h100-sxm").fields, "nm_sparsity_native": native, "mem_energy_pj_per_bit": 0.0,
+          "onchip_energy_pj_per_bit": 0.0, "sram_energy_pj_per_bit": 0.0}
+    energy = {}
+    for nm in (0.0, 1.0):
+        k = knobs(batch=16.0, in_len=1024.0, nm_sparse=nm)
+        costs = phase_costs(m, k, hw, weight_bytes_per_param(k))["prefill"]
+        attn = power.phase_dynamic_j(hw, {"attn": costs["attn"]})
+        gemms = power.phase_dynamic_j(hw, {n: c for n, c in costs.items() if n != "attn"})
+        energy[nm] = (float(attn), float(gemms))
+    assert energy[1.0][0] == pytest.approx(energy[0.0][0], rel=1e-12)
+    assert energy[1.0][1] == pytest.approx(energy[0.0][1] * (0.5 if native else 1.0), rel=1e-12)

@@ -140,18 +140,26 @@ def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
     return np.maximum(time_s, dynamic_j * per_headroom_w)
 
 
-def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],
+def sparse_exec_frac(hw: dict, k: dict) -> Array:
+    """Share of a weight GEMM's dense FLOPs the hardware executes: 1/2 for 2:4-sparse weights on
+    native sparse tensor units, which skip the zero half (twice the dense math rate, NVIDIA A100
+    architecture whitepaper), else 1. It scales the GEMM's time and its compute energy alike."""
+    return 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))
+
+
+def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array, Array],
             s_per_byte: Array, c_sum: Array) -> dict[str, Array]:
     """Time (s, with launch overhead), FLOPs and bytes of one operator.
 
     Operators that do not depend on the context are costed per step (``per_step``
     True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
     summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
-    memory bandwidth, ``rate`` ``(achievable seconds per FLOP, native bits)``; both are
-    kept (``s_per_flop``, ``native``) for the energy and the breakdown. ``c_sum`` is the
-    sum of the step indices ``lo..hi`` (used only by context-dependent operators).
+    memory bandwidth, ``rate`` ``(achievable seconds per dense FLOP, native bits, executed share
+    of the dense FLOPs)`` (:func:`sparse_exec_frac`; the seconds per FLOP already include it); all
+    are kept (``s_per_flop``, ``native``, ``exec_frac``) for the energy and the breakdown.
+    ``c_sum`` is the sum of the step indices ``lo..hi`` (used only by context-dependent operators).
     """
-    s_per_flop, native = rate
+    s_per_flop, native, exec_frac = rate
     launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
         step_s = roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
@@ -162,7 +170,7 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
                 + steps * launch_s,
                 "flop": sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
                 "bytes": sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
-    cost.update(s_per_flop=s_per_flop, native=native, steps=steps, launch_s=launch_s)
+    cost.update(s_per_flop=s_per_flop, native=native, exec_frac=exec_frac, steps=steps, launch_s=launch_s)
     return cost
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import operator
 
+import numpy as np
+
 from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import Array
 from dse.spec.units import BITS_PER_BYTE, PJ
@@ -30,17 +32,21 @@ def j_per_flop_per_bit(hw: dict) -> Array:
     return hw["flop16_energy_pj_per_flop"] * PJ / 16.0
 
 
-def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array) -> Array:
+def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array, exec_frac: Array = 1.0) -> Array:
     """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
 
     Energy per FLOP at a native precision is linear in operand width from the 16-bit
     figure (``flop16_energy_pj_per_flop * native / 16``). Linear scaling follows operand
     delivery (register file, datapath wires), which dominates ALU energy in modern
     accelerators; it is conservative for integer multipliers, whose energy falls faster
-    than linearly (Horowitz, ISSCC 2014).
+    than linearly (Horowitz, ISSCC 2014). Only the executed share ``exec_frac`` of the dense
+    ``flop`` is charged (:func:`dse.model.perf.sparse_exec_frac`: 2:4 sparse units skip half).
     """
-    # scalar factors grouped first: four array operations for a one-platform batch
-    return flop * (native * j_per_flop_per_bit(hw)) + nbytes * j_per_dram_byte(hw)
+    # scalar factors grouped first: four array operations for a one-platform dense batch
+    per_flop = native * j_per_flop_per_bit(hw)
+    if not (np.ndim(exec_frac) == 0 and exec_frac == 1.0):
+        per_flop = per_flop * exec_frac
+    return flop * per_flop + nbytes * j_per_dram_byte(hw)
 
 
 def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:
@@ -55,16 +61,17 @@ def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
     if "energy_j" in cost:
         return cost["energy_j"]
     total = op_totals(cost)
-    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"])
+    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"], total["exec_frac"])
 
 
 def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
-    """Dynamic energy of a phase; host operators that share a precision are priced together."""
+    """Dynamic energy of a phase; host operators that share a precision (and executed share) are
+    priced together."""
     if any("energy_j" in c for c in costs.values()):
         return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
-    groups: dict[int, list[dict[str, Array]]] = {}
+    groups: dict[tuple[int, int], list[dict[str, Array]]] = {}
     for c in costs.values():
-        groups.setdefault(id(c["native"]), []).append(c)
+        groups.setdefault((id(c["native"]), id(c["exec_frac"])), []).append(c)
     return functools.reduce(operator.add, (
-        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"])
+        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"], g[0]["exec_frac"])
         for g in groups.values()))

@@ -34,13 +34,13 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     p = layer_params(m)
 
     lin_spf, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
-    nm_time_frac = 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))
-    lin_spf = lin_spf * nm_time_frac
+    executed = perf.sparse_exec_frac(hw, k)  # 2:4 on native sparse units: half the MACs, time and energy
+    lin_spf = lin_spf * executed
     attn_spf, attn_native = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
     spb = perf.mem_s_per_byte(hw)
     j_per_byte = power.j_per_dram_byte(hw)  # the static model's prices (dse.model.power)
     j_per_flop_bit = power.j_per_flop_per_bit(hw)
-    lin_jpf, attn_jpf = lin_native * j_per_flop_bit, attn_native * j_per_flop_bit
+    lin_jpf, attn_jpf = lin_native * j_per_flop_bit * executed, attn_native * j_per_flop_bit
     koh = hw["kernel_overhead_s"]
 
     g = np.where(k["spec_len"] > 0, k["spec_len"], 0.0)

@@ -70,7 +70,7 @@ def _gemv(weight_bytes: float = 1e9, act: float = 1e4) -> Op:
 
 
 def _host(hw: dict, op: Op, steps: float) -> dict:
-    rate = perf.compute_s_per_flop(hw, 16.0)
+    rate = (*perf.compute_s_per_flop(hw, 16.0), 1.0)
     cost = perf.op_cost(hw, op, 1.0, steps, steps, rate, perf.mem_s_per_byte(hw), steps * (steps + 1) / 2)
     return perf.op_totals(cost)
 
