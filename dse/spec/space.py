@@ -123,9 +123,9 @@ class Space:
     def fingerprint(self) -> dict[str, Any]:
         """What the space searches, resolved: knobs, fixed and derived columns, technologies and the
         fields of its platform presets and model cards (a spec hash covers files a study only names)."""
-        knobs = [{"name": k.name, "kind": k.kind, "low": k.low, "high": k.high, "step": k.step, "log": k.log,
-                  "choices": list(k.choices), "when": k.when.text if k.when is not None else None,
-                  "default": k.default} for k in self.knobs]
+        knobs = {k.name: {"kind": k.kind, "low": k.low, "high": k.high, "step": k.step, "log": k.log,
+                          "choices": list(k.choices), "when": k.when.text if k.when is not None else None,
+                          "default": k.default} for k in self.knobs}  # by name: the file's key order is no change
         return {"knobs": knobs, "fixed": self.fixed, "derived": {n: self.derived[n].text for n in self.derived_order},
                 "technologies": self.technologies,
                 "platforms": {p: load_platform(p).fields for p in self.platforms},
