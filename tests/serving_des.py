@@ -16,7 +16,9 @@ simulates, iteration by iteration, the scheduler the analytic model approximates
   admitted running sequence is **preempted by recomputation** (its blocks freed; it
   re-enters the head of the queue and later re-prefills prompt + generated tokens);
 * iteration time from the same coefficients (:func:`iteration_time_one`, a plain-Python
-  reference of :func:`dse.model.serving_iteration.iteration_time_s`), times ``stretch``.
+  reference of :func:`dse.model.serving_iteration.iteration_time_s`, decode attention's stream
+  limit included: its bytes at ``max(1, attn_stream_seqs / decoding sequences)`` times their
+  time), times ``stretch``.
 
 A request's TTFT is the end of the iteration that completes its (first) prefill minus its
 arrival; TPOT is (completion - first token) / output tokens, as ``tpot_s`` of the static
@@ -64,12 +66,21 @@ def ops_time_one(c: dict, f: dict) -> float:
         compute = x * _row(c, "lin_flop_s_per_tok", r)
         memory = w + x * _row(c, "lin_act_s_per_tok", r)
         t += max(compute, memory) + _row(c, "lin_launch_s", r)
-    for pairs, tok, kv in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"]), (f["dec_pairs"], f["dec_tok"], f["dec_kv"])):
+    for pairs, tok, kv, streams in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"], 1.0),
+                                    (f["dec_pairs"], f["dec_tok"], f["dec_kv"], stream_factor_one(c, f))):
         if tok > 0:
             compute = pairs * c["attn_flop_s_per_pair"]
-            memory = tok * c["attn_act_s_per_tok"] + kv * c["attn_kv_s_per_tok"]
+            memory = (tok * c["attn_act_s_per_tok"] + kv * c["attn_kv_s_per_tok"]) * streams
             t += max(compute, memory) + c["attn_launch_s"]
     return t
+
+
+def stream_factor_one(c: dict, f: dict) -> float:
+    """Decode attention's byte time over its unlimited one: ``max(1, attn_stream_seqs / n_dec)``
+    with ``n_dec = dec_tok / dec_queries`` decoding sequences (1 without decode)."""
+    if f["dec_tok"] <= 0:
+        return 1.0
+    return max(1.0, c["attn_stream_seqs"] * c["dec_queries"] / f["dec_tok"])
 
 
 def iteration_energy_one(c: dict, f: dict) -> float:
@@ -130,8 +141,9 @@ def _decode_run(c, f, t1, e1, stretch, headroom_w, prompt, steps_done, steps_tot
     q = f["dec_tok"] / nd
     ctx = f["dec_kv"] + r * (tpv * nd)
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
-    att0 = max(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka)
-    grow_s = np.maximum(q * ctx * fa, f["dec_tok"] * ma + ctx * ka) - att0
+    sf = stream_factor_one(c, f)  # the same sequences throughout the run
+    att0 = max(f["dec_pairs"] * fa, (f["dec_tok"] * ma + f["dec_kv"] * ka) * sf)
+    grow_s = np.maximum(q * ctx * fa, (f["dec_tok"] * ma + ctx * ka) * sf) - att0
     t = t1 + grow_s * stretch
     # energy: operators grow with the attention; the waiting in the collectives follows their power
     ops_j1, ops_s1, comm_s = ops_energy_one(c, f), ops_time_one(c, f), comm_time_one(c, f)

@@ -68,6 +68,10 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     widest = np.maximum((h + 2.0 * kv) * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k)
     workspace = token_budget * (d + widest) * a_b + max_seqs * v * 4.0
     zero = 0.0 * wb
+    # decode attention's stream limit (perf.attn_s_per_byte): one sequence's streams (its KV heads)
+    # alone read at attn_s_per_byte(hw, 0, kv) s/B; n sequences at 1/n of it, so the limit binds
+    # below stream_seqs = that / spb sequences (0: not limited)
+    stream_seqs = perf.attn_s_per_byte(hw, 0.0, kv) / spb
     c = {
         "lin_flop_s_per_tok": rows(flop, lin_spf), "lin_w_s": rows(wbytes, spb),
         "lin_act_s_per_tok": rows(act, spb), "lin_launch_s": rows(kernels, koh),
@@ -86,6 +90,7 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
         "static_power_w": hw["static_power_w"] + zero, "headroom_w": hw["tdp_w"] - hw["static_power_w"] + zero,
         "kv_bytes_per_token": kv_token_bytes + zero,
         "kv_capacity_bytes": hw["mem_capacity_bytes"] - weights - workspace + zero,
+        "attn_stream_seqs": stream_seqs + zero,
     }
     assert len(LIN_ROWS) == c["lin_w_s"].shape[0]
     return c

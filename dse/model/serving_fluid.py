@@ -9,11 +9,12 @@ iteration coefficients ``c`` (:mod:`dse.model.serving_iteration`), the length mo
 **Fluid operating point.** With ``N`` sequences decoding and ``u = N / n_dec`` admissions per
 iteration (``n_dec`` decode iterations per request), the mean iteration is
 ``tau(N) = t_d(N) + u * m_p(N)``: the pure-decode iteration at batch ``N`` (exact roofline of
-the coefficients at the mean context ``c_bar``) plus the *marginal* cost of one request's
-prefill on top of it. ``m_p`` prices each GEMM row as ``act * P + (flop - act) * E[(P - z)+]``
-where ``z`` is the row's compute/memory crossover minus the decode tokens already in the
-iteration (the piggy-backed prompt tokens below the crossover ride on the weight reads:
-Sarathi-Serve's argument), with ``E[(P - z)+]`` from the distribution's stop-loss table,
+the coefficients at the mean context ``c_bar``; decode attention ``max(N a, a_floor)``, constant
+in ``N`` below ``attn_stream_seqs`` where its (sequence, KV head) streams bound the read) plus
+the *marginal* cost of one request's prefill on top of it. ``m_p`` prices each GEMM row as
+``act * P + (flop - act) * E[(P - z)+]`` where ``z`` is the row's compute/memory crossover minus
+the decode tokens already in the iteration (the piggy-backed prompt tokens below the crossover
+ride on the weight reads: Sarathi-Serve's argument), with ``E[(P - z)+]`` from the distribution's stop-loss table,
 chunks of ``K = token_budget - q N`` beyond the first priced at the full-chunk rate, the
 crossover shared by the chunks that meet in one iteration (Poisson), causal attention over
 ``E[P (P+1) / 2]`` pairs, and recomputed tokens after preemptions. Little's law closes the
@@ -250,6 +251,12 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     fa, ma, ka = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"]
     d["att_seq"] = np.maximum(d["q"] * d["ctx"] * fa, d["q"] * ma + d["ctx"] * ka)  # decode attention per sequence
     d["att_fx"] = d["att_seq"] + d["fx_dec"] * d["q"]  # per decode sequence: attention + collectives
+    # decode attention's stream limit: below attn_stream_seqs sequences its bytes take as long as
+    # attn_stream_seqs sequences' would, max(N att_seq, att_floor) (affine in N only above)
+    d["stream"] = _nonzero(c["attn_stream_seqs"])
+    if d["stream"]:
+        d["att_floor"] = c["attn_stream_seqs"] * (d["q"] * ma + d["ctx"] * ka)
+        d["fx_seq"] = d["fx_dec"] * d["q"]
     k = s["token_budget"]
     pi_b = _stoploss(d, k)  # (k >= 1)
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
@@ -305,14 +312,21 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     t_d += t_f
     sel += sel_f
     t_d += d["fixed"]
-    t_d += n * d["att_fx"]
+    if d["stream"]:  # decode attention: max(N att_seq, att_floor), slope 0 where stream-bound
+        att = n * d["att_seq"]
+        bound = att < d["att_floor"]
+        t_d += np.maximum(att, d["att_floor"])
+        if d["comm"]:
+            t_d += n * d["fx_seq"]
+    else:
+        t_d += n * d["att_fx"]
     if d["spec"]:  # draft rows are zero without speculation: the same result either way
         sel *= q
         t_x, sel_x = _gemm_group(n, d["cf_x"], d["cm_x"], d["cw_x"])
         t_d += t_x
         sel += sel_x
     slope_d = sel
-    slope_d += d["att_fx"]
+    slope_d += np.where(bound, d["fx_seq"], d["att_fx"]) if d["stream"] else d["att_fx"]
     # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
     k = lower(s["token_budget"] - x, 1.0)
     pi_k = _stoploss(d, k)

@@ -50,8 +50,16 @@ separately (one kernel each, as FlashAttention varlen prefill + paged decode ker
 with ``fa, ma, ka`` = ``attn_flop_s_per_pair`` (4 * layers * heads * head_dim FLOPs per pair /
 FLOP/s), ``attn_act_s_per_tok`` (activations in/out + KV written per token / bytes/s),
 ``attn_kv_s_per_tok`` (KV bytes per cached token / bytes/s),
-each counted only when its token count is positive. Plus the additive, un-overlapped
-collectives of a parallel replica (:mod:`dse.model.serving_mapping`; zero on one device)::
+each counted only when its token count is positive. Decode attention's byte time is that of its
+(sequence, KV head) streams when they are too few to draw the bandwidth
+(:func:`dse.model.perf.attn_s_per_byte`: each stream reads at most ``attn_stream_bw_bytes_per_s``)::
+
+    dec bytes term = (dec_tok * ma + dec_kv * ka) * max(1, attn_stream_seqs / n_dec),  n_dec = dec_tok / q
+
+``attn_stream_seqs`` = achievable bytes/s / (stream rate x KV heads per device per sequence): the
+decoding sequences below which the streams bound the read (0: not limited; prefill chunks never).
+Plus the additive, un-overlapped collectives of a parallel replica
+(:mod:`dse.model.serving_mapping`; zero on one device)::
 
     t_comm = fixed_s + fixed_s_per_tok * n_tok + fixed_s_per_head * n_head
 
@@ -64,7 +72,7 @@ draw their compute power while they wait in them, ``e_ops * t_comm / t_ops`` (as
 **Exactness.** With one prefill iteration of ``batch * in_len`` tokens (no chunking, all
 arrivals at t = 0) and ``ceil(out_len / tokens_per_verify)`` decode iterations of ``batch``
 sequences, these are term for term the operators of :mod:`dse.model.pipeline` (weights read
-once per pass, roofline per operator, launch overhead per kernel), so
+once per pass, roofline per operator, decode attention's stream limit, launch overhead per kernel), so
 :func:`static_batch_times` reproduces its ``ttft_s`` and ``tpot_s`` (tested). PIM offload
 is not represented (decode operators on PIM are costed on the host).
 """
@@ -87,7 +95,7 @@ ENERGY_KEYS: tuple[str, ...] = (
 )
 OTHER_KEYS: tuple[str, ...] = (
     "moe_n_experts", "moe_top_k", "dec_queries", "dec_tokens_per_iter", "static_power_w", "headroom_w",
-    "kv_bytes_per_token", "kv_capacity_bytes",
+    "kv_bytes_per_token", "kv_capacity_bytes", "attn_stream_seqs",
 )
 COEFF_KEYS: tuple[str, ...] = TIME_KEYS + ENERGY_KEYS + OTHER_KEYS
 FEATURES: tuple[str, ...] = ("n_tok", "n_head", "n_draft", "pf_pairs", "pf_tok", "pf_kv",
@@ -121,8 +129,17 @@ def ops_time_s(c: dict, f: dict) -> np.ndarray:
     t = np.where(x > 0, rows, 0.0).sum(axis=0)
     fa, ma, ka, la = c["attn_flop_s_per_pair"], c["attn_act_s_per_tok"], c["attn_kv_s_per_tok"], c["attn_launch_s"]
     pf = np.maximum(f["pf_pairs"] * fa, f["pf_tok"] * ma + f["pf_kv"] * ka) + la
-    dec = np.maximum(f["dec_pairs"] * fa, f["dec_tok"] * ma + f["dec_kv"] * ka) + la
+    dec = np.maximum(f["dec_pairs"] * fa, (f["dec_tok"] * ma + f["dec_kv"] * ka) * stream_factor(c, f)) + la
     return t + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
+
+
+def stream_factor(c: dict, f: dict):
+    """``max(1, attn_stream_seqs / n_dec)``, ``n_dec = dec_tok / dec_queries``: how much longer decode
+    attention's bytes take when its (sequence, KV head) streams cannot draw the bandwidth (1 where
+    there is no decode)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c["attn_stream_seqs"] * c["dec_queries"] / f["dec_tok"]
+    return np.where(f["dec_tok"] > 0, np.maximum(ratio, 1.0), 1.0)
 
 
 def comm_time_s(c: dict, f: dict) -> np.ndarray:

@@ -15,7 +15,11 @@ model. A replica of ``tp * pp * ep`` devices runs each iteration on every device
 * energy terms are the whole replica's (every device runs its share: the per-device terms times
   the devices), and so are static power and the power-cap headroom;
 * the KV cache is the replica's: every device's free memory after its weights and workspace,
-  at the replica's bytes per token (KV heads replicated when ``n_kv_heads < tp``).
+  at the replica's bytes per token (KV heads replicated when ``n_kv_heads < tp``);
+* decode attention's stream limit (``attn_stream_seqs``, the decoding sequences below which the
+  (sequence, KV head) streams bound the KV read) is the bottleneck device's: a device holds
+  ``ceil(n_kv_heads / tp)`` KV heads of ``1 / (ep * pp)`` of the replica's sequences (one
+  micro-batch of its ep group), the static model's ``streams`` (:func:`dse.model.pipeline.phase_costs`).
 
 **Pipelines** (``pp > 1``) run as ``pp`` virtual engines (vLLM's pipeline-parallel scheduler,
 TensorRT-LLM's in-flight micro-batches): the running sequences form ``pp`` micro-batches that
@@ -66,6 +70,8 @@ def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes
     for key, factor in _ATTN_TERMS.items():
         energy = key.endswith("_j_per_pair") or key.endswith("_j_per_tok")
         out[key] = c[key] * f["attn"][factor] * (devices * pp if energy else pp)
+    # streams per sequence on the device: KV heads x the device's share of the sequences (kv / kernels)
+    out["attn_stream_seqs"] = c["attn_stream_seqs"] * (f["attn"]["kernels"] / f["attn"]["kv"])
     out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"] * pp
     out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * (devices * pp)
     comm = [parallel.stage_comm(m, k, hw, tokens, head) for tokens, head in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))]

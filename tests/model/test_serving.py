@@ -20,8 +20,10 @@ from dse.model.serving_coeffs import serving_coeffs
 from dse.model.serving_iteration import (
     COEFF_KEYS,
     FEATURES,
+    decode_features,
     iteration_energy_j,
     iteration_time_s,
+    ops_time_s,
     static_batch_times,
 )
 from dse.model.serving_lengths import (
@@ -32,6 +34,7 @@ from dse.model.serving_lengths import (
     sample_moments,
     stoploss,
 )
+from dse.model.serving_mapping import point_moments
 from dse.spec.presets import load_model, load_platform
 from dse.spec.registry import CARD_FIELD_NAMES, HARDWARE_FIELD_NAMES, KNOB_DEFAULTS
 from dse.spec.workloads import load_workloads
@@ -51,9 +54,6 @@ def _design_batch(rng, n, platform):
     hw = {f: np.full(n, load_platform(platform).fields[f]) for f in HARDWARE_FIELD_NAMES}
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
-    # the iteration coefficients do not carry the static model's decode-attention stream limit
-    # (perf.attn_s_per_byte): the static model is rebuilt exactly where it is off
-    hw["attn_stream_bw_bytes_per_s"] = np.zeros(n)
     return m, k, hw
 
 
@@ -93,6 +93,49 @@ def test_iteration_time_matches_scalar_reference():
         fi = {key: float(v[i]) for key, v in f.items()}
         assert t[i] == pytest.approx(iteration_time_one(ci, fi), rel=1e-12)
         assert e[i] == pytest.approx(iteration_energy_one(ci, fi), rel=1e-12)
+
+
+def test_decode_attention_stream_limit():
+    """Decode attention's (sequence, KV head) streams (perf.attn_s_per_byte): below attn_stream_seqs
+    = achievable bytes/s / (stream rate x KV heads) decoding sequences its bytes take as long as at
+    attn_stream_seqs, above it the limit is gone; the fluid model's decode iteration carries the
+    same term (max(N a, floor): constant, slope 0, below the crossover); the static model is rebuilt
+    exactly across it (replicas, where tp divides the KV heads: test_replica_recovers_the_static_model_exactly)."""
+    hw = load_platform("h200-sxm").fields
+    model = load_model("llama-3-8b").fields
+    c = _one_design(platform="h200-sxm")
+    s_seqs = hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"] / (hw["attn_stream_bw_bytes_per_s"] * model["n_kv_heads"])
+    assert float(c["attn_stream_seqs"]) == pytest.approx(s_seqs, rel=1e-12) and 10.0 < s_seqs < 15.0
+    off = {**c, "attn_stream_seqs": 0.0 * c["attn_stream_seqs"]}
+    batch, ctx = np.array([1.0, 4.0, 8.0, 12.0, 13.0, 32.0, 256.0]), 2000.0  # memory-bound attention
+    f = decode_features(c, batch, ctx)
+    bytes_s = f["dec_tok"] * c["attn_act_s_per_tok"] + f["dec_kv"] * c["attn_kv_s_per_tok"]
+    extra = ops_time_s(c, f) - ops_time_s(off, f)
+    np.testing.assert_allclose(extra, bytes_s * np.maximum(s_seqs / batch - 1.0, 0.0), rtol=1e-9, atol=1e-15)
+    assert np.all(extra[batch < s_seqs] > 0.0) and np.all(extra[batch > s_seqs] == 0.0)
+    # the fluid decode iteration: the same extra time at the mean context, its slope 0 where bound
+    w = point_moments(np.array(2000.0), np.array(1.0))
+    s = serving.SCHED_DEFAULTS
+    d_on, d_off = serving.prepare(c, w, s), serving.prepare(off, w, s)
+    n = np.stack([batch, batch])  # a leading grid axis, as the load curve has
+    st_on, st_off = serving.fluid_state(c, d_on, s, n), serving.fluid_state(off, d_off, s, n)
+    f_ctx = decode_features(c, batch, d_on["ctx"])
+    want = ops_time_s(c, f_ctx) - ops_time_s(off, f_ctx)
+    np.testing.assert_allclose(st_on["t_d"] - st_off["t_d"], np.stack([want, want]), rtol=1e-9, atol=1e-15)
+    d_slope = (st_on["slope_d"] - st_off["slope_d"])[0]
+    np.testing.assert_allclose(d_slope[batch < s_seqs], -d_on["att_seq"], rtol=1e-12)
+    assert np.all(d_slope[batch > s_seqs] == 0.0)
+    # the static model across the crossover
+    k = {key: np.full(len(batch), v) for key, v in KNOB_DEFAULTS.items()}
+    k.update(batch=batch, in_len=np.full(len(batch), 700.0), out_len=np.full(len(batch), 40.0))
+    m = {key: np.full(len(batch), v) for key, v in model.items() if key in CARD_FIELD_NAMES}
+    h = {key: np.full(len(batch), hw[key]) for key in HARDWARE_FIELD_NAMES}
+    ref = evaluate_arrays(m, k, h)
+    got = static_batch_times(serving_coeffs(m, k, h), batch, 700.0, 40.0)
+    np.testing.assert_allclose(got["tpot_s"], ref["tpot_s"], rtol=1e-12)
+    unlimited = evaluate_arrays(m, k, {**h, "attn_stream_bw_bytes_per_s": np.zeros(len(batch))})
+    slower = ref["tpot_s"] / unlimited["tpot_s"]
+    assert np.all(slower[batch < s_seqs] > 1.0) and np.all(slower[batch > s_seqs] == 1.0)
 
 
 # ---- request lengths ---------------------------------------------------------------------
@@ -448,8 +491,7 @@ def test_replica_recovers_the_static_model_exactly(monkeypatch, model, platform,
     the static pipeline's ttft_s, tpot_s and tokens/J (point mass, all arrivals at t = 0)."""
     batch = np.array([1.0, 8.0, 64.0])
     df, got = _wired(monkeypatch, {**design, "workload": ["none"] * 3, "batch": batch, "in_len": 700.0,
-                                   "out_len": 50.0, "attn_stream_bw_bytes_per_s": 0.0},  # not in serving: off
-                     model, platform)
+                                   "out_len": 50.0}, model, platform)
     st = static_batch_times(got["c"], batch, 700.0, 50.0)
     np.testing.assert_allclose(st["ttft_s"], df["ttft_s"], rtol=1e-9)
     np.testing.assert_allclose(st["tpot_s"], df["tpot_s"], rtol=1e-9)

@@ -70,7 +70,7 @@ def test_pipeline_rounds_rebuild_the_static_pipeline_decode(monkeypatch, model, 
     monkeypatch.setattr(serving_stage, "serving_metrics", spy)
     batch = np.array([8.0, 8.0, 64.0])
     df = dse.evaluate({**design, "micro_batches": design["pp"], "workload": ["none"] * 3, "batch": batch,
-                       "in_len": 700.0, "out_len": 50.0, "attn_stream_bw_bytes_per_s": 0.0}, model=model,
+                       "in_len": 700.0, "out_len": 50.0}, model=model,
                       platform=platform)
     st = static_batch_times(got["c"], batch, 700.0, 50.0)
     ratio = st["tpot_s"] / df["tpot_s"].to_numpy()

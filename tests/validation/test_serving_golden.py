@@ -30,7 +30,7 @@ PINNED = {
     "trtllm-rtx-pp1": (3, 0.465, 0.519),
     "trtllm-rtx-pp": (9, 0.776, 1.695),
     "vllm-tp4": (3, 2.533, 2.737),
-    "vllm-light-tpot": (1, 0.463, 0.463),
+    "vllm-light-tpot": (1, 0.454, 0.454),
 }
 
 
