@@ -23,7 +23,8 @@ TOP_LEVEL = {"dse._version": "spec", "dse.api": "api", "dse.loading": "api", "ds
              "dse.quality_table": "api", "dse.model_data": "api", "dse.runtime": "api",
              "dse": "facade", "dse.__main__": "cli", "dse.testing": "api"}
 ONLY_IN = {"optuna": ("dse.search",), "pyarrow": ("dse.results",),
-           "torch": ("dse.validation.measure", "dse.validation.tp_decoder", "dse.validation.measure_tp")}
+           "torch": ("dse.validation.measure", "dse.validation.measure_decoder", "dse.validation.measure_gpu",
+                     "dse.validation.measure_graphs", "dse.validation.tp_decoder", "dse.validation.measure_tp")}
 
 
 def _module_name(path: Path) -> str:

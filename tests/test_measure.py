@@ -12,6 +12,8 @@ import pytest
 
 import dse.validation.measure as measure
 from dse.spec.errors import DseError
+from dse.validation.measure_gpu import run_timed
+from dse.validation.measure_graphs import DecodeGraphs, decode_lengths, prefill_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "validation" / "measurements_h100.csv"
@@ -42,6 +44,7 @@ def _card(tmp_path: Path, tag: str, kv: int = 2, gated: str = "true", tied: str 
 def test_import_does_not_need_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['pynvml'] = None\n"
             "import dse.validation.measure as m\n"
+            "import dse.validation.measure_decoder, dse.validation.measure_gpu, dse.validation.measure_graphs\n"
             "assert 'ttft_s' in m.COLUMNS\n"
             "try:\n"
             "    m.measure(['x'], [1], [1], [1])\n"
@@ -161,3 +164,83 @@ def test_moe_card_is_skipped(tmp_path, capsys):
     df = measure.measure([str(path)], [1], [4], [2], device="cpu", repeats=1, min_decode_s=0.0,
                          min_prefill_s=0.0, idle_s=0)
     assert df.empty and "MoE" in capsys.readouterr().err
+
+
+class _CpuGpu:
+    """Stand-in for :class:`dse.validation.measure_gpu.Gpu` on the CPU without torch: no graphs, no NVML."""
+
+    is_cuda, nvml, energy_ok, torch = False, None, False, None
+
+    def __init__(self) -> None:
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def energy_mj(self) -> float:
+        return math.nan
+
+
+class _Pos:
+    """The device-side position tensor: ``fill_`` and the step's increment."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def fill_(self, value: int) -> None:
+        self.value = value
+
+
+def test_decode_lengths_are_bucketed():
+    assert decode_lengths(14, 5, 16) == [16, 16, 32, 32, 32]
+    assert decode_lengths(16, 16, 16) == [32] * 16
+    assert decode_lengths(3, 4, 1) == [4, 5, 6, 7]
+
+
+def test_decode_graphs_replay_the_steps_in_order():
+    gpu, pos, calls = _CpuGpu(), _Pos(14), []
+
+    def step(kv_len: int) -> None:
+        calls.append((pos.value, kv_len))
+        pos.value += 1
+
+    graphs = DecodeGraphs(gpu, step, pos, 14, 5, 16, None)
+    assert calls == [(14, 16)]  # one warm-up step before the first capture (on the CPU: the steps themselves)
+    calls.clear()
+    graphs.loop()
+    graphs.loop()
+    assert calls == 2 * [(14, 16), (15, 16), (16, 32), (17, 32), (18, 32)]
+    calls.clear()
+    syncs = []
+    assert graphs.host_step_s(lambda: syncs.append(1)) >= 0
+    assert calls == [(14, 16), (15, 16), (16, 32), (17, 32), (18, 32)] and len(syncs) == 2  # min(8, out_len) steps
+
+
+def test_prefill_graph_runs_every_micro_batch():
+    gpu, calls = _CpuGpu(), []
+    run_all = prefill_graph(gpu, lambda: calls.append(1), None, 4)
+    assert len(calls) == 1  # warm-up
+    run_all()
+    assert len(calls) == 5
+
+
+@pytest.mark.parametrize(("repeats", "min_s", "soft_s", "min_runs", "want"), [
+    (2, 1.0, 1.0, 1, 4),  # lasts min_s: 1.0 / 0.25 runs
+    (5, 0.0, 0.5, 1, 2),  # capped where the runs would take over soft_s
+    (5, 0.0, 0.5, 3, 3),  # but not below min_runs
+    (3, 0.0, 100.0, 1, 3),
+])
+def test_run_timed_counts(repeats, min_s, soft_s, min_runs, want):
+    gpu, calls, agreed, ready = _CpuGpu(), [], [], []
+
+    def agree(seconds: float) -> float:
+        agreed.append(seconds)
+        return 0.25  # the warm-up time every rank uses
+
+    res = run_timed(gpu, lambda: calls.append(1), repeats=repeats, min_s=min_s, soft_s=soft_s, min_runs=min_runs,
+                    agree=agree, ready=lambda: ready.append(1))
+    assert res["n"] == want and len(res["times"]) == want and len(calls) == want + 1
+    assert len(agreed) == 1 and len(ready) == 1 and gpu.syncs == 1  # ready replaces the sync before the window
+    assert res["method"] == "none" and math.isnan(res["energy_j"]) and res["wall_s"] >= 0
+    plain = run_timed(gpu, lambda: None, repeats=2, min_s=0.0, soft_s=100.0)
+    assert plain["n"] == 2 and gpu.syncs == 3  # default: gpu.sync before the window and after it

@@ -53,22 +53,34 @@ Method
   supported, the sampled power is integrated instead (``energy_method``).
 
 Output columns (names as in :mod:`dse.model.pipeline`) are listed in :data:`COLUMNS`.
+
+Modules: this one measures cases and writes the rows; the decoder and its shapes are in
+:mod:`dse.validation.measure_decoder`, the GPU (NVML energy counter, clocks, timers, the
+timed-run loop) in :mod:`dse.validation.measure_gpu`, the CUDA-graph capture and replay
+(shared with ``dse measure --tp``) in :mod:`dse.validation.measure_graphs`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
-import sys
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 from dse.spec.errors import DseError
+from dse.validation.measure_decoder import (  # noqa: F401 - Shapes, estimate_bytes, Decoder: the public names
+    Decoder,
+    Shapes,
+    _prefill_chunk,
+    _round_up,
+    estimate_bytes,
+)
+from dse.validation.measure_gpu import Gpu, median, platform_name, run_timed  # noqa: F401 - platform_name: public
+from dse.validation.measure_gpu import log as _log
+from dse.validation.measure_graphs import DecodeGraphs, prefill_graph
 
 #: Required columns of a measurement file (what ``dse calibrate`` reads).
 COLUMNS: tuple[str, ...] = (
@@ -88,513 +100,13 @@ EXTRA_COLUMNS: tuple[str, ...] = (
 DEFAULT_REPEATS = 5
 
 
-def _log(msg: str) -> None:
-    print(f"[dse measure] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- imports
-
-
-def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise DseError("dse measure needs PyTorch: pip install 'llm-dse[measure]' (torch, nvidia-ml-py)") from None
-    return torch
-
-
-def _import_nvml() -> Any:
-    try:
-        import pynvml
-    except ImportError:
-        raise DseError("dse measure needs NVML bindings: pip install nvidia-ml-py") from None
-    return pynvml
-
-
-# --------------------------------------------------------------------------- shapes
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """Integer decoder shapes taken from a model card."""
-
-    name: str
-    n_layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_ff: int
-    gated: bool
-    vocab: int
-    tied: bool
-    n_experts: int = 1
-
-    @classmethod
-    def from_card(cls, card: Any) -> Shapes:
-        def get(key: str, default: float | None = None) -> int:
-            value = getattr(card, key, default)
-            if value is None:
-                raise DseError(f"model card {getattr(card, 'name', '?')}: missing {key}")
-            return int(value)
-
-        return cls(
-            name=str(getattr(card, "name", "model")),
-            n_layers=get("n_layers"), d_model=get("d_model"), n_heads=get("n_heads"),
-            n_kv_heads=get("n_kv_heads"), head_dim=get("head_dim"), d_ff=get("d_ff"),
-            gated=bool(get("ffn_gated")), vocab=get("vocab_size"), tied=bool(get("tied_embeddings")),
-            n_experts=get("n_experts", 1),
-        )
-
-    @property
-    def q_dim(self) -> int:
-        return self.n_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.n_kv_heads * self.head_dim
-
-    @property
-    def group(self) -> int:
-        return self.n_heads // self.n_kv_heads
-
-    def n_params(self) -> int:
-        """Parameters of the built decoder (norm vectors included)."""
-        per_layer = (self.d_model * (self.q_dim + 2 * self.kv_dim) + self.q_dim * self.d_model
-                     + (3 if self.gated else 2) * self.d_model * self.d_ff + 2 * self.d_model)
-        emb = self.vocab * self.d_model
-        return self.n_layers * per_layer + emb * (1 if self.tied else 2) + self.d_model
-
-    def kv_bytes_per_token(self, elem_bytes: int = 2) -> int:
-        return 2 * self.n_layers * self.kv_dim * elem_bytes
-
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
-def _prefill_chunk(batch: int, in_len: int, max_tokens: int) -> int:
-    """Largest divisor of ``batch`` whose micro-batch has <= ``max_tokens`` tokens (at least 1)."""
-    limit = max(1, max_tokens // max(1, in_len))
-    return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= limit)
-
-
-def estimate_bytes(shapes: Shapes, batch: int, in_len: int, out_len: int, *, kv_bucket: int = 16,
-                   max_prefill_tokens: int = 16384, elem_bytes: int = 2) -> dict[str, int]:
-    """GPU memory needed (weights, decode phase, prefill phase), conservative."""
-    weights = shapes.n_params() * elem_bytes
-    max_len = _round_up(in_len + out_len, kv_bucket)
-    kv = shapes.kv_bytes_per_token(elem_bytes) * batch * max_len
-    ffn_w = (2 if shapes.gated else 1) * shapes.d_ff
-    dec_act = batch * (4 * shapes.d_model + 2 * (shapes.q_dim + 2 * shapes.kv_dim) + 3 * ffn_w) * elem_bytes \
-        + batch * shapes.vocab * 8
-    bc = _prefill_chunk(batch, in_len, max_prefill_tokens)
-    tok = bc * in_len
-    pre_kv = shapes.kv_bytes_per_token(elem_bytes) * tok
-    pre_act = tok * (6 * shapes.d_model + 3 * (shapes.q_dim + 2 * shapes.kv_dim) + 3 * ffn_w) * elem_bytes \
-        + bc * shapes.vocab * 8
-    return {"weights": weights, "decode": kv + dec_act, "prefill": pre_kv + pre_act}
-
-
-# --------------------------------------------------------------------------- model
-
-
-class Decoder:
-    """Random-weight decoder with a card's shapes (see the module docstring)."""
-
-    def __init__(self, shapes: Shapes, device: Any, dtype: Any = None, seed: int = 0) -> None:
-        torch = _import_torch()
-        if shapes.n_experts > 1:
-            raise DseError(f"{shapes.name}: MoE cards (n_experts={shapes.n_experts}) are not supported by "
-                           "dse measure")
-        if shapes.n_heads % shapes.n_kv_heads:
-            raise DseError(f"{shapes.name}: n_kv_heads must divide n_heads")
-        self.torch = torch
-        self.s = shapes
-        self.device = torch.device(device)
-        self.dtype = dtype if dtype is not None else torch.bfloat16
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed)
-
-        def w(rows: int, cols: int) -> Any:
-            t = torch.empty(rows, cols, device=self.device, dtype=self.dtype)
-            return t.normal_(0.0, 1.0 / math.sqrt(cols), generator=gen)
-
-        def ones(n: int) -> Any:
-            return torch.ones(n, device=self.device, dtype=self.dtype)
-
-        s = shapes
-        ffn_rows = (2 if s.gated else 1) * s.d_ff
-        self.layers = [
-            {"ln1": ones(s.d_model), "wqkv": w(s.q_dim + 2 * s.kv_dim, s.d_model), "wo": w(s.d_model, s.q_dim),
-             "ln2": ones(s.d_model), "w1": w(ffn_rows, s.d_model), "w2": w(s.d_model, s.d_ff)}
-            for _ in range(s.n_layers)
-        ]
-        self.emb = w(s.vocab, s.d_model)
-        self.ln_f = ones(s.d_model)
-        self.lm_head = self.emb if s.tied else w(s.vocab, s.d_model)
-        self.eps = 1e-5
-        import torch.nn.functional as F  # noqa: N812
-
-        self.F = F
-        self._rms = getattr(F, "rms_norm", None)
-
-    def weight_bytes(self) -> int:
-        seen: set[int] = set()
-        total = 0
-        tensors = [t for layer in self.layers for t in layer.values()] + [self.emb, self.ln_f, self.lm_head]
-        for t in tensors:
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += t.numel() * t.element_size()
-        return total
-
-    def norm(self, x: Any, weight: Any) -> Any:
-        if self._rms is not None:
-            return self._rms(x, (x.shape[-1],), weight, self.eps)
-        xf = x.float()
-        return (xf * self.torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * weight
-
-    def _ffn(self, x: Any, layer: dict) -> Any:
-        """x: [N, d] -> x + FFN(norm(x))."""
-        F, s = self.F, self.s
-        h = self.norm(x, layer["ln2"])
-        u = F.linear(h, layer["w1"])
-        a = F.silu(u[:, : s.d_ff]) * u[:, s.d_ff:] if s.gated else F.relu(u)
-        return self.torch.addmm(x, a, layer["w2"].t())
-
-    # -- prefill: tokens [b, T] -> next tokens [b]; writes K/V into kv_bufs[l] [2, b, n_kv, T, hd]
-    def prefill(self, tokens: Any, kv_bufs: list) -> Any:
-        torch, F, s = self.torch, self.F, self.s
-        b, T = tokens.shape
-        x = F.embedding(tokens, self.emb).view(b * T, s.d_model)
-        for layer, kv in zip(self.layers, kv_bufs, strict=True):
-            h = self.norm(x, layer["ln1"])
-            qkv = F.linear(h, layer["wqkv"])
-            q = qkv[:, : s.q_dim].view(b, T, s.n_heads, s.head_dim).transpose(1, 2)
-            kv.copy_(qkv[:, s.q_dim:].view(b, T, 2, s.n_kv_heads, s.head_dim).permute(2, 0, 3, 1, 4))
-            o = self._sdpa_causal(q, kv[0], kv[1])
-            o = o.transpose(1, 2).reshape(b * T, s.q_dim)
-            x = torch.addmm(x, o, layer["wo"].t())
-            x = self._ffn(x, layer)
-        last = x.view(b, T, s.d_model)[:, -1]
-        logits = F.linear(self.norm(last, self.ln_f), self.lm_head)
-        return torch.argmax(logits, dim=-1)
-
-    def _sdpa_causal(self, q: Any, k: Any, v: Any) -> Any:
-        F, s = self.F, self.s
-        if s.group == 1:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        try:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        except TypeError:  # torch < 2.5: no enable_gqa
-            return F.scaled_dot_product_attention(q, k.repeat_interleave(s.group, 1),
-                                                  v.repeat_interleave(s.group, 1), is_causal=True)
-
-    # -- one decode step over cache [2, B, n_kv, max_len, hd] per layer, attending kv_len positions
-    def decode_step(self, tokens: Any, cache: list, pos: Any, kv_len: int) -> None:
-        torch, F, s = self.torch, self.F, self.s
-        B = tokens.shape[0]
-        x = F.embedding(tokens, self.emb)
-        for layer, kv in zip(self.layers, cache, strict=True):
-            h = self.norm(x, layer["ln1"])
-            qkv = F.linear(h, layer["wqkv"])
-            q = qkv[:, : s.q_dim].view(B, s.n_kv_heads, s.group, s.head_dim)
-            new = qkv[:, s.q_dim:].view(B, 2, s.n_kv_heads, 1, s.head_dim).transpose(0, 1)
-            kv.index_copy_(3, pos, new)
-            o = F.scaled_dot_product_attention(q, kv[0, :, :, :kv_len], kv[1, :, :, :kv_len])
-            x = torch.addmm(x, o.reshape(B, s.q_dim), layer["wo"].t())
-            x = self._ffn(x, layer)
-        logits = F.linear(self.norm(x, self.ln_f), self.lm_head)
-        tokens.copy_(torch.argmax(logits, dim=-1))
-        pos.add_(1)
-
-
-# --------------------------------------------------------------------------- device / NVML
-
-
-class _Gpu:
-    """The CUDA device, its NVML handle and static facts."""
-
-    def __init__(self, device: int | str) -> None:
-        torch = _import_torch()
-        self.torch = torch
-        self.is_cuda = str(device) != "cpu"
-        self.nvml = None
-        self.handle = None
-        self.energy_ok = False
-        self.driver = ""
-        if not self.is_cuda:
-            self.device = torch.device("cpu")
-            self.name = "cpu"
-            self.platform = "cpu"
-            return
-        if not torch.cuda.is_available():
-            raise DseError("dse measure: torch sees no CUDA GPU (torch.cuda.is_available() is False)")
-        index = int(device)
-        if index >= torch.cuda.device_count():
-            raise DseError(f"dse measure: no CUDA device {index} (found {torch.cuda.device_count()})")
-        self.device = torch.device("cuda", index)
-        torch.cuda.set_device(self.device)
-        props = torch.cuda.get_device_properties(self.device)
-        self.name = props.name
-        self.platform = platform_name(props.name)
-        pynvml = _import_nvml()
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise DseError(f"dse measure: NVML did not initialise: {exc}") from None
-        self.nvml = pynvml
-        self.handle = self._nvml_handle(props, index)
-        self.driver = _s(pynvml.nvmlSystemGetDriverVersion())
-        try:
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            self.energy_ok = True
-        except pynvml.NVMLError:
-            self.energy_ok = False
-
-    def _nvml_handle(self, props: Any, index: int) -> Any:
-        pynvml = self.nvml
-        uuid = getattr(props, "uuid", None)
-        if uuid is not None:
-            text = str(uuid)
-            for cand in (text, "GPU-" + text):
-                try:
-                    return pynvml.nvmlDeviceGetHandleByUUID(cand)
-                except (pynvml.NVMLError, TypeError, ValueError):
-                    pass
-        bus = getattr(props, "pci_bus_id", None)
-        if bus is not None:
-            dom = getattr(props, "pci_domain_id", 0)
-            dev = getattr(props, "pci_device_id", 0)
-            try:
-                return pynvml.nvmlDeviceGetHandleByPciBusId(f"{dom:08x}:{bus:02x}:{dev:02x}.0")
-            except pynvml.NVMLError:
-                pass
-        return pynvml.nvmlDeviceGetHandleByIndex(index)
-
-    def sync(self) -> None:
-        if self.is_cuda:
-            self.torch.cuda.synchronize(self.device)
-
-    def energy_mj(self) -> float:
-        if not self.energy_ok:
-            return math.nan
-        return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-
-    def power_limit_w(self) -> float:
-        if self.nvml is None:
-            return math.nan
-        try:
-            return self.nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
-        except self.nvml.NVMLError:
-            return math.nan
-
-    def max_sm_clock(self) -> float:
-        if self.nvml is None:
-            return math.nan
-        try:
-            return float(self.nvml.nvmlDeviceGetMaxClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
-        except self.nvml.NVMLError:
-            return math.nan
-
-    def sample(self) -> dict[str, float]:
-        """One reading of clocks (MHz), power (W) and temperature (C)."""
-        out = {"sm": math.nan, "mem": math.nan, "power": math.nan, "temp": math.nan}
-        if self.nvml is None:
-            return out
-        nv, h = self.nvml, self.handle
-        for key, fn in (("sm", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-                        ("mem", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
-                        ("power", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
-                        ("temp", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))):
-            try:
-                out[key] = float(fn())
-            except nv.NVMLError:
-                pass
-        return out
-
-    def idle_power_w(self, seconds: float) -> float:
-        """Mean board power over ``seconds`` of nothing (after 1 s to let clocks settle)."""
-        if not self.is_cuda or seconds <= 0:
-            return math.nan
-        self.sync()
-        time.sleep(1.0)
-        with _Sampler(self) as sampler:
-            e0, t0 = self.energy_mj(), time.perf_counter()
-            time.sleep(seconds)
-            e1, t1 = self.energy_mj(), time.perf_counter()
-        if self.energy_ok:
-            return (e1 - e0) / 1000.0 / (t1 - t0)
-        return sampler.mean("power")
-
-    def heat(self, seconds: float) -> float:
-        """Run bf16 matrix products for ``seconds``; returns the GPU temperature (C) after."""
-        if not self.is_cuda or seconds <= 0:
-            return math.nan
-        torch = self.torch
-        a = torch.randn(8192, 8192, device=self.device, dtype=torch.bfloat16)
-        b = torch.randn_like(a)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for _ in range(20):
-                torch.mm(a, b)
-            self.sync()
-        del a, b
-        torch.cuda.empty_cache()
-        return self.sample()["temp"]
-
-    def close(self) -> None:
-        if self.nvml is not None:
-            try:
-                self.nvml.nvmlShutdown()
-            except self.nvml.NVMLError:
-                pass
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def platform_name(gpu_name: str) -> str:
-    """Platform preset name for a GPU name: ``h100-sxm`` for an H100 SXM/HBM3, else the name."""
-    upper = gpu_name.upper()
-    if "H100" in upper and ("SXM" in upper or "HBM3" in upper):
-        return "h100-sxm"
-    return gpu_name
-
-
-class _Sampler:
-    """Background thread sampling NVML clocks/power/temperature every ``period_s``."""
-
-    def __init__(self, gpu: _Gpu, period_s: float = 0.05) -> None:
-        self.gpu, self.period = gpu, period_s
-        self.samples: list[dict[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.gpu.sample())
-            self._stop.wait(self.period)
-
-    def __enter__(self) -> _Sampler:
-        if self.gpu.nvml is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def mean(self, key: str) -> float:
-        vals = [s[key] for s in self.samples if not math.isnan(s[key])]
-        return sum(vals) / len(vals) if vals else math.nan
-
-
-class _Timer:
-    """CUDA events on a GPU, the host clock on the CPU."""
-
-    def __init__(self, gpu: _Gpu) -> None:
-        self.gpu = gpu
-        torch = gpu.torch
-        if gpu.is_cuda:
-            self.a = torch.cuda.Event(enable_timing=True)
-            self.b = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        if self.gpu.is_cuda:
-            self.a.record()
-        else:
-            self.t0 = time.perf_counter()
-
-    def stop(self) -> None:
-        if self.gpu.is_cuda:
-            self.b.record()
-        else:
-            self.t1 = time.perf_counter()
-
-    def seconds(self) -> float:
-        if self.gpu.is_cuda:
-            self.b.synchronize()
-            return self.a.elapsed_time(self.b) / 1000.0
-        return self.t1 - self.t0
-
-
-def _median(values: Sequence[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-
-
 # --------------------------------------------------------------------------- one case
 
 
-def _graph(gpu: _Gpu, fn: Any, pool: Any, stream: Any) -> Any:
-    """A callable that runs ``fn`` (a CUDA graph replay on the GPU, a plain call on the CPU)."""
-    if not gpu.is_cuda:
-        return fn
-    torch = gpu.torch
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, pool=pool, stream=stream):
-        fn()
-    return g.replay
-
-
-def _warm(gpu: _Gpu, fn: Any, stream: Any) -> None:
-    """Run ``fn`` once eagerly (on the capture stream on a GPU) before capturing it."""
-    if not gpu.is_cuda:
-        fn()
-        return
-    torch = gpu.torch
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    gpu.sync()
-
-
-def _run_timed(gpu: _Gpu, body: Any, *, repeats: int, min_s: float, soft_s: float,
-               min_runs: int = 1) -> dict[str, Any]:
-    """Warm once, then time ``body`` back to back, with energy and NVML samples around the timed runs.
-
-    Runs: ``repeats``, fewer (down to ``min_runs``) where they would take over ``soft_s``, and more
-    where needed to last ``min_s`` seconds (for the energy counter).
-    """
-    t = _Timer(gpu)
-    t.start()
-    body()
-    t.stop()
-    warm_s = max(t.seconds(), 1e-9)
-    n = min(repeats, max(min_runs, int(soft_s / warm_s)))
-    n = max(1, min(max(n, math.ceil(min_s / warm_s)), 100000))
-    timers = [_Timer(gpu) for _ in range(n)]
-    gpu.sync()
-    with _Sampler(gpu) as sampler:
-        e0, w0 = gpu.energy_mj(), time.perf_counter()
-        for tm in timers:
-            tm.start()
-            body()
-            tm.stop()
-        gpu.sync()
-        e1, w1 = gpu.energy_mj(), time.perf_counter()
-    times = [tm.seconds() for tm in timers]
-    wall = w1 - w0
-    if gpu.energy_ok:
-        energy_j, method = (e1 - e0) / 1000.0, "nvml_total_energy"
-    elif gpu.is_cuda:
-        energy_j, method = sampler.mean("power") * wall, "nvml_power_samples"
-    else:
-        energy_j, method = math.nan, "none"
-    return {"times": times, "n": n, "wall_s": wall, "energy_j": energy_j, "method": method, "sampler": sampler}
-
-
-def _prefill_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, *, repeats: int,
+def _prefill_phase(gpu: Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, *, repeats: int,
                    max_prefill_tokens: int, min_prefill_s: float) -> dict[str, Any]:
     torch, s, dev = gpu.torch, dec.s, gpu.device
     bc = _prefill_chunk(batch, in_len, max_prefill_tokens)
-    n_chunks = batch // bc
     p_tokens = torch.randint(0, s.vocab, (bc, in_len), device=dev, generator=gen)
     p_kv = [torch.empty(2, bc, s.n_kv_heads, in_len, s.head_dim, device=dev, dtype=dec.dtype)
             for _ in range(s.n_layers)]
@@ -604,20 +116,13 @@ def _prefill_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, i
         p_out["next"] = dec.prefill(p_tokens, p_kv)
 
     with torch.inference_mode():
-        _warm(gpu, prefill_fn, stream)
-        pool = torch.cuda.graph_pool_handle() if gpu.is_cuda else None
-        p_graph = _graph(gpu, prefill_fn, pool, stream)
-
-        def prefill_all() -> None:
-            for _ in range(n_chunks):
-                p_graph()
-
-        pre = _run_timed(gpu, prefill_all, repeats=repeats, min_s=min_prefill_s, soft_s=3.0, min_runs=1)
-    return {"ttft_s": _median(pre["times"]),
+        prefill_all = prefill_graph(gpu, prefill_fn, stream, batch // bc)
+        pre = run_timed(gpu, prefill_all, repeats=repeats, min_s=min_prefill_s, soft_s=3.0, min_runs=1)
+    return {"ttft_s": median(pre["times"]),
             "prefill_power_w": pre["energy_j"] / pre["wall_s"] if pre["wall_s"] > 0 else math.nan}
 
 
-def _decode_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, out_len: int, *,
+def _decode_phase(gpu: Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in_len: int, out_len: int, *,
                   repeats: int, kv_bucket: int, min_decode_s: float) -> dict[str, Any]:
     torch, s, dev = gpu.torch, dec.s, gpu.device
     max_len = _round_up(in_len + out_len, kv_bucket)
@@ -627,35 +132,13 @@ def _decode_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in
         kv.normal_(0.0, 1.0, generator=gen)
     tokens = torch.randint(0, s.vocab, (batch,), device=dev, generator=gen)
     pos = torch.full((1,), in_len, device=dev, dtype=torch.long)
-    lengths = [min(max_len, _round_up(in_len + step + 1, kv_bucket)) for step in range(out_len)]
-    steps: dict[int, Any] = {}
     with torch.inference_mode():
-        pool = torch.cuda.graph_pool_handle() if gpu.is_cuda else None
-        for kv_len in sorted(set(lengths)):
-            def step_fn(kv_len: int = kv_len) -> None:
-                dec.decode_step(tokens, cache, pos, kv_len)
-            if not steps:
-                _warm(gpu, step_fn, stream)
-            steps[kv_len] = _graph(gpu, step_fn, pool, stream)
-        sequence = [steps[n] for n in lengths]
-
-        def decode_loop() -> None:
-            pos.fill_(in_len)
-            for replay in sequence:
-                replay()
-
-        # host cost of one step, measured on an idle queue (a full launch queue would block the host)
-        probe = min(8, out_len)
-        gpu.sync()
-        h0 = time.perf_counter()
-        pos.fill_(in_len)
-        for replay in sequence[:probe]:
-            replay()
-        host_step_s = (time.perf_counter() - h0) / probe
-        gpu.sync()
-        res = _run_timed(gpu, decode_loop, repeats=repeats, min_s=min_decode_s, soft_s=6.0, min_runs=2)
+        graphs = DecodeGraphs(gpu, lambda kv_len: dec.decode_step(tokens, cache, pos, kv_len), pos, in_len, out_len,
+                              kv_bucket, stream)
+        host_step_s = graphs.host_step_s(gpu.sync)
+        res = run_timed(gpu, graphs.loop, repeats=repeats, min_s=min_decode_s, soft_s=6.0, min_runs=2)
     times = res["times"]
-    tpot = _median(times) / out_len
+    tpot = median(times) / out_len
     e_loop = res["energy_j"] / res["n"]
     sampler = res["sampler"]
     return {
@@ -675,7 +158,7 @@ def _decode_phase(gpu: _Gpu, dec: Decoder, gen: Any, stream: Any, batch: int, in
     }
 
 
-def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, *, repeats: int = DEFAULT_REPEATS,
+def measure_one(gpu: Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, *, repeats: int = DEFAULT_REPEATS,
                 kv_bucket: int = 16, max_prefill_tokens: int = 16384, min_decode_s: float = 2.0,
                 min_prefill_s: float = 2.0, seed: int = 0) -> dict[str, Any]:
     """Measure one (batch, in_len, out_len) case on an already built decoder; returns a partial row.
@@ -695,7 +178,7 @@ def measure_one(gpu: _Gpu, dec: Decoder, batch: int, in_len: int, out_len: int, 
     return row
 
 
-def _release(gpu: _Gpu) -> None:
+def _release(gpu: Gpu) -> None:
     if gpu.is_cuda:
         gpu.sync()
         gpu.torch.cuda.empty_cache()
@@ -730,7 +213,7 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
             raise DseError(f"dse measure: batch, in_len and out_len must be >= 1 (got {b}, {i}, {o})")
     if kv_bucket < 1 or repeats < 1:
         raise DseError("dse measure: kv_bucket and repeats must be >= 1")
-    gpu = _Gpu(device)
+    gpu = Gpu(device)
     torch = gpu.torch
     try:
         cards = {}
@@ -825,7 +308,7 @@ def measure_cases(cases: Iterable[tuple[Any, int, int, int]], *, repeats: int = 
     return pd.DataFrame(rows, columns=list(COLUMNS + EXTRA_COLUMNS))
 
 
-def _free_bytes(gpu: _Gpu) -> int:
+def _free_bytes(gpu: Gpu) -> int:
     if not gpu.is_cuda:
         return 1 << 62
     return int(gpu.torch.cuda.mem_get_info(gpu.device)[0])

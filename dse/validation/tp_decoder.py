@@ -13,7 +13,9 @@ import os
 import time
 from typing import Any
 
-from dse.validation import measure as m1
+from dse.validation.measure_decoder import Shapes, _prefill_chunk, _round_up
+from dse.validation.measure_gpu import Gpu, Timer, log, median, nvml_text, run_timed
+from dse.validation.measure_graphs import DecodeGraphs, capture, prefill_graph, warm
 from dse.validation.tp_shard import (
     SAFE_ENV,
     decode_comm,
@@ -26,7 +28,7 @@ from dse.validation.tp_shard import (
 
 def _log(rank: int, msg: str) -> None:
     if rank == 0:
-        m1._log(f"[tp] {msg}")
+        log(f"[tp] {msg}")
 
 
 class Group:
@@ -216,50 +218,17 @@ class TpDecoder:
 
 # --------------------------------------------------------------------------- timing
 
-
-def _graph(g: Group, fn: Any, pool: Any, stream: Any) -> Any:
-    torch = g.torch
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
-        fn()
-    return graph.replay
-
-
-def _warm(g: Group, fn: Any, stream: Any) -> None:
-    torch = g.torch
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    g.gpu.sync()
+#: CUDA-graph capture mode of the ranks (NCCL kernels are captured too).
+CAPTURE = "thread_local"
 
 
 def _run_timed(g: Group, body: Any, *, repeats: int, min_s: float, soft_s: float, min_runs: int) -> dict[str, Any]:
-    """As measure._run_timed, with the run count agreed across ranks and energy summed over them."""
-    t = m1._Timer(g.gpu)
-    t.start()
-    body()
-    t.stop()
-    warm_s = max(max(g.gather(t.seconds())), 1e-9)
-    n = min(repeats, max(min_runs, int(soft_s / warm_s)))
-    n = max(1, min(max(n, math.ceil(min_s / warm_s)), 100000))
-    timers = [m1._Timer(g.gpu) for _ in range(n)]
-    g.barrier()
-    gpu = g.gpu
-    with m1._Sampler(gpu) as sampler:
-        e0, w0 = gpu.energy_mj(), time.perf_counter()
-        for tm in timers:
-            tm.start()
-            body()
-            tm.stop()
-        gpu.sync()
-        e1, w1 = gpu.energy_mj(), time.perf_counter()
-    wall = w1 - w0
-    if gpu.energy_ok:
-        energy, method = (e1 - e0) / 1000.0, "nvml_total_energy"
-    else:
-        energy, method = sampler.mean("power") * wall, "nvml_power_samples"
-    mine = {"times": [tm.seconds() for tm in timers], "energy_j": energy, "wall_s": wall, "method": method,
+    """:func:`dse.validation.measure_gpu.run_timed` with the run count agreed across ranks (the slowest
+    rank's warm-up) and each run's time the slowest rank's; energy summed over ranks."""
+    res = run_timed(g.gpu, body, repeats=repeats, min_s=min_s, soft_s=soft_s, min_runs=min_runs,
+                    agree=lambda seconds: max(g.gather(seconds)), ready=g.barrier)
+    n, sampler = res["n"], res["sampler"]
+    mine = {"times": res["times"], "energy_j": res["energy_j"], "wall_s": res["wall_s"], "method": res["method"],
             "sm": sampler.mean("sm"), "mem": sampler.mean("mem"), "temp": sampler.mean("temp")}
     every = g.gather(mine)
     times = [max(r["times"][i] for r in every) for i in range(n)]
@@ -270,58 +239,31 @@ def _run_timed(g: Group, body: Any, *, repeats: int, min_s: float, soft_s: float
 
 def _prefill(g: Group, dec: TpDecoder, gen: Any, stream: Any, batch: int, in_len: int, cfg: dict) -> dict[str, Any]:
     torch, s, dev = g.torch, dec.s, g.gpu.device
-    bc = m1._prefill_chunk(batch, in_len, cfg["max_prefill_tokens"])
+    bc = _prefill_chunk(batch, in_len, cfg["max_prefill_tokens"])
     tokens = torch.randint(0, s.vocab, (bc, in_len), device=dev, generator=gen)
     kv = [torch.empty(2, bc, dec.sh.n_kv_heads, in_len, s.head_dim, device=dev, dtype=dec.dtype)
           for _ in range(s.n_layers)]
     fn = lambda: dec.prefill(tokens, kv)  # noqa: E731
     with torch.inference_mode():
-        _warm(g, fn, stream)
-        replay = _graph(g, fn, torch.cuda.graph_pool_handle(), stream)
-
-        def body() -> None:
-            for _ in range(batch // bc):
-                replay()
-
+        body = prefill_graph(g.gpu, fn, stream, batch // bc, capture_error_mode=CAPTURE)
         res = _run_timed(g, body, repeats=cfg["repeats"], min_s=cfg["min_prefill_s"], soft_s=3.0, min_runs=1)
-    return {"ttft_s": m1._median(res["times"]), "prefill_power_w": sum(res["power_w"])}
+    return {"ttft_s": median(res["times"]), "prefill_power_w": sum(res["power_w"])}
 
 
 def _decode(g: Group, dec: TpDecoder, gen: Any, stream: Any, batch: int, in_len: int, out_len: int,
             cfg: dict) -> dict[str, Any]:
     torch, s, dev, kb = g.torch, dec.s, g.gpu.device, cfg["kv_bucket"]
-    max_len = m1._round_up(in_len + out_len, kb)
+    max_len = _round_up(in_len + out_len, kb)
     cache = [torch.empty(2, batch, dec.sh.n_kv_heads, max_len, s.head_dim, device=dev, dtype=dec.dtype)
              .normal_(0.0, 1.0, generator=gen) for _ in range(s.n_layers)]
     tokens = torch.randint(0, s.vocab, (batch,), device=dev, generator=gen)
     pos = torch.full((1,), in_len, device=dev, dtype=torch.long)
-    lengths = [min(max_len, m1._round_up(in_len + k + 1, kb)) for k in range(out_len)]
-    steps: dict[int, Any] = {}
     with torch.inference_mode():
-        pool = torch.cuda.graph_pool_handle()
-        for kv_len in sorted(set(lengths)):
-            def fn(kv_len: int = kv_len) -> None:
-                dec.decode_step(tokens, cache, pos, kv_len)
-            if not steps:
-                _warm(g, fn, stream)
-            steps[kv_len] = _graph(g, fn, pool, stream)
-        seq = [steps[n] for n in lengths]
-
-        def loop() -> None:
-            pos.fill_(in_len)
-            for replay in seq:
-                replay()
-
-        probe = min(8, out_len)
-        g.barrier()
-        h0 = time.perf_counter()
-        pos.fill_(in_len)
-        for replay in seq[:probe]:
-            replay()
-        host_step_s = (time.perf_counter() - h0) / probe
-        g.barrier()
-        res = _run_timed(g, loop, repeats=cfg["repeats"], min_s=cfg["min_decode_s"], soft_s=6.0, min_runs=2)
-    times, tpot = res["times"], m1._median(res["times"]) / out_len
+        graphs = DecodeGraphs(g.gpu, lambda kv_len: dec.decode_step(tokens, cache, pos, kv_len), pos, in_len,
+                              out_len, kb, stream, capture_error_mode=CAPTURE)
+        host_step_s = graphs.host_step_s(g.barrier)
+        res = _run_timed(g, graphs.loop, repeats=cfg["repeats"], min_s=cfg["min_decode_s"], soft_s=6.0, min_runs=2)
+    times, tpot = res["times"], median(res["times"]) / out_len
     e_loop = res["energy_j"] / res["n"]
     every = res["every"]
     mean = lambda key: sum(r[key] for r in every) / len(every)  # noqa: E731
@@ -353,7 +295,7 @@ def allreduce_sweep(g: Group, sizes: list[int], *, min_time_s: float = 0.02) -> 
         for _ in range(5):
             dist.all_reduce(x)
         g.barrier()
-        t = m1._Timer(gpu)
+        t = Timer(gpu)
         t.start()
         for _ in range(5):
             dist.all_reduce(x)
@@ -364,8 +306,9 @@ def allreduce_sweep(g: Group, sizes: list[int], *, min_time_s: float = 0.02) -> 
         for mode in ("eager", "graph"):
             if mode == "graph":
                 k = min(n, 100)
-                _warm(g, lambda x=x: dist.all_reduce(x), stream)
-                replay = _graph(g, lambda x=x, k=k: [dist.all_reduce(x) for _ in range(k)], None, stream)
+                warm(gpu, lambda x=x: dist.all_reduce(x), stream)
+                replay = capture(gpu, lambda x=x, k=k: [dist.all_reduce(x) for _ in range(k)], None, stream,
+                                 capture_error_mode=CAPTURE)
                 body, per = replay, k
             else:
                 body, per = (lambda x=x, n=n: [dist.all_reduce(x) for _ in range(n)]), n
@@ -373,14 +316,14 @@ def allreduce_sweep(g: Group, sizes: list[int], *, min_time_s: float = 0.02) -> 
             g.barrier()
             ts = []
             for _ in range(5):
-                tm = m1._Timer(gpu)
+                tm = Timer(gpu)
                 tm.start()
                 body()
                 tm.stop()
                 ts.append(tm.seconds() / per)
             g.barrier()
             ts = [max(v) for v in zip(*g.gather(ts), strict=True)]
-            res[mode] = (m1._median(ts), min(ts), max(ts), per * 5)
+            res[mode] = (median(ts), min(ts), max(ts), per * 5)
         for mode, (med, lo, hi, n_ops) in res.items():
             alg = size / med
             rows.append({"n_ranks": g.tp, "mode": mode, "msg_bytes": size, "dtype": "bf16", "time_s": med,
@@ -398,7 +341,7 @@ def self_check(g: Group) -> tuple[float, float]:
     of the last hidden state after prefill, fraction of next tokens that agree). bf16 rounding of
     the partial sums gives ~1e-3; a sharding error gives ~1."""
     torch = g.torch
-    s = m1.Shapes(name="tiny-check", n_layers=2, d_model=256, n_heads=8, n_kv_heads=max(1, g.tp // 2) * 2,
+    s = Shapes(name="tiny-check", n_layers=2, d_model=256, n_heads=8, n_kv_heads=max(1, g.tp // 2) * 2,
                   head_dim=32, d_ff=512, gated=True, vocab=1001, tied=False)
     dev = g.gpu.device
     tokens = torch.randint(0, s.vocab, (2, 24), generator=torch.Generator().manual_seed(5)).to(dev)
@@ -427,7 +370,7 @@ def worker_main(rank: int, tp: int, cfg: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    gpu = m1._Gpu(cfg["first_device"] + rank)
+    gpu = Gpu(cfg["first_device"] + rank)
     if tp > 1:
         dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{cfg['port']}", rank=rank, world_size=tp,
                                 timeout=_dt.timedelta(seconds=cfg["nccl_timeout_s"]), device_id=gpu.device)
@@ -465,7 +408,7 @@ def worker_main(rank: int, tp: int, cfg: dict) -> None:
 def _uuid(gpu: Any) -> str:
     """First 12 characters of the GPU's NVML UUID ("GPU-48b773e7"), "" if NVML cannot say."""
     try:
-        return m1._s(gpu.nvml.nvmlDeviceGetUUID(gpu.handle))[:12]
+        return nvml_text(gpu.nvml.nvmlDeviceGetUUID(gpu.handle))[:12]
     except Exception:  # noqa: BLE001 - a label only
         return ""
 
