@@ -138,7 +138,7 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
     Field("flop4_peak_flop_per_s", "FLOP/s", 0.0, 0.0, 1e19, "float", "perf",
           "dense peak at 4-bit (INT4/FP4); 0 = not native"),
     Field("nm_sparsity_native", "1", 0.0, 0.0, 1.0, "flag", "perf",
-          "1 if 2:4 structured sparsity doubles matrix throughput"),
+          "1 if 2:4 structured sparsity doubles matrix throughput (and halves GEMM compute energy)"),
     Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
           "energy of one 16-bit FLOP incl. operand delivery"),
     Field("mem_bw_bytes_per_s", "B/s", None, 0.0, 1e15, "float", "perf", "main-memory peak bandwidth",
