@@ -31,14 +31,19 @@ plain data parallelism inside the replica and sends nothing.
 **Tensor parallelism** (Megatron): Q heads split ``ceil(n_heads / tp)`` per device, KV
 heads ``ceil(n_kv_heads / tp)`` (when ``n_kv_heads < tp`` each device keeps one KV head,
 replicated ``tp / n_kv_heads`` times), FFN columns/rows and the vocabulary split by tp.
-Per layer two all-reduces of ``tokens * d_model * a_bytes`` (after the attention output
+Per layer two all-reduces of ``tokens * d_model * r_bytes`` (after the attention output
 projection and after the FFN), one for the vocabulary-parallel embedding and one
-all-gather of the logits per pass.
+all-gather of the logits per pass. ``r_bytes`` is the residual stream's element size,
+``max(a_bits, 16) / 8``: serving stacks quantise activations to FP8/INT8/FP4 at each GEMM's
+input but keep the hidden state, and so the collectives, sends and all-to-alls that carry it,
+in the model's 16-bit type (vLLM's custom all-reduce and NCCL calls on the bf16/fp16
+residual; TensorRT-LLM's default all-reduce the same; FP8 dispatch/all-reduce are opt-in
+kernels not modelled).
 
 **Pipeline** (GPipe, Huang et al. 2019; the bubble of Narayanan et al., SC'21): stages of
 ``ceil(n_layers / pp)`` layers; the last stage also runs the LM head and is the
 bottleneck. Between stages a point-to-point send of the micro-batch's activations,
-``tokens * d_model * a_bytes / tp`` per device (Megatron's scatter/gather optimisation).
+``tokens * d_model * r_bytes / tp`` per device (Megatron's scatter/gather optimisation).
 With stage time ``t`` per micro-batch, head time ``h``, ``m`` micro-batches, ``p`` stages
 and the boundary sends on the path ``P`` (slowest one ``q``):
 
@@ -200,6 +205,14 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
     return weights + kv_cache + acts + logits
 
 
+RESIDUAL_MIN_BITS = 16.0  # the hidden state between layers stays in the model's 16-bit type (module docstring)
+
+
+def residual_bytes(k: dict) -> Array:
+    """Bytes per element of the residual stream (collectives, stage sends, MoE dispatch)."""
+    return np.maximum(k["a_bits"], RESIDUAL_MIN_BITS) / 8.0
+
+
 def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
     """Communication of one pass (prefill, or one decode step) of the replica's batch.
 
@@ -217,7 +230,8 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     algo = knob(k, "collective_algo")
     layers = np.ceil(m["n_layers"] / pp)
     token_frac = 1.0 / (ep * mb)
-    act_bytes = m["d_model"] * (k["a_bits"] / 8.0)  # one token's hidden state
+    r_bytes = residual_bytes(k)
+    act_bytes = m["d_model"] * r_bytes  # one token's hidden state
     per_node = coll.field(sys, "n_devices_per_node")
     devices = n_devices(k)
     shared = np.any(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
@@ -227,7 +241,7 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     hidden_bytes = tok * act_bytes  # one micro-batch of one ep group
 
     ar = coll.all_reduce(hidden_bytes, tp, sys, algo, n_sharing=sharing)
-    gather = coll.all_gather(head * (m["vocab_size"] * (k["a_bits"] / 8.0)), tp, sys, algo, n_sharing=sharing)
+    gather = coll.all_gather(head * (m["vocab_size"] * r_bytes), tp, sys, algo, n_sharing=sharing)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
     tp_s = n_ar * ar.time_s + gather.time_s
 

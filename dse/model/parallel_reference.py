@@ -200,7 +200,7 @@ def memory_one(m: dict, k: dict, wb: float) -> float:
 def stage_comm_one(m: dict, k: dict, sys: dict, tokens: float, head_tokens: float) -> dict[str, float]:
     tp, pp, ep, mb = _knob(k, "tp"), _knob(k, "pp"), _knob(k, "ep"), _knob(k, "micro_batches")
     dp, algo = _knob(k, "dp"), int(_knob(k, "collective_algo"))
-    d, ab = m["d_model"], k["a_bits"] / 8
+    d, ab = m["d_model"], max(k["a_bits"], 16) / 8  # the residual stream stays 16-bit (parallel.py docstring)
     layers = math.ceil(m["n_layers"] / pp)
     per_node = _sys(sys, "n_devices_per_node")
     devices = tp * pp * ep * dp
