@@ -434,3 +434,14 @@ def test_published_multi_rows_are_complete_and_consistent():
         assert r["system"] == "" or r["system"] in systems
         assert r["tokens_per_s"] or r["ttft_s"] or r["tpot_s"], r
         assert (PLATFORMS_DIR / f"{r['platform']}.yaml").is_file() or "no platform" in r["notes"]
+
+
+def test_collectives_carry_the_16_bit_residual_stream():
+    """FP8/INT8/FP4 activations are a GEMM-input format: the hidden state that the all-reduces,
+    stage sends and all-to-alls carry stays 16-bit (32-bit activations send 32)."""
+    m = load_model("mixtral-8x7b").fields
+    sys = dict(load_platform("hgx-h100-8").fields)
+    k = knobs(tp=2.0, pp=2.0, ep=2.0, batch=8.0)
+    comm = {bits: par.stage_comm(m, {**k, "a_bits": bits}, sys, 64.0, 8.0) for bits in (4.0, 8.0, 16.0, 32.0)}
+    for key in ("tp_s", "ep_s", "p2p_path_s", "intra_bytes", "energy_j"):
+        assert comm[4.0][key] == comm[8.0][key] == comm[16.0][key] < comm[32.0][key], key
