@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from dse.spec.presets import builtin_names, load_model
@@ -30,3 +33,13 @@ SMALL_SPACE = {
     "derived": {"flop8_peak_flop_per_s": "2 * flop16_peak_flop_per_s"},
     "fixed": {"in_len": 256, "out_len": 64},
 }
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write: permission bits, or /proc where they do not bind (root)."""
+    if os.geteuid() == 0:
+        return Path("/proc")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder

@@ -3,12 +3,12 @@ and writes nothing (spec-file inputs are the corpus in tests/bad_specs)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from dse.cli.main import main
+from tests.conftest import read_only_folder
 
 EVAL = ["eval", "--platform", "h100-sxm", "--model", "llama-2-7b"]
 EXPLAIN = ["explain", "--platform", "h100-sxm", "--model", "llama-2-7b"]
@@ -16,14 +16,6 @@ STUDY = "studies/quickstart.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write: permission bits, or /proc where they do not bind (root)."""
-    if os.geteuid() == 0:
-        return Path("/proc")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
-    return folder
 
 
 def run_bad(argv: list[str], capsys, *expected: str) -> str:
@@ -69,7 +61,7 @@ def test_eval_out_at_a_folder(capsys, tmp_path):
 
 
 def test_eval_out_in_a_read_only_folder(capsys, tmp_path):
-    folder = _read_only_folder(tmp_path)
+    folder = read_only_folder(tmp_path)
     run_bad([*EVAL, "--format", "parquet", "--out", str(folder / "x.parquet")], capsys, "not writable")
     assert not (folder / "x.parquet").exists()
 
@@ -88,7 +80,7 @@ def test_run_output_that_is_a_file(capsys, in_tmp):
 
 
 def test_run_output_in_a_read_only_folder(capsys, in_tmp):
-    folder = _read_only_folder(in_tmp)
+    folder = read_only_folder(in_tmp)
     run_bad(["run", _study(), "--quiet", "--output", str(folder / "s")], capsys, "not writable")
     assert not (folder / "s").exists()
 

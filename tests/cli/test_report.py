@@ -4,7 +4,6 @@ nothing written."""
 
 from __future__ import annotations
 
-import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from dse.cli.main import main
 from dse.results.report import ReportData, load_report, render_report
+from tests.conftest import read_only_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "studies" / "quickstart.yaml")
@@ -195,13 +195,6 @@ def test_plot_axes_carry_units_and_zoom_past_far_infeasible_designs():
 
 # ---- bad inputs: one line, exit 2, nothing written ------------------------------------------------
 
-def _read_only_folder(tmp_path: Path) -> Path:
-    if os.geteuid() == 0:
-        return Path("/proc")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
-    return folder
 
 
 def run_bad(argv: list[str], capsys, expected: str) -> None:
@@ -239,7 +232,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(search, tmp_path, cap
         ([str(broken)], "cannot read table"),
         ([str(search), "-o", str(tmp_path / "none" / "r.html")], "folder does not exist"),
         ([str(search), "-o", str(tmp_path)], "is a folder"),
-        ([str(search), "-o", str(_read_only_folder(tmp_path) / "r.html")], "not writable"),
+        ([str(search), "-o", str(read_only_folder(tmp_path) / "r.html")], "not writable"),
         ([str(search), "--top", "0"], "must be >= 1"),
     ]
     for argv, expected in cases:
