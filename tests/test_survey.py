@@ -10,17 +10,9 @@ import pytest
 
 from dse.results.io import write_parquet
 from dse.spec.errors import SpecError
-from dse.validation.survey import (
-    DEFAULT_SETTING,
-    REASONS,
-    compute_predictions,
-    load_points,
-    preset_predictions,
-    reason_counts,
-    results_for,
-    survey_disagreements,
-    survey_figure,
-)
+from dse.validation.survey import DEFAULT_SETTING, compute_predictions, load_points, preset_predictions, results_for
+from dse.validation.survey_compare import REASONS, reason_counts, survey_disagreements
+from dse.validation.survey_plot import survey_figure
 
 PRESET = "a100-sxm-80gb"
 

@@ -219,14 +219,9 @@ def _device_index(text: str) -> int:
 def run_survey(args: argparse.Namespace) -> int:
     """``dse plot --survey``: one figure per batch and the batch-1 disagreement table, into ``--out``."""
     from dse.results.io import atomic_write
-    from dse.validation.survey import (
-        load_points,
-        load_predictions,
-        reason_counts,
-        results_for,
-        survey_disagreements,
-        survey_figure,
-    )
+    from dse.validation.survey import load_points, load_predictions, results_for
+    from dse.validation.survey_compare import reason_counts, survey_disagreements
+    from dse.validation.survey_plot import survey_figure
 
     out = output_folder(getattr(args, "out", None) or "results/survey", "--out")
     folders = {batch: results_for(args.results, batch) for batch in args.batch}  # bad folders fail first
