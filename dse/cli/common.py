@@ -57,12 +57,19 @@ def flag(name: str) -> str:
 
 
 def _number(field: Field):  # noqa: ANN202 - an argparse type callable
-    """Parse one value of ``field``: a finite number; int/code/flag kinds must be whole numbers."""
+    """Parse one value of ``field``: a finite number; int/code/flag kinds must be whole numbers; a
+    categorical field also takes its choice names (``--quant-method awq``, ``--workload sharegpt-vllm-paper``)."""
 
     def parse(text: str) -> float | int:
+        code = field.code_of(text) if field.choices else None
+        if code is not None:
+            return int(code)
         try:
             value = float(text)
         except ValueError:
+            if field.choices:
+                raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(field.choices)} (or their "
+                                                 f"codes){did_you_mean(text, field.choices)}") from None
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")

@@ -18,7 +18,7 @@ from dse.cli.common import (
     table_text,
 )
 from dse.spec.errors import SpecError
-from dse.spec.registry import KNOB_DEFAULTS
+from dse.spec.registry import INPUT_FIELDS, KNOB_DEFAULTS
 
 MAX_EXPLAINED = 64  # designs `dse explain` prints in one call
 ALWAYS_SHOWN = ("batch", "in_len", "out_len")  # in a design's title, with every knob off its default
@@ -34,6 +34,18 @@ TABLE_VIEW: tuple[tuple[str, str, float], ...] = (
     ("tokens_per_j", "tok/J", 1.0),
     ("tdp_tokens_per_j", "tdp_tok/J", 1.0),
     ("memory_bytes", "mem_GB", 1e-9),
+    ("usd_per_mtoken", "$/Mtok", 1.0),
+    ("ppl_delta", "ppl_delta", 1.0),
+)
+# ... and where designs have a request-length workload, the serving stage's columns
+SERVING_VIEW: tuple[tuple[str, str, float], ...] = (
+    ("serving_tokens_per_s", "srv_tok/s", 1.0),
+    ("goodput_req_per_s", "goodput_req/s", 1.0),
+    ("ttft_p90_s", "ttft_p90_ms", 1e3),
+    ("tpot_p90_s", "tpot_p90_ms", 1e3),
+    ("kv_max_seqs", "kv_seqs", 1.0),
+    ("serving_tokens_per_j", "srv_tok/J", 1.0),
+    ("serving_usd_per_mtoken", "srv_$/Mtok", 1.0),
 )
 # `dse explain` columns: (API column, header, scale); the legend below the table spells the units out
 EXPLAIN_VIEW: tuple[tuple[str, str, float], ...] = (
@@ -56,6 +68,8 @@ examples:
   dse eval --platform h100-sxm --model llama-2-7b --batch 1 8 64
   dse eval --platform h100-sxm a100-sxm-80gb --model llama-3-8b --w-bits 4 8 16 --format csv --out grid.csv
   dse eval --platform h200-sxm --model llama-2-70b --set mem_bw_bytes_per_s=6e12 --format parquet --out x.parquet
+  dse eval --platform hgx-h100-8 --model llama-3-70b --tp 2 --pp 1 2 --workload sharegpt-vllm-paper   # serving
+  dse eval --platform l4 --model llama-3-8b --w-bits 4 --quant-method gptq awq
 """
 EXPLAIN_EXAMPLES = """\
 examples:
@@ -165,7 +179,13 @@ def render(df: Any, fmt: str) -> str:
     shown = [c for c in df.columns if c in ("platform", "model")
              or (c not in METRIC_UNITS and c != "fits" and df[c].nunique() > 1)]
     view = df[shown].copy()
-    for col, header, scale in TABLE_VIEW:
+    for col in shown:  # categorical knobs by their names, as given
+        field = INPUT_FIELDS.get(col)
+        if field is not None and field.choices and view[col].dtype.kind in "iuf":
+            view[col] = [field.choices[int(code)] for code in view[col]]
+    serving = "serving_tokens_per_s" in df and any(  # a serving knob set off its default: show the stage
+        (df[c] != f.default).any() for c, f in INPUT_FIELDS.items() if f.stage == "serving" and c in df)
+    for col, header, scale in TABLE_VIEW + (SERVING_VIEW if serving else ()):
         view[header] = df[col] * scale
     view["fits"] = df["fits"]
     return table_text(view) + "\n"

@@ -191,3 +191,16 @@ def test_plot_survey_with_a_path_and_a_missing_folder(study_folder, capsys, tmp_
 def test_front_unknown_columns(study_folder, capsys):
     run_bad(["front", str(study_folder), "--sort", "nope"], capsys, "--sort: unknown column")
     run_bad(["front", str(study_folder), "--columns", "batch", "nope"], capsys, "--columns: unknown column")
+
+
+def test_categorical_knobs_take_their_names(capsys):
+    """`--quant-method awq` and `--workload sharegpt-vllm-paper` work as in YAML and the API (codes
+    too); a misspelt name is a one-line error naming the choices; the table shows the names, and the
+    serving stage's columns once a serving knob is set."""
+    assert main([*EVAL, "--w-bits", "4", "--quant-method", "gptq", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "gptq" in out and "awq" in out and "ppl_delta" in out and "srv_tok/s" not in out
+    assert main([*EVAL, "--workload", "sharegpt-vllm-paper"]) == 0
+    out = capsys.readouterr().out
+    assert "srv_tok/s" in out and "goodput_req/s" in out
+    run_bad([*EVAL, "--quant-method", "awk"], capsys, "'awk' is not one of rtn", "did you mean 'awq'")
