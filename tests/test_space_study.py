@@ -51,3 +51,15 @@ def test_spec_hash_follows_the_named_space_file_and_its_presets(tmp_path):
     assert hash_with(base) == first  # deterministic
     assert hash_with(base.replace("[1, 8]", "[1, 16]")) != first
     assert hash_with(base.replace("h100-sxm", "a100-sxm-80gb")) != first
+
+
+def test_fixed_named_categoricals_are_written_by_name():
+    """A study's fixed workload (or any fixed named categorical) reaches the result tables as its
+    name, like a knob's choices do, not as the registry code."""
+    from dse.loading import load_study
+
+    st = load_study("datacenter-serving")
+    params = st.space.params_at(np.arange(3))
+    decoded = st.space.decode({**params, **st.space.columns(params)})
+    assert decoded["workload"] == "splitwise-conv"
+    assert set(decoded["quant_method"]) <= {"gptq", "awq", "smoothquant"}

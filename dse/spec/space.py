@@ -242,10 +242,16 @@ class Space:
         and memory technology by position in the space's lists; named categoricals (workload,
         quant_method, ...) by the registry's codes, as :meth:`columns` gives them."""
         out = dict(columns)
-        for name, choices in self.categories().items():
+        categories = self.categories()
+        for name, choices in categories.items():
             if name in out and np.ndim(out[name]) > 0:
                 names = _named_codes(name) or choices
                 out[name] = np.asarray(names, dtype=object)[np.asarray(out[name], dtype=np.int64)]
+        for name, value in columns.items():  # fixed or derived named categoricals (a study's workload)
+            names = _named_codes(name) if name not in categories else ()
+            if names and np.asarray(value).dtype.kind in "iuf":
+                decoded = np.asarray(names, dtype=object)[np.asarray(value, dtype=np.int64)]
+                out[name] = decoded if np.ndim(decoded) else str(decoded)
         return out
 
 
