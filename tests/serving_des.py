@@ -24,6 +24,10 @@ A request's TTFT is the end of the iteration that completes its (first) prefill 
 arrival; TPOT is (completion - first token) / output tokens, as ``tpot_s`` of the static
 model. Speculative decoding advances every decode sequence by ``dec_tokens_per_iter``
 (expected) tokens per iteration, deterministically.
+
+Pipeline mode (:func:`simulate_pipeline`, per-stage coefficients from :func:`pipeline_stage_coeffs`):
+the same scheduler as ``pp`` virtual engines whose micro-batches move through ``pp`` stages, the
+reference of the analytic model's pipeline rounds (``tests/model/test_serving_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -331,3 +335,176 @@ def steady_stats(res: dict, arrival_s: np.ndarray, tpv: float = 1.0, saturated: 
         "unfinished_frac": float(np.isnan(ends[sel]).mean()),
         "recompute_frac": float(res["prefill_tokens"] / np.sum(res["prompt_tokens"]) - 1.0),
     }
+
+
+# ---- pipeline mode: pp stages run by pp virtual engines ----------------------------------------
+
+def pipeline_stage_coeffs(c_round: dict, m: dict, k: dict, hw: dict) -> dict:
+    """One micro-batch's coefficients on each stage, from what :func:`dse.model.serving_mapping.replica_coeffs`
+    prices a round with (one design, scalars; ``m, k, hw`` its inputs): the round is ``pp`` passes
+    of the last stage over ``1 / pp`` of the round's tokens plus one micro-batch's sends, so a pass
+    keeps the per-token terms and takes ``1 / pp`` of the per-pass ones (weights, launches, experts;
+    ``attn_stream_seqs``: one micro-batch's sequences stream at once). The collectives are the
+    stage's (``parallel.stage_comm`` at the points ``replica_coeffs`` uses, per micro-batch token),
+    the sends a separate hop (``p2p_path_s / (pp - 1)``, affine in the micro-batch's tokens).
+    Earlier stages carry their layers' share of the last stage's per-layer terms (``L - ceil(L/pp)``
+    layers over ``pp - 1`` stages; equal stages when ``pp`` divides ``L``), no LM head, no draft.
+
+    Returns ``{"last": c, "other": c, "hop_s": s, "hop_s_per_tok": s, "pp": pp}``; features passed
+    to the stage coefficients are one micro-batch's token counts."""
+    from dse.model import parallel  # local: the single-engine DES needs numpy only
+
+    pp = float(np.ravel(k["pp"])[0])
+    kp = {**k, "micro_batches": k["pp"]}
+    per_pass = ("lin_w_s", "lin_launch_s", "moe_expert_w_s", "attn_launch_s", "attn_stream_seqs")
+    last = {key: (np.asarray(v, dtype=float) / pp if key in per_pass else v) for key, v in c_round.items()}
+    comm = [parallel.stage_comm(m, kp, hw, tok, head) for tok, head in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))]
+    one, tok, head = (float(np.ravel(x["comm_s"])[0]) for x in comm)
+    # replica tokens at micro_batches = pp are pp times one micro-batch's: per micro-batch token x pp
+    last["fixed_s_per_tok"], last["fixed_s_per_head"] = (tok - one) * pp, (head - one) * pp
+    last["fixed_s"] = max(one - (tok - one) - (head - one), 0.0)
+    path1, path2 = (float(np.ravel(x["p2p_path_s"])[0]) for x in comm[:2])
+    layers = float(np.ravel(m["n_layers"])[0])
+    share = (layers - math.ceil(layers / pp)) / (pp - 1.0) / math.ceil(layers / pp)
+    other = dict(last)
+    for key in ("lin_flop_s_per_tok", "lin_w_s", "lin_act_s_per_tok", "lin_launch_s"):
+        other[key] = np.asarray(last[key], dtype=float) * np.array([share, share, share, 0.0, 0.0]).reshape(
+            (ROWS,) + (1,) * (np.ndim(last[key]) - 1))
+    for key in ("moe_expert_w_s", "attn_flop_s_per_pair", "attn_act_s_per_tok", "attn_kv_s_per_tok",
+                "attn_launch_s", "fixed_s", "fixed_s_per_tok"):
+        other[key] = last[key] * share
+    other["fixed_s_per_head"] = 0.0
+    return {"last": last, "other": other, "hop_s": (2.0 * path1 - path2) / (pp - 1.0),
+            "hop_s_per_tok": (path2 - path1) * pp / (pp - 1.0), "pp": int(pp)}
+
+
+def simulate_pipeline(stages: dict, prompt: np.ndarray, output: np.ndarray, arrival_s: np.ndarray, *,
+                      token_budget: float, max_seqs: int, kv_blocks: int, block_tokens: int,
+                      watermark_blocks: int = 0, max_iterations: int = 10**7) -> dict[str, np.ndarray]:
+    """The scheduler of :func:`simulate` as ``pp`` virtual engines over ``pp`` pipeline stages
+    (vLLM's pipeline-parallel scheduler): a request is bound at arrival to the engine with the
+    fewest unfinished requests; each engine has its own token budget, ``max_seqs`` and ``1 / pp``
+    of the KV blocks, and forms one micro-batch at a time (the single-engine rules, preemption
+    included), when its previous one has left the last stage. A micro-batch occupies stage ``s``
+    for that stage's time (``stages`` from :func:`pipeline_stage_coeffs`; the LM head on the last
+    stage), then travels to the next stage (``hop_s``; the link, not the stage, is busy); each
+    stage serves micro-batches in the order they reach it, so stages work on different
+    micro-batches at once. No power cap, no energy.
+
+    Returns what :func:`simulate` returns for :func:`steady_stats`, one log row per micro-batch
+    (``iter_end_s`` its exit from the last stage, ``iter_batch`` its decode sequences, ``iter_s`` its
+    time from entering the first stage)."""
+    pp = stages["pp"]
+    last, other = stages["last"], stages["other"]
+    q, tpv = float(last["dec_queries"]), float(last["dec_tokens_per_iter"])
+    n = len(prompt)
+    prompt = prompt.astype(float)
+    steps_total = np.ceil(output / tpv)
+    pf_total, pf_done, steps_done = prompt.copy(), np.zeros(n), np.zeros(n)
+    held = np.zeros(n, dtype=np.int64)
+    admit_order = np.zeros(n, dtype=np.int64)
+    first, end = np.full(n, np.nan), np.full(n, np.nan)
+    engines = [{"waiting": deque(), "prefilling": [], "decoding": [], "free": kv_blocks // pp, "finishing": 0}
+               for _ in range(pp)]
+    ready = [math.inf] * pp  # when each engine schedules next (inf: idle until an arrival)
+    stage_free = [0.0] * pp
+    nxt, n_admit, n_pre, pf_processed = 0, 0, 0, 0.0
+    log_s, log_end, log_batch = [], [], []
+
+    def unfinished(e):
+        return len(e["waiting"]) + len(e["prefilling"]) + len(e["decoding"]) + e["finishing"]
+
+    for _ in range(max_iterations):
+        v = min(range(pp), key=ready.__getitem__)
+        if nxt < n and arrival_s[nxt] <= ready[v]:  # an arrival first: bind it to the least loaded engine
+            u = min(range(pp), key=lambda j: unfinished(engines[j]))
+            engines[u]["waiting"].append(nxt)
+            ready[u] = min(ready[u], float(arrival_s[nxt]))
+            nxt += 1
+            continue
+        if ready[v] == math.inf:
+            break
+        now, e = ready[v], engines[v]
+        e["finishing"] = 0  # its last micro-batch has left the pipeline
+        dec = e["decoding"]
+        if dec:  # decode growth; preempt the latest admitted by recomputation when it does not fit
+            need = np.ceil((prompt[dec] + tpv * (steps_done[dec] + 1.0)) / block_tokens).astype(np.int64) - held[dec]
+            while int(need.sum()) > e["free"]:
+                victim = max(e["prefilling"] + dec, key=lambda i: admit_order[i])
+                e["free"] += int(held[victim])
+                held[victim] = 0
+                pf_total[victim], pf_done[victim] = prompt[victim] + math.floor(tpv * steps_done[victim]), 0.0
+                e["waiting"].appendleft(victim)
+                n_pre += 1
+                if victim in e["prefilling"]:
+                    e["prefilling"].remove(victim)
+                else:
+                    need = need[[i != victim for i in dec]]
+                    dec.remove(victim)
+            e["free"] -= int(need.sum())
+            held[dec] += need
+        budget = token_budget - q * len(dec)
+        chunks: list[tuple[int, float]] = []
+        for i in e["prefilling"]:
+            if budget <= 0:
+                break
+            chunks.append((i, min(pf_total[i] - pf_done[i], budget)))
+            budget -= chunks[-1][1]
+        while e["waiting"] and budget > 0 and len(e["prefilling"]) + len(dec) < max_seqs:
+            i = e["waiting"][0]
+            blocks = math.ceil(pf_total[i] / block_tokens)
+            if e["free"] - blocks < watermark_blocks:
+                break
+            e["waiting"].popleft()
+            e["free"] -= blocks
+            held[i] = blocks
+            n_admit += 1
+            admit_order[i] = n_admit
+            e["prefilling"].append(i)
+            chunks.append((i, min(pf_total[i], budget)))
+            budget -= chunks[-1][1]
+        if not chunks and not dec:
+            ready[v] = math.inf  # wakes at its next arrival
+            continue
+        completing = [i for i, kk in chunks if pf_done[i] + kk >= pf_total[i]]
+        nd = len(dec)
+        ctx_sum = float((prompt[dec] + tpv * (steps_done[dec] + 1.0)).sum()) if nd else 0.0
+        pf_tok = sum(kk for _, kk in chunks)
+        f = {"n_tok": pf_tok + q * nd, "n_head": len(completing) + q * nd, "n_draft": float(nd),
+             "pf_pairs": sum(kk * pf_done[i] + kk * (kk + 1.0) * 0.5 for i, kk in chunks), "pf_tok": pf_tok,
+             "pf_kv": sum(pf_done[i] for i, _ in chunks), "dec_pairs": q * ctx_sum, "dec_tok": q * nd,
+             "dec_kv": ctx_sum}
+        t_other = iteration_time_one(other, {**f, "n_head": 0.0, "n_draft": 0.0})
+        t_last = iteration_time_one(last, f)
+        hop = stages["hop_s"] + stages["hop_s_per_tok"] * f["n_tok"]
+        t = start = max(now, stage_free[0])
+        for s in range(pp):  # FIFO at each stage, the send between stages on the link
+            t = max(t, stage_free[s]) + (t_last if s == pp - 1 else t_other)
+            stage_free[s] = t
+            t += hop if s < pp - 1 else 0.0
+        ready[v] = t
+        log_s.append(t - start)
+        log_end.append(t)
+        log_batch.append(nd)
+        if nd:
+            steps_done[dec] += 1.0
+            done = [i for i in dec if steps_done[i] >= steps_total[i]]
+            for i in done:
+                end[i] = t
+                e["free"] += int(held[i])
+                held[i] = 0
+                dec.remove(i)
+            e["finishing"] = len(done)
+        for i, kk in chunks:
+            pf_done[i] += kk
+            pf_processed += kk
+        for i in completing:
+            e["prefilling"].remove(i)
+            if np.isnan(first[i]):
+                first[i] = t
+            dec.append(i)
+    order = np.argsort(log_end, kind="stable")
+    return {"ttft_s": first - arrival_s, "tpot_s": (end - first) / output, "end_s": end,
+            "n_iterations": len(log_s), "n_preemptions": n_pre, "prefill_tokens": pf_processed,
+            "prompt_tokens": prompt, "iter_s": np.array(log_s)[order], "iter_end_s": np.array(log_end)[order],
+            "iter_batch": np.array(log_batch)[order]}
