@@ -183,7 +183,7 @@ def kv_footprint_tokens(c: dict, w: dict, s: dict):
     and its share of the prompts reserved by sequences in prefill (``n_ch`` iterations each)."""
     n_dec, ctx = request_shape(c, w)
     frag = 0.5 * (s["kv_block_tokens"] - 1.0)
-    k = s["token_budget"]
+    k = s["token_budget"] / s["engines"] if "engines" in s else s["token_budget"]  # a prompt's chunks: its engine's
     n_ch = 1.0 + stoploss_of(w, k) / k
     return ctx + frag + n_ch * (w["in_mean"] + frag) / n_dec
 
@@ -216,6 +216,9 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
          "spec": bool(np.any(np.asarray(c["dec_queries"]) != 1.0)),
          "comm": _nonzero(c["fixed_s"], c["fixed_s_per_tok"], c["fixed_s_per_head"], c["fixed_j"],
                           c["fixed_j_per_tok"], c["fixed_j_per_head"])}
+    # pipelines: pp virtual engines (round_limits' "engines"); a micro-batch carries its engine's chunks
+    d["pipe"] = "engines" in s and _nonzero(np.asarray(s["engines"]) - 1.0)
+    d["E"] = s["engines"] if d["pipe"] else 1.0
     d["point"] = w.get("in_point")  # every design a point mass: no tables
     if d["point"] is not None:
         d["tab"] = d["tab_slopes"] = d["rows"] = None
@@ -244,6 +247,9 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["cross_f"] = np.where(d["slope_f"] > 0.0, all_experts / d["slope_f"], np.inf)
         d["cross_h"] = np.where(cf[3] > cm[3], cw[3] / (cf[3] - cm[3]), np.inf)
     d["cf_h"], d["cm_h"] = cf[3], cm[3]
+    if d["pipe"]:  # what the last stage runs per pass beyond the others: LM head (+ its gather), draft launches
+        launch = np.asarray(c["lin_launch_s"], dtype=float)
+        d["cw_h"], d["la_h"] = cw[3], launch[3] + launch[4]
     d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
     launch = np.asarray(c["lin_launch_s"], dtype=float)
     d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + launch[4]
@@ -257,7 +263,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     if d["stream"]:
         d["att_floor"] = c["attn_stream_seqs"] * (d["q"] * ma + d["ctx"] * ka)
         d["fx_seq"] = d["fx_dec"] * d["q"]
-    k = s["token_budget"]
+    k = s["token_budget"] / d["E"] if d["pipe"] else s["token_budget"]
     pi_b = _stoploss(d, k)  # (k >= 1)
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
     d["pairs"] = 0.5 * (w["in_sq_mean"] + mP)
@@ -265,7 +271,8 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     # a request's prefill marginal, the parts that do not move with N: activations of qkv/o and
     # ffn, causal attention, its first chunk's attention launch, its tokens' collectives
     d["act_p"], d["act_f"] = d["cm_p"] * mP, d["cm_f"] * mP
-    d["mp_fixed"] = d["attn_pf"] + c["attn_launch_s"] + c["fixed_s_per_tok"] * mP
+    d["la_pf"] = c["attn_launch_s"] / d["E"] if d["pipe"] else c["attn_launch_s"]  # a chunk's (pipelines: per pass)
+    d["mp_fixed"] = d["attn_pf"] + d["la_pf"] + c["fixed_s_per_tok"] * mP
     d["inv_mP"] = 1.0 / mP
     d["grow"] = d["n_dec"] * d["tpv"]
     d["neg_inv_grow"] = -1.0 / d["grow"]
@@ -328,18 +335,24 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     slope_d = sel
     slope_d += np.where(bound, d["fx_seq"], d["att_fx"]) if d["stream"] else d["att_fx"]
     # marginal prefill of one request at this batch: chunks of k, Poisson-shared crossover room
-    k = lower(s["token_budget"] - x, 1.0)
+    # pipelines (pp virtual engines): one micro-batch's view, its engine's budget, 1 / pp of the decode
+    # tokens and of the round's crossover room (each pass reads the stage's weights), chunks meeting there
+    pipe, E = d["pipe"], d["E"]
+    xm = x / E if pipe else x
+    k = lower((s["token_budget"] - x) / E, 1.0) if pipe else lower(s["token_budget"] - x, 1.0)
     pi_k = _stoploss(d, k)
     r = pi_k / k  # chunks beyond the first
     n_ch = r + 1.0
     u0 = n * d["inv_n_dec"]
-    lam_ch = lower(u0 * n_ch, 1e-9)
+    lam_ch = lower(u0 / E * n_ch, 1e-9) if pipe else lower(u0 * n_ch, 1e-9)
     share = -np.expm1(-lam_ch)
     share /= lam_ch
-    z, lin = _prefill_gemm_s(d, x, k, pi_k, r, share, d["cross_p"], d["act_p"], d["slope_p"])
-    _, lin_f = _prefill_gemm_s(d, x, k, pi_k, r, share, d["cross_f"], d["act_f"], d["slope_f"])
+    cross_p, cross_f = (d["cross_p"] / E, d["cross_f"] / E) if pipe else (d["cross_p"], d["cross_f"])
+    z, lin = _prefill_gemm_s(d, xm, k, pi_k, r, share, cross_p, d["act_p"], d["slope_p"])
+    _, lin_f = _prefill_gemm_s(d, xm, k, pi_k, r, share, cross_f, d["act_f"], d["slope_f"])
     if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
-        lin_f = lin_f + c["moe_expert_w_s"] * (_touched(c, d, x + np.minimum(mP, k)) - _touched(c, d, x)) * n_ch * share
+        w_exp = c["moe_expert_w_s"] / E if pipe else c["moe_expert_w_s"]
+        lin_f = lin_f + w_exp * (_touched(c, d, xm + np.minimum(mP, k)) - _touched(c, d, xm)) * n_ch * share
     lin = lin + lin_f
     mp = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])  # the LM-head row
     per_token = lin * d["inv_mP"]
@@ -355,14 +368,19 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     recompute *= d["grow"]  # tokens per request
     mp += lin
     mp += d["mp_fixed"]
-    mp += r * c["attn_launch_s"]
+    mp += r * d["la_pf"]
     per_token *= recompute
     mp += per_token
+    mp_own = mp  # the stage time of one request's prefill
+    if pipe:
+        mp_own = mp * E  # its own chunk rounds: pp passes of its micro-batch
+        stall = _stall(c, d, x, u0, mp, lam_ch)  # 0 where nothing decodes (u0 = 0)
+        mp = mp + np.where(u0 > 0.0, stall / np.where(u0 > 0.0, u0, 1.0), 0.0)
     # fluid pass (u = N / n_dec), then the arrival rate with the prefill queued behind each
     # request's own (arrivals during its TTFT run during its first decode iterations);
     # eps = N tau' / tau is the same in both passes (tau and tau' scale together)
     ttft0 = n_ch * t_d
-    ttft0 += mp
+    ttft0 += mp_own
     g = slope_d / t_d
     eps = _clip(n * g, 0.0, 0.95)
     f_req = 1.0 - eps
@@ -387,7 +405,33 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     x_req /= 1.0 - upper(lmp, 0.95)
     return {"n": n, "t_d": t_d, "slope_d": slope_d, "k": k, "n_ch": n_ch, "share": share, "mp": mp,
             "tau": tau, "slope": slope, "eps": eps, "tau_req": tau_req, "x_req": x_req,
-            "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f, "z_p": z}
+            "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f, "z_p": z,
+            "mp_own": mp_own}
+
+
+def _stall(c: dict, d: dict, x, u0, mp, lam_ch):
+    """Pipelines: the round time a carrying micro-batch's stall adds to the pooled round ``t_d + u0 mp``.
+
+    A stage serves the micro-batches in order and an engine schedules its next one only when its
+    last has left the pipeline, so the round is the longer of the last stage's load (the pooled round,
+    ``t_d + sum X_i`` with ``X_i`` a micro-batch's prefill time per pass) and the trip of the heaviest
+    micro-batch, whose ``pp - 1`` passes through the earlier stages are shorter than the last stage's
+    by ``D`` (LM head, draft launches): ``t_d + pp X_max - (pp - 1) D``. With ``K`` of the ``pp``
+    micro-batches carrying chunks (binomial, each with probability ``phi = 1 - e^-lam_ch``) and each
+    carrying ``C = u0 mp / (pp phi)``, the stall is ``E[((pp - K) C - (pp - 1) D)+; K >= 1]``."""
+    E = d["E"]
+    lam = upper(lam_ch, 50.0)
+    phi = -np.expm1(-lam)
+    odds = np.expm1(lam)  # phi / (1 - phi)
+    carry = u0 / E * mp / phi
+    th, _ = _gemm_group(x, d["cf_h"], d["cm_h"], d["cw_h"])
+    gap = (E - 1.0) * (th + d["la_h"] + c["fixed_s_per_head"] * x) / E  # (pp - 1) D
+    pmf = np.exp(-E * lam)  # K = 0
+    out = 0.0
+    for kk in range(1, int(np.max(E))):  # K = pp adds nothing
+        pmf = pmf * ((E - kk + 1.0) / kk * odds)
+        out = out + pmf * lower((E - kk) * carry - gap, 0.0)
+    return out
 
 
 def _prefill_gemm_s(d: dict, x, k, pi_k, r, share, cross, act, slope):

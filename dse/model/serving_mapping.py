@@ -97,7 +97,7 @@ def round_limits(sched: dict, pp: Array) -> dict:
     apply per micro-batch, so a round carries ``pp`` times each."""
     if np.all(np.asarray(pp) == 1.0):
         return sched
-    return {**sched, "token_budget": sched["token_budget"] * pp, "max_seqs": sched["max_seqs"] * pp}
+    return {**sched, "token_budget": sched["token_budget"] * pp, "max_seqs": sched["max_seqs"] * pp, "engines": pp}
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
         spread = np.where(p90 > 1.001 * mP, 1.0 / np.maximum(p90 - mP, 1e-9), 0.0)
     attn90 = np.maximum(0.5 * p90 * (p90 + 1.0) * c["attn_flop_s_per_pair"], p90 * c["attn_act_s_per_tok"])
     return {
-        "p90": p90, "la": c["attn_launch_s"],
+        "p90": p90, "la": d["la_pf"],
         "own90": d["cm_p"] * p90 + attn90,  # the p90 prompt's activations (all chunks) and causal attention
         "ffn90": p90 / mP,  # the ffn row's prefill, pro rata
         "spread": spread,  # d(service) / d(prompt) from the mean to the p90 prompt
@@ -79,10 +79,15 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     r2 += one_phi * td2 * t_d
     r2 *= bt
     r2 /= 3.0
-    others = lmp * r1  # prompts arriving in the same window share the first iteration
+    # pipelines: a request's own chunk rounds take pp times its stage time (mp_own), and a prompt
+    # shares its engine (1 / pp of the arrivals)
+    pipe = d["pipe"]
+    own = st["mp_own"] if pipe else mp
+    lam_e = lam / d["E"] if pipe else lam
+    others = (lam_e * own if pipe else lmp) * r1  # prompts arriving in the same window share the first iteration
     s_mean = t_d * n_ch
     s_mean = s_mean + others  # (lam may carry a leading axis that st does not: no in-place op widens)
-    s_mean += mp
+    s_mean += own
     # the p90 prompt's own chunks: nfull full chunks of k and one of kk
     p90 = qc["p90"]
     nfull = lower(np.ceil(p90 / k) - 1.0, 0.0)
@@ -92,15 +97,22 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     s90 = _clip(s90, 0.0, _INF, out=s90)
     s90 += nfull * (k - zc)
     s90 *= d["slope_p"]
-    s90 += (nfull + 1.0) * (t_d + qc["la"])
-    s90 += qc["own90"]
-    s90 += st["lin_f"] * qc["ffn90"]
+    if pipe:  # the p90 prompt's own operators on its micro-batch, pp stage passes per chunk round
+        s90 += (nfull + 1.0) * qc["la"]
+        s90 += qc["own90"]
+        s90 += st["lin_f"] * qc["ffn90"]
+        s90 *= d["E"]
+        s90 += (nfull + 1.0) * t_d
+    else:
+        s90 += (nfull + 1.0) * (t_d + qc["la"])
+        s90 += qc["own90"]
+        s90 += st["lin_f"] * qc["ffn90"]
     s90 = s90 + others
     # queueing: M/G/1 on the prefill lane in tokens, M/G/c on the slots
     inv_rate = t_d / k
-    inv_rate += mp * d["inv_mP"]  # seconds per prefill token with a backlog
-    rho_pf = upper(lam * mP * inv_rate, 0.999)
-    w_pf = lam * qc["half_in_sq"]
+    inv_rate += own * d["inv_mP"]  # seconds per prefill token with a backlog (pipelines: one engine's lane)
+    rho_pf = upper(lam_e * mP * inv_rate, 0.999)
+    w_pf = lam_e * qc["half_in_sq"]
     w_pf *= inv_rate
     w_pf *= inv_rate
     w_pf /= 1.0 - rho_pf  # Pollaczek-Khinchine
@@ -124,7 +136,7 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     sn *= sn
     sn *= var_n
     var += sn
-    var += others * mp * qc["sq_ratio"]
+    var += others * own * qc["sq_ratio"]
     base = r1 + s_mean
     base90 = gamma_p90(base, var)
     # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature

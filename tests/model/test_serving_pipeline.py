@@ -127,8 +127,10 @@ def test_pipeline_rounds_against_discrete_event_pipeline(monkeypatch):
               f"|e| median {np.median(abs(e)):.3f}  |e| p90 {np.quantile(abs(e), 0.9):.3f}  max {abs(e).max():.3f}  "
               f"median prompt-heavy {np.median(e[heavy]):+.3f} (n={heavy.sum()}), others {np.median(e[~heavy]):+.3f}")
     a = {key: np.abs(np.array(v)) for key, v in errs.items()}
-    # seed 20260611: capacity |e| median 0.084, p90 0.19, max 0.61 (analytic above the DES: stage bubbles);
-    # TPOT 0.064 / 0.18 / 0.24 (below); TTFT 0.42 / 0.66 / 1.8 (docs/serving.md, Pipelines)
-    assert np.min(errs["capacity"]) > -0.10 and np.median(a["capacity"]) < 0.15 and np.mean(a["capacity"] < 0.25) >= 0.8
-    assert np.median(a["tpot_p90"]) < 0.10 and np.mean(a["tpot_p90"] < 0.25) >= 0.8 and a["tpot_p90"].max() < 0.40
-    assert np.median(a["ttft_p90"]) < 0.60 and np.mean(a["ttft_p90"] < 0.80) >= 0.75
+    # seed 20260611, rounds with the carrying micro-batch's stall, per-engine chunks and per-pass
+    # launches: capacity |e| median 0.033, p90 0.075, max 0.10; TPOT 0.010 / 0.039 / 0.041; TTFT 0.14 /
+    # 0.51 / 2.6 (short prompts at light load still too high). Before (one pooled round): capacity
+    # 0.084 / 0.19 / 0.61, TPOT 0.064 / 0.18 / 0.24, TTFT 0.42 / 0.66 / 1.8 (docs/serving.md, Pipelines)
+    assert a["capacity"].max() < 0.15 and np.median(a["capacity"]) < 0.06
+    assert a["tpot_p90"].max() < 0.08 and np.median(a["tpot_p90"]) < 0.03
+    assert np.median(a["ttft_p90"]) < 0.25 and np.mean(a["ttft_p90"] < 0.60) >= 0.85
