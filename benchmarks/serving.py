@@ -40,8 +40,9 @@ from dse.spec.workloads import load_workloads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "60f003f"  # before the cost work of 2026-11-29 (e60fd9e: before the coarse grid + regula falsi)
-SERVING_MODULES = ("serving", "serving_fluid", "serving_queue", "serving_iteration", "serving_lengths",
-                   "serving_mapping", "serving_coeffs", "serving_stage")
+SERVING_MODULES = ("serving", "serving_fluid", "serving_prepare", "serving_prefill", "serving_stoploss",
+                   "serving_queue", "serving_iteration", "serving_lengths", "serving_mapping", "serving_coeffs",
+                   "serving_stage")
 DENSE = (tuple(np.r_[np.linspace(0.002, 0.998, 250), 1.0]), tuple(np.linspace(0.01, 0.99, 60)))
 
 

@@ -42,20 +42,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_fluid import (  # noqa: F401 (re-exported: the stage's public helpers)
-    _clip,
-    _rate,
-    fluid_state,
-    iteration_energy_j,
+from dse.model.serving_fluid import _rate, fluid_state, iteration_energy_j  # noqa: F401 (_rate re-exported)
+from dse.model.serving_prepare import (  # noqa: F401 (re-exported: the stage's public helpers)
     kv_footprint_tokens,
     kv_max_seqs,
-    lower,
     prepare,
     request_shape,
-    stoploss_at,
-    upper,
 )
 from dse.model.serving_queue import latencies, queue_constants
+from dse.model.serving_stoploss import _clip, lower, stoploss_at, upper  # noqa: F401 (stoploss_at re-exported)
 
 SCHED_DEFAULTS: dict[str, float] = {
     "token_budget": 2048.0,        # tokens per iteration (vLLM max_num_batched_tokens, Sarathi chunk budget)

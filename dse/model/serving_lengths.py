@@ -144,7 +144,7 @@ def sample(workload: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray
 def stack_moments(moments: list[dict], codes: np.ndarray) -> dict[str, np.ndarray]:
     """Per-design moment arrays for designs whose workload is ``moments[codes[i]]``; the
     stop-loss tables stay one per workload, ``(len(moments), len(grid))``, with
-    ``in_stoploss_rows`` = ``codes`` picking each design's (``dse.model.serving_fluid.stoploss_of``)."""
+    ``in_stoploss_rows`` = ``codes`` picking each design's (``dse.model.serving_stoploss.stoploss_of``)."""
     out = {key: np.array([m[key] for m in moments])[codes] for key in MOMENT_KEYS}
     out["in_stoploss"] = np.stack([m["in_stoploss"] for m in moments])
     out["in_stoploss_rows"] = np.asarray(codes, dtype=np.intp)

@@ -114,7 +114,7 @@ def point_moments(in_len: Array, out_len: Array) -> dict[str, np.ndarray]:
     """Length moments (:func:`dse.model.serving_lengths.length_moments`' keys) of requests that all
     have ``in_len`` prompt and ``out_len`` output tokens (arrays per design). No stop-loss table:
     ``in_point`` (= ``in_len``) stands for it, the stage reads ``max(in_len - grid, 0)`` where it
-    needs it (:func:`dse.model.serving_fluid.stoploss_of`, :func:`point_stoploss`)."""
+    needs it (:func:`dse.model.serving_stoploss.stoploss_of`, :func:`point_stoploss`)."""
     p, o = np.asarray(in_len, dtype=float), np.asarray(out_len, dtype=float)
     p, o = np.broadcast_arrays(p, o)
     return {"in_mean": p, "in_sq_mean": p * p, "in_p50": p, "in_p90": p, "out_mean": o, "out_sq_mean": o * o,

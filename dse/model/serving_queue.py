@@ -3,7 +3,7 @@
 Pure numpy, arrays over designs (a leading load-grid axis allowed). Called by
 :func:`dse.model.serving.serving_metrics` with the operating point ``st`` of
 ``dse.model.serving_fluid.fluid_state`` (batch, iteration times, prefill marginal, rate) and the
-per-design quantities ``d`` of ``dse.model.serving_fluid.prepare``. The approximations (derivation
+per-design quantities ``d`` of ``dse.model.serving_prepare.prepare``. The approximations (derivation
 and error against the discrete-event reference: ``docs/serving.md`` section 2, items 5-6):
 
 * **TTFT** = residual of the iteration in progress (length-biased over a two-point
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_fluid import _clip, lower, upper
+from dse.model.serving_stoploss import _clip, lower, upper
 
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
 _INF = np.inf

@@ -30,7 +30,7 @@ def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarra
     batch: its shared moments as they are (scalars, one stop-loss table). Several: per-design
     moment arrays, and the stop-loss tables as a set ``(R, G)`` (each workload's, then the point
     masses' of the code-0 rows) with ``in_stoploss_rows`` giving each design's row
-    (:func:`dse.model.serving_fluid.stoploss_of`): no per-design copy of a shared table."""
+    (:func:`dse.model.serving_stoploss.stoploss_of`): no per-design copy of a shared table."""
     code = np.asarray(k["workload"], dtype=np.int64)
     if not np.any(code > 0):
         return point_moments(k["in_len"], k["out_len"])
