@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dse.model import silicon
+from dse.model.cost import COST_SETTINGS
 from dse.model.pipeline import evaluate_arrays
 from dse.model_data import model_data, quality_family
 from dse.runtime import tune_malloc
@@ -28,13 +29,11 @@ from dse.spec.registry import (
     INPUT_FIELDS,
     KNOB_BY_NAME,
     KNOB_DEFAULTS,
-    KNOBS,
     Field,
 )
 
 CHUNK = 16_384  # designs per inner call: arrays stay in cache (measured best of 2k..128k)
 NAME_COLUMNS: tuple[str, str] = ("model", "platform")
-COST_SETTINGS: tuple[str, ...] = tuple(f.name for f in KNOBS if f.default is None)  # default: technology.yaml
 Columns = Mapping[str, Any]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model.area import area_breakdown, resolve_params
+from dse.spec.registry import KNOBS
 from dse.spec.units import GIGA
 
 Array = np.ndarray | float
@@ -111,6 +112,15 @@ def usd_per_mtoken(tco_per_hour: Array, decode_tokens_per_s: Array) -> Array:
         return np.where(tokens_per_hour > 0, tco_per_hour / np.maximum(tokens_per_hour, 1e-300) * 1e6, np.inf)
 
 
+# the registry's knobs without a default: taken from spaces/technology.yaml unless a study sets them
+COST_SETTINGS: tuple[str, ...] = tuple(f.name for f in KNOBS if f.default is None)
+
+
+def cost_setting(study: dict, tech: dict) -> dict[str, Array]:
+    """The study's cost settings (:data:`COST_SETTINGS`), each defaulting to ``tech``'s sourced value."""
+    return {key: study.get(key, tech[key]) for key in COST_SETTINGS}
+
+
 def cost_metrics(hw: dict, tech: dict, study: dict, n_devices: Array, avg_power_w: Array,
                  decode_tokens_per_s: Array, area: dict | None = None,
                  params: tuple[dict, dict] | None = None) -> dict[str, Array]:
@@ -119,8 +129,7 @@ def cost_metrics(hw: dict, tech: dict, study: dict, n_devices: Array, avg_power_
     ``study`` may set ``lifetime_years``, ``usd_per_kwh``, ``pue``, ``host_usd_per_device`` and
     ``markup_frac`` (defaults: ``tech``'s sourced values). ``avg_power_w`` is the system's mean power.
     """
-    setting = {k: study.get(k, tech[k])
-               for k in ("lifetime_years", "usd_per_kwh", "pue", "host_usd_per_device", "markup_frac")}
+    setting = cost_setting(study, tech)
     device = device_cost_usd(hw, {**tech, "markup_frac": setting["markup_frac"]}, area, params)["device_cost_usd"]
     system = system_cost_usd(device, n_devices, setting["host_usd_per_device"])
     tco = tco_usd_per_hour(system, avg_power_w, setting["lifetime_years"], setting["usd_per_kwh"], setting["pue"],

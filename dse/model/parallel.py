@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import collectives as coll
-from dse.model.workload import Array, Op, layer_params
+from dse.model.workload import Array, Op, draft_weight_frac, layer_params
 from dse.spec.registry import KNOB_DEFAULTS
 
 PARALLEL_KNOBS: tuple[str, ...] = ("tp", "pp", "ep", "dp", "micro_batches", "comm_overlap_frac", "collective_algo")
@@ -194,7 +194,7 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
     per_layer = qkv + o + experts + p["router"]
     embed = m["vocab_size"] * m["d_model"] / tp
     params = s["layers"] * per_layer + embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"])
-    weights = params * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
+    weights = params * wb * (1.0 + draft_weight_frac(k))
     ctx = k["in_len"] + k["out_len"]
     seqs = k["batch"] / ep
     kv_cache = 2.0 * s["layers"] * s["kv_heads"] * hd * seqs * ctx * (k["kv_bits"] / 8.0)

@@ -26,7 +26,7 @@ import numpy as np
 
 from dse.model import perf, power
 from dse.model.parallel import knob, shard_dims
-from dse.model.workload import Array, Op, n_params, weight_bytes_per_param
+from dse.model.workload import Array, Op, stored_weight_bytes, weight_bytes_per_param
 
 PIM_BITS = 16.0  # the PIM units' only arithmetic format (FP16 Aquabolt-XL, BF16 AiM)
 
@@ -51,8 +51,7 @@ def pim_data_bytes(m: dict, k: dict) -> dict[str, Array]:
     decode GEMV's matrices, a draft model included) and ``kv`` (the KV cache at the final context)."""
     s = shard_dims(m, k)
     devices = knob(k, "tp") * knob(k, "pp") * knob(k, "ep")
-    draft = np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0)
-    weights = n_params(m) * (PIM_BITS / 8.0) * (1.0 + draft) / devices
+    weights = stored_weight_bytes(m, k, PIM_BITS / 8.0) / devices
     kv = (2.0 * s["layers"] * s["kv_heads"] * m["head_dim"] * (k["batch"] / knob(k, "ep"))
           * (k["in_len"] + k["out_len"]) * (PIM_BITS / 8.0))
     return {"weights": weights, "kv": kv}

@@ -18,7 +18,7 @@ import numpy as np
 
 from dse.model import perf, power
 from dse.model.serving_iteration import LIN_ROWS
-from dse.model.workload import layer_params, n_params, tokens_per_verify, weight_bytes_per_param
+from dse.model.workload import layer_params, n_params, stored_weight_bytes, tokens_per_verify, weight_bytes_per_param
 
 
 def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256.0) -> dict[str, np.ndarray]:
@@ -64,7 +64,7 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     tok_bytes = nl * hd * (2.0 * h + 2.0 * kv) * a_b + nl * hd * 2.0 * kv * kv_b
     kv_token_bytes = 2.0 * nl * kv * hd * kv_b
     spec = k["spec_len"] > 0
-    weights = n_params(m) * wb * (1.0 + np.where(spec, k["spec_draft_frac"], 0.0))
+    weights = stored_weight_bytes(m, k, wb)
     widest = np.maximum((h + 2.0 * kv) * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k)
     workspace = token_budget * (d + widest) * a_b + max_seqs * v * 4.0
     zero = 0.0 * wb

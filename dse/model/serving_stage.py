@@ -18,10 +18,12 @@ from dse.model.serving import SCHED_DEFAULTS, serving_metrics
 from dse.model.serving_coeffs import serving_coeffs
 from dse.model.serving_lengths import MOMENT_KEYS
 from dse.model.serving_mapping import point_moments, point_stoploss, replica_coeffs, round_limits
-from dse.model.workload import n_params, weight_bytes_per_param
+from dse.model.workload import stored_weight_bytes, weight_bytes_per_param
+from dse.spec.metrics import METRIC_TABLE
 
 Array = np.ndarray | float
 _RATES = ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "serving_power_w")
+_METRICS = tuple(m.name for m in METRIC_TABLE if m.stage == "serving")  # the stage's columns, in table order
 
 
 def workload_moments(k: dict, moments: list[dict | None]) -> dict[str, np.ndarray]:
@@ -63,7 +65,7 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
     c = serving_coeffs(m, k1, hw, k["token_budget"], k["max_seqs"])
     if not parallel.is_single_device(k1):
         wb = weight_bytes_per_param(k)
-        weights = n_params(m) * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
+        weights = stored_weight_bytes(m, k, wb)
         per_device = parallel.memory_bytes_per_device(m, {**k1, "batch": 0.0}, wb)
         c = replica_coeffs(c, m, k1, hw, per_device, weights)
     dp = k["dp"]
@@ -72,10 +74,8 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
     # the offered rate carries the batch's shape, so every output comes back per design
     sched["arrival_rate_req_per_s"] = np.broadcast_to(k["arrival_rate_req_per_s"] / dp, shape)
     res = serving_metrics(c, workload_moments(k, moments), sched)
-    out = {name: res[name] * dp if name in _RATES else res[name] for name in
-           ("serving_tokens_per_s", "goodput_req_per_s", "serving_capacity_req_per_s", "ttft_p90_s", "tpot_p90_s",
-            "kv_max_seqs", "serving_batch", "serving_power_w", "serving_tokens_per_j")}
-    setting = {key: k.get(key, tech[key]) for key in ("lifetime_years", "usd_per_kwh", "pue")}
+    out = {name: res[name] * dp if name in _RATES else res[name] for name in _METRICS if name in res}
+    setting = cost.cost_setting(k, tech)
     tco = cost.tco_usd_per_hour(system_cost_usd, out["serving_power_w"], setting["lifetime_years"],
                                 setting["usd_per_kwh"], setting["pue"], tech["hours_per_year"])
     out["serving_usd_per_mtoken"] = cost.usd_per_mtoken(tco, out["serving_tokens_per_s"])

@@ -178,10 +178,20 @@ def draft_op(m: dict, k: dict, wb: Array) -> Op:
     return Op(2.0 * g * b * params, None, g * params * wb + act, None, act, kernels)
 
 
+def draft_weight_frac(k: dict) -> Array:
+    """Weights of the speculative draft model as a share of the target's (0 without speculation)."""
+    return np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0)
+
+
+def stored_weight_bytes(m: dict, k: dict, wb: Array) -> Array:
+    """Bytes of every weight the model stores, ``wb`` bytes each, the draft model included."""
+    return n_params(m) * wb * (1.0 + draft_weight_frac(k))
+
+
 def memory_bytes(m: dict, k: dict, wb: Array) -> Array:
     """Footprint: weights (``wb`` bytes each, draft model included) + KV cache at full context
     + peak prefill activations + logits."""
-    weights = n_params(m) * wb * (1.0 + np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0))
+    weights = stored_weight_bytes(m, k, wb)
     ctx = k["in_len"] + k["out_len"]
     kv_cache = 2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"] * k["batch"] * ctx * (k["kv_bits"] / 8.0)
     widest = np.maximum((m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"],
