@@ -79,7 +79,7 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
     the phase and the link energy. The power cap applies per device. On one device this is the
-    single-device model exactly.
+    single-device model exactly. ``hw`` carries usable links (:func:`with_links`) where parallel.
     """
     raw_s = perf.phase_time_s(costs)
     dyn_j = power.phase_dynamic_j(hw, costs)
@@ -91,7 +91,7 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     queries = 1.0 if prefill or not np.any(k["spec_len"] > 0) else k["spec_len"] + 1.0
     tokens = b * k["in_len"] if prefill else b * queries
-    comm = parallel.stage_comm(m, k, with_links(hw), tokens, b if prefill else tokens)
+    comm = parallel.stage_comm(m, k, hw, tokens, b if prefill else tokens)
     head_s = perf.op_totals(costs["lm_head"])["time_s"]
     compute_s = raw_s
     raw_s = parallel.phase_time_s(compute_s, head_s, comm, k, prefill, steps)
@@ -145,8 +145,8 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
     static_w = silicon.anchored_static_w(hw["static_power_w"], sil["provisioned_static_w"], hw["static_ref_w"])
     onchip = hw["onchip_energy_pj_per_bit"] * (silicon.onchip_rule_pj_per_bit(hw, data["onchip"], sil["area"])
                                                / hw["onchip_ref_pj_per_bit"])
-    hw = {**hw, "onchip_energy_pj_per_bit": onchip}
-    out = performance(m, k, {**hw, "static_power_w": static_w})
+    hw = {**hw, "onchip_energy_pj_per_bit": onchip, "static_power_w": static_w}
+    out = performance(m, k, hw)
     area = sil["area"]
     out.update(cost.cost_metrics(sil["hw"], tech, k, out["n_devices"], out["decode_power_w"],
                                  out["decode_tokens_per_s"], area, sil["params"]))
@@ -158,8 +158,7 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
                c_static_power_w=static_w - hw["tdp_w"], ppl_delta=q["ppl_delta"],
                quality_extrapolated=q["quality_extrapolated"])
     if data.get("serving"):
-        hw_s = {**hw, "static_power_w": static_w}
-        out.update(serving_stage(m, k, hw_s if parallel.is_single_device(k) else with_links(hw_s), tech,
+        out.update(serving_stage(m, k, hw if parallel.is_single_device(k) else with_links(hw), tech,
                                  data["workloads"], out["system_cost_usd"]))
     return _broadcast(out)
 
@@ -174,10 +173,12 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     """The workload, mapping, performance and power stages: time, energy, memory, devices."""
     wb = weight_bytes_per_param(k)
     costs = phase_costs(m, k, hw, wb)
+    single = parallel.is_single_device(k)
+    linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     for phase, ops in costs.items():
-        times[phase], energies[phase] = phase_system(m, k, hw, ops, phase)
+        times[phase], energies[phase] = phase_system(m, k, linked, ops, phase)
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
@@ -201,7 +202,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
         "memory_bytes": mem,
         "g_memory_bytes": mem - hw["mem_capacity_bytes"],
         "n_devices": n_devices,
-        "c_link": 0.0 if parallel.is_single_device(k) else missing_link(k, hw),
+        "c_link": 0.0 if single else missing_link(k, hw),
     }
     return out
 
