@@ -155,7 +155,8 @@ def _host_op(op: dict, hw: dict, overhead: float, streams: float = 0.0) -> tuple
     if streams > 0 and stream_bw > 0:
         byte_rate = min(byte_rate, streams * stream_bw)
     t = max(op["flop"] / flop_rate, op["bytes"] / byte_rate)
-    e_flop = hw["flop16_energy_pj_per_flop"] * native / 16 / gain  # 2:4 units execute half the MACs
+    fixed = hw["flop_energy_fixed_frac"]
+    e_flop = hw["flop16_energy_pj_per_flop"] * (fixed + (1 - fixed) * native / 16) / gain  # 2:4: half the MACs
     e_bit = hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]
     return t + overhead, (op["flop"] * e_flop + op["bytes"] * 8 * e_bit) * PJ
 

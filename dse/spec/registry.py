@@ -141,6 +141,10 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
           "1 if 2:4 structured sparsity doubles matrix throughput (and halves GEMM compute energy)"),
     Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
           "energy of one 16-bit FLOP incl. operand delivery"),
+    Field("flop_energy_fixed_frac", "1", 0.14, 0.0, 1.0, "float", "power",
+          "share of the 16-bit energy per FLOP that does not shrink with operand width: a FLOP at b native "
+          "bits costs flop16_energy x (f + (1 - f) b / 16); default 0.14 fitted to "
+          "validation/gemm_precision_h200.csv (H200, FP8 / BF16 GEMM energy per FLOP 0.568, median of 19 shapes)"),
     Field("mem_bw_bytes_per_s", "B/s", None, 0.0, 1e15, "float", "perf", "main-memory peak bandwidth",
           positive=True),
     Field("mem_capacity_bytes", "B", None, 0.0, 1e15, "float", "perf", "main-memory capacity usable by the model",

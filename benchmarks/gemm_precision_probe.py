@@ -1,0 +1,105 @@
+"""Sustained GEMM rate and energy per FLOP at 16 and 8 bits on an NVIDIA GPU (board power from NVML).
+
+Run on a GPU machine: ``python benchmarks/gemm_precision_probe.py [--seconds 4] [--out FILE.csv]``.
+Checks two numbers the model carries from 16-bit to 8-bit arithmetic: the achievable share
+of the peak (``compute_eff_frac``, one value for every precision) and the energy per FLOP
+(``dse.model.power.j_per_flop``; ``flop_energy_fixed_frac`` is fitted to this probe's output,
+``validation/gemm_precision_h200.csv``: a rule linear in the operand width read FP8 13% low). Cases: the
+weight GEMMs of Llama-3-8B (qkv, o, gate+up, down) and Llama-3-70B (gate+up, down) at
+M = 512, 2048 and 8192 tokens, and an 8192^3 square, each as BF16 (``torch.matmul``) and FP8
+E4M3 (``torch._scaled_mm``, per-tensor scales, BF16 output: the TensorRT-LLM/vLLM FP8 path).
+Each case runs for about ``--seconds`` from a CUDA graph of back-to-back products (no launch
+gaps); the idle board power (a context resident) is read first. Per case it prints seconds per
+product, TFLOP/s, mean board power and ``pj_per_flop = (P - P_idle) / (FLOP/s)``: everything the
+board spends beyond idle per FLOP (operand delivery from HBM/L2/SMEM included), the same
+definition as the model's ``flop16_energy_pj_per_flop`` source. Needs torch with CUDA and
+nvidia-ml-py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+
+SHAPES = {  # name: (N, K) of the weight, out = x (M, K) @ W^T (K, N)
+    "8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
+    "70b-gate_up": (57344, 8192), "70b-down": (8192, 28672),
+}
+TOKENS = (512, 2048, 8192)
+
+
+def _run(fn, seconds: float, nvml, handle, torch) -> tuple[float, float]:
+    """(seconds per call, mean board watts) of ``fn`` replayed from a CUDA graph for ~``seconds``."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    per_graph = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(per_graph):
+            fn()
+    for _ in range(3):  # warm to the sustained clock before the energy window
+        graph.replay()
+    torch.cuda.synchronize()
+    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    t0 = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - t0 < seconds:
+        graph.replay()
+        calls += per_graph
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    joules = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3
+    return elapsed / calls, joules / elapsed
+
+
+def main() -> None:
+    import pynvml as nvml
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    dev = torch.device("cuda")
+    torch.zeros(1, device=dev)
+    time.sleep(2.0)
+    e0, t0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
+    time.sleep(max(args.seconds, 2.0))
+    idle_w = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / (time.perf_counter() - t0)
+    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
+    one = torch.ones((), device=dev, dtype=torch.float32)
+    cases = [(name, m, n, k) for name, (n, k) in SHAPES.items() for m in TOKENS] + [("square", 8192, 8192, 8192)]
+    rows = []
+    for name, m, n, k in cases:
+        x16 = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        w16 = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        x8, w8 = x16.to(torch.float8_e4m3fn), w16.to(torch.float8_e4m3fn)
+        fns = {"bf16": lambda x=x16, w=w16: torch.matmul(x, w.t()),
+               "fp8": lambda x=x8, w=w8: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)}
+        for dtype, fn in fns.items():
+            s, watts = _run(fn, args.seconds, nvml, handle, torch)
+            flop_s = 2.0 * m * n * k / s
+            row = {"case": name, "dtype": dtype, "m": m, "n": n, "k": k, "s_per_gemm": s, "tflop_per_s": flop_s / 1e12,
+                   "board_w": watts, "idle_w": idle_w, "pj_per_flop": (watts - idle_w) / flop_s * 1e12}
+            rows.append(row)
+            print(f"{name:12s} M={m:5d} {dtype:5s} {s * 1e6:9.1f} us {flop_s / 1e12:7.1f} TFLOP/s "
+                  f"{watts:6.1f} W {row['pj_per_flop']:.3f} pJ/FLOP", flush=True)
+        del x16, w16, x8, w8
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
