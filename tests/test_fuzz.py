@@ -261,6 +261,15 @@ HARDWARE = st.lists(st.sampled_from(sorted(_HW_RANGES)), max_size=6, unique=True
     lambda names: st.fixed_dictionaries({n: _hardware_value(n) for n in names}))
 
 
+def _beyond_float(system_cost_usd, tokens_per_s):
+    """Where a cost per million tokens may be inf: nothing served, or capex alone (amortised over
+    the longest lifetime the registry allows, 50 years) per million tokens beyond ~1e300 USD."""
+    capex_per_hour = np.asarray(system_cost_usd) / (50.0 * 8784.0)
+    with np.errstate(divide="ignore"):
+        log_usd = np.log10(capex_per_hour) - np.log10(np.asarray(tokens_per_s) * 3600.0) + 6.0
+    return (np.asarray(tokens_per_s) < 1e-100) | (log_usd > 300.0)
+
+
 @FUZZ
 @given(st.integers(1, 6).flatmap(_knob_values), st.sampled_from(MODELS), st.sampled_from(PLATFORMS), HARDWARE)
 def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
@@ -275,8 +284,10 @@ def test_valid_designs_give_finite_metrics(knobs, model, platform, hw):
         assert not np.any(np.isnan(values)), (name, values)
         if name == "ppl_delta":  # inf is the documented "no data" value (flagged)
             assert np.all(out["quality_extrapolated"][np.isinf(values)] == 1)
-        elif name == "serving_usd_per_mtoken":  # inf where nothing is served (the model does not fit)
-            assert np.all(out["serving_tokens_per_s"][np.isinf(values)] < 1e-100)
+        elif name == "serving_usd_per_mtoken":  # inf where nothing is served, or beyond the float range
+            assert np.all(_beyond_float(out["system_cost_usd"], out["serving_tokens_per_s"])[np.isinf(values)])
+        elif name == "usd_per_mtoken":
+            assert np.all(_beyond_float(out["system_cost_usd"], out["decode_tokens_per_s"])[np.isinf(values)])
         elif name == "ttft_p90_s":  # inf where the offered rate reaches capacity
             assert np.all(out["serving_capacity_req_per_s"][np.isinf(values)] * 0 == 0)
         else:
