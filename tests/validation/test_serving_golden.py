@@ -25,8 +25,8 @@ from dse.validation.validate import load_set, validate
 SLACK = 0.03
 # group -> (rows, median |error|, max |error|) when pinned (error = predicted / published - 1)
 PINNED = {
-    "trtllm-tp1": (30, 0.162, 0.384),
-    "trtllm-tp2": (10, 0.289, 0.386),  # 0.344 / 0.429 before the 16-bit residual stream in the collectives
+    "trtllm-tp1": (30, 0.134, 0.239),  # 0.162 / 0.384 before FP8 cost 0.568 of BF16 per FLOP (flop_energy_fixed_frac)
+    "trtllm-tp2": (10, 0.221, 0.348),  # 0.289 / 0.386 before it; 0.344 / 0.429 before the 16-bit residual stream
     "trtllm-rtx-pp1": (3, 0.465, 0.519),
     "trtllm-rtx-pp": (9, 0.597, 2.149),  # 0.753 / 1.675 before the pipeline stall and per-pass launches
     "vllm-tp4": (3, 2.533, 2.737),
@@ -72,11 +72,12 @@ def test_errors_stay_pinned(comparisons, group):
 
 
 def test_signs_and_ranks(comparisons):
-    """The model is optimistic on every TensorRT-LLM and offline vLLM row (host overheads, engine
-    scheduling policy, finite runs: none in the model) and ranks the 52 TensorRT-LLM points as
-    published; it is fast on the light-load TPOT (pre-0.6 vLLM host time)."""
+    """The model is optimistic on the TensorRT-LLM rows or within 5% of them (four H200 Llama-3-70B
+    rows read 2-3% slow; host overheads, engine scheduling policy, finite runs: none in the model)
+    and on every offline vLLM row, and ranks the 52 TensorRT-LLM points as published; it is fast
+    on the light-load TPOT (pre-0.6 vLLM host time)."""
     trt = comparisons[comparisons["group"].str.startswith("trtllm")]
-    assert (trt["error"] > 0.0).all()
+    assert (trt["error"] > -0.05).all() and (trt["error"] > 0.0).mean() >= 0.9
     assert spearmanr(trt["measured"], trt["predicted"])[0] >= 0.95
     assert (comparisons.loc[comparisons["group"] == "vllm-tp4", "error"] > 1.0).all()
     assert (comparisons.loc[comparisons["group"] == "vllm-light-tpot", "error"] < 0.0).all()
