@@ -25,6 +25,10 @@ def test_categorical_compared_with_its_choice_names():
     assert parse('mem_technology == "hbm3"')(env, cats).tolist() == [False, True, True]
     with pytest.raises(SpecError, match="not one of"):
         parse('mem_technology == "hbm9"')(env, cats)
+    with pytest.raises(SpecError) as err:  # one line: file, key, the name, the choices, a hint
+        parse('"hbm33" != mem_technology', file="s.yaml", key="derived.x")(env, cats)
+    assert str(err.value) == ("s.yaml: derived.x: 'hbm33' is not one of mem_technology's names ['gddr6', 'hbm3']; "
+                              "did you mean 'hbm3'? (got 'hbm33')")
 
 
 @pytest.mark.parametrize("text", [

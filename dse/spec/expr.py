@@ -53,7 +53,8 @@ class Expr:
 
     def __call__(self, env: Mapping[str, object], categories: Mapping[str, list] | None = None) -> np.ndarray:
         """Evaluate on ``env`` (name -> array or scalar); ``categories`` maps a categorical
-        name to its choices so ``mem_technology == "hbm3"`` compares integer codes."""
+        name to the names its codes in ``env`` index, so ``mem_technology == "hbm3"`` compares
+        codes, and a name not in the list is an error, never a silent false."""
         try:
             with np.errstate(all="ignore"):
                 return _Eval(env, categories or {}).visit(self.tree.body)
@@ -184,7 +185,9 @@ class _Eval(ast.NodeVisitor):
             if isinstance(other, ast.Name) and other.id in self.categories:
                 choices = self.categories[other.id]
                 if node.value not in choices:
-                    raise SpecError("", other.id, f"{node.value!r} is not one of {choices}", node.value)
+                    hint = did_you_mean(node.value, choices)
+                    raise SpecError("", other.id, f"{node.value!r} is not one of {other.id}'s names {choices}{hint}",
+                                    node.value)
                 return float(choices.index(node.value))
             raise SpecError("", "", "strings are only allowed compared with a categorical knob", node.value)
         return self.visit(node)

@@ -93,10 +93,13 @@ def _is_strings(choices: tuple) -> bool:
     return bool(choices) and isinstance(choices[0], str)
 
 
-def _named_codes(name: str) -> tuple[str, ...]:
-    """The registry's choice names of a categorical input field (codes are their positions), or ()."""
-    field_def = INPUT_FIELDS.get(name)
-    return field_def.choices if field_def is not None else ()
+# every named categorical input (workload, quant_method, mem_technology_code, ...) -> the names of its codes
+_NAMED_CODES: dict[str, list[str]] = {f.name: list(f.choices) for f in INPUT_FIELDS.values() if f.choices}
+
+
+def _named_codes(name: str) -> list[str]:
+    """The registry's choice names of a categorical input field (codes are their positions), or []."""
+    return _NAMED_CODES.get(name, [])
 
 
 @dataclass
@@ -178,7 +181,7 @@ class Space:
         a study to flag the design infeasible (:class:`dse.loading.SpaceEvaluator`).
         """
         env, cats, _ = self._conditioned(params)
-        for name in self.derived_order:
+        for name in self.derived_order:  # cats: the names of the codes in env, as the `when`s read them
             value = self.derived[name](env, cats)
             if strict and not np.all(np.isfinite(value)):
                 raise SpecError(self.file, f"derived.{name}", "expression gives a non-finite value",
@@ -188,26 +191,32 @@ class Space:
 
     def _conditioned(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
         """The expression environment after fixed values, the technology table and the ``when``
-        conditions; the categories; and whether each setting stands for its design (see :meth:`distinct`)."""
-        cats = self.categories()
+        conditions; the names its codes index (what a name compared in an expression means); and
+        whether each setting stands for its design (see :meth:`distinct_at`).
+
+        Every string categorical is coded once, before any expression reads it: a named
+        categorical (workload, quant_method, ...) by the registry's code of its name, as the
+        evaluator reads it (a fixed one already is); platform, model and memory technology by
+        position in the space's lists (:meth:`categories`).
+        """
+        cats = {**self.categories(), **_NAMED_CODES}
         env: dict[str, Any] = {}
         for name, value in self.fixed.items():
-            env[name] = float(cats[name].index(value)) if name in cats and isinstance(value, str) else value
+            env[name] = float(cats[name].index(value)) if isinstance(value, str) else value
         for knob in self.knobs:
             env[knob.name] = np.asarray(params[knob.name], dtype=float)
+            if _is_strings(knob.choices):  # positions in the knob's choices -> codes of the names
+                codes = np.array([float(cats[knob.name].index(c)) for c in knob.choices])
+                env[knob.name] = codes[env[knob.name].astype(np.int64)]
         if "mem_technology" in env:
             self._apply_technology(env)
         stands: Any = True
         for knob in self.knobs:
             if knob.when is not None:
                 cond = np.asarray(knob.when(env, cats)) != 0
-                stands = stands & (cond | (env[knob.name] == knob.value_at(np.array(0))))
+                stands = stands & (cond | (np.asarray(params[knob.name], dtype=float) == knob.value_at(np.array(0))))
                 default = float(cats[knob.name].index(knob.default)) if isinstance(knob.default, str) else knob.default
                 env[knob.name] = np.where(cond, env[knob.name], default)
-        for knob in self.knobs:  # named categoricals (workload, quant_method, ...): positions -> registry codes
-            if _is_strings(knob.choices) and _named_codes(knob.name):
-                codes = np.array([float(_named_codes(knob.name).index(c)) for c in knob.choices])
-                env[knob.name] = codes[np.asarray(env[knob.name], dtype=np.int64)]
         return env, cats, stands
 
     def distinct_at(self, index: np.ndarray) -> np.ndarray | None:
