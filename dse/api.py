@@ -247,11 +247,13 @@ def _length(cols: Mapping[str, Any]) -> int:
 
 
 def check_columns(cols: Mapping[str, Any]) -> None:
-    """Reject NaN/inf and values outside the registry's range for their column (SpecError).
+    """Reject NaN/inf, values outside the registry's range for their column and fractions in
+    whole-number columns (``int``, ``code`` and ``flag`` kinds: a 1.5-stage pipeline or a
+    half-set flag has no meaning) with a SpecError.
 
-    Two reductions per column (min and max: NaN propagates into both); the offending
-    value is looked up only when a column fails. Rates must be 0 (absent) or at least
-    one per second.
+    Two reductions per column (min and max: NaN propagates into both) and one rounding pass
+    per whole-number column; the offending value is looked up only when a column fails.
+    Rates must be 0 (absent) or at least one per second.
     """
     for name, values in cols.items():
         if name in NAME_COLUMNS:
@@ -262,9 +264,12 @@ def check_columns(cols: Mapping[str, Any]) -> None:
         low, high = float(arr.min()), float(arr.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise SpecError("", name, "must be finite", float(arr[~np.isfinite(arr)].flat[0]))
-        rule = range_violation(INPUT_FIELDS[name], low, high)
+        field = INPUT_FIELDS[name]
+        rule = range_violation(field, low, high)
         if rule:
-            raise SpecError("", name, rule, low if low <= INPUT_FIELDS[name].low else high)
+            raise SpecError("", name, rule, low if low <= field.low else high)
+        if field.kind != "float" and np.any(arr != np.rint(arr)):  # one rounding pass per whole-number column
+            raise SpecError("", name, "must be a whole number", float(arr[arr != np.rint(arr)].flat[0]))
         if name in HARDWARE_FIELD_NAMES and name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):
             raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
 

@@ -230,11 +230,16 @@ def test_expressions_that_reach_for_python_are_refused():
 
 
 # ---- the evaluator ------------------------------------------------------------------------
+def _knob_value(f) -> st.SearchStrategy[float]:
+    """A valid value of knob ``f``: any float in range, whole numbers for the whole-number kinds."""
+    if f.kind == "float":
+        return st.floats(f.low, f.high) | st.sampled_from([f.low, f.high])
+    return st.integers(int(f.low), int(f.high)).map(float)
+
+
 def _knob_values(n: int) -> st.SearchStrategy[dict[str, np.ndarray]]:
     return st.fixed_dictionaries({
-        name: st.lists(st.floats(lo, hi) | st.sampled_from([lo, hi]), min_size=n, max_size=n).map(np.array)
-        for name, (lo, hi) in {f.name: (f.low, f.high) for f in KNOB_FIELDS}.items()
-    })
+        f.name: st.lists(_knob_value(f), min_size=n, max_size=n).map(np.array) for f in KNOB_FIELDS})
 
 
 # hardware overrides within what a preset may hold (dse.spec.presets checks), over many orders of magnitude:
