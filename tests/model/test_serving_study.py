@@ -58,12 +58,11 @@ def _evaluate(rows: list[dict], ttft_slo_s: float, tpot_slo_s: float) -> pd.Data
     return out[ok]
 
 
-def _slice(ttft_slo_s: float, tpot_slo_s: float) -> pd.DataFrame:
-    """Every system and (tp, pp) split (dp = 8 / (tp pp)) with W8A8, KV 4 or 16 bit, three token
-    budgets, three sequence limits, with and without 2 draft tokens: the feasible designs."""
+def _slice(ttft_slo_s: float, tpot_slo_s: float, budgets=(4096, 8192, 16384), seqs=(512, 1024, 2048)) -> pd.DataFrame:
+    """Every system and (tp, pp) split (dp = 8 / (tp pp)) with W8A8, KV 4 or 16 bit, the given token
+    budgets and sequence limits, with and without 2 draft tokens: the feasible designs."""
     rows = [dict(platform=p, tp=tp, pp=pp, dp=8 // (tp * pp), token_budget=tb, max_seqs=ms, kv_bits=kv, spec_len=sl)
-            for p, (tp, pp), tb, ms, kv, sl in itertools.product(PLATFORMS, SPLITS, (4096, 8192, 16384),
-                                                                 (512, 1024, 2048), (4, 16), (0, 2))]
+            for p, (tp, pp), tb, ms, kv, sl in itertools.product(PLATFORMS, SPLITS, budgets, seqs, (4, 16), (0, 2))]
     return _evaluate(rows, ttft_slo_s, tpot_slo_s)
 
 
@@ -77,11 +76,12 @@ def _best(df: pd.DataFrame, metric: str, largest: bool = True) -> pd.Series:
 
 def test_chat_tier_headline():
     """TTFT <= 2 s, TPOT <= 100 ms: HGX H100 at tp 1 x pp 2 (4 replicas) is cheapest per token and
-    most tokens per joule, within a few % of the most requests/s (H200 at tp 1 x pp 2); MI300X,
+    most tokens per joule, within 1% of the most requests/s (H200 at tp 1 x pp 2, ~44 req/s since
+    c47e65c priced an 8-bit FLOP at 0.57 of a 16-bit one: power-capped at its capacity); MI300X,
     Gaudi 2, A100 follow at lower goodput. Pipelines rescue the RTX 4090 box (all-reduces through
     host memory) and lose on the prompt-heavy trace where tensor parallelism is cheap (Gaudi 2).
     Quality: a 4-bit KV cache (ppl_delta +0.125, the measured W8A8 KV8 row) buys ~8% goodput and
-    ~11% lower $/token over the lossless W8A8 KV16 designs, so the front holds both."""
+    ~8% lower $/token over the lossless W8A8 KV16 designs, so the front holds both."""
     df = _slice(2.0, 0.1)
     cheap, frugal, most = (_best(df, "serving_usd_per_mtoken", False), _best(df, "serving_tokens_per_j"),
                            _best(df, "goodput_req_per_s"))
@@ -99,7 +99,8 @@ def test_chat_tier_headline():
     assert np.all(df.loc[df["kv_bits"] == 16, "ppl_delta"] == 0.0)
     by_q = df.groupby(df["ppl_delta"] > 0)
     assert most["ppl_delta"] == pytest.approx(0.125)
-    assert most["goodput_req_per_s"] == pytest.approx(49.0, rel=0.03)
+    assert most["goodput_req_per_s"] == pytest.approx(44.0, rel=0.03)
+    assert most["goodput_req_per_s"] > 0.99 * most["serving_capacity_req_per_s"]  # capacity-bound, not SLO-bound
     lossless = _best(df[df["ppl_delta"] == 0], "goodput_req_per_s")
     assert (lossless["platform"], lossless["tp"], lossless["pp"]) == ("hgx-h200-8", 1, 2)
     assert 1.03 < most["goodput_req_per_s"] / lossless["goodput_req_per_s"] < 1.15
@@ -111,29 +112,37 @@ def test_chat_tier_headline():
 
 
 def test_tight_tier_headline():
-    """TTFT <= 0.5 s, TPOT <= 40 ms: HGX H100 at tp 2 x 4 with 2 draft tokens wins all three; tight
-    TTFT leaves no room for a pipeline's prefill stall on the NVSwitch boxes. The front is that
-    design twice: KV 4 bit (more goodput) and KV 16 bit (lossless)."""
-    df = _slice(0.5, 0.04)
-    for metric, largest in (("goodput_req_per_s", True), ("serving_tokens_per_j", True),
-                            ("serving_usd_per_mtoken", False)):
+    """TTFT <= 0.5 s, TPOT <= 40 ms: HGX H100 at tp 2 x 4 with 2 draft tokens gives the most requests/s
+    and the cheapest token; tp 2 x pp 2 (2 replicas, 2,048 tokens per iteration) edges it on tokens/J
+    (+0.6%, below the power cap). The front is the tp 2 x 4 design twice, KV 4 bit (more goodput) and
+    KV 16 bit (lossless), plus that pipeline. Tight TTFT leaves no room for a pipeline's prefill stall
+    on the H100 and A100 boxes; on the H200 (since c47e65c) the tp-only designs run at the power cap
+    and tp 2 x pp 2 serves ~3% more. The slice (token budgets 2,048-16,384, 128-2,048 sequences)
+    holds the exhaustive study's front."""
+    df = _slice(0.5, 0.04, budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048))
+    for metric, largest in (("goodput_req_per_s", True), ("serving_usd_per_mtoken", False)):
         best = _best(df, metric, largest)
         assert (best["platform"], best["tp"], best["pp"], best["spec_len"]) == ("hgx-h100-8", 2, 1, 2), metric
+    frugal = _best(df, "serving_tokens_per_j")
+    assert (frugal["platform"], frugal["tp"], frugal["pp"], frugal["token_budget"]) == ("hgx-h100-8", 2, 2, 2048)
     split = df.groupby(["platform", df["pp"] > 1])["goodput_req_per_s"].max()
-    for platform in ("hgx-h100-8", "hgx-h200-8", "hgx-a100-8"):
+    for platform in ("hgx-h100-8", "hgx-a100-8", "hls-gaudi2-8", "rtxpro6000-pcie-8"):
         assert split[platform, False] > split[platform, True], platform
+    assert 1.0 < split["hgx-h200-8", True] / split["hgx-h200-8", False] < 1.08
     front = _front(df, OBJECTIVES["datacenter-serving-tight"])
+    assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving-tight"]])) == 3
     assert set(front["ppl_delta"].round(6)) == {0.0, 0.125}
-    assert set(zip(front["platform"], front["tp"], front["pp"], strict=True)) == {("hgx-h100-8", 2, 1)}
-    g = front.groupby("kv_bits")["goodput_req_per_s"].max()
-    assert g[4] == pytest.approx(40.3, rel=0.03) and 1.02 < g[4] / g[16] < 1.10
+    assert set(zip(front["platform"], front["tp"], front["pp"], strict=True)) == {("hgx-h100-8", 2, 1),
+                                                                                   ("hgx-h100-8", 2, 2)}
+    g = front[front["pp"] == 1].groupby("kv_bits")["goodput_req_per_s"].max()
+    assert g[4] == pytest.approx(35.6, rel=0.03) and 1.02 < g[4] / g[16] < 1.10
 
 
 def test_interactive_curve():
     """Chat SLOs, TPOT p90 minimised too (KV 4 bit, spec 2/4, small sequence limits and token
-    budgets): goodput falls as the speed per user rises, from ~49 req/s at 100 ms (H200 tp 1 x pp 2)
-    to ~8 req/s at 7 ms (H200 tp 8, 4 draft tokens); the tensor-parallel degree rises along the
-    curve; only the H100 and H200 boxes are on it."""
+    budgets): goodput falls as the speed per user rises, from ~44 req/s at 96 ms (H200 tp 1 x pp 2,
+    at its power-capped capacity, below the 100 ms SLO) to ~8 req/s at 7 ms (H200 tp 8, 4 draft
+    tokens); the tensor-parallel degree rises along the curve; only the H100 and H200 boxes are on it."""
     rows = [dict(platform=p, tp=tp, pp=pp, dp=8 // (tp * pp), token_budget=tb, max_seqs=ms, kv_bits=4, spec_len=sl)
             for p, (tp, pp), tb, ms, sl in itertools.product(PLATFORMS, SPLITS, (256, 1024, 4096, 16384),
                                                              (16, 32, 64, 128, 512, 1024), (2, 4))]
@@ -144,13 +153,13 @@ def test_interactive_curve():
     fastest, most = front.iloc[0], _best(front, "goodput_req_per_s")
     assert (fastest["platform"], fastest["tp"], fastest["spec_len"]) == ("hgx-h200-8", 8, 4)
     assert fastest["tpot_p90_s"] < 0.008 and fastest["goodput_req_per_s"] < 0.2 * most["goodput_req_per_s"]
-    assert most["tpot_p90_s"] == pytest.approx(0.1, rel=0.01)
-    assert most["goodput_req_per_s"] == pytest.approx(49.0, rel=0.03)
+    assert 0.09 < most["tpot_p90_s"] < 0.099 and most["goodput_req_per_s"] > 0.99 * most["serving_capacity_req_per_s"]
+    assert most["goodput_req_per_s"] == pytest.approx(44.0, rel=0.03)
 
     def goodput_within(tpot_s):
         return front.loc[front["tpot_p90_s"] <= tpot_s, "goodput_req_per_s"].max()
 
-    assert goodput_within(0.02) == pytest.approx(33.9, rel=0.03)   # 50 tokens/s per user: ~70% of the most
-    assert goodput_within(0.04) == pytest.approx(41.1, rel=0.03)   # 25 tokens/s per user
+    assert goodput_within(0.02) == pytest.approx(31.2, rel=0.03)   # 50 tokens/s per user: ~70% of the most
+    assert goodput_within(0.04) == pytest.approx(35.4, rel=0.03)   # 25 tokens/s per user
     assert np.all(front.loc[front["tpot_p90_s"] < 0.008, "tp"] >= 4)
     assert np.all(front.loc[front["tpot_p90_s"] > 0.08, "tp"] == 1)
