@@ -143,7 +143,8 @@ def load_quality_tables(path: str | Path = QUALITY_YAML) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _compiled(path: str) -> dict:
-    return q.compile_quality_tables(load_rows(path), _spec(path)["combination"])
+    spec = _spec(path)
+    return q.compile_quality_tables(load_rows(path), spec["combination"], tuple(spec["per_channel_methods"]))
 
 
 def quality_points(path: str | Path = QUALITY_YAML) -> list[dict]:

@@ -14,7 +14,9 @@ Rules (each row's delta is ``ppl - ref_ppl`` inside one paper's table, clamped a
 * **Conservative interpolation.** A query is bounded by the table points it dominates (rows
   with at most its bits and at most its group precision); the bound is the smallest of them.
   Bits are snapped *down* to :data:`BITS_GRID`, group sizes 1..128 rank as g128 and anything
-  coarser as per-channel, unstructured sparsity snaps *up* to :data:`FRAC_GRID`. No dominated
+  coarser as per-channel (a method that is per-channel by construction, ``per_channel_methods``
+  in the YAML, e.g. SmoothQuant, reads per-channel at any group size), unstructured sparsity
+  snaps *up* to :data:`FRAC_GRID`. No dominated
   row: ``ppl_delta = inf`` (no data; infeasible under any ``ppl_delta`` bound).
 * **Never below a measurement.** The bound is raised to the largest delta measured (same family
   and method, or the KV curve) at a point at least as precise as the query, so combining one
@@ -176,12 +178,14 @@ def _wa_cells(rows_fm: tuple, env: np.ndarray, cells: list, kv: tuple, m_kv: flo
     return val, flags
 
 
-def compile_quality_tables(rows: dict, combination: dict) -> dict:
+def compile_quality_tables(rows: dict, combination: dict, per_channel_methods: tuple[str, ...] = ()) -> dict:
     """Lookup grids from the row arrays of :func:`dse.quality_table.load_rows`.
 
     ``wa_value[f, method, w_lv, a_lv, group_rank, kv_lv, kv_method]`` is the weight/activation +
     KV delta (margin applied), ``sp_value[f, sparse_method, pattern, frac_lv]`` the sparsity delta;
-    ``*_flags`` hold F_TRANSFERRED / F_EXACT / F_COMBINED bits.
+    ``*_flags`` hold F_TRANSFERRED / F_EXACT / F_COMBINED bits. Methods in
+    ``per_channel_methods`` (per-channel scales by construction) read their per-channel cells at
+    every group size.
     """
     n_fam, n_meth, nl, nkm = len(FAMILIES), len(QUANT_METHODS), len(BITS_GRID), len(KV_METHODS)
     m_kv = float(combination["wa_kv_margin"])
@@ -203,9 +207,13 @@ def compile_quality_tables(rows: dict, combination: dict) -> dict:
             for km in range(nkm):
                 val, flg = _wa_cells(rows_fm, env, cells, (kv_val[f, km], kv_flg[f, km], kv_low[f, km]), m_kv)
                 wa_val[f, m, ..., km], wa_flg[f, m, ..., km] = val, flg
+    per_channel = tuple(code(QUANT_METHODS, name) for name in per_channel_methods)
+    for m in per_channel:  # the group size does not apply: the group-rank slice is the per-channel one
+        wa_val[:, m, :, :, 1], wa_flg[:, m, :, :, 1] = wa_val[:, m, :, :, 0], wa_flg[:, m, :, :, 0]
     sp_val, sp_flg = _sparse_grids(rows, n_fam)
     return {"wa_value": wa_val, "wa_flags": wa_flg, "sp_value": sp_val, "sp_flags": sp_flg,
-            "sparse_margin": float(combination["sparse_margin"]), "wa_kv_margin": m_kv, "rows": rows}
+            "sparse_margin": float(combination["sparse_margin"]), "wa_kv_margin": m_kv, "rows": rows,
+            "per_channel_methods": per_channel, "per_channel": np.isin(np.arange(n_meth), per_channel)}
 
 
 def _sparse_grids(rows: dict, n_fam: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +288,8 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
     extrap = ~valid | np.isinf(total) | both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED)) > 0)
     top = BITS_GRID[-1]
     on_grid = (((w == BITS_GRID.take(wl_i)) | (w >= top)) & ((a == BITS_GRID.take(al_i)) | (a >= top))
-               & ((kv == BITS_GRID.take(kl_i)) | (kv >= top)) & ((grp == 0) | (grp == GROUP_MAX_FINE) | (w >= top))
+               & ((kv == BITS_GRID.take(kl_i)) | (kv >= top))
+               & ((grp == 0) | (grp == GROUP_MAX_FINE) | (w >= top) | tables["per_channel"].take(meth, mode="clip"))
                & ((pattern == 1) | (frac == FRAC_GRID.take(fl_i))))
     exact = on_grid & (((f_wa & f_sp) & F_EXACT) > 0) & ~both
     return {"ppl_delta": np.broadcast_to(total, shape),

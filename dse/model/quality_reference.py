@@ -146,7 +146,7 @@ def ppl_delta_scalar(tables: dict, family: int, method: int, w_bits: float, a_bi
                      sparse_method: int = 0) -> tuple[float, int, int]:
     """(ppl_delta, quality_extrapolated, quality_interpolated) for one design."""
     wl, al, kl = _snap_bits(w_bits), _snap_bits(a_bits), _snap_bits(kv_bits)
-    grank = 1 if 1 <= w_group_size <= GROUP_MAX_FINE else 0
+    grank = 1 if 1 <= w_group_size <= GROUP_MAX_FINE and method not in tables["per_channel_methods"] else 0
     pattern = 1 if nm_sparse > 0 else 0
     if pattern == 1:
         level = 1
@@ -161,7 +161,7 @@ def ppl_delta_scalar(tables: dict, family: int, method: int, w_bits: float, a_bi
     total = tables["sparse_margin"] * (d_wa + d_sp) if both else d_wa + d_sp
     extrapolated = total == INF or both or comb or tr_wa or tr_sp
     on_grid = ((w_bits == wl or w_bits >= 16) and (a_bits == al or a_bits >= 16) and (kv_bits == kl or kv_bits >= 16)
-               and (w_group_size in (0, GROUP_MAX_FINE) or w_bits >= 16)
+               and (w_group_size in (0, GROUP_MAX_FINE) or w_bits >= 16 or method in tables["per_channel_methods"])
                and (pattern == 1 or w_sparsity_frac == FRACS[level]))
     exact = on_grid and ex_wa and ex_sp and not both
     return total, int(extrapolated), int(not exact and not extrapolated)

@@ -107,7 +107,8 @@ KNOBS: tuple[Field, ...] = (
     Field("sparse_method", "1", 0.0, 0.0, 2.0, "code", "quality", "pruning method",
           choices=("sparsegpt", "wanda", "magnitude")),
     Field("w_group_size", "1", 128.0, 0.0, 1e6, "int", "quality",
-          "weights per quantisation scale (0: per-channel; 1..128 read as g128)"),
+          "weights per quantisation scale (0: per-channel; 1..128 read as g128; per-channel methods such as "
+          "SmoothQuant read 0)"),
     Field("workload", "1", 0.0, 0.0, float(len(WORKLOADS) - 1), "code", "serving",
           "request-length distribution served (spaces/workloads.yaml); none: every request is in_len/out_len",
           choices=WORKLOADS),
