@@ -89,8 +89,9 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple
 def front_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, bool]], *,
                  title: str = "", color_by: str | None = None, units: Mapping[str, str] | None = None) -> Any:
     """A matplotlib figure: all designs (infeasible grey; feasible blue, or one style per
-    ``color_by`` value) with the front on top as a black line through white markers outlined
-    in black; log-log axes where both columns are positive. Axes labelled :func:`axis_label`
+    ``color_by`` value) with the front on top as white markers outlined in black, joined by a
+    black line when the study has two objectives (with more, the front has no order in the
+    first two's plane); log-log axes where both columns are positive. Axes labelled :func:`axis_label`
     with ``units`` (column -> unit, as stored in the result files; None: the registry's and the
     metric table's), each zoomed by :func:`zoom_to_feasible`."""
     import matplotlib
@@ -119,9 +120,11 @@ def front_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tup
                    zorder=2)
     if len(front):
         f = front.sort_values(x)
-        ax.plot(f[x], f[y], "-", c=FRONT_COLOUR, lw=1.4, zorder=3)
+        if len(objectives) <= 2:  # with more objectives the front has no order in these two axes: no line
+            ax.plot(f[x], f[y], "-", c=FRONT_COLOUR, lw=1.4, zorder=3)
+        shown_of = "" if len(objectives) <= 2 else f"; {len(objectives)} objectives, the first two shown"
         ax.scatter(f[x], f[y], s=46, facecolors="white", edgecolors=FRONT_COLOUR, linewidths=1.5, zorder=4,
-                   label=f"Pareto front ({len(front)})")
+                   label=f"Pareto front ({len(front)}{shown_of})")
     positive = all((trials[c] > 0).all() for c in (x, y)) if len(trials) else False
     if positive:
         ax.set_xscale("log")

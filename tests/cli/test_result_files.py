@@ -117,6 +117,16 @@ def test_palette_keeps_away_from_the_front_and_the_infeasible_grey():
         assert max(r, g, b) - min(r, g, b) > 0.2, c  # not a grey
 
 
+def test_a_front_of_more_than_two_objectives_is_not_joined_by_a_line():
+    rng = np.random.default_rng(1)
+    trials = pd.DataFrame({"x": rng.uniform(1, 100, 50), "y": rng.uniform(1, 100, 50), "z": rng.uniform(1, 100, 50),
+                           "feasible": np.ones(50, dtype=bool)})
+    fig = front_figure(trials, trials.head(7), [("x", True), ("y", True), ("z", False)])
+    ax = fig.axes[0]
+    assert not ax.lines
+    assert ax.collections[-1].get_label() == "Pareto front (7; 3 objectives, the first two shown)"
+
+
 def test_front_is_a_black_line_with_outlined_markers_on_top():
     rng = np.random.default_rng(0)
     n = 400
