@@ -140,6 +140,15 @@ def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
     return np.maximum(time_s, dynamic_j * per_headroom_w)
 
 
+def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:
+    """Power of one device that spends ``dynamic_j`` in ``time_s`` (:func:`power_capped_s`'s time):
+    static + dynamic / time, which is ``tdp_w`` at the cap. Computed as energy / time it read up to
+    2 ulps above ``tdp_w`` there (15.000000000000002 W on a 15 W SoC) and failed a ``decode_power_w
+    <= tdp_w`` constraint; bounded by ``tdp_w`` (by the static power where that exceeds it, off by
+    the 1e-9 W headroom floor) it is exact at the cap and unchanged, to rounding, below it."""
+    return np.minimum(hw["static_power_w"] + dynamic_j / time_s, np.maximum(hw["tdp_w"], hw["static_power_w"]))
+
+
 def sparse_exec_frac(hw: dict, k: dict) -> Array:
     """Share of a weight GEMM's dense FLOPs the hardware executes: 1/2 for 2:4-sparse weights on
     native sparse tensor units, which skip the zero half (twice the dense math rate, NVIDIA A100

@@ -69,8 +69,8 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
 
 
 def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str,
-                 ) -> tuple[Array, Array]:
-    """(seconds, joules) of one phase for one replica of ``tp * pp * ep`` devices.
+                 ) -> tuple[Array, Array, Array]:
+    """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices.
 
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
@@ -80,12 +80,14 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
     the phase and the link energy. The power cap applies per device. On one device this is the
     single-device model exactly. ``hw`` carries usable links (:func:`with_links`) where parallel.
+    The watts are each device's (:func:`perf.device_power_w`: exactly ``tdp_w`` at the cap) times
+    the devices, plus the link power.
     """
     raw_s = perf.phase_time_s(costs)
     dyn_j = power.phase_dynamic_j(hw, costs)
     if parallel.is_single_device(k):
         time_s = perf.power_capped_s(raw_s, dyn_j, hw)
-        return time_s, dyn_j + hw["static_power_w"] * time_s
+        return time_s, dyn_j + hw["static_power_w"] * time_s, perf.device_power_w(dyn_j, time_s, hw)
     prefill = phase == "prefill"
     b = k["batch"]
     steps = 1.0 if prefill else costs["qkv"]["steps"]
@@ -99,7 +101,9 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     device_j = parallel.device_dynamic_j(dyn_j, compute_s, comm, k, steps)
     time_s = perf.power_capped_s(raw_s, device_j, hw)
     devices = k["tp"] * k["pp"] * k["ep"]
-    return time_s, devices * (device_j + hw["static_power_w"] * time_s) + steps * comm["energy_j"]
+    link_j = steps * comm["energy_j"]
+    return (time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j,
+            devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s)
 
 
 MISSING_LINK_BW_BYTES_PER_S = 1.0  # stand-in for a link a design needs but lacks: finite, and c_link flags it
@@ -177,8 +181,9 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
+    watts: dict[str, Array] = {}
     for phase, ops in costs.items():
-        times[phase], energies[phase] = phase_system(m, k, linked, ops, phase)
+        times[phase], energies[phase], watts[phase] = phase_system(m, k, linked, ops, phase)
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
@@ -194,7 +199,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
         "tpot_s": dec_s / n_out,
         "decode_tokens_per_s": dec_tps,
         "tokens_per_s": _times(dp, generated * per_total_s),
-        "decode_power_w": _times(dp, energies["decode"] * per_dec_s),
+        "decode_power_w": _times(dp, watts["decode"]),  # = energy / time; exactly tdp_w per device at the cap
         "avg_power_w": _times(dp, total_j * per_total_s),
         "decode_tokens_per_j": generated / energies["decode"],
         "tokens_per_j": generated / total_j,
