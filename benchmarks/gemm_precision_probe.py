@@ -7,7 +7,8 @@ of the peak (``compute_eff_frac``, one value for every precision) and the energy
 ``validation/gemm_precision_h200.csv``: a rule linear in the operand width read FP8 13% low). Cases: the
 weight GEMMs of Llama-3-8B (qkv, o, gate+up, down) and Llama-3-70B (gate+up, down) at
 M = 512, 2048 and 8192 tokens, and an 8192^3 square, each as BF16 (``torch.matmul``) and FP8
-E4M3 (``torch._scaled_mm``, per-tensor scales, BF16 output: the TensorRT-LLM/vLLM FP8 path).
+E4M3 (``torch._scaled_mm``, per-tensor scales, BF16 output: the TensorRT-LLM/vLLM FP8 path) and
+INT8 (``torch._int_mm``, int32 output: the W8A8 SmoothQuant GEMM without its dequantisation).
 Each case runs for about ``--seconds`` from a CUDA graph of back-to-back products (no launch
 gaps); the idle board power (a context resident) is read first. Per case it prints seconds per
 product, TFLOP/s, mean board power and ``pj_per_flop = (P - P_idle) / (FLOP/s)``: everything the
@@ -66,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--out", default="")
+    parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8", "int8"], choices=["bf16", "fp8", "int8"])
     args = parser.parse_args()
     nvml.nvmlInit()
     handle = nvml.nvmlDeviceGetHandleByIndex(0)
@@ -83,9 +85,14 @@ def main() -> None:
         x16 = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
         w16 = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
         x8, w8 = x16.to(torch.float8_e4m3fn), w16.to(torch.float8_e4m3fn)
+        xi = torch.randint(-128, 128, (m, k), device=dev, dtype=torch.int8)
+        wi = torch.randint(-128, 128, (n, k), device=dev, dtype=torch.int8)
         fns = {"bf16": lambda x=x16, w=w16: torch.matmul(x, w.t()),
-               "fp8": lambda x=x8, w=w8: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)}
+               "fp8": lambda x=x8, w=w8: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16),
+               "int8": lambda x=xi, w=wi: torch._int_mm(x, w.t())}
         for dtype, fn in fns.items():
+            if dtype not in args.dtypes:
+                continue
             s, watts = _run(fn, args.seconds, nvml, handle, torch)
             flop_s = 2.0 * m * n * k / s
             row = {"case": name, "dtype": dtype, "m": m, "n": n, "k": k, "s_per_gemm": s, "tflop_per_s": flop_s / 1e12,
@@ -93,7 +100,7 @@ def main() -> None:
             rows.append(row)
             print(f"{name:12s} M={m:5d} {dtype:5s} {s * 1e6:9.1f} us {flop_s / 1e12:7.1f} TFLOP/s "
                   f"{watts:6.1f} W {row['pj_per_flop']:.3f} pJ/FLOP", flush=True)
-        del x16, w16, x8, w8
+        del x16, w16, x8, w8, xi, wi
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
