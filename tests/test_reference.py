@@ -36,6 +36,7 @@ def random_batch(rng, n):
         "micro_batches": rng.choice([1.0, 1.0, 2.0, 4.0], n),
         "comm_overlap_frac": rng.uniform(0.0, 1.0, n),
         "collective_algo": rng.choice([0.0, 1.0, 2.0, 3.0], n),
+        "quant_method": rng.integers(0, 10, n).astype(float),  # integer-GEMM methods change the energy
     }
 
 
@@ -69,6 +70,7 @@ def test_vectorised_matches_reference(platform):
     hw["mem_bw_bytes_per_s"] = hw["mem_bw_bytes_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["flop16_peak_flop_per_s"] = hw["flop16_peak_flop_per_s"] * rng.uniform(0.3, 3.0, n)
     hw["attn_stream_bw_bytes_per_s"] = rng.choice([0.0, 1e10, 4.21e10, 2e11], n)  # decode-attention stream limit
+    hw["int_op_energy_ratio"] = rng.choice([1.0, 1.36, 2.5], n)  # integer weight GEMMs' energy
     hw.update(random_system(rng, n))
     batch = {**m, **k, **hw}
     assert_matches_reference(lambda b: evaluate_arrays(*_split(b)), lambda r: evaluate_one(*_split(r)), batch,

@@ -163,12 +163,13 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
     Operators that do not depend on the context are costed per step (``per_step``
     True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
     summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
-    memory bandwidth, ``rate`` ``(achievable seconds per dense FLOP, native bits, executed share
-    of the dense FLOPs)`` (:func:`sparse_exec_frac`; the seconds per FLOP already include it); all
-    are kept (``s_per_flop``, ``native``, ``exec_frac``) for the energy and the breakdown.
+    memory bandwidth, ``rate`` ``(achievable seconds per dense FLOP, native bits, multiplier of the
+    dense-FLOP energy)`` (the seconds per FLOP already include the executed share,
+    :func:`sparse_exec_frac`; the multiplier: :func:`dse.model.power.gemm_energy_frac`); all are kept
+    (``s_per_flop``, ``native``, ``flop_energy_frac``) for the energy and the breakdown.
     ``c_sum`` is the sum of the step indices ``lo..hi`` (used only by context-dependent operators).
     """
-    s_per_flop, native, exec_frac = rate
+    s_per_flop, native, energy_frac = rate
     launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
         step_s = roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
@@ -179,7 +180,7 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
                 + steps * launch_s,
                 "flop": sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
                 "bytes": sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
-    cost.update(s_per_flop=s_per_flop, native=native, exec_frac=exec_frac, steps=steps, launch_s=launch_s)
+    cost.update(s_per_flop=s_per_flop, native=native, flop_energy_frac=energy_frac, steps=steps, launch_s=launch_s)
     return cost
 
 

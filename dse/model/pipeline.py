@@ -18,12 +18,12 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
 
     Each cost holds ``time_s``, ``flop``, ``bytes`` (per step where ``per_step``; see
     :func:`op_totals`), ``s_per_flop`` (reciprocal achievable host rate), ``native``
-    (bits), ``exec_frac`` (executed share of the dense FLOPs), ``steps`` and, where PIM is
+    (bits), ``flop_energy_frac`` (multiplier of the dense-FLOP energy), ``steps`` and, where PIM is
     possible, ``energy_j`` and ``on_pim``.
     """
     lin_s_per_flop, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
     executed = perf.sparse_exec_frac(hw, k)  # 2:4 on native sparse units: half the MACs, time and energy
-    lin_rate = (lin_s_per_flop * executed, lin_native, executed)
+    lin_rate = (lin_s_per_flop * executed, lin_native, power.gemm_energy_frac(hw, k, executed))
     attn_rate = (*perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"])), 1.0)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
     if np.any(k["spec_len"] > 0):  # speculative decoding: verification steps of spec_len + 1 positions

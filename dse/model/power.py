@@ -15,9 +15,11 @@ import numpy as np
 
 from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import Array
+from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
 SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
+_INTEGER_METHOD = np.array([name in INTEGER_GEMM_METHODS for name in KNOB_BY_NAME["quant_method"].choices])
 
 
 def j_per_dram_byte(hw: dict) -> Array:
@@ -42,16 +44,29 @@ def j_per_flop(hw: dict, native: Array) -> Array:
     return e16 * f + native * (e16 * (1.0 - f) / 16.0)  # scalar factors first: two array ops for a scalar device
 
 
-def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array, exec_frac: Array = 1.0) -> Array:
+def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
+    """Multiplier of a weight GEMM's dense-FLOP energy (:func:`j_per_flop`): the executed share
+    ``executed`` (:func:`dse.model.perf.sparse_exec_frac`: 2:4 sparse units skip half) times
+    ``int_op_energy_ratio`` where the GEMM runs in integer arithmetic (a method of
+    :data:`dse.spec.registry.INTEGER_GEMM_METHODS` with quantised activations, ``a_bits < 16``).
+    On an H200, cuBLASLt INT8 GEMMs cost 1.36x FP8's energy per operation
+    (``validation/gemm_int8_h200.csv``); the ratio is 1 (nothing added) elsewhere by default."""
+    ratio = hw["int_op_energy_ratio"]
+    if np.ndim(ratio) == 0 and ratio == 1.0:
+        return executed
+    integer = _INTEGER_METHOD.take(np.asarray(k["quant_method"], dtype=np.intp), mode="clip") & (k["a_bits"] < 16.0)
+    return executed * np.where(integer, ratio, 1.0)
+
+
+def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array, flop_energy_frac: Array = 1.0) -> Array:
     """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
 
-    Energy per FLOP at a native precision: :func:`j_per_flop`. Only the executed share
-    ``exec_frac`` of the dense ``flop`` is charged (:func:`dse.model.perf.sparse_exec_frac`:
-    2:4 sparse units skip half).
+    Energy per FLOP at a native precision: :func:`j_per_flop`, times ``flop_energy_frac`` for weight
+    GEMMs (:func:`gemm_energy_frac`: the executed share of the dense ``flop``, integer arithmetic).
     """
     per_flop = j_per_flop(hw, native)
-    if not (np.ndim(exec_frac) == 0 and exec_frac == 1.0):
-        per_flop = per_flop * exec_frac
+    if not (np.ndim(flop_energy_frac) == 0 and flop_energy_frac == 1.0):
+        per_flop = per_flop * flop_energy_frac
     return flop * per_flop + nbytes * j_per_dram_byte(hw)
 
 
@@ -67,17 +82,17 @@ def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
     if "energy_j" in cost:
         return cost["energy_j"]
     total = op_totals(cost)
-    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"], total["exec_frac"])
+    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"], total["flop_energy_frac"])
 
 
 def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
-    """Dynamic energy of a phase; host operators that share a precision (and executed share) are
+    """Dynamic energy of a phase; host operators that share a precision (and energy multiplier) are
     priced together."""
     if any("energy_j" in c for c in costs.values()):
         return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
     groups: dict[tuple[int, int], list[dict[str, Array]]] = {}
     for c in costs.values():
-        groups.setdefault((id(c["native"]), id(c["exec_frac"])), []).append(c)
+        groups.setdefault((id(c["native"]), id(c["flop_energy_frac"])), []).append(c)
     return functools.reduce(operator.add, (
-        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"], g[0]["exec_frac"])
+        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"], g[0]["flop_energy_frac"])
         for g in groups.values()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from dse.model import parallel_reference as par_ref
+from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
 
 PJ = 1e-12
 
@@ -49,13 +50,15 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, q
     ab, kvb, wb = k["a_bits"] / 8, k["kv_bits"] / 8, _bytes_per_weight(k)
     lin_bits = max(k["w_bits"], k["a_bits"])
     sparse = 0.5 if k["nm_sparse"] > 0 else 0.0
+    method = KNOB_BY_NAME["quant_method"].choices[int(k["quant_method"])]
+    integer = method in INTEGER_GEMM_METHODS and k["a_bits"] < 16  # integer weight GEMMs
     ops = []
 
     def linear(name, n_layers, n_tok, weights, flop_weights, act_elems, kernels):
         act = n_layers * n_tok * act_elems * ab
         ops.append({"name": name, "flop": n_layers * 2 * n_tok * flop_weights,
                     "bytes": n_layers * weights * wb + act, "act": act, "bits": lin_bits,
-                    "sparse": sparse, "kernels": n_layers * kernels})
+                    "sparse": sparse, "integer": integer, "kernels": n_layers * kernels})
 
     w_qkv = d * (h + 2 * kv) * hd
     w_o = h * hd * d
@@ -86,7 +89,7 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, q
         draft_weights = frac * _n_params(m)
         act = g * b * 2 * d * ab
         ops.append({"name": "draft", "flop": 2 * g * b * draft_weights, "bytes": g * draft_weights * wb + act,
-                    "act": act, "bits": lin_bits, "sparse": sparse,
+                    "act": act, "bits": lin_bits, "sparse": sparse, "integer": integer,
                     "kernels": g * (11 * L * math.sqrt(frac) + 2)})
     return ops
 
@@ -157,6 +160,8 @@ def _host_op(op: dict, hw: dict, overhead: float, streams: float = 0.0) -> tuple
     t = max(op["flop"] / flop_rate, op["bytes"] / byte_rate)
     fixed = hw["flop_energy_fixed_frac"]
     e_flop = hw["flop16_energy_pj_per_flop"] * (fixed + (1 - fixed) * native / 16) / gain  # 2:4: half the MACs
+    if op.get("integer"):
+        e_flop *= hw["int_op_energy_ratio"]
     e_bit = hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"] + 2 * hw["sram_energy_pj_per_bit"]
     return t + overhead, (op["flop"] * e_flop + op["bytes"] * 8 * e_bit) * PJ
 

@@ -39,7 +39,8 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     attn_spf, attn_native = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
     spb = perf.mem_s_per_byte(hw)
     j_per_byte = power.j_per_dram_byte(hw)  # the static model's prices (dse.model.power)
-    lin_jpf, attn_jpf = power.j_per_flop(hw, lin_native) * executed, power.j_per_flop(hw, attn_native)
+    lin_jpf = power.j_per_flop(hw, lin_native) * power.gemm_energy_frac(hw, k, executed)
+    attn_jpf = power.j_per_flop(hw, attn_native)
     koh = hw["kernel_overhead_s"]
 
     g = np.where(k["spec_len"] > 0, k["spec_len"], 0.0)

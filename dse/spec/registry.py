@@ -24,6 +24,12 @@ WORKLOADS: tuple[str, ...] = ("none", "splitwise-code", "splitwise-conv", "arxiv
 MEMORY_TECHNOLOGIES: tuple[str, ...] = ("ddr4", "ddr5", "lpddr5", "lpddr5x", "gddr6", "gddr6x", "hbm2", "hbm2e",
                                         "hbm3", "hbm3e", "hbm2-pim", "gddr6-aim")
 KINDS: tuple[str, ...] = ("int", "float", "code", "flag")
+# quantisation methods whose weight GEMMs run in integer arithmetic when activations are quantised
+# (a_bits < 16): SmoothQuant INT8 W8A8 (Xiao et al., arXiv:2211.10438), QuaRot and its RTN variant INT4
+# W4A4 (Ashkboos et al., arXiv:2404.00456), SpinQuant INT4 W4A4 (Liu et al., arXiv:2405.16406), OmniQuant
+# uniform integer W4A4/W6A6 (Shao et al., arXiv:2308.13137). FP8 and the weight-only methods compute in
+# floating point; their activations, when quantised, are taken as FP8-like.
+INTEGER_GEMM_METHODS: tuple[str, ...] = ("smoothquant", "quarot", "quarot_rtn", "spinquant", "omniquant")
 STAGES: tuple[str, ...] = ("workload", "mapping", "perf", "power", "cost", "quality", "serving")
 
 
@@ -142,6 +148,9 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
           "1 if 2:4 structured sparsity doubles matrix throughput (and halves GEMM compute energy)"),
     Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
           "energy of one 16-bit FLOP incl. operand delivery"),
+    Field("int_op_energy_ratio", "1", 1.0, 0.0, 100.0, "float", "power",
+          "energy of an integer weight-GEMM operation (INT8/INT4 activations: INTEGER_GEMM_METHODS) over the "
+          "floating-point rule at the same native width; 1: the same", positive=True),
     Field("flop_energy_fixed_frac", "1", 0.14, 0.0, 1.0, "float", "power",
           "share of the 16-bit energy per FLOP that does not shrink with operand width: a FLOP at b native "
           "bits costs flop16_energy x (f + (1 - f) b / 16); default 0.14 fitted to "

@@ -34,3 +34,31 @@ def test_default_fixed_share_is_the_probe_fit():
     assert HARDWARE_BY_NAME["flop_energy_fixed_frac"].default == pytest.approx(fitted, abs=0.005)
     # the 16-bit figure the H100/H200 presets carry (0.85 pJ/FLOP) is what the same probe reads at BF16
     assert float(pj["bf16"].median()) == pytest.approx(0.85, rel=0.03)
+
+
+def test_integer_weight_gemms_pay_the_measured_ratio():
+    """SmoothQuant W8A8 runs INT8 GEMMs: on the H200 preset (int_op_energy_ratio 1.36, from
+    validation/gemm_int8_h200.csv) its power-capped prefill is slower than FP8's; where the ratio
+    is 1 (A100 preset) and with 16-bit activations (weight-only) the method changes nothing."""
+    import dse
+
+    design = {"w_bits": 8, "a_bits": 8, "kv_bits": 8, "batch": 64, "in_len": 2048, "out_len": 64}
+
+    def ttft(platform, method, **extra):
+        out = dse.evaluate({**design, **extra, "quant_method": method}, model="llama-3-70b", platform=platform)
+        return float(out["ttft_s"].iloc[0])
+
+    df = pd.read_csv(PROBE.with_name("gemm_int8_h200.csv"))
+    pj = df.pivot_table(index=["case", "m"], columns="dtype", values="pj_per_flop")
+    ratio = float((pj["int8"] / pj["fp8"]).median())
+    assert load_ratio("h200-sxm") == pytest.approx(ratio, abs=0.01)
+    capped = ttft("h200-sxm", "smoothquant") / ttft("h200-sxm", "fp8")
+    assert 1.2 < capped <= ratio + 1e-9  # compute-bound and at the cap: time follows the GEMM energy
+    assert ttft("a100-sxm-80gb", "smoothquant") == ttft("a100-sxm-80gb", "fp8")
+    assert ttft("h200-sxm", "smoothquant", a_bits=16) == ttft("h200-sxm", "awq", a_bits=16)
+
+
+def load_ratio(platform):
+    from dse.spec.presets import load_platform
+
+    return load_platform(platform).fields["int_op_energy_ratio"]
