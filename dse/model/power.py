@@ -54,8 +54,10 @@ def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
     ratio = hw["int_op_energy_ratio"]
     if np.ndim(ratio) == 0 and ratio == 1.0:
         return executed
-    integer = _INTEGER_METHOD.take(np.asarray(k["quant_method"], dtype=np.intp), mode="clip") & (k["a_bits"] < 16.0)
-    return executed * np.where(integer, ratio, 1.0)
+    integer = _INTEGER_METHOD.take(np.asarray(k["quant_method"], dtype=np.intp), mode="clip")
+    if np.ndim(integer) == 0 and not integer:  # one floating-point method for the batch: nothing to add
+        return executed
+    return executed * np.where(integer & (k["a_bits"] < 16.0), ratio, 1.0)
 
 
 def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array, flop_energy_frac: Array = 1.0) -> Array:
