@@ -21,39 +21,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
+
+from gpu_power import idle_watts, replay_power
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ATTN = ((1, 8192), (4, 8192), (16, 8192), (16, 2048), (64, 2048))  # (sequences, context)
-
-
-def _run(fn, seconds: float, nvml, handle, torch) -> tuple[float, float]:
-    """(seconds per call, mean board watts) of ``fn`` replayed from a CUDA graph for ~``seconds``."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    per_graph = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(per_graph):
-            fn()
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    t0 = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - t0 < seconds:
-        graph.replay()
-        calls += per_graph
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
-    return elapsed / calls, (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / elapsed
 
 
 def main() -> None:
@@ -69,15 +41,12 @@ def main() -> None:
     handle = nvml.nvmlDeviceGetHandleByIndex(0)
     dev = torch.device("cuda")
     torch.zeros(1, device=dev)
-    time.sleep(2.0)
-    e0, t0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
-    time.sleep(max(args.seconds, 2.0))
-    idle_w = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / (time.perf_counter() - t0)
+    idle_w = idle_watts(nvml, handle, max(args.seconds, 2.0))
     print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
     rows = []
 
     def record(kind, m, nbytes, flop, fn):
-        s, watts = _run(fn, args.seconds, nvml, handle, torch)
+        s, watts = replay_power(fn, args.seconds, nvml, handle, torch)
         row = {"kind": kind, "m": m, "bytes": nbytes, "flop": flop, "s_per_call": s, "bytes_per_s": nbytes / s,
                "flop_per_s": flop / s, "board_w": watts, "idle_w": idle_w, "dynamic_w": watts - idle_w}
         rows.append(row)

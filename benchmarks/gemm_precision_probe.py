@@ -21,43 +21,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
+
+from gpu_power import idle_watts, replay_power
 
 SHAPES = {  # name: (N, K) of the weight, out = x (M, K) @ W^T (K, N)
     "8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
     "70b-gate_up": (57344, 8192), "70b-down": (8192, 28672),
 }
 TOKENS = (512, 2048, 8192)
-
-
-def _run(fn, seconds: float, nvml, handle, torch) -> tuple[float, float]:
-    """(seconds per call, mean board watts) of ``fn`` replayed from a CUDA graph for ~``seconds``."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    per_graph = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(per_graph):
-            fn()
-    for _ in range(3):  # warm to the sustained clock before the energy window
-        graph.replay()
-    torch.cuda.synchronize()
-    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    t0 = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - t0 < seconds:
-        graph.replay()
-        calls += per_graph
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
-    joules = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3
-    return elapsed / calls, joules / elapsed
 
 
 def main() -> None:
@@ -73,10 +44,7 @@ def main() -> None:
     handle = nvml.nvmlDeviceGetHandleByIndex(0)
     dev = torch.device("cuda")
     torch.zeros(1, device=dev)
-    time.sleep(2.0)
-    e0, t0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
-    time.sleep(max(args.seconds, 2.0))
-    idle_w = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / (time.perf_counter() - t0)
+    idle_w = idle_watts(nvml, handle, max(args.seconds, 2.0))
     print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
     one = torch.ones((), device=dev, dtype=torch.float32)
     cases = [(name, m, n, k) for name, (n, k) in SHAPES.items() for m in TOKENS] + [("square", 8192, 8192, 8192)]
@@ -93,7 +61,7 @@ def main() -> None:
         for dtype, fn in fns.items():
             if dtype not in args.dtypes:
                 continue
-            s, watts = _run(fn, args.seconds, nvml, handle, torch)
+            s, watts = replay_power(fn, args.seconds, nvml, handle, torch)
             flop_s = 2.0 * m * n * k / s
             row = {"case": name, "dtype": dtype, "m": m, "n": n, "k": k, "s_per_gemm": s, "tflop_per_s": flop_s / 1e12,
                    "board_w": watts, "idle_w": idle_w, "pj_per_flop": (watts - idle_w) / flop_s * 1e12}

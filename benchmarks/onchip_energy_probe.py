@@ -21,36 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-
-def _measure(fn, seconds: float, nvml, handle, torch, per_graph: int) -> tuple[float, float, int]:
-    """(elapsed s, joules, calls) of calling ``fn`` repeatedly for about ``seconds``.
-
-    The calls are captured ``per_graph`` at a time in a CUDA graph, so that kernel-launch gaps
-    do not dilute the power of short (L2-resident) kernels."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(per_graph):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    t0 = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(10):
-            graph.replay()
-        calls += 10 * per_graph
-        torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    e1 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    return t1 - t0, (e1 - e0) * 1e-3, calls
+from gpu_power import idle_watts, replay_power
 
 
 def main() -> None:
@@ -71,11 +43,7 @@ def main() -> None:
     v = torch.randn(8192, device=dev, dtype=torch.bfloat16)
     v_small = torch.randn(6144, device=dev, dtype=torch.bfloat16)
     torch.cuda.synchronize()
-    time.sleep(2.0)
-    t0 = time.perf_counter()
-    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    time.sleep(args.seconds)
-    idle_w = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / (time.perf_counter() - t0)
+    idle_w = idle_watts(nvml, handle, args.seconds)
     cases = {
         "sum_dram": (lambda: big.sum(dtype=torch.float32), big.numel() * 2, 2),
         "sum_l2": (lambda: small.sum(dtype=torch.float32), small.numel() * 2, 200),
@@ -85,10 +53,10 @@ def main() -> None:
     out = {"device": props.name, "l2_bytes": getattr(props, "L2_cache_size", None), "idle_w": idle_w, "cases": {}}
     print(f"{props.name}: idle {idle_w:.1f} W")
     for name, (fn, nbytes, per_graph) in cases.items():
-        secs, joules, calls = _measure(fn, args.seconds, nvml, handle, torch, per_graph)
-        moved = nbytes * calls
-        row = {"seconds": secs, "joules": joules, "bytes": moved, "tb_per_s": moved / secs / 1e12,
-               "power_w": joules / secs, "pj_per_bit": (joules - idle_w * secs) / (8 * moved) * 1e12}
+        s_per_call, watts = replay_power(fn, args.seconds, nvml, handle, torch, per_graph)
+        bytes_per_s = nbytes / s_per_call
+        row = {"s_per_call": s_per_call, "bytes": nbytes, "tb_per_s": bytes_per_s / 1e12,
+               "power_w": watts, "pj_per_bit": (watts - idle_w) / (8 * bytes_per_s) * 1e12}
         out["cases"][name] = row
         print(f"{name:10s} {row['tb_per_s']:6.2f} TB/s  {row['power_w']:6.1f} W  {row['pj_per_bit']:6.2f} pJ/bit")
     print(json.dumps(out))

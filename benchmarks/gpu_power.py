@@ -1,0 +1,49 @@
+"""Shared by the GPU power probes (``onchip_energy_probe.py``, ``gemm_precision_probe.py``,
+``decode_power_probe.py``): the board's idle power and the power of a callable replayed from a
+CUDA graph, both from NVML's energy counter. Not a script."""
+
+from __future__ import annotations
+
+import time
+
+
+def idle_watts(nvml, handle, seconds: float) -> float:
+    """Mean board power over ``seconds`` with nothing running (a CUDA context resident), after a 2 s settle."""
+    time.sleep(2.0)
+    e0, t0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
+    time.sleep(seconds)
+    return (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / (time.perf_counter() - t0)
+
+
+def replay_power(fn, seconds: float, nvml, handle, torch, per_graph: int | None = None) -> tuple[float, float]:
+    """(seconds per call, mean board watts) of ``fn`` replayed for about ``seconds``.
+
+    The calls are captured ``per_graph`` at a time in a CUDA graph (None: as many as take about
+    20 ms, at most 200), so that launch gaps do not dilute the power of short kernels; three
+    replays warm the clocks before the energy window."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.synchronize()
+    if per_graph is None:
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        per_graph = max(1, min(200, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(per_graph):
+            fn()
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    e0 = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    t0 = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - t0 < seconds:
+        graph.replay()
+        calls += per_graph
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    return elapsed / calls, (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / elapsed
