@@ -20,9 +20,8 @@ Needs torch with CUDA and nvidia-ml-py.
 from __future__ import annotations
 
 import argparse
-import csv
 
-from gpu_power import idle_watts, replay_power
+from gpu_power import idle_watts, replay_power, write_rows
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ATTN = ((1, 8192), (4, 8192), (16, 8192), (16, 2048), (64, 2048))  # (sequences, context)
@@ -68,10 +67,7 @@ def main() -> None:
                lambda q=q, kc=kc, vc=vc: F.scaled_dot_product_attention(q, kc, vc, enable_gqa=True))
         del q, kc, vc
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ nvidia-ml-py.
 from __future__ import annotations
 
 import argparse
-import csv
 
-from gpu_power import idle_watts, replay_power
+from gpu_power import idle_watts, replay_power, write_rows
 
 SHAPES = {  # name: (N, K) of the weight, out = x (M, K) @ W^T (K, N)
     "8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
@@ -70,10 +69,7 @@ def main() -> None:
                   f"{watts:6.1f} W {row['pj_per_flop']:.3f} pJ/FLOP", flush=True)
         del x16, w16, x8, w8, xi, wi
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ CUDA graph, both from NVML's energy counter. Not a script."""
 
 from __future__ import annotations
 
+import csv
 import time
 
 
@@ -47,3 +48,11 @@ def replay_power(fn, seconds: float, nvml, handle, torch, per_graph: int | None 
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     return elapsed / calls, (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / elapsed
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """The probe's rows as a CSV file (the columns of the first row)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
