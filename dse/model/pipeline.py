@@ -69,8 +69,9 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
 
 
 def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str,
-                 ) -> tuple[Array, Array, Array]:
-    """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices.
+                 ) -> tuple[Array, Array, Array | None]:
+    """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices (watts
+    for the decode phase only, the one a metric reads; None for prefill).
 
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
@@ -87,7 +88,8 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     dyn_j = power.phase_dynamic_j(hw, costs)
     if parallel.is_single_device(k):
         time_s = perf.power_capped_s(raw_s, dyn_j, hw)
-        return time_s, dyn_j + hw["static_power_w"] * time_s, perf.device_power_w(dyn_j, time_s, hw)
+        watts = None if phase == "prefill" else perf.device_power_w(dyn_j, time_s, hw)
+        return time_s, dyn_j + hw["static_power_w"] * time_s, watts
     prefill = phase == "prefill"
     b = k["batch"]
     steps = 1.0 if prefill else costs["qkv"]["steps"]
@@ -102,8 +104,8 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     time_s = perf.power_capped_s(raw_s, device_j, hw)
     devices = k["tp"] * k["pp"] * k["ep"]
     link_j = steps * comm["energy_j"]
-    return (time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j,
-            devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s)
+    watts = None if prefill else devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s
+    return time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j, watts
 
 
 MISSING_LINK_BW_BYTES_PER_S = 1.0  # stand-in for a link a design needs but lacks: finite, and c_link flags it
@@ -181,7 +183,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
-    watts: dict[str, Array] = {}
+    watts: dict[str, Array | None] = {}
     for phase, ops in costs.items():
         times[phase], energies[phase], watts[phase] = phase_system(m, k, linked, ops, phase)
     dp = k["dp"]
