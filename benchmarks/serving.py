@@ -189,6 +189,12 @@ def wired(n: int, repeats: int, before) -> None:
 
     stages = {"now": pipeline.serving_stage,
               **({f"at {before.rev}": before.stage.serving_stage} if before is not None and before.stage else {})}
+    for name in list(stages)[1:]:  # REV's stage calls the rest of dse as it is now, which may have moved on
+        why = _stage_fails(pipeline, stages[name])
+        if why:
+            print(f"\n(dse.Evaluator rows without {name}'s stage: it cannot run in this tree ({why}); "
+                  "--compare a later revision, e.g. the commit before a serving change, to time it)")
+            del stages[name]
     rng = np.random.default_rng(2)
     base = {"batch": rng.integers(1, 129, n).astype(float), "in_len": rng.integers(64, 4097, n).astype(float),
             "out_len": rng.integers(16, 1025, n).astype(float), "w_bits": rng.choice([4.0, 8.0, 16.0], n),
@@ -219,6 +225,25 @@ def wired(n: int, repeats: int, before) -> None:
                 print(f"    with serving, {label:18s} " + "; ".join(parts))
     finally:
         pipeline.serving_stage = stages["now"]
+
+
+def _stage_fails(pipeline, stage) -> str | None:
+    """None if ``dse.Evaluator`` runs with ``stage`` swapped into ``dse.model.pipeline`` on a few
+    designs of each case :func:`wired` times, else the error (e.g. a function of ``dse.model.power``
+    that REV's modules call and this tree no longer has)."""
+    probe = {"batch": np.array([8.0, 64.0]), "in_len": np.array([512.0, 2048.0]), "out_len": np.array([128.0, 256.0]),
+             "workload": np.full(2, float(WORKLOADS.index("sharegpt-vllm-paper")))}
+    keep = pipeline.serving_stage
+    try:
+        pipeline.serving_stage = stage
+        for model, system, extra in (("llama-3-8b", "h100-sxm", {}),
+                                     ("llama-3-70b", "hgx-h100-8", {"tp": np.full(2, 2.0)})):
+            dse.Evaluator(model, system, serving=True)({**probe, **extra})
+    except Exception as err:  # noqa: BLE001 - any failure of the old code in this tree
+        return f"{type(err).__name__}: {err}"
+    finally:
+        pipeline.serving_stage = keep
+    return None
 
 
 def published() -> None:

@@ -114,11 +114,12 @@ def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
     """(state, arrival rate in unstretched time, real rate) at load parameter ``t`` per design:
     ``t <= 1`` is the fraction of the capacity batch (rate from Little's law), ``1 < t < 2`` the
     way from there to capacity on the slot queue (batch at capacity); the real rate is the rate
-    over the power cap's stretch there, at most the capacity."""
+    over the power cap's stretch there (not clipped to the capacity: the batch solve needs the
+    curve's own shape; the SLO ratio and the goodput clip it)."""
     st = fluid_state(c, d, s, np.minimum(t, 1.0) * curve["n_cap"])
     lam = np.where(t <= 1.0, np.minimum(st["lam"], curve["lam_top"]),
                    curve["lam_top"] + np.maximum(t - 1.0, 0.0) * (curve["lam_max"] - curve["lam_top"]))
-    return st, lam, np.minimum(lam / _stretch(c, d, st, lam), curve["capacity"])
+    return st, lam, lam / _stretch(c, d, st, lam)
 
 
 def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
@@ -140,11 +141,12 @@ def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
             tuple(np.where(keep_lo, b, a) for a, b in zip(new, hi, strict=True)))
 
 
-def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve) -> tuple:
-    """(points meeting both SLOs, bracket ends ``(t, -1/ratio, rate)``) of the SLO crossing:
-    between the last grid point meeting both SLOs and the next, shrunk by
+def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, rate_gu, curve) -> tuple:
+    """(points meeting both SLOs, bracket ends ``(t, -1/ratio, rate, unclipped rate)``) of the SLO
+    crossing: between the last grid point meeting both SLOs and the next, shrunk by
     :data:`_GOODPUT_STEPS` safeguarded regula falsi steps on the load parameter ``t``. Ratios
-    and rates are in real (power-capped) time."""
+    and rates are in real (power-capped) time; ``rate_gu``: the grid's rates not clipped to the
+    capacity (the batch solve reads them)."""
     ok = ratio[0] <= 1.0
     n_ok = ok.astype(np.intp)  # grid points meeting both SLOs before the first that does not
     for row in ratio[1:]:
@@ -152,27 +154,43 @@ def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve) -> tuple:
         n_ok += ok
     i_hi = np.clip(n_ok, 1, ratio.shape[0] - 1)
     y = _neg_inv(ratio)
-    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(rate_g, i_hi - 1))
-    hi = (t_g[i_hi], _pick(y, i_hi), _pick(rate_g, i_hi))
+    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(rate_g, i_hi - 1), _pick(rate_gu, i_hi - 1))
+    hi = (t_g[i_hi], _pick(y, i_hi), _pick(rate_g, i_hi), _pick(rate_gu, i_hi))
     for _ in range(_GOODPUT_STEPS):
         t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
         st_new, lam_new, rate_new = _load_point(c, d, s, t_new, curve)
         lat = latencies(d, curve["qc"], st_new, lam_new, curve["lam_max"])
-        y_new = _neg_inv(_slo_ratio(lat, s) * (lam_new / rate_new))
-        lo, hi = _shrink(lo, hi, (t_new, y_new, rate_new), y_new <= -1.0)
+        y_new = _neg_inv(_slo_ratio(lat, s) * (lam_new / np.minimum(rate_new, curve["capacity"])))
+        lo, hi = _shrink(lo, hi, (t_new, y_new, rate_new, rate_new), y_new <= -1.0)
     return n_ok, lo, hi
 
 
 def _operating_batch(c, d, s, rate_op, b_lo, b_hi, curve):
-    """The batch whose real (power-capped) Little's-law rate is ``rate_op``: :data:`_BATCH_STEPS`
-    regula falsi steps in the bracket ``(batch, rate)`` ends, then interpolated."""
-    for _ in range(_BATCH_STEPS):
-        n_new = _toward(b_lo, b_hi, rate_op)
+    """The batch whose real (power-capped, unclipped) Little's-law rate is ``rate_op``:
+    :data:`_BATCH_STEPS` safeguarded regula falsi steps in the bracket ``(batch, rate)`` ends on
+    ``(-1/batch, -1/rate)``, then interpolated there. ``rate = N / (n_dec tau(N))`` with ``tau``
+    about affine in ``N`` (and, under a power cap, ``rate = P_cap u / E_iter(N)`` with the
+    iteration energy about affine): ``1/rate`` about affine in ``1/N`` on both sides of the cap's
+    kink, where the rate itself bends sharply and a secant on it stalls at the bracket's far end.
+    A zero lower end (light load, rate proportional to the batch): the plain secant."""
+    with np.errstate(divide="ignore"):  # a zero rate (no goodput): the plain secant below gives 0
+        target = -1.0 / rate_op
+    ends = [b_lo, b_hi]
+    for i in range(_BATCH_STEPS + 1):
+        (n0, r0), (n1, r1) = ends
+        origin = n0 <= 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = _toward((-1.0 / n0, -1.0 / r0), (-1.0 / n1, -1.0 / r1), target,
+                        *((_SAFE_FRAC, 1.0 - _SAFE_FRAC) if i < _BATCH_STEPS else (0.0, 1.0)))
+            n_new = np.divide(-1.0, x, out=x)
+            if origin.any():
+                n_new = np.where(origin, _toward((n0, r0), (n1, r1), rate_op), n_new)
+        if i == _BATCH_STEPS:
+            return n_new
         st = fluid_state(c, d, s, n_new)
         lam = np.minimum(st["lam"], curve["lam_top"])
-        rate = np.minimum(lam / _stretch(c, d, st, lam), curve["capacity"])
-        b_lo, b_hi = _shrink(b_lo, b_hi, (n_new, rate), rate <= rate_op)
-    return _toward(b_lo, b_hi, rate_op)
+        rate = lam / _stretch(c, d, st, lam)
+        ends = list(_shrink(ends[0], ends[1], (n_new, rate), rate <= rate_op))
 
 
 def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
@@ -208,7 +226,8 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     lam_top = np.minimum(top["lam"], lam_max)
     capacity = lam_max / _stretch(c, d, top, lam_max)
     lam_b = np.minimum(gs["lam"], lam_top)
-    rate_b = np.minimum(lam_b / _stretch(c, d, gs, lam_b), capacity)
+    rate_bu = lam_b / _stretch(c, d, gs, lam_b)  # the batch curve's own rates (the batch solve)
+    rate_b = np.minimum(rate_bu, capacity)  # real rates at most the capacity (the SLO ratio, goodput)
     lam_q = lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)
     rate_q = np.minimum(lam_q / _stretch(c, d, top, lam_q), capacity)
     qc = queue_constants(c, d, w, n_cap)
@@ -220,27 +239,59 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     # goodput: where the SLO ratio crosses 1 in the refined bracket, on the chord of log(ratio): convex
     # where queueing blows up, so the chord errs on the side of meeting the SLOs (-1/ratio, used for
     # the steps, is concave there and would overshoot)
-    n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, curve)
+    n_ok, lo, hi = _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, np.concatenate([rate_bu, rate_q]), curve)
     with np.errstate(divide="ignore"):  # -1/ratio = -0 where the ratio is infinite
         rate_good = _toward((lo[2], np.log(-1.0 / lo[1])), (hi[2], np.log(-1.0 / hi[1])), 0.0)
     goodput = np.where(n_ok == 0, 0.0, np.where(n_ok == len(t_g), rate_g[-1], rate_good))
-    # the operating point: the offered rate, or the goodput rate. Below the capacity batch its
-    # batch solves Little's law in real time (bracketed by the goodput search's last bracket,
-    # else by the batch grid); on the slot queue, the queue position gives the rate
-    offered = np.atleast_1d(np.asarray(s["arrival_rate_req_per_s"], dtype=float))
-    rate_top = rate_b[-1]
-    rate_op = np.minimum(np.where(offered > 0.0, offered, goodput), capacity * (1.0 - 1e-9))
+    goodput = np.minimum(goodput, capacity * (1.0 - 1e-9))  # stable: an offered rate equal to it is below capacity
+    # the batch curve's points: the grid's, and the goodput search's final bracket ends where they are
+    # on it (t <= 1). The bracket ends refine the curve where the goodput is found: the rate is
+    # steep in the batch there under a power cap (a batch solve from the grid alone can miss by
+    # several %, and an SLO-bound point then runs above its SLO), and it can peak between grid
+    # points (the grid's first batch reaching the rate is then past the peak, on the falling side)
     zero = np.zeros((1,) + n_cap.shape)
-    rate_rows = np.concatenate([zero, rate_b])
-    for i in range(1, len(rate_rows)):  # running maximum
-        np.maximum(rate_rows[i - 1], rate_rows[i], out=rate_rows[i])
+    rate_rows = np.concatenate([zero, rate_bu])
     n_rows = np.concatenate([zero, n_grid])
-    j = np.clip((rate_rows < rate_op).sum(axis=0), 1, rate_rows.shape[0] - 1)
-    seeded = (offered <= 0.0) & (n_ok > 0) & (n_ok < len(t_g))
-    ends = [tuple(np.where(seeded, a, b) for a, b in zip(
-        (np.minimum(end[0], 1.0) * n_cap, np.minimum(end[2], rate_top)), (_pick(n_rows, i), _pick(rate_rows, i)),
-        strict=True)) for end, i in ((lo, j - 1), (hi, j))]
-    queued = rate_op >= rate_top
+    p_lo = (np.where(lo[0] <= 1.0, lo[0] * n_cap, np.inf), lo[3])
+    p_hi = (np.where(hi[0] <= 1.0, hi[0] * n_cap, np.inf), hi[3])
+    # the curve's highest rate on those points: an offered rate above it is on the slot queue (below,
+    # its batch solves Little's law on the batch curve). A crossing on the batch curve past it (the
+    # curve flat under a power cap) counts only up to it, so that the goodput evaluated as an offered
+    # rate finds the same point
+    rate_hat = np.maximum(np.where(lo[0] <= 1.0, lo[3], 0.0), np.where(hi[0] <= 1.0, hi[3], 0.0))
+    for row in rate_bu:
+        np.maximum(rate_hat, row, out=rate_hat)
+    on_curve = (n_ok > 0) & (n_ok < len(_GRID_BATCH_FRAC))
+    goodput = np.where(on_curve, np.minimum(goodput, rate_hat), goodput)
+    # the operating point: the offered rate, or the goodput rate. Up to the curve's highest rate its
+    # batch solves Little's law in real time (bracketed on those points); above it, on the slot
+    # queue, the queue position gives the rate
+    offered = np.atleast_1d(np.asarray(s["arrival_rate_req_per_s"], dtype=float))
+    rate_op = np.minimum(np.where(offered > 0.0, offered, goodput), capacity * (1.0 - 1e-9))
+    # the first point (in batch order) whose rate reaches rate_op, and the one before: the stable
+    # solution of Little's law (where the rate rises with the batch), also where the power cap bends
+    # the curve flat or makes it fall. One path for both modes (an offered rate equal to the goodput
+    # gives the same point; seeding the goodput mode from the goodput search's bracket alone made
+    # the two disagree). On the grid first (j), then the two bracket ends: they lie inside one grid
+    # interval, the one from the grid point g0 (row i_hi) on
+    below = np.ones(np.broadcast_shapes(n_cap.shape, rate_op.shape), dtype=bool)
+    j = np.zeros(below.shape, dtype=np.intp)
+    for row in rate_rows:
+        below &= row < rate_op
+        j += below
+    j = np.clip(j, 1, rate_rows.shape[0] - 1)
+    e0, e1 = ((_pick(n_rows, i), _pick(rate_rows, i)) for i in (j - 1, j))
+    first_lo = (p_lo[1] >= rate_op) & (p_lo[0] < e1[0])
+    first_hi = ~first_lo & (p_hi[1] >= rate_op) & (p_hi[0] < e1[0])
+    i_hi = np.clip(n_ok, 1, rate_rows.shape[0] - 1)  # g0 matters only below a bracket end on the curve
+    g0 = (_pick(n_rows, i_hi), _pick(rate_rows, i_hi))
+    # below e1 (the ends between e0 and e1 have rates below rate_op there): the last of e0 and those
+    before_e1 = [np.where((p_hi[0] > e0[0]) & (p_hi[0] < e1[0]), h,
+                          np.where((p_lo[0] > e0[0]) & (p_lo[0] < e1[0]), lw, z)) for h, lw, z in zip(p_hi, p_lo, e0,
+                                                                                                   strict=True)]
+    ends = [tuple(np.where(first_lo, a, np.where(first_hi, b, z)) for a, b, z in zip(*pts, strict=True))
+            for pts in ((g0, p_lo, before_e1), (p_lo, p_hi, e1))]
+    queued = rate_op > rate_hat
     n_op = np.where(queued, n_cap, _operating_batch(c, d, s, rate_op, *ends, curve))
     st = fluid_state(c, d, s, n_op)
     # on the slot queue: the rate through (rate_top, lam_top), the grid's queue points, (capacity, lam_max)
