@@ -98,8 +98,8 @@ def iteration_energy_one(c: dict, f: dict) -> float:
 def device_energy_one(c: dict, f: dict) -> float:
     """The devices' dynamic joules of one iteration (operators and waiting; what the power cap limits)."""
     ops_j = ops_energy_one(c, f)
-    comm_s = comm_time_one(c, f)
-    return ops_j + (ops_j * comm_s / ops_time_one(c, f) if comm_s > 0 else 0.0)
+    comm_s, ops_s = comm_time_one(c, f), ops_time_one(c, f)
+    return ops_j + (ops_j * comm_s / ops_s if comm_s > 0 and ops_s > 0 else 0.0)  # no operator: no waiting power
 
 
 def ops_energy_one(c: dict, f: dict) -> float:
