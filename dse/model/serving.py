@@ -172,7 +172,8 @@ def _operating_batch(c, d, s, rate_op, b_lo, b_hi, curve):
     about affine in ``N`` (and, under a power cap, ``rate = P_cap u / E_iter(N)`` with the
     iteration energy about affine): ``1/rate`` about affine in ``1/N`` on both sides of the cap's
     kink, where the rate itself bends sharply and a secant on it stalls at the bracket's far end.
-    A zero lower end (light load, rate proportional to the batch): the plain secant."""
+    A zero lower end (light load, rate proportional to the batch), or ends so small that their
+    reciprocals overflow (a rate of 1e-308 req/s): the plain secant."""
     with np.errstate(divide="ignore"):  # a zero rate (no goodput): the plain secant below gives 0
         target = -1.0 / rate_op
     ends = [b_lo, b_hi]
@@ -183,8 +184,9 @@ def _operating_batch(c, d, s, rate_op, b_lo, b_hi, curve):
             x = _toward((-1.0 / n0, -1.0 / r0), (-1.0 / n1, -1.0 / r1), target,
                         *((_SAFE_FRAC, 1.0 - _SAFE_FRAC) if i < _BATCH_STEPS else (0.0, 1.0)))
             n_new = np.divide(-1.0, x, out=x)
-            if origin.any():
-                n_new = np.where(origin, _toward((n0, r0), (n1, r1), rate_op), n_new)
+            plain = origin | ~(n_new > 0.0) | ~np.isfinite(n_new)  # (NaN where -1/n overflowed at both ends)
+            if plain.any():
+                n_new = np.where(plain, _toward((n0, r0), (n1, r1), rate_op), n_new)
         if i == _BATCH_STEPS:
             return n_new
         st = fluid_state(c, d, s, n_new)

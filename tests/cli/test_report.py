@@ -113,14 +113,15 @@ def test_report_of_a_sweep_holds_the_front_units_and_plots(quickstart, capsys):
     page = parse(text)
     front = pd.read_parquet(quickstart / "front.parquet")
     headers = " ".join(page.headers)
-    for name, unit in (("decode_tokens_per_s", "token/s"), ("decode_tokens_per_j", "token/J"), ("ppl_delta", "")):
+    for name, unit in (("decode_tokens_per_s", "token/s"), ("decode_tokens_per_j", "token/J"), ("ppl_delta", ""),
+                       ("system_cost_usd", "USD")):
         assert name + unit in headers, name  # the header cell holds the name and, below it, the unit
     cells = set(page.cells)
     for index in front["design_index"]:
         assert str(index) in cells
     for value in front["decode_tokens_per_s"]:
         assert f"{value:.4g}" in cells
-    assert len(page.images) == 3  # three objectives: three pairwise panels
+    assert len(page.images) == 6  # four objectives: six pairwise panels
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in page.images)
     assert not page.external and "http://" not in text and "https://" not in text
     words = "".join(page.text)

@@ -192,7 +192,8 @@ def test_sweeps_a_yaml_space(tmp_path):
 
 def test_memory_stays_bounded_on_two_million_designs():
     space = GridSpace({
-        "batch": np.arange(1, 101), "in_len": np.linspace(128, 4096, 20), "out_len": np.linspace(64, 1024, 10),
+        "batch": np.arange(1, 101), "in_len": np.linspace(128, 4096, 20).round(),  # whole numbers (int knobs)
+        "out_len": np.linspace(64, 1024, 10).round(),
         "w_bits": np.linspace(4, 16, 10), "mem_bw_bytes_per_s": np.linspace(1e12, 4e12, 10),
     })
     assert space.size == 2_000_000
