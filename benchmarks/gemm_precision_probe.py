@@ -8,7 +8,9 @@ of the peak (``compute_eff_frac``, one value for every precision) and the energy
 weight GEMMs of Llama-3-8B (qkv, o, gate+up, down) and Llama-3-70B (gate+up, down) at
 M = 512, 2048 and 8192 tokens, and an 8192^3 square, each as BF16 (``torch.matmul``) and FP8
 E4M3 (``torch._scaled_mm``, per-tensor scales, BF16 output: the TensorRT-LLM/vLLM FP8 path) and
-INT8 (``torch._int_mm``, int32 output: the W8A8 SmoothQuant GEMM without its dequantisation).
+INT8 (``torch._int_mm``, int32 output: the W8A8 SmoothQuant GEMM without its dequantisation);
+``--dtypes fp8-triton int8-triton`` runs both 8-bit formats through one Triton kernel
+(``triton_gemm.py``) to separate the tensor-core path from the library.
 Each case runs for about ``--seconds`` from a CUDA graph of back-to-back products (no launch
 gaps); the idle board power (a context resident) is read first. Per case it prints seconds per
 product, TFLOP/s, mean board power and ``pj_per_flop = (P - P_idle) / (FLOP/s)``: everything the
@@ -37,7 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--out", default="")
-    parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8", "int8"], choices=["bf16", "fp8", "int8"])
+    parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8", "int8"],
+                        choices=["bf16", "fp8", "int8", "fp8-triton", "int8-triton"])
     args = parser.parse_args()
     nvml.nvmlInit()
     handle = nvml.nvmlDeviceGetHandleByIndex(0)
@@ -57,6 +60,13 @@ def main() -> None:
         fns = {"bf16": lambda x=x16, w=w16: torch.matmul(x, w.t()),
                "fp8": lambda x=x8, w=w8: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16),
                "int8": lambda x=xi, w=wi: torch._int_mm(x, w.t())}
+        if any(d.endswith("-triton") for d in args.dtypes):  # one Triton kernel for both 8-bit formats
+            import triton_gemm
+
+            out_i = torch.empty(m, n, device=dev, dtype=torch.int32)
+            out_b = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
+            fns["int8-triton"] = lambda x=xi, w=wi, o=out_i: triton_gemm.gemm(x, w, o)
+            fns["fp8-triton"] = lambda x=x8, w=w8, o=out_b: triton_gemm.gemm(x, w, o)
         for dtype, fn in fns.items():
             if dtype not in args.dtypes:
                 continue
@@ -65,7 +75,7 @@ def main() -> None:
             row = {"case": name, "dtype": dtype, "m": m, "n": n, "k": k, "s_per_gemm": s, "tflop_per_s": flop_s / 1e12,
                    "board_w": watts, "idle_w": idle_w, "pj_per_flop": (watts - idle_w) / flop_s * 1e12}
             rows.append(row)
-            print(f"{name:12s} M={m:5d} {dtype:5s} {s * 1e6:9.1f} us {flop_s / 1e12:7.1f} TFLOP/s "
+            print(f"{name:12s} M={m:5d} {dtype:11s} {s * 1e6:9.1f} us {flop_s / 1e12:7.1f} TFLOP/s "
                   f"{watts:6.1f} W {row['pj_per_flop']:.3f} pJ/FLOP", flush=True)
         del x16, w16, x8, w8, xi, wi
     if args.out:

@@ -49,8 +49,8 @@ def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
     ``executed`` (:func:`dse.model.perf.sparse_exec_frac`: 2:4 sparse units skip half) times
     ``int_op_energy_ratio`` where the GEMM runs in integer arithmetic (a method of
     :data:`dse.spec.registry.INTEGER_GEMM_METHODS` with quantised activations, ``a_bits < 16``).
-    On an H200, cuBLASLt INT8 GEMMs cost 1.36x FP8's energy per operation
-    (``validation/gemm_int8_h200.csv``); the ratio is 1 (nothing added) elsewhere by default."""
+    On an H200 the best INT8 GEMM measured (Triton) costs 1.17x the best FP8 one (cuBLASLt) per
+    operation (``validation/gemm_triton_h200.csv``); the ratio is 1 (nothing added) elsewhere by default."""
     ratio = hw["int_op_energy_ratio"]
     if np.ndim(ratio) == 0 and ratio == 1.0:
         return executed

@@ -37,8 +37,8 @@ def test_default_fixed_share_is_the_probe_fit():
 
 
 def test_integer_weight_gemms_pay_the_measured_ratio():
-    """SmoothQuant W8A8 runs INT8 GEMMs: on the H200 preset (int_op_energy_ratio 1.36, from
-    validation/gemm_int8_h200.csv) its power-capped prefill is slower than FP8's; where the ratio
+    """SmoothQuant W8A8 runs INT8 GEMMs: on the H200 preset (int_op_energy_ratio 1.17, from
+    validation/gemm_triton_h200.csv) its power-capped prefill is slower than FP8's; where the ratio
     is 1 (A100 preset) and with 16-bit activations (weight-only) the method changes nothing."""
     import dse
 
@@ -48,12 +48,12 @@ def test_integer_weight_gemms_pay_the_measured_ratio():
         out = dse.evaluate({**design, **extra, "quant_method": method}, model="llama-3-70b", platform=platform)
         return float(out["ttft_s"].iloc[0])
 
-    df = pd.read_csv(PROBE.with_name("gemm_int8_h200.csv"))
+    df = pd.read_csv(PROBE.with_name("gemm_triton_h200.csv"))  # best INT8 kernel over best FP8 kernel, per shape
     pj = df.pivot_table(index=["case", "m"], columns="dtype", values="pj_per_flop")
-    ratio = float((pj["int8"] / pj["fp8"]).median())
+    ratio = float((pj[["int8", "int8-triton"]].min(axis=1) / pj[["fp8", "fp8-triton"]].min(axis=1)).median())
     assert load_ratio("h200-sxm") == pytest.approx(ratio, abs=0.01)
     capped = ttft("h200-sxm", "smoothquant") / ttft("h200-sxm", "fp8")
-    assert 1.2 < capped <= ratio + 1e-9  # compute-bound and at the cap: time follows the GEMM energy
+    assert 1.1 < capped <= ratio + 1e-9  # compute-bound and at the cap: time follows the GEMM energy
     assert ttft("a100-sxm-80gb", "smoothquant") == ttft("a100-sxm-80gb", "fp8")
     assert ttft("h200-sxm", "smoothquant", a_bits=16) == ttft("h200-sxm", "awq", a_bits=16)
 
