@@ -75,12 +75,12 @@ def _best(df: pd.DataFrame, metric: str, largest: bool = True) -> pd.Series:
 
 
 def test_chat_tier_headline():
-    """TTFT <= 2 s, TPOT <= 100 ms. Since f2c3c5b charges INT8 weight GEMMs 1.36x the FP8 energy on
-    the H100 and H200 presets (SmoothQuant W8A8: every design that can reach a front) their boxes,
-    power-capped, lost ~25% goodput: the MI300X box (tp 1, 8 replicas, no INT8 measurement of its
-    own: ratio 1) serves the most requests/s (~38, SLO-bound, not at capacity), the RTX PRO 6000
-    box (tp 1) the cheapest and most frugal token; HGX H200 and H100 (tp 1 x pp 2) within 5% of
-    each other, ~14% below the MI300X. Gaudi 2, A100 follow at lower goodput. Pipelines rescue the
+    """TTFT <= 2 s, TPOT <= 100 ms. The H100 and H200 presets charge INT8 weight GEMMs (SmoothQuant
+    W8A8: every design that can reach a front) 1.17x the FP8 energy (e4bafbe; 1.36 from f2c3c5b, when
+    the MI300X box led by ~14%): HGX H200 (tp 1 x pp 2) serves the most requests/s (~38, at its
+    power-capped capacity), the MI300X box (tp 1, 8 replicas, ratio 1) within 1% of it and HGX H100
+    within 5%; the RTX PRO 6000 box (tp 1) the cheapest and most frugal token. Gaudi 2, A100 follow
+    at lower goodput. Pipelines rescue the
     RTX 4090 box (all-reduces through host memory) and lose on the prompt-heavy trace where tensor
     parallelism is cheap (Gaudi 2). Quality: a 4-bit KV cache (ppl_delta +0.125, the measured
     W8A8 KV8 row) buys ~6% goodput and ~17% lower $/token over the lossless W8A8 KV16 designs, so
@@ -90,10 +90,10 @@ def test_chat_tier_headline():
                            _best(df, "goodput_req_per_s"))
     assert (cheap["platform"], cheap["tp"], cheap["pp"]) == ("rtxpro6000-pcie-8", 1, 1)
     assert frugal["platform"] == "rtxpro6000-pcie-8"
-    assert (most["platform"], most["tp"], most["pp"]) == ("mi300x-8", 1, 1)
+    assert (most["platform"], most["tp"], most["pp"]) == ("hgx-h200-8", 1, 2)
     per_platform = df.groupby("platform")["goodput_req_per_s"].max()
     assert per_platform["hgx-h200-8"] / per_platform["hgx-h100-8"] == pytest.approx(1.0, abs=0.05)
-    assert per_platform["mi300x-8"] > 1.1 * per_platform["hgx-h200-8"]
+    assert per_platform["mi300x-8"] / per_platform["hgx-h200-8"] == pytest.approx(1.0, abs=0.01)
     assert per_platform["mi300x-8"] > per_platform["hls-gaudi2-8"] > per_platform["hgx-a100-8"]
     split = df.groupby(["platform", df["pp"] > 1])["goodput_req_per_s"].max()
     assert split["rtx4090-pcie-8", True] > 4.0 * split["rtx4090-pcie-8", False]
@@ -107,7 +107,7 @@ def test_chat_tier_headline():
     by_q = df.groupby(df["ppl_delta"] > 0)
     assert most["ppl_delta"] == pytest.approx(0.125)
     assert most["goodput_req_per_s"] == pytest.approx(38.0, rel=0.03)
-    assert most["goodput_req_per_s"] < 0.97 * most["serving_capacity_req_per_s"]  # SLO-bound, not capacity-bound
+    assert most["goodput_req_per_s"] > 0.999 * most["serving_capacity_req_per_s"]  # capacity-bound (1.36: SLO-bound)
     lossless = _best(df[df["ppl_delta"] == 0], "goodput_req_per_s")
     assert (lossless["platform"], lossless["tp"], lossless["pp"]) == ("mi300x-8", 1, 1)
     assert 1.03 < most["goodput_req_per_s"] / lossless["goodput_req_per_s"] < 1.15
@@ -115,23 +115,24 @@ def test_chat_tier_headline():
     front = _front(df, OBJECTIVES["datacenter-serving"])
     assert set(front["ppl_delta"].round(6)) == {0.0, 0.125}
     assert set(front["platform"]) == {"hgx-h100-8", "hgx-h200-8", "mi300x-8", "rtxpro6000-pcie-8"}
-    assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving"]])) >= 8
+    assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving"]])) >= 7  # the study's: 8
 
 
 def test_tight_tier_headline():
-    """TTFT <= 0.5 s, TPOT <= 40 ms: the MI300X box at tp 1 (8 replicas) with 2 draft tokens gives the
-    most requests/s and tokens/J; HGX H100 at tp 2 x pp 2 (2 replicas) the cheapest token. The front
-    is those two designs, each with KV 4 bit (more goodput) and KV 16 bit (lossless). Since
-    f2c3c5b (INT8 GEMM energy) the H100's and H200's tp-only designs run deeper into the power cap
-    and tp 2 x pp 2 serves more on both (before: tight TTFT left no room for a pipeline's prefill
+    """TTFT <= 0.5 s, TPOT <= 40 ms, 2 draft tokens: HGX H200 at tp 2 x pp 2 (2 replicas) gives the
+    most requests/s, HGX H100 at tp 2 x pp 2 the most tokens/J and the cheapest token (at 1.36, before
+    e4bafbe, the MI300X box at tp 1 gave the most requests/s and tokens/J). The front is those two
+    designs, each with KV 4 bit (more goodput) and KV 16 bit (lossless). Since f2c3c5b (INT8 GEMM
+    energy) the H100's and H200's tp-only designs run deeper into the power cap and tp 2 x pp 2
+    serves more on both (before: tight TTFT left no room for a pipeline's prefill
     stall on the H100); on the A100, Gaudi 2, RTX PRO and MI300X boxes tp only still wins. The
     slice (token budgets 2,048-16,384, 128-2,048 sequences) holds the exhaustive study's front."""
     df = _slice(0.5, 0.04, budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048))
-    for metric in ("goodput_req_per_s", "serving_tokens_per_j"):
-        best = _best(df, metric)
-        assert (best["platform"], best["tp"], best["pp"], best["spec_len"]) == ("mi300x-8", 1, 1, 2), metric
-    cheap = _best(df, "serving_usd_per_mtoken", False)
-    assert (cheap["platform"], cheap["tp"], cheap["pp"], cheap["spec_len"]) == ("hgx-h100-8", 2, 2, 2)
+    for metric, largest, platform in (("goodput_req_per_s", True, "hgx-h200-8"),
+                                      ("serving_tokens_per_j", True, "hgx-h100-8"),
+                                      ("serving_usd_per_mtoken", False, "hgx-h100-8")):
+        best = _best(df, metric, largest)
+        assert (best["platform"], best["tp"], best["pp"], best["spec_len"]) == (platform, 2, 2, 2), metric
     split = df.groupby(["platform", df["pp"] > 1])["goodput_req_per_s"].max()
     for platform in ("hgx-a100-8", "hls-gaudi2-8", "rtxpro6000-pcie-8", "mi300x-8"):
         assert split[platform, False] > split[platform, True], platform
@@ -140,19 +141,20 @@ def test_tight_tier_headline():
     front = _front(df, OBJECTIVES["datacenter-serving-tight"])
     assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving-tight"]])) == 4
     assert set(front["ppl_delta"].round(6)) == {0.0, 0.125}
-    assert set(zip(front["platform"], front["tp"], front["pp"], strict=True)) == {("mi300x-8", 1, 1),
+    assert set(zip(front["platform"], front["tp"], front["pp"], strict=True)) == {("hgx-h200-8", 2, 2),
                                                                                    ("hgx-h100-8", 2, 2)}
-    g = front[front["pp"] == 1].groupby("kv_bits")["goodput_req_per_s"].max()
-    assert g[4] == pytest.approx(30.5, rel=0.03) and 1.02 < g[4] / g[16] < 1.10
+    g = front[front["platform"] == "hgx-h200-8"].groupby("kv_bits")["goodput_req_per_s"].max()
+    assert g[4] == pytest.approx(32.0, rel=0.03) and 1.02 < g[4] / g[16] < 1.10
 
 
 def test_interactive_curve():
     """Chat SLOs, TPOT p90 minimised too (KV 4 bit, spec 2/4, small sequence limits and token
-    budgets): goodput falls as the speed per user rises, from ~38 req/s at ~100 ms (MI300X tp 1,
-    SLO-bound: TPOT p90 101 ms at its goodput rate, one of the p90 jumps of docs/serving.md 2.7) to
-    ~8 req/s at 7 ms (H200 tp 8, 4 draft tokens); the tensor-parallel degree rises along the curve.
-    Since f2c3c5b (INT8 GEMM energy on the H100 and H200) the MI300X and RTX PRO 6000 boxes are on
-    it too (before: only the H100 and H200), and the MI300X gives the most goodput down to 20 ms."""
+    budgets): goodput falls as the speed per user rises, from ~38 req/s at ~97 ms (H200 tp 1 x pp 2,
+    at its power-capped capacity) to ~8 req/s at 7 ms (H200 tp 8, 4 draft tokens); the
+    tensor-parallel degree rises along the curve. Since f2c3c5b (INT8 GEMM energy on the H100 and
+    H200) the MI300X and RTX PRO 6000 boxes are on it too (before: only the H100 and H200); at the
+    ratio 1.36 the MI300X gave the most goodput down to 20 ms, at 1.17 (e4bafbe) only at 60 ms:
+    the H200 leads at 100 ms, the H100 (tp 2) from 40 ms."""
     rows = [dict(platform=p, tp=tp, pp=pp, dp=8 // (tp * pp), token_budget=tb, max_seqs=ms, kv_bits=4, spec_len=sl)
             for p, (tp, pp), tb, ms, sl in itertools.product(PLATFORMS, SPLITS, (256, 1024, 4096, 16384),
                                                              (16, 32, 64, 128, 512, 1024), (2, 4))]
@@ -163,14 +165,18 @@ def test_interactive_curve():
     fastest, most = front.iloc[0], _best(front, "goodput_req_per_s")
     assert (fastest["platform"], fastest["tp"], fastest["spec_len"]) == ("hgx-h200-8", 8, 4)
     assert fastest["tpot_p90_s"] < 0.008 and fastest["goodput_req_per_s"] < 0.25 * most["goodput_req_per_s"]
-    assert (most["platform"], most["tp"]) == ("mi300x-8", 1)
-    assert 0.095 < most["tpot_p90_s"] < 0.102 and most["goodput_req_per_s"] < 0.97 * most["serving_capacity_req_per_s"]
+    assert (most["platform"], most["tp"], most["pp"]) == ("hgx-h200-8", 1, 2)
+    assert 0.095 < most["tpot_p90_s"] < 0.102 and most["goodput_req_per_s"] > 0.999 * most["serving_capacity_req_per_s"]
     assert most["goodput_req_per_s"] == pytest.approx(38.0, rel=0.03)
 
     def goodput_within(tpot_s):
         return front.loc[front["tpot_p90_s"] <= tpot_s, "goodput_req_per_s"].max()
 
-    assert goodput_within(0.02) == pytest.approx(23.4, rel=0.03)   # 50 tokens/s per user: ~60% of the most
-    assert goodput_within(0.04) == pytest.approx(30.0, rel=0.03)   # 25 tokens/s per user
+    assert goodput_within(0.02) == pytest.approx(24.6, rel=0.03)   # 50 tokens/s per user: ~65% of the most
+    assert goodput_within(0.04) == pytest.approx(31.5, rel=0.03)   # 25 tokens/s per user
+    w = front[front["tpot_p90_s"] <= 0.06]
+    assert w.loc[w["goodput_req_per_s"].idxmax(), "platform"] == "mi300x-8"
+    w = front[front["tpot_p90_s"] <= 0.04]
+    assert (w.loc[w["goodput_req_per_s"].idxmax(), ["platform", "tp"]] == ["hgx-h100-8", 2]).all()
     assert np.all(front.loc[front["tpot_p90_s"] < 0.008, "tp"] >= 4)
     assert np.all(front.loc[front["tpot_p90_s"] > 0.08, "tp"] == 1)
