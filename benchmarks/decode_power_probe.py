@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpu_power import idle_watts, replay_power, write_rows
+from gpu_power import open_gpu, replay_power, write_rows
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ATTN = ((1, 8192), (4, 8192), (16, 8192), (16, 2048), (64, 2048))  # (sequences, context)
@@ -36,12 +36,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    nvml.nvmlInit()
-    handle = nvml.nvmlDeviceGetHandleByIndex(0)
-    dev = torch.device("cuda")
-    torch.zeros(1, device=dev)
-    idle_w = idle_watts(nvml, handle, max(args.seconds, 2.0))
-    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
+    handle, dev, idle_w = open_gpu(nvml, torch, max(args.seconds, 2.0))
     rows = []
 
     def record(kind, m, nbytes, flop, fn):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpu_power import idle_watts, replay_power, write_rows
+from gpu_power import open_gpu, replay_power, write_rows
 
 SHAPES = {  # name: (N, K) of the weight, out = x (M, K) @ W^T (K, N)
     "8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
@@ -42,12 +42,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8", "int8"],
                         choices=["bf16", "fp8", "int8", "fp8-triton", "int8-triton"])
     args = parser.parse_args()
-    nvml.nvmlInit()
-    handle = nvml.nvmlDeviceGetHandleByIndex(0)
-    dev = torch.device("cuda")
-    torch.zeros(1, device=dev)
-    idle_w = idle_watts(nvml, handle, max(args.seconds, 2.0))
-    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
+    handle, dev, idle_w = open_gpu(nvml, torch, max(args.seconds, 2.0))
     one = torch.ones((), device=dev, dtype=torch.float32)
     cases = [(name, m, n, k) for name, (n, k) in SHAPES.items() for m in TOKENS] + [("square", 8192, 8192, 8192)]
     rows = []

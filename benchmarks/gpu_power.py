@@ -8,6 +8,18 @@ import csv
 import time
 
 
+def open_gpu(nvml, torch, idle_seconds: float) -> tuple:
+    """(NVML handle, CUDA device, idle watts) of GPU 0 with a CUDA context resident; prints the
+    device, the torch version and the idle power."""
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    dev = torch.device("cuda")
+    torch.zeros(1, device=dev)
+    idle_w = idle_watts(nvml, handle, idle_seconds)
+    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, idle {idle_w:.1f} W", flush=True)
+    return handle, dev, idle_w
+
+
 def idle_watts(nvml, handle, seconds: float) -> float:
     """Mean board power over ``seconds`` with nothing running (a CUDA context resident), after a 2 s settle."""
     time.sleep(2.0)

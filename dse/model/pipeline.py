@@ -84,13 +84,13 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     The watts are each device's (:func:`perf.device_power_w`: exactly ``tdp_w`` at the cap) times
     the devices, plus the link power.
     """
+    prefill = phase == "prefill"
     raw_s = perf.phase_time_s(costs)
     dyn_j = power.phase_dynamic_j(hw, costs)
     if parallel.is_single_device(k):
         time_s = perf.power_capped_s(raw_s, dyn_j, hw)
-        watts = None if phase == "prefill" else perf.device_power_w(dyn_j, time_s, hw)
+        watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
         return time_s, dyn_j + hw["static_power_w"] * time_s, watts
-    prefill = phase == "prefill"
     b = k["batch"]
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     queries = 1.0 if prefill or not np.any(k["spec_len"] > 0) else k["spec_len"] + 1.0
