@@ -54,6 +54,8 @@ GROUP_MAX_FINE = 128  # group sizes 1..128 count as "g128" (rank 1), others as p
 NO_DATA = np.inf
 
 F_TRANSFERRED, F_EXACT, F_COMBINED = 1, 2, 4  # bit flags stored in the compiled grids
+F_POSITIVE, F_NO_DATA = 8, 16  # the cell's value is > 0 / is NO_DATA (set last, so lookups read flags only)
+OFF_GRID = 1 << 40  # a level below the grid: a flat-index offset that keeps any index sum negative
 
 
 def code(names: tuple[str, ...], name: str) -> int:
@@ -69,15 +71,38 @@ def group_rank(group_size):
     return ((g >= 1) & (g <= GROUP_MAX_FINE)).astype(np.int64)
 
 
-_LEVEL_OF_WHOLE_BITS = np.searchsorted(BITS_GRID, np.arange(33.0), side="right") - 1
+_WHOLE_BITS = np.arange(BITS_GRID[-1] + 1)  # 0..16: whole parts of bits clipped to the grid's top
+_LEVEL_OF_WHOLE_BITS = np.searchsorted(BITS_GRID, _WHOLE_BITS, side="right") - 1
+_N_WHOLE = len(_WHOLE_BITS)
+_ON_GRID = np.isin(_WHOLE_BITS, BITS_GRID)
+_ALL_ON_GRID = (_ON_GRID[:, None, None] & _ON_GRID[None, :, None] & _ON_GRID[None, None, :]).ravel()  # by bits_key
+_TOP_KEY = (_N_WHOLE - 1) * _N_WHOLE**2  # bits_key >= this: weights at the grid's top (16 bits or more)
+_FRAC_OFFSET = np.array([0, 1, -OFF_GRID])  # by frac_level: the level, or off the grid (above 0.5)
+_FRAC_OF_LEVEL = np.append(FRAC_GRID, np.nan)
 
 
 def bits_level(bits):
     """Index into BITS_GRID of the largest level <= bits (-1: below the grid, no data).
 
     The grid holds whole numbers, so the level of ``bits`` is that of ``floor(bits)``: a
-    lookup over 0..32 (bits beyond 32 share 32's level)."""
-    return _LEVEL_OF_WHOLE_BITS.take(np.clip(np.asarray(bits, dtype=float), 0.0, 32.0).astype(np.intp))
+    lookup over 0..16 (bits beyond 16 share 16's level)."""
+    return _LEVEL_OF_WHOLE_BITS.take(np.clip(np.asarray(bits, dtype=float), 0.0, BITS_GRID[-1]).astype(np.intp))
+
+
+def bits_key(w_bits, a_bits, kv_bits) -> tuple[np.ndarray, np.ndarray]:
+    """The whole parts of three bit widths clipped to 0..16 as one index, ``(w * 17 + a) * 17 + kv``
+    (intp), and whether all three are whole numbers there (bits beyond 16 read as 16)."""
+    clipped = [np.clip(np.asarray(x, dtype=float), 0.0, BITS_GRID[-1]) for x in (w_bits, a_bits, kv_bits)]
+    whole = [np.floor(c) for c in clipped]
+    key = ((whole[0] * _N_WHOLE + whole[1]) * _N_WHOLE + whole[2]).astype(np.intp)
+    return key, (clipped[0] == whole[0]) & (clipped[1] == whole[1]) & (clipped[2] == whole[2])
+
+
+def _bits_offsets(strides: tuple[int, ...]) -> np.ndarray:
+    """Flat-index offset of the weight, activation and KV levels of each :func:`bits_key` in the
+    ``wa_value`` grid of ``strides``; negative where a level is below the grid."""
+    off = np.where(_LEVEL_OF_WHOLE_BITS >= 0, _LEVEL_OF_WHOLE_BITS, -OFF_GRID)
+    return (off[:, None, None] * strides[2] + off[None, :, None] * strides[3] + off[None, None, :] * strides[5]).ravel()
 
 
 def frac_level(frac):
@@ -183,7 +208,8 @@ def compile_quality_tables(rows: dict, combination: dict, per_channel_methods: t
 
     ``wa_value[f, method, w_lv, a_lv, group_rank, kv_lv, kv_method]`` is the weight/activation +
     KV delta (margin applied), ``sp_value[f, sparse_method, pattern, frac_lv]`` the sparsity delta;
-    ``*_flags`` hold F_TRANSFERRED / F_EXACT / F_COMBINED bits. Methods in
+    ``*_flags`` hold F_TRANSFERRED / F_EXACT / F_COMBINED bits and the value's F_POSITIVE /
+    F_NO_DATA bits; ``bits_offset`` is the flat offset in ``wa_value`` of each :func:`bits_key`. Methods in
     ``per_channel_methods`` (per-channel scales by construction) read their per-channel cells at
     every group size.
     """
@@ -211,9 +237,16 @@ def compile_quality_tables(rows: dict, combination: dict, per_channel_methods: t
     for m in per_channel:  # the group size does not apply: the group-rank slice is the per-channel one
         wa_val[:, m, :, :, 1], wa_flg[:, m, :, :, 1] = wa_val[:, m, :, :, 0], wa_flg[:, m, :, :, 0]
     sp_val, sp_flg = _sparse_grids(rows, n_fam)
+    wa_flg, sp_flg = wa_flg | _value_flags(wa_val), sp_flg | _value_flags(sp_val)
     return {"wa_value": wa_val, "wa_flags": wa_flg, "sp_value": sp_val, "sp_flags": sp_flg,
             "sparse_margin": float(combination["sparse_margin"]), "wa_kv_margin": m_kv, "rows": rows,
-            "per_channel_methods": per_channel, "per_channel": np.isin(np.arange(n_meth), per_channel)}
+            "per_channel_methods": per_channel, "per_channel": np.isin(np.arange(n_meth), per_channel),
+            "bits_offset": _bits_offsets(_strides(wa_val.shape))}
+
+
+def _value_flags(val: np.ndarray) -> np.ndarray:
+    """F_POSITIVE where a cell's value is > 0, F_NO_DATA where it is NO_DATA."""
+    return (F_POSITIVE * (val > 0) | F_NO_DATA * (val == NO_DATA)).astype(np.int8)
 
 
 def _sparse_grids(rows: dict, n_fam: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +286,8 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
     ``w_sparsity_frac`` pruned fraction; ``nm_sparse`` > 0 selects 2:4 (takes precedence, as in
     the workload model). Returns ``ppl_delta`` (inf = no data), ``quality_extrapolated`` and
     ``quality_interpolated`` (int8), each of the inputs' broadcast shape. Inputs that are the
-    same for the whole batch stay scalars until the end (fewer full-length operations).
+    same for the whole batch stay scalars until the end (fewer full-length operations); a bit or
+    sparsity level off the grid makes its flat index negative, so one sign test finds them all.
     """
     fam, meth, kvm, spm = (np.asarray(x, dtype=np.int64) for x in (family_code, quant_method_code, kv_method_code,
                                                                      sparse_method_code))
@@ -261,40 +295,47 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
                                                                     nm_sparse, w_group_size))
     shape = np.broadcast_shapes(*(x.shape for x in (fam, meth, kvm, spm, w, a, kv, frac, nm, grp)))
     wv, sv = tables["wa_value"], tables["sp_value"]
-    wl, al, kl = bits_level(w), bits_level(a), bits_level(kv)
-    pattern = (nm > 0).astype(np.int64)
-    fl = np.where(pattern == 1, 1, frac_level(frac))
-    valid = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0) & (kvm < wv.shape[6])
-             & (spm >= 0) & (spm < sv.shape[1]) & (wl >= 0) & (al >= 0) & (kl >= 0) & (fl < sv.shape[3]))
-    everywhere = bool(np.all(valid))
-    fam_i, wl_i, al_i, kl_i = (x if everywhere else np.where(valid, x, 0) for x in (fam, wl, al, kl))
+    codes_ok = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0)
+                & (kvm < wv.shape[6]) & (spm >= 0) & (spm < sv.shape[1]))
+    if not codes_ok.all():
+        fam, meth, kvm, spm = (np.where(codes_ok, x, 0) for x in (fam, meth, kvm, spm))
+    key, whole = bits_key(w, a, kv)
     # flat indices by strides, the batch-wide terms summed first (scalars stay scalars)
     ws, ss = _strides(wv.shape), _strides(sv.shape)
-    wa_const = fam_i * ws[0] + meth * ws[1] + group_rank(grp) * ws[4] + kvm * ws[6]
+    flat = (fam * ws[0] + meth * ws[1] + group_rank(grp) * ws[4] + kvm * ws[6]) + tables["bits_offset"].take(key)
+    pattern, fl = nm > 0, frac_level(frac)  # 2:4 reads the 0.5 level
+    frac_off = _FRAC_OFFSET.take(fl)
+    flat_sp = (fam * ss[0] + spm * ss[1] + frac_off) + pattern * (ss[2] + 1 - frac_off)
+    valid = codes_ok & ((flat | flat_sp) >= 0)
+    everywhere = bool(valid.all())
     if not everywhere:
-        wa_const = np.where(valid, wa_const, 0)
-    flat = (wa_const + kl_i * ws[5]) + (wl_i * ws[2] + al_i * ws[3])
-    d_wa, f_wa = wv.ravel().take(flat), tables["wa_flags"].ravel().take(flat)
-    fl_i = fl if everywhere else np.where(valid, fl, 0)
-    sp_i = spm if everywhere else np.where(valid, spm, 0)
-    flat_sp = (fam_i * ss[0] + sp_i * ss[1]) + (pattern * ss[2] + fl_i)
-    d_sp, f_sp = sv.ravel().take(flat_sp), tables["sp_flags"].ravel().take(flat_sp)
-    both = (d_wa > 0) & (d_sp > 0)
-    total = d_wa + d_sp
-    if np.any(both):
-        total = np.where(both, tables["sparse_margin"] * total, total)
+        flat, flat_sp = np.where(valid, flat, 0), np.where(valid, flat_sp, 0)
+    f_wa, f_sp = tables["wa_flags"].ravel().take(flat), tables["sp_flags"].ravel().take(flat_sp)
+    total = wv.ravel().take(flat) + sv.ravel().take(flat_sp)
+    f_both = f_wa & f_sp
+    both = (f_both & F_POSITIVE) > 0
+    if both.any():
+        total *= 1.0 + (tables["sparse_margin"] - 1.0) * both
+    extrap = both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED | F_NO_DATA)) > 0)
     if not everywhere:
-        total = np.where(valid, total, NO_DATA)
-    extrap = ~valid | np.isinf(total) | both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED)) > 0)
-    top = BITS_GRID[-1]
-    on_grid = (((w == BITS_GRID.take(wl_i)) | (w >= top)) & ((a == BITS_GRID.take(al_i)) | (a >= top))
-               & ((kv == BITS_GRID.take(kl_i)) | (kv >= top))
-               & ((grp == 0) | (grp == GROUP_MAX_FINE) | (w >= top) | tables["per_channel"].take(meth, mode="clip"))
-               & ((pattern == 1) | (frac == FRAC_GRID.take(fl_i))))
-    exact = on_grid & (((f_wa & f_sp) & F_EXACT) > 0) & ~both
-    return {"ppl_delta": np.broadcast_to(total, shape),
-            "quality_extrapolated": np.broadcast_to(extrap.astype(np.int8), shape),
-            "quality_interpolated": np.broadcast_to((~exact & ~extrap).astype(np.int8), shape)}
+        total, extrap = np.where(valid, total, NO_DATA), extrap | ~valid
+    on_grid = (whole & _ALL_ON_GRID.take(key)
+               & _either((grp == 0) | (grp == GROUP_MAX_FINE) | tables["per_channel"].take(meth, mode="clip"),
+                         lambda: key >= _TOP_KEY)
+               & _either(frac == _FRAC_OF_LEVEL.take(fl), lambda: pattern))
+    exact = on_grid & ((f_both & F_EXACT) > 0) & ~both
+    return {"ppl_delta": _shaped(total, shape), "quality_extrapolated": _shaped(extrap.astype(np.int8), shape),
+            "quality_interpolated": _shaped((~exact & ~extrap).astype(np.int8), shape)}
+
+
+def _shaped(x, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` broadcast to ``shape`` (itself where it has that shape already)."""
+    return x if np.shape(x) == shape else np.broadcast_to(x, shape)
+
+
+def _either(first, second):
+    """``first | second()``, with ``second`` not evaluated where ``first`` is a batch-wide True."""
+    return first if np.ndim(first) == 0 and first else first | second()
 
 
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
