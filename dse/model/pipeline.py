@@ -10,7 +10,7 @@ import numpy as np
 
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
 from dse.model.serving_stage import serving_stage
-from dse.model.workload import Array, Op, draft_op, phase_ops, tokens_per_verify, weight_bytes_per_param
+from dse.model.workload import Array, Op, draft_op, executed_knobs, phase_ops, tokens_per_verify, weight_bytes_per_param
 
 
 def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
@@ -142,8 +142,10 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
     ``hw["onchip_ref_pj_per_bit"]``, the preset's provisioned static power and on-chip rule
     value, come from the evaluator), then, where ``data["serving"]`` is true, the serving
     stage (:mod:`dse.model.serving_stage`, with ``data["workloads"]``' length moments);
-    without ``data`` only the performance and power metrics.
+    without ``data`` only the performance and power metrics. Every stage sees the knobs as the
+    device runs them (:func:`dse.model.workload.executed_knobs`: FP8 without FP8 units runs W8A16).
     """
+    k = executed_knobs(k, hw)
     if data is None:
         return _broadcast(performance(m, k, hw))
     tech = data["tech"]

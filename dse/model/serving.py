@@ -216,8 +216,10 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     n_kv = np.maximum(np.floor(d["kv_tok"] * (1.0 - s["kv_watermark_frac"]) / d["foot"]), 0.0)  # kv_max_seqs
     n_budget = s["token_budget"] / (d["q"] + d["mP"] / d["n_dec"])
     n_cap = np.maximum(np.minimum(np.minimum(s["max_seqs"], n_kv), n_budget), 1e-6)
-    shape = np.shape(n_cap)
-    n_cap = np.atleast_1d(n_cap)
+    # every design's shape: the offered rate carries it (serving_stage), also where the capacity is
+    # the same for all (only an energy coefficient varies per row, e.g. the integer-GEMM ratio)
+    shape = np.broadcast_shapes(np.shape(n_cap), np.shape(s["arrival_rate_req_per_s"]))
+    n_cap = np.atleast_1d(n_cap if np.shape(n_cap) == shape else np.broadcast_to(n_cap, shape).copy())
     # the coarse load grid: batch fractions (fluctuation-corrected rates), then the slot queue;
     # rates in unstretched time (lam), then in real time (rate = lam / stretch)
     n_grid = _grid(n_cap, _GRID_BATCH_FRAC)

@@ -41,8 +41,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dse.spec.registry import KNOB_BY_NAME
+
 Array = np.ndarray | float
 
+FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
 BITMAP_INDEX_BITS = 1.0  # per original weight, unstructured sparsity
 NM_INDEX_BITS = 2.0  # per kept weight, 2:4 structured sparsity (position within the group of 4)
 
@@ -66,6 +69,24 @@ class Op(NamedTuple):
     bytes1: Array
     act_bytes: Array
     kernels: Array
+
+
+def executed_knobs(k: dict, hw: dict) -> dict:
+    """The knobs as the device runs them: an FP8 weight-and-activation design (``quant_method``
+    fp8, ``a_bits < 16``) on a device without FP8 arithmetic (``fp8_native`` 0: Ampere, TPU v5e,
+    CPUs, FPGAs) runs as W8A16, FP8 weights dequantised to 16-bit activations, as vLLM's FP8
+    Marlin kernels do on Ampere: ``a_bits`` becomes 16 there (time, bytes, energy and quality
+    follow). Anything else is unchanged; ``k`` is returned as is when no row changes."""
+    fp8 = hw["fp8_native"]
+    if np.ndim(fp8) == 0 and fp8 > 0:
+        return k
+    method, a_bits = k["quant_method"], k["a_bits"]
+    if np.ndim(method) == 0 and method != FP8_METHOD:
+        return k
+    fallback = (method == FP8_METHOD) & (a_bits < 16.0) & (fp8 <= 0)
+    if not np.any(fallback):
+        return k
+    return {**k, "a_bits": np.where(fallback, 16.0, a_bits)}
 
 
 def weight_bytes_per_param(k: dict) -> Array:

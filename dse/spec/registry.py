@@ -146,6 +146,9 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
           "dense peak at 4-bit (INT4/FP4); 0 = not native"),
     Field("nm_sparsity_native", "1", 0.0, 0.0, 1.0, "flag", "perf",
           "1 if 2:4 structured sparsity doubles matrix throughput (and halves GEMM compute energy)"),
+    Field("fp8_native", "1", 1.0, 0.0, 1.0, "flag", "perf",
+          "1 if FP8 arithmetic runs on the 8-bit units (flop8); 0: FP8 weight-and-activation designs run as W8A16 "
+          "(FP8 weights dequantised, 16-bit activations)"),
     Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
           "energy of one 16-bit FLOP incl. operand delivery"),
     Field("int_op_energy_ratio", "1", 1.0, 0.0, 100.0, "float", "power",

@@ -35,6 +35,7 @@ from dse.model.serving_lengths import (
     stoploss,
 )
 from dse.model.serving_mapping import point_moments
+from dse.model.workload import executed_knobs
 from dse.spec.presets import load_model, load_platform
 from dse.spec.registry import CARD_FIELD_NAMES, HARDWARE_FIELD_NAMES, KNOB_DEFAULTS
 from dse.spec.workloads import load_workloads
@@ -63,6 +64,7 @@ def test_static_batch_recovered_exactly(platform):
     static model's ttft_s and tpot_s (power cap, MoE, sparsity and speculation included)."""
     rng = np.random.default_rng(abs(hash(platform)) % 2**32)
     m, k, hw = _design_batch(rng, 40, platform)
+    k = executed_knobs(k, hw)  # the knobs the serving stage receives (FP8 without FP8 units: W8A16)
     ref = evaluate_arrays(m, k, hw)
     got = static_batch_times(serving_coeffs(m, k, hw), k["batch"], k["in_len"], k["out_len"])
     np.testing.assert_allclose(got["ttft_s"], ref["ttft_s"], rtol=1e-12)
