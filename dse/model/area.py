@@ -79,7 +79,8 @@ def effective_tflop(hw: dict, tech: dict, class_code: Array) -> Array:
     """Weighted dense peak that sizes the compute array, TFLOP/s (``P_eff`` above)."""
     weights = tech["class_area_weight"][np.asarray(class_code, dtype=np.int64)]
     weighted = [weights[..., i] * (hw[f"flop{b}_peak_flop_per_s"] / TERA) for i, b in enumerate(PRECISION_BITS)]
-    p_max = functools.reduce(np.maximum, weighted)
+    weighted = [x for x in weighted if np.ndim(x) or x] or [0.0]  # batch-wide zeros (not native) add nothing
+    p_max = functools.reduce(np.maximum, sorted(weighted, key=np.ndim))  # batch-wide peaks first, as scalars
     total = functools.reduce(operator.add, weighted)
     return p_max + tech["multi_mode_frac"] * (total - p_max)
 
@@ -107,7 +108,7 @@ def monolithic_area_mm2(compute_mm2: Array, sram_mm2: Array, mem_if_mm2: Array, 
 
 def hbm_edge_mm(n_mem_units: Array, mem: dict) -> Array:
     """Die edge the device's HBM stacks need in total, mm (0 for other memories)."""
-    return mem["hbm"] * n_mem_units * mem["edge_mm_per_unit"]
+    return n_mem_units * (mem["hbm"] * mem["edge_mm_per_unit"])
 
 
 def n_dies_needed(mono_mm2: Array, edge_mm: Array, tech: dict, n_dies_max: Array) -> np.ndarray:
@@ -120,10 +121,18 @@ def n_dies_needed(mono_mm2: Array, edge_mm: Array, tech: dict, n_dies_max: Array
 def split_dies(mono_mm2: Array, edge_mm: Array, n_dies: Array, tech: dict) -> tuple[Array, Array, Array]:
     """``(area_per_die_mm2, die_area_mm2, long_edge_needed_mm)`` for ``n_dies`` dies."""
     aspect = tech["reticle_long_edge_mm"] / tech["reticle_short_edge_mm"]
-    overhead = np.where(n_dies > 1, 1.0 + tech["d2d_area_frac"], 1.0)
+    overhead = 1.0 + tech["d2d_area_frac"] * (n_dies > 1)
     long_edge = edge_mm / (2.0 * n_dies)
     per_die = np.maximum(mono_mm2 / n_dies * overhead, long_edge * long_edge / aspect)
     return per_die, n_dies * per_die, long_edge
+
+
+def fixed_or_needed_dies(fixed: Array, needed) -> Array:
+    """The fixed die count where it is > 0, else ``needed()`` (not evaluated where a batch-wide count is fixed)."""
+    fixed = np.asarray(fixed, dtype=float)
+    if fixed.ndim == 0:
+        return fixed if fixed > 0 else needed()
+    return np.where(fixed > 0, fixed, needed())
 
 
 def resolve_params(hw: dict, tech: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -140,7 +149,8 @@ def area_breakdown(hw: dict, tech: dict, params: tuple[dict, dict] | None = None
     ``mem_technology_code`` (row of ``tech['mem_names']``), optionally ``n_dies`` (0 or absent:
     the fewest that fit) and ``n_dies_max`` (default ``tech``'s). Returns ``compute_mm2``,
     ``sram_mm2``, ``mem_if_mm2``, ``mono_mm2``, ``n_dies``, ``area_per_die_mm2``,
-    ``die_area_mm2``, ``c_reticle`` (mm2) and ``c_shoreline`` (mm); constraints ``<= 0`` feasible.
+    ``die_area_mm2``, ``c_reticle`` (mm2), ``c_shoreline`` and ``die_side_mm`` (the side of a square
+    die, ``sqrt(area_per_die_mm2)``) (mm); constraints ``<= 0`` feasible.
     ``params`` is :func:`resolve_params`'s result when already looked up.
     """
     node, mem = resolve_params(hw, tech) if params is None else params
@@ -149,14 +159,13 @@ def area_breakdown(hw: dict, tech: dict, params: tuple[dict, dict] | None = None
     mem_if = memory_interface_area_mm2(hw["n_mem_units"], mem, node["logic_mtr_per_mm2"])
     mono = monolithic_area_mm2(compute, sram, mem_if, tech)
     edge = hbm_edge_mm(hw["n_mem_units"], mem)
-    fixed = np.asarray(hw.get("n_dies", 0.0), dtype=float)
-    auto = n_dies_needed(mono, edge, tech, hw.get("n_dies_max", tech["n_dies_max"]))
-    n_dies = np.where(fixed > 0, fixed, auto)
+    n_dies = fixed_or_needed_dies(hw.get("n_dies", 0.0),
+                                  lambda: n_dies_needed(mono, edge, tech, hw.get("n_dies_max", tech["n_dies_max"])))
     per_die, total, long_edge = split_dies(mono, edge, n_dies, tech)
     return {"compute_mm2": compute, "sram_mm2": sram, "mem_if_mm2": mem_if, "mono_mm2": mono,
             "n_dies": n_dies, "area_per_die_mm2": per_die, "die_area_mm2": total,
             "c_reticle": per_die - tech["reticle_mm2"],
-            "c_shoreline": long_edge - tech["reticle_long_edge_mm"]}
+            "c_shoreline": long_edge - tech["reticle_long_edge_mm"], "die_side_mm": np.sqrt(per_die)}
 
 
 def die_area_mm2(hw: dict, tech: dict) -> Array:

@@ -35,10 +35,11 @@ Array = np.ndarray | float
 S_PER_HOUR = 3600.0
 
 
-def dies_per_wafer(area_per_die_mm2: Array, tech: dict) -> Array:
-    """Gross dies per wafer for a die of ``area_per_die_mm2`` (edge loss and scribe lanes), at least 1."""
+def dies_per_wafer(area_per_die_mm2: Array, tech: dict, side_mm: Array | None = None) -> Array:
+    """Gross dies per wafer for a die of ``area_per_die_mm2`` (edge loss and scribe lanes), at least 1
+    (``side_mm``: ``sqrt(area_per_die_mm2)`` when already computed)."""
     d = tech["wafer_diameter_mm"] - 2.0 * tech["edge_loss_mm"]
-    side = np.sqrt(area_per_die_mm2) + tech["scribe_mm"]  # padded die side: sqrt(A') without a second root
+    side = (np.sqrt(area_per_die_mm2) if side_mm is None else side_mm) + tech["scribe_mm"]  # padded: sqrt(A')
     dpw = (np.pi * (d / 2.0) ** 2) / (side * side) - (np.pi * d / np.sqrt(2.0)) / side
     return np.maximum(dpw, 1.0)
 
@@ -49,11 +50,12 @@ def die_yield_frac(area_per_die_mm2: Array, defect_density_per_mm2: Array, alpha
 
 
 def die_cost_usd(area_per_die_mm2: Array, wafer_usd: Array, defect_density_per_mm2: Array, tech: dict,
-                 yield_frac: Array | None = None) -> Array:
-    """Cost of one known-good die, USD (``yield_frac``: :func:`die_yield_frac` when already computed)."""
+                 yield_frac: Array | None = None, side_mm: Array | None = None) -> Array:
+    """Cost of one known-good die, USD (``yield_frac``: :func:`die_yield_frac`, ``side_mm``: the die's
+    side, when already computed)."""
     if yield_frac is None:
         yield_frac = die_yield_frac(area_per_die_mm2, defect_density_per_mm2, tech["yield_cluster_alpha"])
-    return wafer_usd / (dies_per_wafer(area_per_die_mm2, tech) * yield_frac)
+    return wafer_usd / (dies_per_wafer(area_per_die_mm2, tech, side_mm) * yield_frac)
 
 
 def memory_cost_usd(mem_capacity_bytes: Array, usd_per_gb: Array) -> Array:
@@ -65,8 +67,13 @@ def packaging_cost_usd(die_area_mm2: Array, n_dies: Array, n_hbm: Array, footpri
     """Package cost (2.5D interposer where there is HBM or more than one die, else organic), USD."""
     interposer_mm2 = tech["interposer_area_factor"] * (die_area_mm2 + n_hbm * footprint_mm2)
     interposer = tech["interposer_usd_base"] + tech["interposer_usd_per_mm2"] * interposer_mm2
-    organic = (tech["organic_area_factor"] * tech["organic_usd_per_mm2"] + tech["bump_usd_per_mm2"]) * die_area_mm2
-    return np.where((n_hbm > 0) | (n_dies > 1), interposer, organic)
+    organic_usd_per_mm2 = tech["organic_area_factor"] * tech["organic_usd_per_mm2"] + tech["bump_usd_per_mm2"]
+    interposed = (n_hbm > 0) | (n_dies > 1)
+    if interposed.all():  # one kind for the whole batch: no select
+        return interposer
+    if not interposed.any():
+        return organic_usd_per_mm2 * die_area_mm2
+    return np.where(interposed, interposer, organic_usd_per_mm2 * die_area_mm2)
 
 
 def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
@@ -84,11 +91,11 @@ def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
     n_hbm = mem["hbm"] * hw["n_mem_units"]
     die_yield = die_yield_frac(area["area_per_die_mm2"], node["defect_density_per_mm2"], tech["yield_cluster_alpha"])
     dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech,
-                                 die_yield)
+                                 die_yield, area["die_side_mm"])
     memory = memory_cost_usd(hw["mem_capacity_bytes"], mem["usd_per_gb"])
     package = packaging_cost_usd(area["die_area_mm2"], n_dies, n_hbm, mem["footprint_mm2"], tech)
     bond = np.exp(np.log(tech["bonding_yield_per_component"]) * (n_dies + n_hbm))  # y ** components, no pow
-    device = (dies + memory + package) / bond * (1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"])
+    device = (dies + memory + package) * ((1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"]) / bond)
     return {"dies_usd": dies, "memory_usd": memory, "package_usd": package, "bond_yield_frac": bond,
             "yield_frac": die_yield,
             "device_cost_usd": device}
@@ -96,18 +103,21 @@ def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
 
 def system_cost_usd(device_cost: Array, n_devices: Array, host_usd_per_device: Array) -> Array:
     """Purchase cost of the whole system: devices plus their share of hosts and network, USD."""
-    return n_devices * (device_cost + host_usd_per_device)
+    system = device_cost + host_usd_per_device
+    return system if np.ndim(n_devices) == 0 and n_devices == 1 else n_devices * system
 
 
 def tco_usd_per_hour(system_cost: Array, avg_power_w: Array, lifetime_years: Array, usd_per_kwh: Array,
                      pue: Array, hours_per_year: float = 8766.0) -> Array:
     """Capex amortised linearly over the lifetime plus facility energy, USD per hour."""
-    return system_cost / (lifetime_years * hours_per_year) + avg_power_w * 1e-3 * pue * usd_per_kwh
+    return system_cost / (lifetime_years * hours_per_year) + avg_power_w * (1e-3 * pue * usd_per_kwh)
 
 
 def usd_per_mtoken(tco_per_hour: Array, decode_tokens_per_s: Array) -> Array:
     """Cost of one million decode tokens at the system's decode throughput, USD (inf at zero throughput)."""
     tokens_per_hour = np.asarray(decode_tokens_per_s, dtype=float) * S_PER_HOUR
+    if (tokens_per_hour >= 1e-300).all():  # no zero throughput: no select
+        return tco_per_hour / tokens_per_hour * 1e6
     with np.errstate(divide="ignore"):
         return np.where(tokens_per_hour > 0, tco_per_hour / np.maximum(tokens_per_hour, 1e-300) * 1e6, np.inf)
 

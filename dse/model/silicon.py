@@ -47,7 +47,7 @@ def onchip_rule_pj_per_bit(hw: dict, onchip_table: dict, area: dict) -> Array:
     design's node, memory technology, class and modelled die side (one die's path), pJ/bit."""
     arch = default_arch_code(onchip_table, hw["platform_class_code"])
     return onchip_energy_pj_per_bit(onchip_table, hw["process_nm"], hw["mem_technology_code"], arch,
-                                    np.sqrt(area["area_per_die_mm2"]))
+                                    area["die_side_mm"])
 
 
 def anchored_static_w(preset_static_w: Array, provisioned_w: Array, preset_provisioned_w: Array) -> Array:
