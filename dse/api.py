@@ -8,6 +8,7 @@ builds the output frame in one step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -104,17 +105,36 @@ class Evaluator:
         """
         cols = _numeric_columns(columns)
         n = _length(cols)
-        if check:
-            check_columns(cols)
-            self._check_power(cols)
         if n <= CHUNK:
+            if check:
+                check_columns(cols)
+                self._check_power(cols)
             res = self._evaluate_chunk(cols)
             return {name: np.broadcast_to(res[name], (n,)) if np.ndim(res[name]) == 0 else res[name]
                     for name in METRICS if name in res}
+        try:
+            return self._evaluate_chunks(cols, n, check)
+        except Exception as error:  # re-raised below, after the whole-column check
+            failure = error
+        if check:  # the whole columns' error first: the one a check before any chunk gives
+            check_columns(cols)
+            self._check_power(cols)
+        raise failure
+
+    def _evaluate_chunks(self, cols: dict[str, Any], n: int, check: bool) -> dict[str, np.ndarray]:
+        """A batch of more than CHUNK designs, chunk by chunk; with ``check`` the array columns are
+        checked chunk by chunk (while in cache), the batch-wide ones once."""
+        arrays = [c for c, v in cols.items() if np.ndim(v) > 0]
+        if check:
+            check_columns({c: v for c, v in cols.items() if c not in arrays})
         out: dict[str, np.ndarray] = {}
         for start in range(0, n, CHUNK):
             sl = slice(start, min(start + CHUNK, n))
-            res = self._evaluate_chunk({c: (v[sl] if np.ndim(v) > 0 else v) for c, v in cols.items()})
+            chunk = {**cols, **{c: cols[c][sl] for c in arrays}}
+            if check:
+                check_columns({c: chunk[c] for c in arrays})
+                self._check_power(chunk)
+            res = self._evaluate_chunk(chunk)
             if not out:  # the first chunk names the metrics: one output array each, filled chunk by chunk
                 out = {name: np.empty(n) for name in METRICS if name in res}
             for name, arr in out.items():
@@ -262,16 +282,19 @@ def check_columns(cols: Mapping[str, Any]) -> None:
         if not arr.size:
             continue
         low, high = float(arr.min()), float(arr.max())
-        if not (np.isfinite(low) and np.isfinite(high)):
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise SpecError("", name, "must be finite", float(arr[~np.isfinite(arr)].flat[0]))
         field = INPUT_FIELDS[name]
         rule = range_violation(field, low, high)
         if rule:
             raise SpecError("", name, rule, low if low <= field.low else high)
-        if field.kind != "float" and np.any(arr != np.rint(arr)):  # one rounding pass per whole-number column
+        if field.kind != "float" and (arr != np.rint(arr)).any():  # one rounding pass per whole-number column
             raise SpecError("", name, "must be a whole number", float(arr[arr != np.rint(arr)].flat[0]))
-        if name in HARDWARE_FIELD_NAMES and name.endswith("_per_s") and np.any((arr > 0) & (arr < 1.0)):
+        if name in _RATE_COLUMNS and low < 1.0 and ((arr > 0) & (arr < 1.0)).any():
             raise SpecError("", name, "a rate must be 0 or >= 1 per second", float(arr[(arr > 0) & (arr < 1)][0]))
+
+
+_RATE_COLUMNS = frozenset(name for name in HARDWARE_FIELD_NAMES if name.endswith("_per_s"))
 
 
 def range_violation(f: Field, low: float, high: float) -> str:
