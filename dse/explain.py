@@ -10,7 +10,7 @@ from dse.model import perf
 from dse.model.perf import op_totals
 from dse.model.pipeline import phase_costs
 from dse.model.power import op_energy_j
-from dse.model.workload import weight_bytes_per_param
+from dse.model.workload import executed_knobs, weight_bytes_per_param
 from dse.spec.errors import SpecError, did_you_mean
 from dse.spec.presets import ModelCard, Platform, load_model, load_platform
 from dse.spec.registry import KNOB_DEFAULTS
@@ -37,6 +37,7 @@ def explain(model: str | ModelCard, platform: str | Platform, **knobs: float) ->
     check_columns(k)
     hw = plat.fields
     check_columns(hw)
+    k = executed_knobs(k, hw)  # as the evaluator runs it (FP8 without FP8 units: W8A16)
     if not hw["tdp_w"] > hw["static_power_w"]:
         raise SpecError("", "tdp_w", "must exceed static_power_w", hw["tdp_w"])
     costs = phase_costs(card.fields, k, hw, weight_bytes_per_param(k))

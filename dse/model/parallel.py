@@ -61,6 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import collectives as coll
+from dse.model.arrays import accumulate
 from dse.model.workload import Array, Op, draft_weight_frac, layer_params
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -112,7 +113,8 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
     """Per-operator factors from the replica's operator to one device's (last stage, one
     micro-batch): ``flop`` (flop0, flop1), ``store`` (the non-activation part of bytes0:
     weights, or the KV written by attention), ``kv`` (bytes1, the KV read by decode
-    attention), ``act`` (activation bytes) and ``kernels``. All exactly 1 on one device.
+    attention), ``act`` (activation bytes), ``act_less_store`` (``act - store``) and ``kernels``.
+    All exactly 1 (0 for ``act_less_store``) on one device.
     """
     s = shard_dims(m, k)
     tp = knob(k, "tp")
@@ -132,7 +134,7 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
     ffn_flop = lf * etok * per_tp
     v = m["vocab_size"]
     head_flop = tok * per_tp
-    return {
+    factors = {
         "qkv": {"flop": qkv_flop, "store": qkv_store, "kv": qkv_flop,
                 "act": lt * ((d + q_kv * hd) / (d + (h + 2.0 * kv) * hd)), "kernels": lf},
         "o": {"flop": o_flop, "store": lf * head_frac, "kv": o_flop,
@@ -146,18 +148,21 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
                     "act": tok * ((d + v * per_tp) / (d + v)), "kernels": 1.0},
         "draft": {"flop": head_flop, "store": per_tp, "kv": head_flop, "act": head_flop, "kernels": 1.0},
     }
+    for f in factors.values():
+        f["act_less_store"] = f["act"] - f["store"]
+    return factors
 
 
 def shard_op(op: Op, f: dict[str, Array]) -> Op:
     """One replica operator scaled to one device by the factors ``f`` of :func:`shard_factors`.
 
     ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors
-    return the operands bit for bit.
+    return the operands bit for bit (``act_less_store``: ``act - store``, computed once).
     """
     return Op(
         flop0=_times(op.flop0, f["flop"]),
         flop1=None if op.flop1 is None else op.flop1 * f["flop"],
-        bytes0=op.bytes0 * f["store"] + op.act_bytes * (f["act"] - f["store"]),
+        bytes0=accumulate(op.bytes0 * f["store"], op.act_bytes * f["act_less_store"]),
         bytes1=None if op.bytes1 is None else op.bytes1 * f["kv"],
         act_bytes=op.act_bytes * f["act"],
         kernels=op.kernels * f["kernels"],
@@ -284,7 +289,7 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
 
 
 def _is_zero(x: Array) -> bool:
-    return np.ndim(x) == 0 and x == 0.0
+    return getattr(x, "ndim", 0) == 0 and x == 0.0  # no numpy call: this runs ~60 times per chunk
 
 
 def _times(a: Array, b: Array) -> Array:

@@ -12,10 +12,10 @@ Decode attention reads at most ``streams x attn_stream_bw_bytes_per_s`` (:func:`
 from __future__ import annotations
 
 import functools
-import operator
 
 import numpy as np
 
+from dse.model.arrays import accumulate, total
 from dse.model.workload import Array, Op
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
@@ -55,11 +55,9 @@ def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
     eff = hw["compute_eff_frac"]
     present = [p > 0 for p in peaks]
     if np.ndim(bits) and all(np.ndim(x) == 0 or x.all() or not x.any() for x in present):
-        flags = {key: float(np.all(x)) for (_, key), x in zip(_LADDER, present, strict=True)}
-        widths = np.arange(33, dtype=float)
-        native_table = np.asarray(native_bits(flags, widths), dtype=float)
-        scalar_peaks = {key: (p if np.ndim(p) == 0 else 0.0) for (_, key), p in zip(_LADDER, peaks, strict=True)}
-        rate_table = np.asarray(peak_flop_per_s(scalar_peaks, native_table), dtype=float)
+        native_table, rate_table = _ladder_tables(
+            tuple(bool(x) if np.ndim(x) == 0 else bool(x.all()) for x in present),
+            tuple(float(p) if np.ndim(p) == 0 else 0.0 for p in peaks))
         idx = np.clip(np.ceil(bits), 1, 32).astype(np.intp)
         native = native_table.take(idx)
         varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if np.ndim(p)]
@@ -73,6 +71,20 @@ def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
         return 1.0 / (rate * eff), native
     nb = native_bits(hw, bits)
     return 1.0 / (peak_flop_per_s(hw, nb) * eff), nb
+
+
+@functools.lru_cache(maxsize=256)
+def _ladder_tables(present: tuple[bool, ...], scalar_peaks: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(native width, dense peak FLOP/s) for needed widths 0..32, given which peaks of
+    :data:`_LADDER` are present and the batch-wide ones (0 where a peak varies per design):
+    built once per platform, not per chunk."""
+    widths = np.arange(33, dtype=float)
+    native = np.asarray(native_bits({key: float(x) for (_, key), x in zip(_LADDER, present, strict=True)}, widths),
+                        dtype=float)
+    rate = np.asarray(peak_flop_per_s(dict(zip((key for _, key in _LADDER), scalar_peaks, strict=True)), native),
+                      dtype=float)
+    native.flags.writeable = rate.flags.writeable = False  # shared by every later call
+    return native, rate
 
 
 def mem_s_per_byte(hw: dict) -> Array:
@@ -95,18 +107,18 @@ def attn_s_per_byte(hw: dict, s_per_byte: Array, streams: Array) -> Array:
 
 def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array) -> Array:
     """``max(flop * s_per_flop, bytes * s_per_byte)``, seconds."""
-    return np.maximum(flop * s_per_flop, nbytes * s_per_byte)
+    return accumulate(flop * s_per_flop, nbytes * s_per_byte, np.maximum)
 
 
 def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:
     """``sum_{c=lo}^{hi} (x0 + x1 * c)`` for integer ``lo..hi``; 0 when ``hi < lo``."""
-    n = np.maximum(hi - lo + 1.0, 0.0)
-    return n * x0 + x1 * (n * (lo + hi) * 0.5)
+    n = accumulate(hi - lo + 1.0, 0.0, np.maximum)
+    return accumulate(n * x0, x1 * accumulate(n * (lo + hi), 0.5, np.multiply))
 
 
 def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
     """:func:`sum_linear` over a range known to hold ``n >= 1`` terms whose ``c`` sum to ``c_sum``."""
-    return n * x0 + x1 * c_sum
+    return accumulate(n * x0, x1 * c_sum)
 
 
 def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Array,
@@ -123,11 +135,11 @@ def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Ar
     u1 = a1 - b1
     with np.errstate(divide="ignore", invalid="ignore"):
         cross = -u0 / u1
-    cross = np.fmin(np.fmax(cross, lo - 1.0), hi + 1.0)  # fmax maps NaN to lo - 1
+    cross = accumulate(accumulate(cross, lo - 1.0, np.fmax), hi + 1.0, np.fmin)  # fmax maps NaN to lo - 1
     rising = u1 >= 0.0  # u > 0 right of c* when rising, left of it when falling
-    pos_lo = np.where(rising, np.floor(cross) + 1.0, lo)
-    pos_hi = np.where(rising, hi, np.ceil(cross) - 1.0)
-    return sum_linear_nonempty(b0, b1, n, c_sum) + sum_linear(u0, u1, pos_lo, pos_hi)
+    pos_lo = np.where(rising, accumulate(np.floor(cross), 1.0), lo)
+    pos_hi = np.where(rising, hi, accumulate(np.ceil(cross), -1.0))
+    return accumulate(sum_linear_nonempty(b0, b1, n, c_sum), sum_linear(u0, u1, pos_lo, pos_hi))
 
 
 def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
@@ -156,23 +168,22 @@ def sparse_exec_frac(hw: dict, k: dict) -> Array:
     return 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))
 
 
-def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array, Array],
+def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],
             s_per_byte: Array, c_sum: Array) -> dict[str, Array]:
     """Time (s, with launch overhead), FLOPs and bytes of one operator.
 
     Operators that do not depend on the context are costed per step (``per_step``
     True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
     summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
-    memory bandwidth, ``rate`` ``(achievable seconds per dense FLOP, native bits, multiplier of the
-    dense-FLOP energy)`` (the seconds per FLOP already include the executed share,
-    :func:`sparse_exec_frac`; the multiplier: :func:`dse.model.power.gemm_energy_frac`); all are kept
-    (``s_per_flop``, ``native``, ``flop_energy_frac``) for the energy and the breakdown.
+    memory bandwidth, ``rate`` ``(achievable seconds, joules per dense FLOP)``
+    (:func:`dse.model.power.op_rates`: the executed share, precision and arithmetic included); both
+    are kept (``s_per_flop``, ``j_per_flop``) for the energy and the breakdown.
     ``c_sum`` is the sum of the step indices ``lo..hi`` (used only by context-dependent operators).
     """
-    s_per_flop, native, energy_frac = rate
+    s_per_flop, j_per_flop = rate
     launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
-        step_s = roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte) + launch_s
+        step_s = accumulate(roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte), launch_s)
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
         cost = {"time_s": sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
@@ -180,7 +191,7 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
                 + steps * launch_s,
                 "flop": sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
                 "bytes": sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
-    cost.update(s_per_flop=s_per_flop, native=native, flop_energy_frac=energy_frac, steps=steps, launch_s=launch_s)
+    cost.update(s_per_flop=s_per_flop, j_per_flop=j_per_flop, steps=steps, launch_s=launch_s)
     return cost
 
 
@@ -196,12 +207,11 @@ def phase_sum(costs: list[dict[str, Array]], key: str) -> Array:
     """Sum of ``key`` over operators: per-step ones summed first, then times their steps once."""
     per_step = [c[key] for c in costs if c["per_step"]]
     totals = [c[key] for c in costs if not c["per_step"]]
-    out = functools.reduce(operator.add, totals) if totals else 0.0
-    if per_step:
-        steps = costs[0]["steps"]
-        part = functools.reduce(operator.add, per_step)
-        out = out + (part if isinstance(steps, float) and steps == 1.0 else steps * part)
-    return out
+    if not per_step:
+        return total(totals) if totals else 0.0
+    steps = costs[0]["steps"]
+    part = total(per_step)
+    return total([part if isinstance(steps, float) and steps == 1.0 else steps * part, *totals])
 
 
 def phase_time_s(costs: dict[str, dict[str, Array]]) -> Array:

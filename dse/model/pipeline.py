@@ -17,14 +17,11 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     """Per-phase, per-operator costs: ``{"prefill": {op: cost}, "decode": {op: cost}}``.
 
     Each cost holds ``time_s``, ``flop``, ``bytes`` (per step where ``per_step``; see
-    :func:`op_totals`), ``s_per_flop`` (reciprocal achievable host rate), ``native``
-    (bits), ``flop_energy_frac`` (multiplier of the dense-FLOP energy), ``steps`` and, where PIM is
-    possible, ``energy_j`` and ``on_pim``.
+    :func:`op_totals`), ``s_per_flop`` and ``j_per_flop`` (achievable host seconds and joules per
+    dense FLOP, :func:`dse.model.power.op_rates`), ``steps`` and, where PIM is possible,
+    ``energy_j`` and ``on_pim``.
     """
-    lin_s_per_flop, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
-    executed = perf.sparse_exec_frac(hw, k)  # 2:4 on native sparse units: half the MACs, time and energy
-    lin_rate = (lin_s_per_flop * executed, lin_native, power.gemm_energy_frac(hw, k, executed))
-    attn_rate = (*perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"])), 1.0)
+    lin_rate, attn_rate = power.op_rates(hw, k)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
     if np.any(k["spec_len"] > 0):  # speculative decoding: verification steps of spec_len + 1 positions
         queries = k["spec_len"] + 1.0
@@ -160,7 +157,7 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
                                  out["decode_tokens_per_s"], area, sil["params"]))
     q = quality.ppl_delta(data["quality"], m["quality_family"], k["quant_method"], k["w_bits"], k["a_bits"],
                           k["kv_bits"], k["w_sparsity_frac"], k["nm_sparse"], k["w_group_size"], k["kv_method"],
-                          k["sparse_method"])
+                          k["sparse_method"], interpolated=False)
     out.update(die_area_mm2=area["die_area_mm2"], c_reticle_mm2=area["c_reticle"],
                c_shoreline_mm=area["c_shoreline"], provisioned_static_power_w=static_w,
                c_static_power_w=static_w - hw["tdp_w"], ppl_delta=q["ppl_delta"],
@@ -172,8 +169,10 @@ def evaluate_arrays(m: dict, k: dict, hw: dict, data: dict | None = None) -> dic
 
 
 def _broadcast(out: dict[str, Array]) -> dict[str, np.ndarray]:
-    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
-    arrays = {key: np.asarray(v, dtype=np.float64) for key, v in out.items()}
+    """Every metric as a float64 array of the batch's shape (scalars broadcast, read-only views)."""
+    arrays = {key: v if type(v) is np.ndarray and v.dtype == np.float64 else np.asarray(v, dtype=np.float64)
+              for key, v in out.items()}
+    shape = np.broadcast_shapes(*{a.shape for a in arrays.values()})
     return {key: a if a.shape == shape else np.broadcast_to(a, shape) for key, a in arrays.items()}
 
 

@@ -13,6 +13,8 @@ import operator
 
 import numpy as np
 
+from dse.model import perf
+from dse.model.arrays import accumulate, total
 from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import Array
 from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
@@ -60,16 +62,28 @@ def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
     return executed * np.where(integer & (k["a_bits"] < 16.0), ratio, 1.0)
 
 
-def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, native: Array, flop_energy_frac: Array = 1.0) -> Array:
-    """Dynamic energy of work done on the host chip: compute + DRAM + SRAM staging, joules.
+def op_rates(hw: dict, k: dict) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    """(weight-GEMM rate, attention rate), each ``(achievable seconds, joules)`` per dense FLOP.
 
-    Energy per FLOP at a native precision: :func:`j_per_flop`, times ``flop_energy_frac`` for weight
-    GEMMs (:func:`gemm_energy_frac`: the executed share of the dense ``flop``, integer arithmetic).
-    """
-    per_flop = j_per_flop(hw, native)
-    if not (np.ndim(flop_energy_frac) == 0 and flop_energy_frac == 1.0):
-        per_flop = per_flop * flop_energy_frac
-    return flop * per_flop + nbytes * j_per_dram_byte(hw)
+    Weight GEMMs compute at ``max(w_bits, a_bits)``, with the executed share
+    (:func:`dse.model.perf.sparse_exec_frac`) in their time and the multiplier
+    :func:`gemm_energy_frac` in their energy; attention at ``max(a_bits, kv_bits)``. Both
+    precisions are looked up in one pass when either varies per design."""
+    lin_bits, attn_bits = np.maximum(k["w_bits"], k["a_bits"]), np.maximum(k["a_bits"], k["kv_bits"])
+    if np.ndim(lin_bits) or np.ndim(attn_bits):
+        s_per_flop, native = perf.compute_s_per_flop(hw, np.stack(np.broadcast_arrays(lin_bits, attn_bits)))
+        (lin_s, attn_s), (lin_j, attn_j) = s_per_flop, j_per_flop(hw, native)
+    else:
+        (lin_s, lin_native), (attn_s, attn_native) = (perf.compute_s_per_flop(hw, b) for b in (lin_bits, attn_bits))
+        lin_j, attn_j = j_per_flop(hw, lin_native), j_per_flop(hw, attn_native)
+    executed = perf.sparse_exec_frac(hw, k)
+    return (lin_s * executed, lin_j * gemm_energy_frac(hw, k, executed)), (attn_s, attn_j)
+
+
+def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, per_flop_j: Array) -> Array:
+    """Dynamic energy of work done on the host chip, joules: ``flop`` dense FLOPs at ``per_flop_j``
+    each (:func:`op_rates`) + DRAM, the on-chip path and SRAM staging for ``nbytes``."""
+    return flop * per_flop_j + nbytes * j_per_dram_byte(hw)
 
 
 def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array) -> Array:
@@ -84,17 +98,16 @@ def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
     if "energy_j" in cost:
         return cost["energy_j"]
     total = op_totals(cost)
-    return host_dynamic_j(hw, total["flop"], total["bytes"], total["native"], total["flop_energy_frac"])
+    return host_dynamic_j(hw, total["flop"], total["bytes"], total["j_per_flop"])
 
 
 def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
-    """Dynamic energy of a phase; host operators that share a precision (and energy multiplier) are
-    priced together."""
+    """Dynamic energy of a phase; host operators that share an energy per FLOP are priced together
+    (their bytes all at once)."""
     if any("energy_j" in c for c in costs.values()):
         return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
-    groups: dict[tuple[int, int], list[dict[str, Array]]] = {}
+    groups: dict[int, list[dict[str, Array]]] = {}
     for c in costs.values():
-        groups.setdefault((id(c["native"]), id(c["flop_energy_frac"])), []).append(c)
-    return functools.reduce(operator.add, (
-        host_dynamic_j(hw, phase_sum(g, "flop"), phase_sum(g, "bytes"), g[0]["native"], g[0]["flop_energy_frac"])
-        for g in groups.values()))
+        groups.setdefault(id(c["j_per_flop"]), []).append(c)
+    flop_j = total([phase_sum(g, "flop") * g[0]["j_per_flop"] for g in groups.values()])
+    return accumulate(phase_sum(list(costs.values()), "bytes") * j_per_dram_byte(hw), flop_j)

@@ -33,14 +33,9 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     v, e, top_k = m["vocab_size"], m["n_experts"], m["n_experts_active"]
     p = layer_params(m)
 
-    lin_spf, lin_native = perf.compute_s_per_flop(hw, np.maximum(k["w_bits"], k["a_bits"]))
-    executed = perf.sparse_exec_frac(hw, k)  # 2:4 on native sparse units: half the MACs, time and energy
-    lin_spf = lin_spf * executed
-    attn_spf, attn_native = perf.compute_s_per_flop(hw, np.maximum(k["a_bits"], k["kv_bits"]))
+    (lin_spf, lin_jpf), (attn_spf, attn_jpf) = power.op_rates(hw, k)  # the static model's rates and prices
     spb = perf.mem_s_per_byte(hw)
-    j_per_byte = power.j_per_dram_byte(hw)  # the static model's prices (dse.model.power)
-    lin_jpf = power.j_per_flop(hw, lin_native) * power.gemm_energy_frac(hw, k, executed)
-    attn_jpf = power.j_per_flop(hw, attn_native)
+    j_per_byte = power.j_per_dram_byte(hw)
     koh = hw["kernel_overhead_s"]
 
     g = np.where(k["spec_len"] > 0, k["spec_len"], 0.0)

@@ -41,9 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dse.model.arrays import Array, accumulate
 from dse.spec.registry import KNOB_BY_NAME
-
-Array = np.ndarray | float
 
 FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
 BITMAP_INDEX_BITS = 1.0  # per original weight, unstructured sparsity
@@ -92,10 +91,13 @@ def executed_knobs(k: dict, hw: dict) -> dict:
 def weight_bytes_per_param(k: dict) -> Array:
     """Stored bytes per original weight with quantisation and sparsity (never more than dense)."""
     dense = k["w_bits"] / 8.0
-    unstructured = (1.0 - k["w_sparsity_frac"]) * dense + BITMAP_INDEX_BITS / 8.0
-    nm = 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0
-    stored = np.where(k["nm_sparse"] > 0, nm, np.where(k["w_sparsity_frac"] > 0, unstructured, dense))
-    return np.minimum(stored, dense)
+    frac, nm_flag = k["w_sparsity_frac"], k["nm_sparse"]
+    stored = dense  # a kind of sparsity no design of the batch uses is skipped
+    if np.ndim(frac) or frac > 0:
+        stored = np.where(frac > 0, (1.0 - frac) * dense + BITMAP_INDEX_BITS / 8.0, stored)
+    if np.ndim(nm_flag) or nm_flag > 0:
+        stored = np.where(nm_flag > 0, 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0, stored)
+    return stored if stored is dense else np.minimum(stored, dense)
 
 
 def layer_params(m: dict) -> dict[str, Array]:
@@ -131,7 +133,7 @@ def _linear(layers: Array, tokens: Array, token_bytes: Array, params: Array, flo
     # scalar factors are grouped first so a one-model batch costs one array op per product
     flop = (2.0 * layers * flop_params) * tokens
     act = (layers * act_elems) * token_bytes
-    nbytes = (layers * params) * wbytes + act
+    nbytes = accumulate((layers * params) * wbytes, act)
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dse
-from dse.model import perf, pim
+from dse.model import perf, pim, power
 from dse.model.workload import Op, n_params
 from dse.spec.presets import load_model, load_platform
 from dse.testing.conformance import assert_matches_reference
@@ -70,7 +70,7 @@ def _gemv(weight_bytes: float = 1e9, act: float = 1e4) -> Op:
 
 
 def _host(hw: dict, op: Op, steps: float) -> dict:
-    rate = (*perf.compute_s_per_flop(hw, 16.0), 1.0)
+    rate = (perf.compute_s_per_flop(hw, 16.0)[0], power.j_per_flop(hw, 16.0))
     cost = perf.op_cost(hw, op, 1.0, steps, steps, rate, perf.mem_s_per_byte(hw), steps * (steps + 1) / 2)
     return perf.op_totals(cost)
 

@@ -1,0 +1,33 @@
+"""In-place arithmetic on temporaries: one buffer per chain of operations instead of one per step.
+
+A chunk of 16,384 designs makes 128 KiB arrays, under the 256 KiB from which numpy elides
+temporaries by itself; reusing a temporary keeps it in cache (0.20 against 0.30 ns per element
+operation in an 8-step chain on the development VM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Array = np.ndarray | float
+
+
+def accumulate(fresh: Array, x: Array, op: np.ufunc = np.add) -> Array:
+    """``op(fresh, x)``, written into ``fresh`` when it is an array of the result's shape.
+
+    ``fresh`` must be a temporary the caller owns (the result of arithmetic, never an input)."""
+    if type(fresh) is np.ndarray:
+        shape = getattr(x, "shape", ())  # no numpy call: this runs ~50 times per chunk
+        if not shape or shape == fresh.shape:
+            return op(fresh, x, out=fresh)
+    return op(fresh, x)
+
+
+def total(values: list[Array]) -> Array:
+    """Sum of ``values`` (arrays or scalars), accumulated in one fresh buffer."""
+    if len(values) == 1:
+        return values[0]
+    out = values[0] + values[1]
+    for x in values[2:]:
+        out = accumulate(out, x)
+    return out
