@@ -52,13 +52,20 @@ def _key(rec: dict) -> tuple:
                                                                 for k in _KEYS[rec["kind"]])
 
 
-def _transfer(rec: dict, family: str, method: str, factor: float, ref: dict, note: str) -> dict:
-    """Copy of ``rec`` for ``family``: delta max(d, d / scale_ref * ref[family]) * factor.
+def _transfer(rec: dict, family: str, method: str, factor: float, ref: dict, note: str,
+              same_model: bool = False) -> dict:
+    """Copy of ``rec`` for ``family``: delta max(d, d / scale_ref * ref[family]) * factor, or
+    d * factor with ``same_model`` (another method's row of the same model and evaluation, a
+    ``donor: same`` rule: no baseline to convert; rescaling it to the family's reference moved
+    FP8's copy of SmoothQuant's +0.125 to +0.125131, a difference below the data's precision that
+    kept dominated designs on fronts).
 
     ``scale_ref`` is the 16-bit perplexity the delta is relative to: the row's own table
     reference for a published row, the target family's reference once transferred.
     """
     d = rec["delta"]
+    if same_model:
+        return dict(rec, method=method, transferred=1, note=note, delta=d * factor)
     out = dict(rec, family=family, method=method, transferred=1, note=note, scale_ref=ref[family])
     out["delta"] = max(d, d / rec["scale_ref"] * ref[family]) * factor
     return out
@@ -85,7 +92,8 @@ def _apply_rule(records: list[dict], rule: dict, ref: dict) -> list[dict]:
             if any(float(rec[k]) != float(v) for k, v in rule.get("where", {}).items()):
                 continue
             new = _transfer(rec, fam, method, float(rule["factor"]), ref,
-                            f"transferred from {donor_fam}/{rec['method']}: {rule['reason']}")
+                            f"transferred from {donor_fam}/{rec['method']}: {rule['reason']}",
+                            same_model=rule["donor"] == "same")
             if _key(new) not in have:
                 have.add(_key(new))
                 added.append(new)
