@@ -66,10 +66,12 @@ times ``link_energy_pj_per_bit`` (intra) or ``internode_energy_pj_per_bit`` (int
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
+from dse.model.arrays import accumulate
 from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
@@ -114,10 +116,20 @@ def field(sys: dict, key: str) -> Array:
     return sys.get(key, SYSTEM_FIELD_DEFAULTS[key])
 
 
+def any_rows(x: Array) -> bool:
+    """True when any row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
+    return bool(x.any() if getattr(x, "ndim", 0) else x)
+
+
+def all_rows(x: Array) -> bool:
+    """True when every row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
+    return bool(x.all() if getattr(x, "ndim", 0) else x)
+
+
 def _xfer_s(nbytes: Array, bw: Array) -> Array:
     """``nbytes / bw`` seconds (``nbytes >= 0``); 0 for no bytes, +inf for bytes over no
     bandwidth (never NaN). One positive bandwidth for the batch takes one multiplication."""
-    if np.ndim(bw) == 0 and bw > 0:
+    if getattr(bw, "ndim", 0) == 0 and bw > 0:
         return nbytes * (1.0 / bw)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(nbytes > 0, nbytes / np.where(bw > 0, bw, 0.0), 0.0)
@@ -129,50 +141,28 @@ def _lg(n: Array) -> Array:
 
 
 # ---- flat collectives: (time_s, bytes sent per device) within one level ------------------
-# Each algorithm is a list of (steps, wire) variants, ``time = steps * alpha + wire / B``, the
-# fastest variant taken (the direct all-reduce's one-shot and two-shot kernels).
+# Each row runs one algorithm, ``time = steps * alpha + wire / B``: its (latency steps, wire
+# bytes) are selected per row first and timed once. Ring, tree and direct send the same wire
+# bytes (Bruck's all-to-all and the ring topology's all-to-all aside); the direct all-reduce
+# takes the faster of its two-shot and one-shot kernels (ties keep the one-shot).
 
-def _variants(kind: str, algo: float, s: Array, n: Array, topology: Array) -> list[tuple[Array, Array]]:
-    """The (latency steps, wire bytes) variants of one algorithm of ``kind`` on a native topology
-    (see the module docstring; all-to-all's ring algorithm depends on the topology)."""
-    n1 = n - 1.0
-    if kind == "all_reduce":
-        wire = 2.0 * n1 / n * s
-        if algo == ALGO_RING:
-            return [(2.0 * n1, wire)]
-        if algo == ALGO_TREE:
-            return [(2.0 * _lg(n), wire)]
-        return [(1.0, n1 * s), (2.0, wire)]
-    if kind == "all_to_all" and algo == ALGO_TREE:  # Bruck
-        lg = _lg(n)
-        return [(lg, lg * s / 2.0)]
-    wire = n1 / n * s
-    if algo == ALGO_DIRECT:
-        return [(1.0, wire)]
-    if algo == ALGO_TREE:  # recursive halving / doubling
-        return [(_lg(n), wire)]
-    if kind == "all_to_all":  # pairwise exchange; on a ring the bisection-bound forwarding form
-        if np.all(topology != RING):
-            return [(n1, wire)]
-        ring = (np.floor(n / 2.0), np.floor(n * n / 4.0) / n * s)
-        if np.all(topology == RING):
-            return [ring]
-        on_ring = topology == RING
-        return [(np.where(on_ring, ring[0], n1), np.where(on_ring, ring[1], wire))]
-    return [(n1, wire)]
+def _batch_rows(rows: Array) -> bool | np.ndarray:
+    """A row mask as one bool when it holds the same value for the whole batch."""
+    if getattr(rows, "ndim", 0) == 0:
+        return bool(rows)
+    return True if rows.all() else rows if rows.any() else False
 
 
-def _timed(variants: list[tuple[Array, Array]], ln: Link) -> tuple[Array, Array]:
-    """(time, wire bytes) of the fastest variant per row (ties keep the earlier)."""
-    t = b = None
-    for steps, wire in variants:
-        t2 = steps * ln.lat_s + _xfer_s(wire, ln.bw)
-        if t is None:
-            t, b = t2, wire
-        else:
-            better = t2 < t
-            t, b = np.where(better, t2, t), np.where(better, wire, b)
-    return t, b
+def _native_rows(rows: Array, native: bool | np.ndarray) -> bool | np.ndarray:
+    """The rows of an algorithm (``rows``) where it is native (:func:`_batch_rows`)."""
+    if native is False:
+        return False
+    return _batch_rows(rows if native is True else rows & native)
+
+
+def _pick(rows: bool | np.ndarray, a: Array, b: Array) -> Array:
+    """``a`` where ``rows``, else ``b``; one select only when the rows differ."""
+    return a if rows is True else b if rows is False else np.where(rows, a, b)
 
 
 def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
@@ -185,38 +175,41 @@ def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tu
     least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it
     is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
     """
-    native = ln.topology != RING
-    finite_lat = bool(np.all(np.isfinite(ln.lat_s)))
-    if np.ndim(algo) == 0:  # one algorithm for the batch
-        a = float(algo)
-        a = ALGO_DIRECT if a == ALGO_AUTO else a
-        if a != ALGO_RING and not np.all(native):  # falls back to the ring where not native
-            t, b = _timed(_variants(kind, ALGO_RING, s, n, ln.topology), ln)
-            if np.any(native):
-                ta, ba = _timed(_variants(kind, a, s, n, ln.topology), ln)
-                t, b = np.where(native, ta, t), np.where(native, ba, b)
+    native = _batch_rows(ln.topology != RING)
+    tree = _native_rows(algo == ALGO_TREE, native)
+    direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
+    ar = kind == "all_reduce"
+    n1 = n - 1.0
+    steps = 2.0 * n1 if ar else n1  # the ring's
+    wire = steps / n * s  # ring, tree (Bruck aside) and direct (the all-reduce's two-shot kernel)
+    if kind == "all_to_all" and native is not True:  # the ring's bisection-bound form on a ring
+        on_ring = True if native is False else ~native
+        steps = _pick(on_ring, np.floor(n / 2.0), steps)
+        wire = _pick(on_ring, np.floor(n * n / 4.0) / n * s, wire)
+    if tree is not False:  # recursive halving / doubling
+        lg = _lg(n)
+        if kind == "all_to_all":  # Bruck
+            steps, wire = _pick(tree, lg, steps), _pick(tree, lg * s / 2.0, wire)
         else:
-            t, b = _timed(_variants(kind, a, s, n, ln.topology), ln)
-        if a != ALGO_DIRECT and finite_lat:
-            return t, b  # ring and tree step counts and wire bytes vanish at n = 1 by themselves
-        direct_rows: Array = True
-    else:  # per-row algorithms: the ring everywhere, then tree and direct rows where native
-        t, b = _timed(_variants(kind, ALGO_RING, s, n, ln.topology), ln)
-        direct_rows = False
-        for a, rows in ((ALGO_TREE, algo == ALGO_TREE), (ALGO_DIRECT, algo >= ALGO_DIRECT)):  # auto: direct
-            rows = rows if np.all(native) else rows & native
-            if np.any(rows):
-                ta, ba = _timed(_variants(kind, a, s, n, ln.topology), ln)
-                t, b = np.where(rows, ta, t), np.where(rows, ba, b)
-                if a == ALGO_DIRECT:
-                    direct_rows = rows
-        if finite_lat and not np.any(direct_rows):
-            return t, b
-    one = n <= 1.0  # a one-device group: no collective (direct's single step would charge a latency)
-    if finite_lat and np.ndim(one) and not np.all(one):
-        keep = ~one  # zero exactly, without a select: t and b are finite there
-        return t * keep, b * keep
-    return np.where(one, 0.0, t), np.where(one, 0.0, b)
+            steps = _pick(tree, 2.0 * lg if ar else lg, steps)
+    if direct is not False:
+        multi = n > 1.0  # a one-device group takes no step (ring and tree steps vanish there by themselves)
+        steps = _pick(direct, 2.0 * multi if ar else multi, steps)
+    t = accumulate(steps * ln.lat_s, _xfer_s(wire, ln.bw))
+    if ar and direct is not False:  # the one-shot kernel where the two-shot is not faster
+        wire1 = n1 * s
+        t1 = accumulate(multi * ln.lat_s, _xfer_s(wire1, ln.bw))
+        one_shot = ~(t < t1) if direct is True else direct & ~(t < t1)
+        t, wire = np.where(one_shot, t1, t), np.where(one_shot, wire1, wire)
+    if _finite(ln.lat_s):
+        return t, wire
+    one = n <= 1.0  # zero steps times an infinite latency
+    return np.where(one, 0.0, t), np.where(one, 0.0, wire)
+
+
+def _finite(x: Array) -> bool:
+    """True when ``x`` (a scalar or an array) is finite everywhere."""
+    return math.isfinite(x) if getattr(x, "ndim", 0) == 0 else bool(np.isfinite(x).all())
 
 
 # ---- levels of the interconnect ---------------------------------------------------------
@@ -230,12 +223,12 @@ def intra_link(sys: dict, n_local: Array, n_sharing: Array | None = None) -> Lin
     """
     topo = field(sys, "link_topology")
     bw = field(sys, "link_bw_bytes_per_s") * field(sys, "link_bw_eff_frac")
-    if np.any(topo == FULL_MESH):
+    if any_rows(topo == FULL_MESH):
         g = field(sys, "n_devices_per_node")
         mesh_frac = np.clip((n_local - 1.0) / np.maximum(g - 1.0, 1.0), 0.0, 1.0)
-        bw = bw * mesh_frac if np.all(topo == FULL_MESH) else np.where(topo == FULL_MESH, bw * mesh_frac, bw)
+        bw = bw * mesh_frac if all_rows(topo == FULL_MESH) else np.where(topo == FULL_MESH, bw * mesh_frac, bw)
     fabric = field(sys, "fabric_bw_bytes_per_s")
-    if np.any(fabric > 0):
+    if any_rows(fabric > 0):
         share = np.maximum(n_local if n_sharing is None else n_sharing, 1.0)
         bw = np.where(fabric > 0, np.minimum(bw, fabric / share), bw)
     return Link(bw, field(sys, "link_latency_s"), topo)
@@ -261,20 +254,19 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
     (default ``min(n, n_devices_per_node)``; a strided group has fewer); ``algo``: an
     ``ALGO_*`` code used at both levels. Adds ``collective_overhead_s`` once when ``n > 1``.
     """
-    one_node = n_per_node is None and np.max(n) <= np.min(field(sys, "n_devices_per_node"))
-    if one_node:  # every group of the batch fits in a node: flat, no hierarchy to set up
-        a = np.maximum(n, 1.0)
-    else:
-        a = _members_per_node(sys, n, n_per_node)
+    one_node = n_per_node is None and all_rows(n <= field(sys, "n_devices_per_node"))
+    # every group of the batch fits in a node: flat, no hierarchy to set up (intra_link needs
+    # no max(n, 1): it clips its mesh share and its fabric share by itself)
+    a = n if one_node else _members_per_node(sys, n, n_per_node)
     intra = intra_link(sys, a, n_sharing)
     t_flat, b_flat = flat(kind, nbytes, n, intra, algo)
     overhead_s = field(sys, "collective_overhead_s")
-    overhead = overhead_s * (n > 1.0) if np.any(overhead_s != 0.0) else 0.0
+    overhead = overhead_s * (n > 1.0) if any_rows(overhead_s != 0.0) else 0.0
     if one_node:
-        return Comm(t_flat + overhead, b_flat, 0.0)
+        return Comm(accumulate(t_flat, overhead), b_flat, 0.0)
     nodes = np.ceil(n / a)
-    if not np.any(nodes > 1.0):
-        return Comm(t_flat + overhead, b_flat, 0.0)
+    if not any_rows(nodes > 1.0):
+        return Comm(accumulate(t_flat, overhead), b_flat, 0.0)
     inter = inter_link(sys)
     if kind == "all_to_all":
         t_in, b_in = flat(kind, nbytes * a / n, a, intra, algo)
@@ -289,7 +281,7 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
         t_in, b_in = flat(kind, nbytes, a, intra, algo)
         t_out, b_out = flat(kind, nbytes / a, nodes, inter, algo)
     hier = nodes > 1.0
-    return Comm(np.where(hier, t_in + t_out, t_flat) + overhead, np.where(hier, b_in, b_flat),
+    return Comm(accumulate(np.where(hier, accumulate(t_in, t_out), t_flat), overhead), np.where(hier, b_in, b_flat),
                 np.where(hier, b_out, 0.0))
 
 
@@ -326,7 +318,7 @@ def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Com
         inter = inter_link(sys)
         return inter.lat_s + _xfer_s(nbytes, inter.bw)
 
-    if np.ndim(across_nodes) == 0:  # one placement for the whole batch: one branch
+    if getattr(across_nodes, "ndim", 0) == 0:  # one placement for the whole batch: one branch
         return Comm(far(), 0.0, nbytes) if across_nodes else Comm(near(), nbytes, 0.0)
     zero = np.zeros_like(np.asarray(nbytes, dtype=float))
     return Comm(np.where(across_nodes, far(), near()), np.where(across_nodes, zero, nbytes),
@@ -337,6 +329,6 @@ def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
     """Link energy of bytes sent on the node's links and on the network, joules."""
     j_intra = field(sys, "link_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
     j_inter = field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
-    if np.ndim(inter_bytes) == 0 and inter_bytes == 0.0:
+    if getattr(inter_bytes, "ndim", 0) == 0 and inter_bytes == 0.0:
         return intra_bytes * j_intra
     return intra_bytes * j_intra + inter_bytes * j_inter

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import collectives as coll
-from dse.model.arrays import accumulate
+from dse.model.arrays import accumulate, total
 from dse.model.workload import Array, Op, draft_weight_frac, layer_params
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -193,21 +193,21 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
     tp, ep, pp = knob(k, "tp"), knob(k, "ep"), knob(k, "pp")
     p = layer_params(m)
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
-    qkv = p["qkv"] * ((s["heads"] + 2.0 * s["kv_heads"]) / (h + 2.0 * kv))
+    q_kv = s["heads"] + 2.0 * s["kv_heads"]  # Q + K + V heads on the device
+    qkv = p["qkv"] * (q_kv / (h + 2.0 * kv))
     o = p["o"] * (s["heads"] / h)
     experts = (p["ffn_expert"] * m["n_experts"]) * ((s["experts"] / m["n_experts"]) / tp)
-    per_layer = qkv + o + experts + p["router"]
+    per_layer = total([qkv, o, experts, p["router"]])
     embed = m["vocab_size"] * m["d_model"] / tp
-    params = s["layers"] * per_layer + embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"])
-    weights = params * wb * (1.0 + draft_weight_frac(k))
+    params = accumulate(s["layers"] * per_layer, embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"]))
+    weights = _product(params, wb, 1.0 + draft_weight_frac(k))
     ctx = k["in_len"] + k["out_len"]
     seqs = k["batch"] / ep
-    kv_cache = 2.0 * s["layers"] * s["kv_heads"] * hd * seqs * ctx * (k["kv_bits"] / 8.0)
-    widest = np.maximum((s["heads"] + 2.0 * s["kv_heads"]) * hd,
-                        (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"] / tp)
-    acts = (seqs / knob(k, "micro_batches")) * k["in_len"] * (d + widest) * (k["a_bits"] / 8.0)
-    logits = seqs * (m["vocab_size"] / tp) * 4.0
-    return weights + kv_cache + acts + logits
+    kv_cache = _product(2.0 * s["layers"], s["kv_heads"], hd, seqs, ctx, k["kv_bits"] / 8.0)
+    widest = np.maximum(q_kv * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"] / tp)
+    acts = _product(seqs / knob(k, "micro_batches"), k["in_len"], accumulate(widest, d), k["a_bits"] / 8.0)
+    logits = _product(seqs, m["vocab_size"] / tp, 4.0)
+    return total([weights, kv_cache, acts, logits])
 
 
 RESIDUAL_MIN_BITS = 16.0  # the hidden state between layers stays in the model's 16-bit type (module docstring)
@@ -238,9 +238,8 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     r_bytes = residual_bytes(k)
     act_bytes = m["d_model"] * r_bytes  # one token's hidden state
     per_node = coll.field(sys, "n_devices_per_node")
-    devices = n_devices(k)
-    shared = np.any(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
-    sharing = np.minimum(devices, per_node) if shared else None  # devices on a shared fabric at once
+    shared = coll.any_rows(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
+    sharing = np.minimum(n_devices(k), per_node) if shared else None  # devices on a shared fabric at once
     tok = tokens * token_frac
     head = tok if head_tokens is tokens else head_tokens * token_frac
     hidden_bytes = tok * act_bytes  # one micro-batch of one ep group
@@ -248,11 +247,11 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     ar = coll.all_reduce(hidden_bytes, tp, sys, algo, n_sharing=sharing)
     gather = coll.all_gather(head * (m["vocab_size"] * r_bytes), tp, sys, algo, n_sharing=sharing)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
-    tp_s = n_ar * ar.time_s + gather.time_s
+    tp_s = accumulate(n_ar * ar.time_s, gather.time_s)
 
     moe = m["n_experts"] > 1.0
     n_a2a = 2.0 * layers
-    if np.any(moe & (ep > 1.0)):
+    if coll.any_rows(moe & (ep > 1.0)):
         ep_members = np.where(moe, ep, 1.0)
         ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
         a2a = coll.all_to_all(hidden_bytes * (m["n_experts_active"] / tp), ep_members, sys, algo,
@@ -262,15 +261,18 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
         a2a, ep_s = coll.Comm(0.0, 0.0, 0.0), 0.0
 
     stage_devices = tp * ep
-    if np.any(pp > 1.0):
+    if coll.any_rows(pp > 1.0):
         p2p_bytes = hidden_bytes / tp
-        n_cross = np.minimum(pp - 1.0, np.floor((pp - 1.0) * stage_devices / per_node))
+        boundaries = pp - 1.0
+        n_cross = np.minimum(boundaries, np.floor(boundaries * stage_devices / per_node))
+        n_near = boundaries - n_cross
+        cross = n_cross > 0.0
         near = coll.point_to_point(p2p_bytes, sys, False).time_s
-        far = coll.point_to_point(p2p_bytes, sys, True).time_s if np.any(n_cross > 0.0) else 0.0
-        p2p_path_s = n_cross * far + (pp - 1.0 - n_cross) * near
-        p2p_s = np.where(n_cross > 0.0, far, np.where(pp > 1.0, near, 0.0))
+        far = coll.point_to_point(p2p_bytes, sys, True).time_s if coll.any_rows(cross) else 0.0
+        p2p_path_s = accumulate(_times(n_cross, far), n_near * near)
+        p2p_s = np.where(cross, far, np.where(pp > 1.0, near, 0.0))
         sends = mb * stage_devices * p2p_bytes
-        sends_near, sends_far = _times(sends, pp - 1.0 - n_cross), _times(sends, n_cross)
+        sends_near, sends_far = _times(sends, n_near), _times(sends, n_cross)
     else:  # one stage everywhere: no sends
         p2p_path_s, p2p_s, sends_near, sends_far = 0.0, 0.0, 0.0, 0.0
 
@@ -297,13 +299,18 @@ def _times(a: Array, b: Array) -> Array:
     return 0.0 if _is_zero(a) or _is_zero(b) else a * b
 
 
-def _plus(*terms: Array) -> Array:
-    """Sum of the terms that are not the scalar 0."""
-    kept = [t for t in terms if not _is_zero(t)]
-    out: Array = 0.0
-    for t in kept:
-        out = t if _is_zero(out) else out + t
+def _product(*factors: Array) -> Array:
+    """Product of the factors, left to right, in one fresh buffer."""
+    out = factors[0] * factors[1]
+    for f in factors[2:]:
+        out = accumulate(out, f, np.multiply)
     return out
+
+
+def _plus(*terms: Array) -> Array:
+    """Sum of the terms that are not the scalar 0 (in one fresh buffer)."""
+    kept = [t for t in terms if not _is_zero(t)]
+    return total(kept) if kept else 0.0
 
 
 def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
