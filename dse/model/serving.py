@@ -40,6 +40,8 @@ preemption by swapping, priority scheduling, output-length prediction.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dse.model.serving_fluid import _rate, fluid_state, iteration_energy_j  # noqa: F401 (_rate re-exported)
@@ -50,7 +52,7 @@ from dse.model.serving_prepare import (  # noqa: F401 (re-exported: the stage's 
     request_shape,
 )
 from dse.model.serving_queue import latencies, queue_constants
-from dse.model.serving_stoploss import _clip, lower, stoploss_at, upper  # noqa: F401 (stoploss_at re-exported)
+from dse.model.serving_stoploss import _clip, stoploss_at, upper  # noqa: F401 (stoploss_at re-exported)
 
 SCHED_DEFAULTS: dict[str, float] = {
     "token_budget": 2048.0,        # tokens per iteration (vLLM max_num_batched_tokens, Sarathi chunk budget)
@@ -80,11 +82,21 @@ def _grid(a, b):
     return np.asarray(b, dtype=float).reshape((-1,) + (1,) * np.ndim(a)) * a
 
 
-def _pick(grid, idx):
-    """``grid[idx[j], j]`` for every design ``j`` (grid axis first), as one flat gather."""
-    flat = grid.reshape(grid.shape[0], -1)
-    cols = flat.shape[1]
-    return np.take(flat, np.ravel(idx) * cols + np.arange(cols)).reshape(np.shape(idx))
+def _pick(grids, idx) -> tuple:
+    """``grid[idx[j], j]`` for every design ``j`` of each of ``grids`` (grid axis first, the same
+    shape), as one flat gather each from one flat index."""
+    cols = np.size(idx)
+    at = np.ravel(idx) * cols
+    at += _columns(cols)
+    return tuple(np.take(grid, at).reshape(np.shape(idx)) for grid in grids)
+
+
+@functools.lru_cache(maxsize=4)
+def _columns(cols: int) -> np.ndarray:
+    """``arange(cols)``, read-only, built once per chunk size (np.arange costs 0.6 ns per element)."""
+    out = np.arange(cols)
+    out.flags.writeable = False
+    return out
 
 
 def _slo_ratio(lat: dict, s: dict):
@@ -104,10 +116,14 @@ def _stretch(c: dict, d: dict, st: dict, lam):
     ``max(1, P_dev / (tdp - static))``, ``P_dev`` the devices' dynamic energy of the mean iteration
     (``u = lam tau`` admissions) over its time ``tau = t_d / (1 - lam m_p)`` (at capacity: the
     full iterations, ``u = N_cap / n_dec``)."""
-    tau = st["t_d"] / (1.0 - upper(lam * st["mp"], 0.999))
+    tau = lam * st["mp"]
+    tau = _clip(tau, -np.inf, 0.999, out=tau)
+    tau = np.subtract(1.0, tau, out=tau)
+    tau = np.divide(st["t_d"], tau, out=tau)
     dev_j, _ = iteration_energy_j(c, d, st, lam * tau, links=False)
-    dev_j /= tau * d["headroom"]
-    return lower(dev_j, 1.0)
+    tau *= d["headroom"]
+    dev_j /= tau
+    return _clip(dev_j, 1.0, np.inf, out=dev_j)
 
 
 def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
@@ -116,9 +132,12 @@ def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
     way from there to capacity on the slot queue (batch at capacity); the real rate is the rate
     over the power cap's stretch there (not clipped to the capacity: the batch solve needs the
     curve's own shape; the SLO ratio and the goodput clip it)."""
-    st = fluid_state(c, d, s, np.minimum(t, 1.0) * curve["n_cap"])
-    lam = np.where(t <= 1.0, np.minimum(st["lam"], curve["lam_top"]),
-                   curve["lam_top"] + np.maximum(t - 1.0, 0.0) * (curve["lam_max"] - curve["lam_top"]))
+    st = fluid_state(c, d, s, upper(t, 1.0) * curve["n_cap"])
+    queue = t - 1.0
+    queue = _clip(queue, 0.0, np.inf, out=queue)
+    queue *= curve["lam_span"]
+    queue += curve["lam_top"]
+    lam = np.where(t <= 1.0, np.minimum(st["lam"], curve["lam_top"]), queue)
     return st, lam, lam / _stretch(c, d, st, lam)
 
 
@@ -154,8 +173,8 @@ def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, rate_gu, curve) -> tuple:
         n_ok += ok
     i_hi = np.clip(n_ok, 1, ratio.shape[0] - 1)
     y = _neg_inv(ratio)
-    lo = (t_g[i_hi - 1], _pick(y, i_hi - 1), _pick(rate_g, i_hi - 1), _pick(rate_gu, i_hi - 1))
-    hi = (t_g[i_hi], _pick(y, i_hi), _pick(rate_g, i_hi), _pick(rate_gu, i_hi))
+    lo = (t_g[i_hi - 1], *_pick((y, rate_g, rate_gu), i_hi - 1))
+    hi = (t_g[i_hi], *_pick((y, rate_g, rate_gu), i_hi))
     for _ in range(_GOODPUT_STEPS):
         t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
         st_new, lam_new, rate_new = _load_point(c, d, s, t_new, curve)
@@ -232,10 +251,12 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     lam_b = np.minimum(gs["lam"], lam_top)
     rate_bu = lam_b / _stretch(c, d, gs, lam_b)  # the batch curve's own rates (the batch solve)
     rate_b = np.minimum(rate_bu, capacity)  # real rates at most the capacity (the SLO ratio, goodput)
-    lam_q = lam_top + _grid(lam_max - lam_top, _GRID_QUEUE_FRAC)
+    lam_span = lam_max - lam_top  # the slot queue's
+    lam_q = lam_top + _grid(lam_span, _GRID_QUEUE_FRAC)
     rate_q = np.minimum(lam_q / _stretch(c, d, top, lam_q), capacity)
     qc = queue_constants(c, d, w, n_cap)
-    curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "capacity": capacity, "qc": qc}
+    curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "lam_span": lam_span, "capacity": capacity,
+             "qc": qc}
     ratio = np.concatenate([_slo_ratio(latencies(d, qc, gs, lam_b, lam_max), s) * (lam_b / rate_b),
                             _slo_ratio(latencies(d, qc, top, lam_q, lam_max), s) * (lam_q / rate_q)])
     rate_g = np.concatenate([rate_b, rate_q])
@@ -284,11 +305,11 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
         below &= row < rate_op
         j += below
     j = np.clip(j, 1, rate_rows.shape[0] - 1)
-    e0, e1 = ((_pick(n_rows, i), _pick(rate_rows, i)) for i in (j - 1, j))
+    e0, e1 = (_pick((n_rows, rate_rows), i) for i in (j - 1, j))
     first_lo = (p_lo[1] >= rate_op) & (p_lo[0] < e1[0])
     first_hi = ~first_lo & (p_hi[1] >= rate_op) & (p_hi[0] < e1[0])
     i_hi = np.clip(n_ok, 1, rate_rows.shape[0] - 1)  # g0 matters only below a bracket end on the curve
-    g0 = (_pick(n_rows, i_hi), _pick(rate_rows, i_hi))
+    g0 = _pick((n_rows, rate_rows), i_hi)
     # below e1 (the ends between e0 and e1 have rates below rate_op there): the last of e0 and those
     before_e1 = [np.where((p_hi[0] > e0[0]) & (p_hi[0] < e1[0]), h,
                           np.where((p_lo[0] > e0[0]) & (p_lo[0] < e1[0]), lw, z)) for h, lw, z in zip(p_hi, p_lo, e0,
@@ -302,8 +323,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     rate_pts = np.concatenate([rate_b[-1:], rate_q, capacity[None]])
     lam_pts = np.concatenate([lam_top[None], lam_q, lam_max[None]])
     k = np.clip((rate_pts < rate_op).sum(axis=0), 1, rate_pts.shape[0] - 1)
-    lam_queue = _toward((_pick(lam_pts, k - 1), _pick(rate_pts, k - 1)), (_pick(lam_pts, k), _pick(rate_pts, k)),
-                        rate_op)
+    lam_queue = _toward(_pick((lam_pts, rate_pts), k - 1), _pick((lam_pts, rate_pts), k), rate_op)
     lam_here = np.minimum(st["lam"], lam_top)
     stretch = np.where(queued, lam_queue / np.maximum(rate_op, 1e-300),
                        np.maximum(_stretch(c, d, st, lam_here), lam_here / capacity))  # the real rate <= capacity

@@ -41,7 +41,7 @@ import numpy as np
 
 from dse.model.serving_iteration import waiting_j
 from dse.model.serving_prefill import _gemm_group, _prefill_gemm_s, _stall, _touched
-from dse.model.serving_stoploss import _clip, _stoploss, lower, upper
+from dse.model.serving_stoploss import _clip, _stoploss
 
 _INF = np.inf
 
@@ -60,7 +60,7 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     if d["stream"]:  # decode attention: max(N att_seq, att_floor), slope 0 where stream-bound
         att = n * d["att_seq"]
         bound = att < d["att_floor"]
-        t_d += np.maximum(att, d["att_floor"])
+        t_d += np.maximum(att, d["att_floor"], out=att)
         if d["comm"]:
             t_d += n * d["fx_seq"]
     else:
@@ -76,34 +76,41 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     # pipelines (pp virtual engines): one micro-batch's view, its engine's budget, 1 / pp of the decode
     # tokens and of the round's crossover room (each pass reads the stage's weights), chunks meeting there
     pipe, E = d["pipe"], d["E"]
-    xm = x / E if pipe else x
-    k = lower((s["token_budget"] - x) / E, 1.0) if pipe else lower(s["token_budget"] - x, 1.0)
-    pi_k = _stoploss(d, k)
-    r = pi_k / k  # chunks beyond the first
+    xm = x * d["inv_E"] if pipe else x
+    k = s["token_budget"] - x
+    if pipe:
+        k *= d["inv_E"]
+    k = _clip(k, 1.0, _INF, out=k)
+    r = _stoploss(d, k)
+    r /= k  # chunks beyond the first, E[(P - k)+] / k
     n_ch = r + 1.0
-    u0 = n * d["inv_n_dec"]
-    lam_ch = lower(u0 / E * n_ch, 1e-9) if pipe else lower(u0 * n_ch, 1e-9)
-    share = -np.expm1(-lam_ch)
-    share /= lam_ch
-    cross_p, cross_f = (d["cross_p"] / E, d["cross_f"] / E) if pipe else (d["cross_p"], d["cross_f"])
-    z, lin = _prefill_gemm_s(d, xm, k, pi_k, r, share, cross_p, d["act_p"], d["slope_p"])
-    _, lin_f = _prefill_gemm_s(d, xm, k, pi_k, r, share, cross_f, d["act_f"], d["slope_f"])
+    neg_u0 = n * d["neg_inv_n_dec"]  # -u0 = -N / n_dec admissions per iteration
+    neg_ch = neg_u0 * n_ch  # -lam_ch, chunks per iteration
+    if pipe:
+        neg_ch *= d["inv_E"]
+    neg_ch = _clip(neg_ch, -_INF, -1e-9, out=neg_ch)
+    share = np.expm1(neg_ch)
+    share /= neg_ch  # (1 - e^-lam_ch) / lam_ch
+    z, lin = _prefill_gemm_s(d, xm, k, r, share, d["cross_p"], d["act_p"], d["slope_p"])
+    _, lin_f = _prefill_gemm_s(d, xm, k, r, share, d["cross_f"], d["act_f"], d["slope_f"])
     if d["moe"]:  # a chunk touches more experts than the decode tokens: read once per mixed iteration
-        w_exp = c["moe_expert_w_s"] / E if pipe else c["moe_expert_w_s"]
+        w_exp = c["moe_expert_w_s"] * d["inv_E"] if pipe else c["moe_expert_w_s"]
         lin_f = lin_f + w_exp * (_touched(c, d, xm + np.minimum(mP, k)) - _touched(c, d, xm)) * n_ch * share
-    lin = lin + lin_f
+    lin += lin_f
     mp = np.where(x > d["cross_h"], d["cf_h"], d["cm_h"])  # the LM-head row
     per_token = lin * d["inv_mP"]
     if d["comm"]:
         mp += c["fixed_s_per_head"]
         per_token += c["fixed_s_per_tok"]
-    # preemption: decode growth outruns the free slack before a completion frees blocks
-    slack = lower(d["kv_free"] - n * d["foot"], 0.0)
-    slack += d["slack0"]
-    slack *= d["neg_inv_grow"]
-    slack = _clip(slack, -700.0, _INF, out=slack)  # exp underflow takes libm's slow path (7x); e^-700 ~ 1e-304
-    recompute = np.exp(slack, out=slack)
-    recompute *= d["grow"]  # tokens per request
+    # preemption: decode growth outruns the free slack before a completion frees blocks; the tokens
+    # recomputed per request, grow exp(-(max(kv_free - N foot, 0) + slack0) / grow) (kv_free: the cache
+    # less the watermark; slack0: the watermark and half a prompt), with ln(grow) in the exponent
+    expo = n * d["foot_per_grow"]
+    expo += d["neg_free_per_grow"]
+    expo = _clip(expo, -_INF, 0.0, out=expo)
+    expo += d["slack_expo"]
+    expo = _clip(expo, -700.0, _INF, out=expo)  # exp underflow takes libm's slow path (7x); e^-700 ~ 1e-304
+    recompute = np.exp(expo, out=expo)
     mp += lin
     mp += d["mp_fixed"]
     mp += r * d["la_pf"]
@@ -111,51 +118,57 @@ def fluid_state(c: dict, d: dict, s: dict, n) -> dict:
     mp += per_token
     mp_own = mp  # the stage time of one request's prefill
     if pipe:
+        u0 = -neg_u0
         mp_own = mp * E  # its own chunk rounds: pp passes of its micro-batch
-        stall = _stall(c, d, x, u0, mp, lam_ch)  # 0 where nothing decodes (u0 = 0)
-        mp = mp + np.where(u0 > 0.0, stall / np.where(u0 > 0.0, u0, 1.0), 0.0)
+        stall = _stall(c, d, x, u0, mp, -neg_ch)
+        stall /= np.where(u0 > 0.0, u0, _INF)  # per admission; 0 where nothing decodes (stall 0 there)
+        mp = mp + stall
     # fluid pass (u = N / n_dec), then the arrival rate with the prefill queued behind each
     # request's own (arrivals during its TTFT run during its first decode iterations);
     # eps = N tau' / tau is the same in both passes (tau and tau' scale together)
     ttft0 = n_ch * t_d
     ttft0 += mp_own
     g = slope_d / t_d
-    eps = _clip(n * g, 0.0, 0.95)
-    f_req = 1.0 - eps
-    np.divide(g, f_req, out=f_req)
+    one_m_eps = n * g
+    one_m_eps = _clip(one_m_eps, 0.0, 0.95, out=one_m_eps)  # eps
+    one_m_eps = np.subtract(1.0, one_m_eps, out=one_m_eps)
+    f_req = np.divide(g, one_m_eps, out=g)
     f_req += 1.0  # tau_req / tau = 1 + (tau' / tau) / (1 - eps)
     nmp = n * mp
-    b4 = 4.0 * nmp
-    b4 *= ttft0
-    tau_fluid = u0 * mp
-    tau_fluid += t_d
-    a = d["n_dec"] * tau_fluid
+    b4 = nmp * ttft0
+    b4 *= 4.0
+    a = neg_u0 * mp
+    a = np.subtract(t_d, a, out=a)  # the fluid pass's tau = t_d + u0 mp
+    a *= d["n_dec"]
     a *= f_req
-    lam = _rate_nc(n, a, b4, nmp)
-    rho_p = upper(lam * mp, 0.95)
-    one_m = 1.0 - rho_p
+    n2 = n + n
+    lam = _rate_nc(n2, a, b4, nmp)
+    one_m = lam * mp
+    one_m = _clip(one_m, -_INF, 0.95, out=one_m)
+    one_m = np.subtract(1.0, one_m, out=one_m)  # 1 - rho of the prefill lane
     tau = t_d / one_m  # second pass: tau = t_d + lam tau m_p
     slope = slope_d / one_m  # prefill per iteration follows arrivals, not the batch
     tau_req = tau * f_req
-    lam = _rate_nc(n, d["n_dec"] * tau_req, b4, nmp)
+    lam = _rate_nc(n2, d["n_dec"] * tau_req, b4, nmp)
     lmp = lam * mp
     x_req = lmp * ttft0
-    x_req /= 1.0 - upper(lmp, 0.95)
+    lmp = _clip(lmp, -_INF, 0.95, out=lmp)
+    x_req /= np.subtract(1.0, lmp, out=lmp)
     return {"n": n, "t_d": t_d, "slope_d": slope_d, "k": k, "n_ch": n_ch, "share": share, "mp": mp,
-            "tau": tau, "slope": slope, "eps": eps, "tau_req": tau_req, "x_req": x_req,
+            "tau": tau, "slope": slope, "one_m_eps": one_m_eps, "tau_req": tau_req, "x_req": x_req,
             "ttft0": ttft0, "lam": lam, "recompute": recompute, "x": x, "lin_f": lin_f, "z_p": z,
             "mp_own": mp_own}
 
 
-def _rate_nc(n, a, b4, nc):
-    """:func:`_rate` with ``b4 = 4 n b`` and ``nc = n c`` given."""
+def _rate_nc(n2, a, b4, nc):
+    """:func:`_rate` with ``n2 = 2 n``, ``b4 = 4 n b`` and ``nc = n c`` given."""
     root = a - nc
     root *= root
     root += b4
     root = np.sqrt(root, out=root)
     root += a
     root += nc
-    return np.divide(2.0 * n, root, out=root)
+    return np.divide(n2, root, out=root)
 
 
 def _rate(n, a, b, c):
@@ -173,17 +186,16 @@ def iteration_energy_j(c: dict, d: dict, st: dict, u, links: bool = True) -> tup
     collectives over the iteration's operator time ``t_d + u m_p - t_comm``. Links: the
     collectives' energy (0 on a single device; not computed, 0, with ``links=False``)."""
     n, mP, x = st["n"], d["mP"], st["x"]
-    pf_tok = mP + st["recompute"]
-    ops_j = pf_tok * d["e_pf_tok"]
-    ops_j += d["e_pf"]
+    ops_j = st["recompute"] * d["e_pf_tok"]
+    ops_j += d["e_req"]
     ops_j = ops_j * u  # (u may carry a leading axis that st does not)
-    ops_j += n * d["e_seq"]
-    ops_j += x * d["e_tok"]
+    ops_j += n * d["e_dec"]
     ops_j += d["e_w"]
     if d["moe"]:
         ops_j += c["moe_expert_w_j"] * _touched(c, d, x + u * mP)
     if not d["comm"]:
         return ops_j, 0.0
+    pf_tok = mP + st["recompute"]
     comm_s = pf_tok * c["fixed_s_per_tok"]
     comm_s += c["fixed_s_per_head"]
     comm_s = comm_s * u

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_stoploss import _clip, _stoploss, lower, upper
-
-_INF = np.inf
+from dse.model.arrays import total
+from dse.model.serving_stoploss import _clip, _stoploss, upper
 
 
 def _touched(c: dict, d: dict, tokens):
@@ -33,7 +32,8 @@ def _gemm_group(x, cf, cm, cw):
     comp = x * cf
     mem = x * cm
     mem += cw
-    return np.maximum(comp, mem), np.where(comp > mem, cf, cm)
+    slope = np.where(comp > mem, cf, cm)
+    return np.maximum(comp, mem, out=mem), slope
 
 
 def _stall(c: dict, d: dict, x, u0, mp, lam_ch):
@@ -45,37 +45,46 @@ def _stall(c: dict, d: dict, x, u0, mp, lam_ch):
     micro-batch, whose ``pp - 1`` passes through the earlier stages are shorter than the last stage's
     by ``D`` (LM head, draft launches): ``t_d + pp X_max - (pp - 1) D``. With ``K`` of the ``pp``
     micro-batches carrying chunks (binomial, each with probability ``phi = 1 - e^-lam_ch``) and each
-    carrying ``C = u0 mp / (pp phi)``, the stall is ``E[((pp - K) C - (pp - 1) D)+; K >= 1]``."""
-    E = d["E"]
+    carrying ``C = u0 mp / (pp phi)``, the stall is ``E[((pp - K) C - (pp - 1) D)+; K >= 1]`` (0 where
+    ``u0 = 0``). ``D`` and the binomial's ratios: :func:`dse.model.serving_prepare.prepare`."""
     lam = upper(lam_ch, 50.0)
-    phi = -np.expm1(-lam)
     odds = np.expm1(lam)  # phi / (1 - phi)
-    carry = u0 / E * mp / phi
-    th, _ = _gemm_group(x, d["cf_h"], d["cm_h"], d["cw_h"])
-    gap = (E - 1.0) * (th + d["la_h"] + c["fixed_s_per_head"] * x) / E  # (pp - 1) D
-    pmf = np.exp(-E * lam)  # K = 0
-    out = 0.0
-    for kk in range(1, int(np.max(E))):  # K = pp adds nothing
-        pmf = pmf * ((E - kk + 1.0) / kk * odds)
-        out = out + pmf * lower((E - kk) * carry - gap, 0.0)
-    return out
+    carry = u0 * mp
+    carry *= d["inv_E"]
+    carry *= odds + 1.0
+    carry /= odds  # / phi
+    gap = x * d["gap_cf"]
+    gap += d["gap_la"]
+    hi = x * d["gap_cm"]
+    hi += d["gap_w"]
+    gap = np.maximum(gap, hi, out=gap)  # (pp - 1) D
+    pmf = d["neg_E"] * lam
+    pmf = np.exp(pmf, out=pmf)  # K = 0
+    terms = []
+    for ratio, share in d["binom"]:  # K = 1 .. pp - 1 (K = pp adds nothing)
+        pmf *= odds
+        pmf *= ratio
+        term = carry * share
+        term -= gap
+        term = _clip(term, 0.0, np.inf, out=term)
+        term *= pmf
+        terms.append(term)
+    return total(terms)
 
 
-def _prefill_gemm_s(d: dict, x, k, pi_k, r, share, cross, act, slope):
+def _prefill_gemm_s(d: dict, x, k, r, share, cross, act, slope):
     """(room, expected GEMM seconds a prompt adds): ``cm P + slope E[(P - z)+]`` over the first
     chunk of ``k`` plus the tokens beyond it at the full-chunk rate (``r = E[(P - k)+] / k``),
     ``z`` the prompt tokens that ride below the compute/memory crossover ``cross`` on top of the
     ``x`` decode tokens, shared by the chunks that meet in one iteration (negative:
     compute-bound). Returns ``z`` clipped to ``[0, k]``."""
     z = cross - x
-    z = np.minimum(z, z * share)  # (cross - x) share where positive (share <= 1), else cross - x
-    z = _clip(z, 0.0, _INF, out=z)
-    np.minimum(z, k, out=z)
+    z *= share  # the shared room where positive (share in (0, 1]); a negative one clips to 0 either way
+    z = _clip(z, 0.0, k, out=z)
+    # E[(P - z)+] - E[(P - k)+] + (k - z) r over the first chunk and the rest: E[(P - z)+] - z r
     first = _stoploss(d, z)
-    first -= pi_k
-    full = k - z  # = max(k - z, 0) - max(-z, 0) before the clip
-    full *= r
-    first += full
+    zr = z * r
+    first -= zr
     first *= slope
     first += act
     return z, first

@@ -85,7 +85,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["rows"] = None if np.ndim(d["tab"]) == 1 else _rows(d["tab"])
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
-    d["inv_n_dec"] = 1.0 / d["n_dec"]
+    d["neg_inv_n_dec"] = -1.0 / d["n_dec"]
     d["kv_tok"] = np.maximum(c["kv_capacity_bytes"] / c["kv_bytes_per_token"], 0.0)  # < 0: the weights do not fit
     d["foot"] = kv_footprint_tokens(c, w, s)
     d["cf_d"], d["cm_d"], d["cw_d"] = cf[0] + cf[1] + cf[3], cm[0] + cm[1] + cm[3], cw[0] + cw[1] + cw[3]
@@ -101,9 +101,24 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["cross_f"] = np.where(d["slope_f"] > 0.0, all_experts / d["slope_f"], np.inf)
         d["cross_h"] = np.where(cf[3] > cm[3], cw[3] / (cf[3] - cm[3]), np.inf)
     d["cf_h"], d["cm_h"] = cf[3], cm[3]
-    if d["pipe"]:  # what the last stage runs per pass beyond the others: LM head (+ its gather), draft launches
+    if d["pipe"]:
+        E = d["E"]
+        d["inv_E"] = 1.0 / E
+        # a micro-batch's view: its crossover room is 1 / pp of the round's
+        d["cross_p"], d["cross_f"] = d["cross_p"] * d["inv_E"], d["cross_f"] * d["inv_E"]
+        # the stall's gap (pp - 1) D at x decode tokens: D = what the last stage runs per pass beyond the
+        # others, the LM head (+ its gather per head row) and the draft launches,
+        # max(x cf_h, cw_h + x cm_h) + la_h + x fixed_s_per_head, as one roofline times (pp - 1) / pp
         launch = np.asarray(c["lin_launch_s"], dtype=float)
-        d["cw_h"], d["la_h"] = cw[3], launch[3] + launch[4]
+        frac, la_h = (E - 1.0) * d["inv_E"], launch[3] + launch[4]
+        d["gap_cf"] = (cf[3] + c["fixed_s_per_head"]) * frac
+        d["gap_la"] = la_h * frac
+        d["gap_cm"] = (cm[3] + c["fixed_s_per_head"]) * frac
+        d["gap_w"] = (cw[3] + la_h) * frac
+        # binomial K of pp micro-batches carrying chunks: pmf(0) = e^(-pp lam), then the ratios
+        # pmf(K) / pmf(K - 1) = (pp - K + 1) / K * odds and the carrying share pp - K, K < pp
+        d["neg_E"] = -E
+        d["binom"] = [((E - kk + 1.0) / kk, E - kk) for kk in range(1, int(np.max(E)))]
     d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
     launch = np.asarray(c["lin_launch_s"], dtype=float)
     d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + launch[4]
@@ -128,19 +143,23 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["la_pf"] = c["attn_launch_s"] / d["E"] if d["pipe"] else c["attn_launch_s"]  # a chunk's (pipelines: per pass)
     d["mp_fixed"] = d["attn_pf"] + d["la_pf"] + c["fixed_s_per_tok"] * mP
     d["inv_mP"] = 1.0 / mP
-    d["grow"] = d["n_dec"] * d["tpv"]
-    d["neg_inv_grow"] = -1.0 / d["grow"]
-    d["wm"] = s["kv_watermark_frac"] * d["kv_tok"]
-    d["kv_free"] = d["kv_tok"] - d["wm"]
-    d["slack0"] = d["wm"] + 0.5 * mP
+    # preemption's recomputed tokens, grow exp(-(max(kv_free - N foot, 0) + slack0) / grow)
+    # (fluid_state): the exponent's slope in N, its constant and ln(grow) folded in
+    grow = d["n_dec"] * d["tpv"]  # KV tokens a request adds while decoding
+    wm = s["kv_watermark_frac"] * d["kv_tok"]
+    d["foot_per_grow"] = d["foot"] / grow
+    d["neg_free_per_grow"] = (wm - d["kv_tok"]) / grow
+    d["slack_expo"] = np.log(grow) - (wm + 0.5 * mP) / grow
     # energy: the terms of one iteration that do not move with N (iteration_energy_j)
     ew = np.asarray(c["lin_w_j"], dtype=float)
     per_tok = np.asarray(c["lin_flop_j_per_tok"], dtype=float) + np.asarray(c["lin_act_j_per_tok"], dtype=float)
     fj, mj, kj = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
     d["e_w"] = ew[:4].sum(axis=0) + ew[4] + (0.0 if d["moe"] else c["moe_expert_w_j"])
-    d["e_tok"] = per_tok[:4].sum(axis=0)  # per decode token
-    d["e_seq"] = d["q"] * d["ctx"] * fj + (d["q"] * mj + d["ctx"] * kj) + per_tok[4]  # per decode sequence
+    e_tok = per_tok[:4].sum(axis=0)  # per decode token
+    # per decode sequence: its attention, its draft row, its q tokens
+    d["e_dec"] = d["q"] * d["ctx"] * fj + (d["q"] * mj + d["ctx"] * kj) + per_tok[4] + d["q"] * e_tok
     d["e_pf_tok"] = per_tok[:3].sum(axis=0)  # per prompt token (incl. recomputed)
-    d["e_pf"] = per_tok[3] + d["pairs"] * fj + mP * mj  # per request: LM-head row, attention
+    # per request: its prompt's tokens, LM-head row, attention (recomputed tokens added per point)
+    d["e_req"] = d["e_pf_tok"] * mP + per_tok[3] + d["pairs"] * fj + mP * mj
     d["headroom"] = np.maximum(c["headroom_w"], 1e-9)
     return d

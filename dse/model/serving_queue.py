@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_stoploss import _clip, lower, upper
+from dse.model.serving_stoploss import _clip
 
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
 _INF = np.inf
@@ -47,25 +47,32 @@ def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
         "half_in_sq": w["in_sq_mean"] * 0.5,
         "exp_c": np.sqrt(2.0 * (cc + 1.0)) - 1.0,  # Sakasegawa (1977) M/G/c
         "scale_c": d["n_dec"] / cc * (0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)),
-        "tpot_var": w["out_avg_var_factor"], "tpot_mix": w["out_inv_mean"] * d["tpv"],
+        "tpot_var": w["out_avg_var_factor"], "tpot_mix": w["out_inv_mean"] * d["tpv"], "inv_tpv": 1.0 / d["tpv"],
         "z90_tpv_sq": (Z90 / d["tpv"]) ** 2, "out_inv_mean": w["out_inv_mean"],
     }
 
 
 def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``
-    (``qc``: :func:`queue_constants`)."""
+    (``qc``: :func:`queue_constants`). ``lam`` may carry a leading axis that ``st`` does not: the
+    in-place steps below only write into arrays that carry ``lam``'s shape."""
     mP = d["mP"]
     n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
     tau = st["tau"]
     u = lam * tau  # admissions per iteration
-    phi = -np.expm1(-u * n_ch)  # iterations carrying prefill (Poisson chunks)
+    phi = u * n_ch
+    phi = np.negative(phi, out=phi)
+    phi = np.expm1(phi, out=phi)
+    phi = np.negative(phi, out=phi)  # iterations carrying prefill (Poisson chunks)
     phi = _clip(phi, 1e-12, 1.0, out=phi)
     t_m = u * mp
     t_m /= phi
     t_m += t_d
     lmp = lam * mp
-    busy = -np.expm1(-(n + lmp))
+    busy = n + lmp
+    busy = np.negative(busy, out=busy)
+    busy = np.expm1(busy, out=busy)
+    busy = np.negative(busy, out=busy)
     # residual of the iteration in progress, length-biased over pure-decode / mixed iterations
     td2, tm2 = t_d * t_d, t_m * t_m
     one_phi = 1.0 - phi
@@ -74,61 +81,80 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     r1 += one_phi * td2
     r1 *= bt
     r1 *= 0.5
-    r2 = tm2 * t_m
+    r2 = tm2
+    r2 *= t_m
     r2 *= phi
-    r2 += one_phi * td2 * t_d
+    td2 *= t_d
+    r2 += one_phi * td2
     r2 *= bt
-    r2 /= 3.0
+    r2 *= 1.0 / 3.0
     # pipelines: a request's own chunk rounds take pp times its stage time (mp_own), and a prompt
     # shares its engine (1 / pp of the arrivals)
     pipe = d["pipe"]
     own = st["mp_own"] if pipe else mp
-    lam_e = lam / d["E"] if pipe else lam
-    others = (lam_e * own if pipe else lmp) * r1  # prompts arriving in the same window share the first iteration
+    lam_e = lam * d["inv_E"] if pipe else lam
+    others = lam_e * own if pipe else lmp
+    others *= r1  # prompts arriving in the same window share the first iteration
     s_mean = t_d * n_ch
-    s_mean = s_mean + others  # (lam may carry a leading axis that st does not: no in-place op widens)
     s_mean += own
+    s_mean = s_mean + others  # (lam may carry a leading axis that st does not: no in-place op widens)
     # the p90 prompt's own chunks: nfull full chunks of k and one of kk
     p90 = qc["p90"]
-    nfull = lower(np.ceil(p90 / k) - 1.0, 0.0)
-    kk = p90 - nfull * k
+    nfull = p90 / k
+    nfull = np.ceil(nfull, out=nfull)
+    nfull -= 1.0
+    nfull = _clip(nfull, 0.0, _INF, out=nfull)
     zc = st["z_p"]  # crossover room clipped to [0, k]
-    s90 = kk - zc
+    s90 = nfull * k
+    s90 = np.subtract(p90, s90, out=s90)  # kk
+    s90 -= zc
     s90 = _clip(s90, 0.0, _INF, out=s90)
-    s90 += nfull * (k - zc)
+    full = k - zc
+    full *= nfull
+    s90 += full
     s90 *= d["slope_p"]
+    nfull += 1.0  # chunks
     if pipe:  # the p90 prompt's own operators on its micro-batch, pp stage passes per chunk round
-        s90 += (nfull + 1.0) * qc["la"]
+        s90 += nfull * qc["la"]
         s90 += qc["own90"]
         s90 += st["lin_f"] * qc["ffn90"]
         s90 *= d["E"]
-        s90 += (nfull + 1.0) * t_d
+        s90 += nfull * t_d
     else:
-        s90 += (nfull + 1.0) * (t_d + qc["la"])
+        nfull *= t_d + qc["la"]
+        s90 += nfull
         s90 += qc["own90"]
         s90 += st["lin_f"] * qc["ffn90"]
     s90 = s90 + others
     # queueing: M/G/1 on the prefill lane in tokens, M/G/c on the slots
     inv_rate = t_d / k
     inv_rate += own * d["inv_mP"]  # seconds per prefill token with a backlog (pipelines: one engine's lane)
-    rho_pf = upper(lam_e * mP * inv_rate, 0.999)
-    w_pf = lam_e * qc["half_in_sq"]
+    lam_rate = lam_e * inv_rate
+    rho_pf = lam_rate * mP
+    rho_pf = _clip(rho_pf, -_INF, 0.999, out=rho_pf)
+    w_pf = lam_rate
     w_pf *= inv_rate
-    w_pf *= inv_rate
+    w_pf *= qc["half_in_sq"]
     w_pf /= 1.0 - rho_pf  # Pollaczek-Khinchine
-    rho_c = _clip(lam / lam_max, 0.0, 0.999)
-    p_c = rho_c ** qc["exp_c"]
+    rho_c = lam / lam_max
+    rho_c = _clip(rho_c, 0.0, 0.999, out=rho_c)
+    with np.errstate(divide="ignore"):  # rho_c = 0: p_c = e^-inf = 0
+        p_c = np.log(rho_c)
+    p_c *= qc["exp_c"]
+    p_c = np.exp(p_c, out=p_c)  # rho_c ** exp_c, a third cheaper than pow
     w_c = p_c * tau
     w_c *= qc["scale_c"]
-    w_c /= 1.0 - rho_c
-    w_mean = w_pf + w_c
-    p_wait = np.maximum(rho_pf, p_c)
+    w_c /= np.subtract(1.0, rho_c, out=rho_c)
+    w_mean = w_pf
+    w_mean += w_c
+    p_wait = np.maximum(rho_pf, p_c, out=p_c)
     p_wait = _clip(p_wait, 1e-9, 1.0, out=p_wait)
-    var_n = n / (1.0 - st["eps"])
+    var_n = n / st["one_m_eps"]
     # service part (residual + own chunks): gamma fitted to mean and variance (Wilson-Hilferty)
     b = s90 - s_mean
     b *= qc["spread"]
-    var = b * b
+    var = b
+    var *= b
     var *= qc["var_p"]
     var += r2
     var -= r1 * r1
@@ -136,8 +162,11 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     sn *= sn
     sn *= var_n
     var += sn
-    var += others * own * qc["sq_ratio"]
-    base = r1 + s_mean
+    others *= own
+    others *= qc["sq_ratio"]
+    var += others
+    base = r1
+    base += s_mean
     base90 = gamma_p90(base, var)
     # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature
     w90 = _tail90(w_mean, p_wait)
@@ -151,10 +180,11 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     ttft_p90 += ttft_mean
     # TPOT_i = tau_req / tpv + Y_i: batch-size fluctuation and prefill interference, normal, plus
     # Y = X / O (prefill queued behind the request's own; zero w.p. exp(-lam TTFT), else exponential)
-    base_mean = st["tau_req"] / d["tpv"]
-    sd2 = t_m - t_d
+    sd2 = t_m
+    sd2 -= t_d
     sd2 *= sd2
-    sd2 *= phi * one_phi
+    phi *= one_phi
+    sd2 *= phi
     sd2 *= qc["tpot_mix"]
     fluct = st["slope"] * st["slope"]
     fluct *= var_n
@@ -162,10 +192,14 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     sd2 += fluct
     sd2 *= qc["z90_tpv_sq"]  # (Z90 sd)^2
     y_mean = st["x_req"] * qc["out_inv_mean"]
-    p_x = -np.expm1(-lam * st["ttft0"])
+    p_x = lam * st["ttft0"]
+    p_x = np.negative(p_x, out=p_x)
+    p_x = np.expm1(p_x, out=p_x)
+    p_x = np.negative(p_x, out=p_x)
     p_x = _clip(p_x, 1e-9, 1.0, out=p_x)
     y90 = _tail90(y_mean, p_x)
-    tpot_mean = base_mean + y_mean
+    tpot_mean = st["tau_req"] * qc["inv_tpv"]
+    tpot_mean += y_mean
     y90 -= y_mean
     y90 *= y90
     sd2 += y90
@@ -178,7 +212,7 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
 def _tail90(mean, p):
     """p90 of "zero with probability ``1 - p``, else exponential" with this mean (0 for p <= 0.1)."""
     out = _clip(p, 0.1, _INF)
-    out /= 0.1
+    out *= 10.0
     out = np.log(out, out=out)  # 0 where p <= 0.1
     out *= mean
     out /= p
@@ -187,9 +221,14 @@ def _tail90(mean, p):
 
 def gamma_p90(mean, var):
     """0.9 quantile of a gamma with this mean and variance (Wilson-Hilferty cube-root normal)."""
-    cv2_9 = var / (9.0 * mean * mean)
+    cv2_9 = var / mean
+    cv2_9 /= mean
+    cv2_9 *= 1.0 / 9.0
     h = np.sqrt(cv2_9)
     h *= Z90
     h -= cv2_9
     h += 1.0
-    return mean * (h * h * h)
+    cube = h * h
+    cube *= h
+    cube *= mean
+    return cube

@@ -25,6 +25,7 @@ _INF = np.inf
 _GMAX = float(STOPLOSS_GRID[-1])
 _ILAST = float(len(STOPLOSS_GRID) - 2)  # the last interval
 _DG = np.diff(STOPLOSS_GRID)
+_LOG_FLOOR = 2.0 ** (-1.0 / STOPLOSS_STEPS_PER_OCTAVE)  # log2 lands in the first interval below 1
 
 
 def lower(a, lo):
@@ -83,12 +84,8 @@ def _lookup(table, slopes, rows, z):
     from ``log2`` (``z < 1``: the first), one gather each for the table, its slope and the grid
     point; as :func:`stoploss_at`. NaN propagates (its index is clipped)."""
     zp = upper(z, _GMAX)
-    pos = np.log2(lower(zp, 1.0))
-    pos *= STOPLOSS_STEPS_PER_OCTAVE
-    pos += upper(zp, 1.0)  # z < 1: pos = z (interval 0); else 1 + 4 log2(z)
-    i0 = upper(pos, _ILAST).astype(np.intp)
-    lo = np.take(STOPLOSS_GRID, i0, mode="clip")
-    zp -= lo
+    i0 = _interval(zp)
+    zp -= np.take(STOPLOSS_GRID, i0, mode="clip")
     if np.ndim(table) == 1:
         t0, s0 = np.take(table, i0, mode="clip"), np.take(slopes, i0, mode="clip")
     else:  # per design, (n, G): one flat gather per table (np.take: faster than fancy indexing)
@@ -97,6 +94,15 @@ def _lookup(table, slopes, rows, z):
     zp *= s0
     zp += t0
     return zp
+
+
+def _interval(zp):
+    """The grid interval of ``zp`` in ``[0, 2**18]``: ``1 + 4 log2(zp)`` rounded down for ``zp >= 1``,
+    0 below (``zp`` floored at ``2**-0.25`` puts it in ``[0, 1)``), at most the last interval."""
+    pos = np.log2(lower(zp, _LOG_FLOOR))
+    pos *= STOPLOSS_STEPS_PER_OCTAVE
+    pos += 1.0
+    return upper(pos, _ILAST).astype(np.intp)
 
 
 def stoploss_of(w: dict, z):
@@ -119,10 +125,7 @@ def _lookup_point(point, z):
     """:func:`_lookup` of the point mass at ``point`` (``E[(P - z)+]`` linear between grid
     points of ``max(point - grid, 0)``, the same numbers as its table, none stored)."""
     zp = upper(z, _GMAX)
-    pos = np.log2(lower(zp, 1.0))
-    pos *= STOPLOSS_STEPS_PER_OCTAVE
-    pos += upper(zp, 1.0)
-    i0 = upper(pos, _ILAST).astype(np.intp)
+    i0 = _interval(zp)
     lo = np.take(STOPLOSS_GRID, i0, mode="clip")
     t0 = lower(point - lo, 0.0)
     s0 = lower(point - np.take(STOPLOSS_GRID, i0 + 1, mode="clip"), 0.0)
