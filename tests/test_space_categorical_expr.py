@@ -103,15 +103,15 @@ def test_memory_technology_still_compares_by_the_space_position():
 
 
 def test_shipped_serving_space_reads_the_same_with_a_derived_where():
-    """spaces/datacenter-serving.yaml sets SmoothQuant per-channel with a `when` (the derived form
-    used to never match); the derived form now gives the same columns."""
+    """spaces/datacenter-serving.yaml sets SmoothQuant and FP8 per-channel with a `when` (the derived
+    form used to never match); the derived form now gives the same columns."""
     from dse.spec.presets import read_yaml, resolve
 
     path = resolve("spaces", "datacenter-serving")
     raw = read_yaml(path)
     with_when = load_space(raw, file=str(path), model="llama-3-70b")
     raw["knobs"].pop("w_group_size")
-    raw["derived"]["w_group_size"] = 'where(quant_method == "smoothquant", 0, 128)'
+    raw["derived"]["w_group_size"] = 'where(quant_method == "smoothquant" or quant_method == "fp8", 0, 128)'
     with_derived = load_space(raw, file=str(path), model="llama-3-70b")
     assert with_derived.size == with_when.size  # the when-knob has one choice: no extra designs
     index = np.arange(0, with_when.size, 101)

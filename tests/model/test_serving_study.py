@@ -34,22 +34,24 @@ def test_studies_load(name):
     assert any(c.metric == "ppl_delta" and c.max == 0.5 for c in st.constraints)
 
 
-def test_smoothquant_is_per_channel():
-    """The space reads SmoothQuant's quality rows at their own granularity (per-channel weights,
-    w_group_size 0) and GPTQ/AWQ's at group 128: one setting per method, no extra designs."""
+def test_smoothquant_and_fp8_are_per_channel():
+    """The space reads SmoothQuant's quality rows (and FP8's copies of them) at their own granularity
+    (per-channel weights, w_group_size 0) and GPTQ/AWQ's at group 128: one setting per method, no
+    extra designs."""
     space = load_study("datacenter-serving").space
-    assert space.size == 1_306_368
+    assert space.size == 1_741_824
     index = np.arange(0, space.size, 997)
     cols = space.columns_at(index)
     method = space.decode({"quant_method": cols["quant_method"]})["quant_method"]
-    assert set(method) == {"gptq", "awq", "smoothquant"}
-    assert np.all(cols["w_group_size"] == np.where(method == "smoothquant", 0.0, 128.0))
-    assert int(np.count_nonzero(space.distinct_at(np.arange(space.size)))) == 816_480
+    assert set(method) == {"gptq", "awq", "smoothquant", "fp8"}
+    assert np.all(cols["w_group_size"] == np.where(np.isin(method, ["smoothquant", "fp8"]), 0.0, 128.0))
+    assert int(np.count_nonzero(space.distinct_at(np.arange(space.size)))) == 1_088_640
 
 
-def _evaluate(rows: list[dict], ttft_slo_s: float, tpot_slo_s: float) -> pd.DataFrame:
-    """W8A8 SmoothQuant (per-channel, as the space sets it) designs at the given SLOs: the feasible ones."""
-    d = pd.DataFrame(rows).assign(w_bits=8.0, a_bits=8.0, quant_method="smoothquant", w_group_size=0.0,
+def _evaluate(rows: list[dict], ttft_slo_s: float, tpot_slo_s: float, method: str = "smoothquant") -> pd.DataFrame:
+    """W8A8 designs of ``method`` (SmoothQuant: INT8 GEMMs, or FP8; per-channel, as the space sets
+    them) at the given SLOs: the feasible ones."""
+    d = pd.DataFrame(rows).assign(w_bits=8.0, a_bits=8.0, quant_method=method, w_group_size=0.0,
                                   workload="splitwise-conv", ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, batch=1.0,
                                   in_len=1024.0, out_len=256.0)
     out = pd.concat([d, dse.evaluate(d, model="llama-3-70b").drop(columns=d.columns, errors="ignore")], axis=1)
@@ -58,12 +60,13 @@ def _evaluate(rows: list[dict], ttft_slo_s: float, tpot_slo_s: float) -> pd.Data
     return out[ok]
 
 
-def _slice(ttft_slo_s: float, tpot_slo_s: float, budgets=(4096, 8192, 16384), seqs=(512, 1024, 2048)) -> pd.DataFrame:
-    """Every system and (tp, pp) split (dp = 8 / (tp pp)) with W8A8, KV 4 or 16 bit, the given token
-    budgets and sequence limits, with and without 2 draft tokens: the feasible designs."""
+def _slice(ttft_slo_s: float, tpot_slo_s: float, budgets=(4096, 8192, 16384), seqs=(512, 1024, 2048),
+           method: str = "smoothquant") -> pd.DataFrame:
+    """Every system and (tp, pp) split (dp = 8 / (tp pp)) with W8A8 of ``method``, KV 4 or 16 bit, the
+    given token budgets and sequence limits, with and without 2 draft tokens: the feasible designs."""
     rows = [dict(platform=p, tp=tp, pp=pp, dp=8 // (tp * pp), token_budget=tb, max_seqs=ms, kv_bits=kv, spec_len=sl)
             for p, (tp, pp), tb, ms, kv, sl in itertools.product(PLATFORMS, SPLITS, budgets, seqs, (4, 16), (0, 2))]
-    return _evaluate(rows, ttft_slo_s, tpot_slo_s)
+    return _evaluate(rows, ttft_slo_s, tpot_slo_s, method)
 
 
 def _front(df: pd.DataFrame, objectives) -> pd.DataFrame:
@@ -75,7 +78,8 @@ def _best(df: pd.DataFrame, metric: str, largest: bool = True) -> pd.Series:
 
 
 def test_chat_tier_headline():
-    """TTFT <= 2 s, TPOT <= 100 ms. The H100 and H200 presets charge INT8 weight GEMMs (SmoothQuant
+    """TTFT <= 2 s, TPOT <= 100 ms, on SmoothQuant W8A8 (an INT8 engine; the study's front is FP8's,
+    test_fp8_headlines). The H100 and H200 presets charge INT8 weight GEMMs (SmoothQuant
     W8A8: every design that can reach a front) 1.17x the FP8 energy (e4bafbe; 1.36 from f2c3c5b, when
     the MI300X box led by ~14%): HGX H200 (tp 1 x pp 2) serves the most requests/s (~38, at its
     power-capped capacity), the MI300X box (tp 1, 8 replicas, ratio 1) within 1% of it and HGX H100
@@ -118,15 +122,47 @@ def test_chat_tier_headline():
     assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving"]])) >= 7  # the study's: 8
 
 
+def test_fp8_headlines():
+    """FP8 (in the space since fp8_native): the Hopper boxes run W8A8 on FP8, which the INT8 ratio
+    (1.17) does not charge, and take both fronts; on the chat tier HGX H200 (tp 1 x pp 2) serves the
+    most (~44 req/s, at its power-capped capacity, against ~38 on SmoothQuant), HGX H100 within 1% of
+    it with the most tokens/J and the cheapest token; on the tight tier the H100 at tp 2 leads
+    (pipelined for the most tokens/J). Where the 8-bit units run both formats alike (MI300X, ratio
+    1) FP8 equals SmoothQuant; the A100 has no FP8 units and runs FP8 as W8A16: about half its
+    INT8 goodput. The study fronts are all H100/H200 FP8 points (chat 9, tight 3)."""
+    chat, chat_int8 = _slice(2.0, 0.1, method="fp8"), _slice(2.0, 0.1)
+    most = _best(chat, "goodput_req_per_s")
+    assert (most["platform"], most["tp"], most["pp"]) == ("hgx-h200-8", 1, 2)
+    assert most["goodput_req_per_s"] == pytest.approx(44.1, rel=0.03)
+    assert most["goodput_req_per_s"] > 0.999 * most["serving_capacity_req_per_s"]
+    for metric, largest in (("serving_tokens_per_j", True), ("serving_usd_per_mtoken", False)):
+        best = _best(chat, metric, largest)
+        assert (best["platform"], best["tp"], best["pp"]) == ("hgx-h100-8", 1, 2), metric
+    per = chat.groupby("platform")["goodput_req_per_s"].max()
+    per_int8 = chat_int8.groupby("platform")["goodput_req_per_s"].max()
+    assert 0.99 < per["hgx-h100-8"] / per["hgx-h200-8"] < 1.0
+    assert 1.10 < per["hgx-h200-8"] / per_int8["hgx-h200-8"] < 1.22  # the INT8 energy ratio's cost
+    assert per["mi300x-8"] == pytest.approx(per_int8["mi300x-8"], rel=1e-12)
+    assert 0.4 < per["hgx-a100-8"] / per_int8["hgx-a100-8"] < 0.7  # W8A16 on the A100
+    front = _front(chat, OBJECTIVES["datacenter-serving"])
+    assert set(front["platform"]) == {"hgx-h100-8", "hgx-h200-8"}
+    tight = _slice(0.5, 0.04, budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048), method="fp8")
+    best = _best(tight, "goodput_req_per_s")
+    assert (best["platform"], best["tp"], best["pp"]) == ("hgx-h100-8", 2, 1)
+    assert best["goodput_req_per_s"] == pytest.approx(35.6, rel=0.03)
+    assert (_best(tight, "serving_tokens_per_j")[["platform", "tp", "pp"]] == ["hgx-h100-8", 2, 2]).all()
+
+
 def test_tight_tier_headline():
-    """TTFT <= 0.5 s, TPOT <= 40 ms, 2 draft tokens: HGX H200 at tp 2 x pp 2 (2 replicas) gives the
-    most requests/s, HGX H100 at tp 2 x pp 2 the most tokens/J and the cheapest token (at 1.36, before
-    e4bafbe, the MI300X box at tp 1 gave the most requests/s and tokens/J). The front is those two
-    designs, each with KV 4 bit (more goodput) and KV 16 bit (lossless). Since f2c3c5b (INT8 GEMM
-    energy) the H100's and H200's tp-only designs run deeper into the power cap and tp 2 x pp 2
-    serves more on both (before: tight TTFT left no room for a pipeline's prefill
-    stall on the H100); on the A100, Gaudi 2, RTX PRO and MI300X boxes tp only still wins. The
-    slice (token budgets 2,048-16,384, 128-2,048 sequences) holds the exhaustive study's front."""
+    """TTFT <= 0.5 s, TPOT <= 40 ms, 2 draft tokens, on SmoothQuant W8A8 (INT8): HGX H200 at tp 2 x pp 2 (2
+    replicas) gives the most requests/s, HGX H100 at tp 2 x pp 2 the most tokens/J and the cheapest
+    token (at 1.36, before e4bafbe, the MI300X box at tp 1 gave the most requests/s and tokens/J).
+    The front is those two designs, each with KV 4 bit (more goodput) and KV 16 bit (lossless).
+    Since f2c3c5b (INT8 GEMM energy) the H100's and H200's tp-only designs run deeper into the power
+    cap and tp 2 x pp 2 serves more on both (before: tight TTFT left no room for a pipeline's
+    prefill stall on the H100); on the A100, Gaudi 2, RTX PRO and MI300X boxes tp only still wins.
+    The slice (token budgets 2,048-16,384, 128-2,048 sequences) held the exhaustive study's front
+    before FP8."""
     df = _slice(0.5, 0.04, budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048))
     for metric, largest, platform in (("goodput_req_per_s", True, "hgx-h200-8"),
                                       ("serving_tokens_per_j", True, "hgx-h100-8"),
@@ -149,8 +185,9 @@ def test_tight_tier_headline():
 
 def test_interactive_curve():
     """Chat SLOs, TPOT p90 minimised too (KV 4 bit, spec 2/4, small sequence limits and token
-    budgets): goodput falls as the speed per user rises, from ~38 req/s at ~97 ms (H200 tp 1 x pp 2,
-    at its power-capped capacity) to ~8 req/s at 7 ms (H200 tp 8, 4 draft tokens); the
+    budgets), on SmoothQuant W8A8 (INT8; with FP8 in the space the study's curve is the H100's and
+    H200's, docs/serving.md section 7): goodput falls as the speed per user rises, from ~38 req/s
+    at ~97 ms (H200 tp 1 x pp 2, at its power-capped capacity) to ~8 req/s at 7 ms (H200 tp 8, 4 draft tokens); the
     tensor-parallel degree rises along the curve. Since f2c3c5b (INT8 GEMM energy on the H100 and
     H200) the MI300X and RTX PRO 6000 boxes are on it too (before: only the H100 and H200); at the
     ratio 1.36 the MI300X gave the most goodput down to 20 ms, at 1.17 (e4bafbe) only at 60 ms:
