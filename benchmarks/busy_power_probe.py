@@ -19,9 +19,7 @@ triton and nvidia-ml-py.
 
 from __future__ import annotations
 
-import argparse
-
-from gpu_power import open_gpu, replay_power, write_rows
+from gpu_power import open_gpu, probe_parser, replay_power, write_rows
 
 PROGRAMS = (1, 2, 4, 8, 16, 33, 66, 132, 264, 528, 1056, 2112)
 BUFFER_BYTES = 1 << 30
@@ -43,9 +41,7 @@ def main() -> None:
             acc += tl.load(x + offs, mask=offs < n, other=0.0)
         tl.store(out + pid * BLOCK + tl.arange(0, BLOCK), acc)
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--out", default="")
+    parser = probe_parser(__doc__, 3.0)
     args = parser.parse_args()
     handle, dev, idle_w = open_gpu(nvml, torch, max(args.seconds, 2.0))
     rows = []

@@ -19,9 +19,7 @@ Needs torch with CUDA and nvidia-ml-py.
 
 from __future__ import annotations
 
-import argparse
-
-from gpu_power import open_gpu, replay_power, write_rows
+from gpu_power import open_gpu, probe_parser, replay_power, write_rows
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ATTN = ((1, 8192), (4, 8192), (16, 8192), (16, 2048), (64, 2048))  # (sequences, context)
@@ -32,9 +30,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--out", default="")
+    parser = probe_parser(__doc__, 3.0)
     args = parser.parse_args()
     handle, dev, idle_w = open_gpu(nvml, torch, max(args.seconds, 2.0))
     rows = []

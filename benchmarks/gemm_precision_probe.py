@@ -21,9 +21,7 @@ nvidia-ml-py.
 
 from __future__ import annotations
 
-import argparse
-
-from gpu_power import open_gpu, replay_power, write_rows
+from gpu_power import open_gpu, probe_parser, replay_power, write_rows
 
 SHAPES = {  # name: (N, K) of the weight, out = x (M, K) @ W^T (K, N)
     "8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
@@ -36,9 +34,7 @@ def main() -> None:
     import pynvml as nvml
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--out", default="")
+    parser = probe_parser(__doc__, 4.0)
     parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8", "int8"],
                         choices=["bf16", "fp8", "int8", "fp8-triton", "int8-triton"])
     args = parser.parse_args()

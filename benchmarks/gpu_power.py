@@ -4,8 +4,17 @@ CUDA graph, both from NVML's energy counter. Not a script."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import time
+
+
+def probe_parser(doc: str, seconds: float) -> argparse.ArgumentParser:
+    """A probe's command line: ``--seconds`` per case (default ``seconds``) and ``--out`` (a CSV file)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--out", default="")
+    return parser
 
 
 def open_gpu(nvml, torch, idle_seconds: float) -> tuple:
