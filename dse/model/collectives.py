@@ -165,40 +165,75 @@ def _pick(rows: bool | np.ndarray, a: Array, b: Array) -> Array:
     return a if rows is True else b if rows is False else np.where(rows, a, b)
 
 
-def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
-    """One collective ``kind`` of ``s`` bytes over ``n`` devices on one level ``ln``.
+class Group(NamedTuple):
+    """``n`` devices on one level ``ln`` running ``algo``: what every collective over them shares.
 
-    Returns ``(time_s, bytes sent per device)``; 0 for ``n <= 1``. Tree and direct
-    algorithms are not native on a ring topology and fall back to the ring algorithm.
+    ``native``, ``tree``, ``direct``: the rows where the topology is not a ring and where the
+    tree or the direct algorithm runs (:func:`_batch_rows`); ``steps``: the all-gather's latency
+    steps (an all-reduce takes twice as many); ``frac``: ``(n - 1) / n``; ``lg``: ``ceil(log2 n)``
+    (None without tree rows); ``multi``: ``n > 1`` (None without direct rows).
+    """
+
+    n: Array
+    ln: Link
+    native: bool | np.ndarray
+    tree: bool | np.ndarray
+    direct: bool | np.ndarray
+    n1: Array
+    steps: Array
+    frac: Array
+    lg: Array | None
+    multi: Array | None
+
+
+def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
+    """The :class:`Group` of ``n`` devices on ``ln`` running ``algo``. Tree and direct algorithms
+    are not native on a ring topology and fall back to the ring algorithm."""
+    native = _batch_rows(ln.topology != RING)
+    tree = _native_rows(algo == ALGO_TREE, native)
+    direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
+    n1 = n - 1.0
+    steps, lg, multi = n1, None, None  # the ring's
+    if tree is not False:  # recursive halving / doubling
+        lg = _lg(n)
+        steps = _pick(tree, lg, steps)
+    if direct is not False:
+        multi = n > 1.0  # a one-device group takes no step (ring and tree steps vanish there by themselves)
+        steps = _pick(direct, multi, steps)
+    return Group(n, ln, native, tree, direct, n1, steps, n1 / n, lg, multi)
+
+
+def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
+    """One collective ``kind`` of ``s`` bytes over ``n`` devices on one level ``ln``
+    (:func:`flat_in` of :func:`group`)."""
+    return flat_in(kind, s, group(n, ln, algo))
+
+
+def flat_in(kind: str, s: Array, g: Group) -> tuple[Array, Array]:
+    """One collective ``kind`` of ``s`` bytes over the group ``g``.
+
+    Returns ``(time_s, bytes sent per device)``; 0 for ``n <= 1``.
     ``ALGO_AUTO`` is the direct algorithm where it is native and the ring elsewhere: direct
     takes 1 or 2 latency steps and sends no more bytes than ring or tree (whose steps are at
     least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it
     is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
     """
-    native = _batch_rows(ln.topology != RING)
-    tree = _native_rows(algo == ALGO_TREE, native)
-    direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
+    n, ln, direct = g.n, g.ln, g.direct
     ar = kind == "all_reduce"
-    n1 = n - 1.0
-    steps = 2.0 * n1 if ar else n1  # the ring's
-    wire = steps / n * s  # ring, tree (Bruck aside) and direct (the all-reduce's two-shot kernel)
-    if kind == "all_to_all" and native is not True:  # the ring's bisection-bound form on a ring
-        on_ring = True if native is False else ~native
-        steps = _pick(on_ring, np.floor(n / 2.0), steps)
-        wire = _pick(on_ring, np.floor(n * n / 4.0) / n * s, wire)
-    if tree is not False:  # recursive halving / doubling
-        lg = _lg(n)
-        if kind == "all_to_all":  # Bruck
-            steps, wire = _pick(tree, lg, steps), _pick(tree, lg * s / 2.0, wire)
-        else:
-            steps = _pick(tree, 2.0 * lg if ar else lg, steps)
-    if direct is not False:
-        multi = n > 1.0  # a one-device group takes no step (ring and tree steps vanish there by themselves)
-        steps = _pick(direct, 2.0 * multi if ar else multi, steps)
+    steps = 2.0 * g.steps if ar else g.steps
+    # ring, tree (Bruck aside) and direct (the all-reduce's two-shot kernel) send the same bytes
+    wire = (2.0 * g.frac if ar else g.frac) * s
+    if kind == "all_to_all":
+        if g.native is not True:  # the ring's bisection-bound form on a ring
+            on_ring = True if g.native is False else ~g.native
+            steps = _pick(on_ring, np.floor(n / 2.0), steps)
+            wire = _pick(on_ring, np.floor(n * n / 4.0) / n * s, wire)
+        if g.tree is not False:  # Bruck
+            wire = _pick(g.tree, g.lg * s / 2.0, wire)
     t = accumulate(steps * ln.lat_s, _xfer_s(wire, ln.bw))
     if ar and direct is not False:  # the one-shot kernel where the two-shot is not faster
-        wire1 = n1 * s
-        t1 = accumulate(multi * ln.lat_s, _xfer_s(wire1, ln.bw))
+        wire1 = g.n1 * s
+        t1 = accumulate(g.multi * ln.lat_s, _xfer_s(wire1, ln.bw))
         one_shot = ~(t < t1) if direct is True else direct & ~(t < t1)
         t, wire = np.where(one_shot, t1, t), np.where(one_shot, wire1, wire)
     if _finite(ln.lat_s):
@@ -254,35 +289,50 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
     (default ``min(n, n_devices_per_node)``; a strided group has fewer); ``algo``: an
     ``ALGO_*`` code used at both levels. Adds ``collective_overhead_s`` once when ``n > 1``.
     """
+    return collectives(((kind, nbytes),), n, sys, algo, n_per_node, n_sharing)[0]
+
+
+def collectives(calls: tuple[tuple[str, Array], ...], n: Array, sys: dict, algo: Array = ALGO_RING,
+                n_per_node: Array | None = None, n_sharing: Array | None = None) -> list[Comm]:
+    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over one group: the group's
+    links, algorithm masks, step counts and overhead are set up once."""
     one_node = n_per_node is None and all_rows(n <= field(sys, "n_devices_per_node"))
     # every group of the batch fits in a node: flat, no hierarchy to set up (intra_link needs
     # no max(n, 1): it clips its mesh share and its fabric share by itself)
     a = n if one_node else _members_per_node(sys, n, n_per_node)
     intra = intra_link(sys, a, n_sharing)
-    t_flat, b_flat = flat(kind, nbytes, n, intra, algo)
+    whole = group(n, intra, algo)
+    flats = [flat_in(kind, nbytes, whole) for kind, nbytes in calls]
     overhead_s = field(sys, "collective_overhead_s")
     overhead = overhead_s * (n > 1.0) if any_rows(overhead_s != 0.0) else 0.0
-    if one_node:
-        return Comm(accumulate(t_flat, overhead), b_flat, 0.0)
-    nodes = np.ceil(n / a)
-    if not any_rows(nodes > 1.0):
-        return Comm(accumulate(t_flat, overhead), b_flat, 0.0)
-    inter = inter_link(sys)
-    if kind == "all_to_all":
-        t_in, b_in = flat(kind, nbytes * a / n, a, intra, algo)
-        b_out = (n - a) / n * nbytes
-        t_out = (nodes - 1.0) * inter.lat_s + _xfer_s(b_out, inter.bw)
-    elif kind == "all_reduce":
-        t_rs, b_rs = flat("reduce_scatter", nbytes, a, intra, algo)
-        t_ar, b_out = flat("all_reduce", nbytes / a, nodes, inter, algo)
-        t_in, b_in = 2.0 * t_rs, 2.0 * b_rs
-        t_out = t_ar
-    else:  # all-gather / reduce-scatter: the intra and inter halves in sequence
-        t_in, b_in = flat(kind, nbytes, a, intra, algo)
-        t_out, b_out = flat(kind, nbytes / a, nodes, inter, algo)
+    nodes = None if one_node else np.ceil(n / a)
+    if nodes is None or not any_rows(nodes > 1.0):
+        return [Comm(accumulate(t_flat, overhead), b_flat, 0.0) for t_flat, b_flat in flats]
+    local, net = group(a, intra, algo), group(nodes, inter_link(sys), algo)
     hier = nodes > 1.0
-    return Comm(accumulate(np.where(hier, accumulate(t_in, t_out), t_flat), overhead), np.where(hier, b_in, b_flat),
-                np.where(hier, b_out, 0.0))
+    out = []
+    for (kind, nbytes), (t_flat, b_flat) in zip(calls, flats, strict=True):
+        t_in, b_in, t_out, b_out = _levels(kind, nbytes, n, a, local, net)
+        out.append(Comm(accumulate(np.where(hier, accumulate(t_in, t_out), t_flat), overhead),
+                        np.where(hier, b_in, b_flat), np.where(hier, b_out, 0.0)))
+    return out
+
+
+def _levels(kind: str, nbytes: Array, n: Array, a: Array, local: Group, net: Group,
+            ) -> tuple[Array, Array, Array, Array]:
+    """(time, bytes) inside the node and between nodes of a collective over ``n`` devices, ``a``
+    per node: ``local`` is the group of a node's members, ``net`` the group of the nodes."""
+    if kind == "all_to_all":
+        t_in, b_in = flat_in(kind, nbytes * a / n, local)
+        b_out = (n - a) / n * nbytes
+        return t_in, b_in, (net.n - 1.0) * net.ln.lat_s + _xfer_s(b_out, net.ln.bw), b_out
+    if kind == "all_reduce":
+        t_rs, b_rs = flat_in("reduce_scatter", nbytes, local)
+        t_ar, b_out = flat_in("all_reduce", nbytes / a, net)
+        return 2.0 * t_rs, 2.0 * b_rs, t_ar, b_out
+    # all-gather / reduce-scatter: the intra and inter halves in sequence
+    t_in, b_in = flat_in(kind, nbytes, local)
+    return (t_in, b_in, *flat_in(kind, nbytes / a, net))
 
 
 def all_reduce(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:

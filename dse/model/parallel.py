@@ -244,8 +244,8 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     head = tok if head_tokens is tokens else head_tokens * token_frac
     hidden_bytes = tok * act_bytes  # one micro-batch of one ep group
 
-    ar = coll.all_reduce(hidden_bytes, tp, sys, algo, n_sharing=sharing)
-    gather = coll.all_gather(head * (m["vocab_size"] * r_bytes), tp, sys, algo, n_sharing=sharing)
+    ar, gather = coll.collectives((("all_reduce", hidden_bytes), ("all_gather", head * (m["vocab_size"] * r_bytes))),
+                                  tp, sys, algo, n_sharing=sharing)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
     tp_s = accumulate(n_ar * ar.time_s, gather.time_s)
 
