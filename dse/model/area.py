@@ -39,6 +39,7 @@ import operator
 
 import numpy as np
 
+from dse.model.arrays import ndim
 from dse.spec.units import MEGA, TERA
 
 Array = np.ndarray | float
@@ -79,8 +80,8 @@ def effective_tflop(hw: dict, tech: dict, class_code: Array) -> Array:
     """Weighted dense peak that sizes the compute array, TFLOP/s (``P_eff`` above)."""
     weights = tech["class_area_weight"][np.asarray(class_code, dtype=np.int64)]
     weighted = [weights[..., i] * (hw[f"flop{b}_peak_flop_per_s"] / TERA) for i, b in enumerate(PRECISION_BITS)]
-    weighted = [x for x in weighted if np.ndim(x) or x] or [0.0]  # batch-wide zeros (not native) add nothing
-    p_max = functools.reduce(np.maximum, sorted(weighted, key=np.ndim))  # batch-wide peaks first, as scalars
+    weighted = [x for x in weighted if ndim(x) or x] or [0.0]  # batch-wide zeros (not native) add nothing
+    p_max = functools.reduce(np.maximum, sorted(weighted, key=ndim))  # batch-wide peaks first, as scalars
     total = functools.reduce(operator.add, weighted)
     return p_max + tech["multi_mode_frac"] * (total - p_max)
 

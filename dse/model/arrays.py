@@ -12,6 +12,11 @@ import numpy as np
 Array = np.ndarray | float
 
 
+def ndim(x: Array) -> int:
+    """``np.ndim(x)`` for an array or a number, without numpy's call overhead (~1 us a call)."""
+    return getattr(x, "ndim", 0)
+
+
 def accumulate(fresh: Array, x: Array, op: np.ufunc = np.add) -> Array:
     """``op(fresh, x)``, written into ``fresh`` when it is an array of the result's shape.
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model.area import area_breakdown, resolve_params
+from dse.model.arrays import ndim
 from dse.spec.registry import KNOBS
 from dse.spec.units import GIGA
 
@@ -104,7 +105,7 @@ def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
 def system_cost_usd(device_cost: Array, n_devices: Array, host_usd_per_device: Array) -> Array:
     """Purchase cost of the whole system: devices plus their share of hosts and network, USD."""
     system = device_cost + host_usd_per_device
-    return system if np.ndim(n_devices) == 0 and n_devices == 1 else n_devices * system
+    return system if ndim(n_devices) == 0 and n_devices == 1 else n_devices * system
 
 
 def tco_usd_per_hour(system_cost: Array, avg_power_w: Array, lifetime_years: Array, usd_per_kwh: Array,

@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from dse.model.arrays import accumulate, total
+from dse.model.arrays import accumulate, ndim, total
 from dse.model.workload import Array, Op
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
@@ -54,15 +54,15 @@ def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
     peaks = [hw[key] for _, key in _LADDER]
     eff = hw["compute_eff_frac"]
     present = [p > 0 for p in peaks]
-    if np.ndim(bits) and all(np.ndim(x) == 0 or x.all() or not x.any() for x in present):
+    if ndim(bits) and all(ndim(x) == 0 or x.all() or not x.any() for x in present):
         native_table, rate_table = _ladder_tables(
-            tuple(bool(x) if np.ndim(x) == 0 else bool(x.all()) for x in present),
-            tuple(float(p) if np.ndim(p) == 0 else 0.0 for p in peaks))
+            tuple(bool(x) if ndim(x) == 0 else bool(x.all()) for x in present),
+            tuple(float(p) if ndim(p) == 0 else 0.0 for p in peaks))
         idx = np.clip(np.ceil(bits), 1, 32).astype(np.intp)
         native = native_table.take(idx)
-        varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if np.ndim(p)]
+        varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if ndim(p)]
         if not varying:
-            if np.ndim(eff):
+            if ndim(eff):
                 return 1.0 / (rate_table.take(idx) * eff), native
             return (1.0 / (rate_table * eff)).take(idx), native
         rate = rate_table.take(idx)  # 0 where the native width's peak varies per design: added below
@@ -100,7 +100,7 @@ def attn_s_per_byte(hw: dict, s_per_byte: Array, streams: Array) -> Array:
     ``min(achievable bandwidth, streams x attn_stream_bw_bytes_per_s)``; 0 (the default): not limited.
     """
     r = hw.get("attn_stream_bw_bytes_per_s", 0.0)
-    if np.ndim(r) == 0:
+    if ndim(r) == 0:
         return s_per_byte if r <= 0.0 else np.maximum(s_per_byte, 1.0 / (r * streams))
     return np.maximum(s_per_byte, np.where(r > 0.0, 1.0 / (np.maximum(r, 1e-30) * streams), 0.0))
 

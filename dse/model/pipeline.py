@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
+from dse.model.arrays import ndim
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import Array, Op, draft_op, executed_knobs, phase_ops, tokens_per_verify, weight_bytes_per_param
 
@@ -217,4 +218,4 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
 
 def _times(count: Array, x: Array) -> Array:
     """``count * x``, skipped when ``count`` is the scalar 1 (one device, one replica)."""
-    return x if np.ndim(count) == 0 and count == 1.0 else count * x
+    return x if ndim(count) == 0 and count == 1.0 else count * x

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from dse.model import perf
-from dse.model.arrays import accumulate, total
+from dse.model.arrays import accumulate, ndim, total
 from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import Array
 from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
@@ -54,10 +54,10 @@ def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
     On an H200 the best INT8 GEMM measured (Triton) costs 1.17x the best FP8 one (cuBLASLt) per
     operation (``validation/gemm_triton_h200.csv``); the ratio is 1 (nothing added) elsewhere by default."""
     ratio = hw["int_op_energy_ratio"]
-    if np.ndim(ratio) == 0 and ratio == 1.0:
+    if ndim(ratio) == 0 and ratio == 1.0:
         return executed
     integer = _INTEGER_METHOD.take(np.asarray(k["quant_method"], dtype=np.intp), mode="clip")
-    if np.ndim(integer) == 0 and not integer:  # one floating-point method for the batch: nothing to add
+    if ndim(integer) == 0 and not integer:  # one floating-point method for the batch: nothing to add
         return executed
     return executed * np.where(integer & (k["a_bits"] < 16.0), ratio, 1.0)
 
@@ -70,7 +70,7 @@ def op_rates(hw: dict, k: dict) -> tuple[tuple[Array, Array], tuple[Array, Array
     :func:`gemm_energy_frac` in their energy; attention at ``max(a_bits, kv_bits)``. Both
     precisions are looked up in one pass when either varies per design."""
     lin_bits, attn_bits = np.maximum(k["w_bits"], k["a_bits"]), np.maximum(k["a_bits"], k["kv_bits"])
-    if np.ndim(lin_bits) or np.ndim(attn_bits):
+    if ndim(lin_bits) or ndim(attn_bits):
         s_per_flop, native = perf.compute_s_per_flop(hw, np.stack(np.broadcast_arrays(lin_bits, attn_bits)))
         (lin_s, attn_s), (lin_j, attn_j) = s_per_flop, j_per_flop(hw, native)
     else:

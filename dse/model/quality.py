@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.model.arrays import ndim
 from dse.spec.registry import KNOB_BY_NAME
 
 # --- categorical codes ------------------------------------------------------------------------
@@ -339,7 +340,7 @@ def _shaped(x, shape: tuple[int, ...]) -> np.ndarray:
 
 def _either(first, second):
     """``first | second()``, with ``second`` not evaluated where ``first`` is a batch-wide True."""
-    return first if np.ndim(first) == 0 and first else first | second()
+    return first if ndim(first) == 0 and first else first | second()
 
 
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:

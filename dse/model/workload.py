@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dse.model.arrays import Array, accumulate
+from dse.model.arrays import Array, accumulate, ndim
 from dse.spec.registry import KNOB_BY_NAME
 
 FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
@@ -77,10 +77,10 @@ def executed_knobs(k: dict, hw: dict) -> dict:
     Marlin kernels do on Ampere: ``a_bits`` becomes 16 there (time, bytes, energy and quality
     follow). Anything else is unchanged; ``k`` is returned as is when no row changes."""
     fp8 = hw["fp8_native"]
-    if np.ndim(fp8) == 0 and fp8 > 0:
+    if ndim(fp8) == 0 and fp8 > 0:
         return k
     method, a_bits = k["quant_method"], k["a_bits"]
-    if np.ndim(method) == 0 and method != FP8_METHOD:
+    if ndim(method) == 0 and method != FP8_METHOD:
         return k
     fallback = (method == FP8_METHOD) & (a_bits < 16.0) & (fp8 <= 0)
     if not np.any(fallback):
@@ -93,9 +93,9 @@ def weight_bytes_per_param(k: dict) -> Array:
     dense = k["w_bits"] / 8.0
     frac, nm_flag = k["w_sparsity_frac"], k["nm_sparse"]
     stored = dense  # a kind of sparsity no design of the batch uses is skipped
-    if np.ndim(frac) or frac > 0:
+    if ndim(frac) or frac > 0:
         stored = np.where(frac > 0, (1.0 - frac) * dense + BITMAP_INDEX_BITS / 8.0, stored)
-    if np.ndim(nm_flag) or nm_flag > 0:
+    if ndim(nm_flag) or nm_flag > 0:
         stored = np.where(nm_flag > 0, 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0, stored)
     return stored if stored is dense else np.minimum(stored, dense)
 
