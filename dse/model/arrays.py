@@ -28,11 +28,16 @@ def accumulate(fresh: Array, x: Array, op: np.ufunc = np.add) -> Array:
     return op(fresh, x)
 
 
-def total(values: list[Array]) -> Array:
-    """Sum of ``values`` (arrays or scalars), accumulated in one fresh buffer."""
+def fold(values: list[Array], op: np.ufunc = np.add) -> Array:
+    """``op`` over ``values`` (arrays or scalars) left to right, in one fresh buffer."""
     if len(values) == 1:
         return values[0]
-    out = values[0] + values[1]
+    out = op(values[0], values[1])
     for x in values[2:]:
-        out = accumulate(out, x)
+        out = accumulate(out, x, op)
     return out
+
+
+def total(values: list[Array]) -> Array:
+    """Sum of ``values``, accumulated in one fresh buffer (:func:`fold`)."""
+    return fold(values)

@@ -71,7 +71,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dse.model.arrays import accumulate
+from dse.model.arrays import accumulate, ndim
 from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
@@ -118,18 +118,18 @@ def field(sys: dict, key: str) -> Array:
 
 def any_rows(x: Array) -> bool:
     """True when any row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
-    return bool(x.any() if getattr(x, "ndim", 0) else x)
+    return bool(x.any() if ndim(x) else x)
 
 
 def all_rows(x: Array) -> bool:
     """True when every row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
-    return bool(x.all() if getattr(x, "ndim", 0) else x)
+    return bool(x.all() if ndim(x) else x)
 
 
 def _xfer_s(nbytes: Array, bw: Array) -> Array:
     """``nbytes / bw`` seconds (``nbytes >= 0``); 0 for no bytes, +inf for bytes over no
     bandwidth (never NaN). One positive bandwidth for the batch takes one multiplication."""
-    if getattr(bw, "ndim", 0) == 0 and bw > 0:
+    if ndim(bw) == 0 and bw > 0:
         return nbytes * (1.0 / bw)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(nbytes > 0, nbytes / np.where(bw > 0, bw, 0.0), 0.0)
@@ -148,7 +148,7 @@ def _lg(n: Array) -> Array:
 
 def _batch_rows(rows: Array) -> bool | np.ndarray:
     """A row mask as one bool when it holds the same value for the whole batch."""
-    if getattr(rows, "ndim", 0) == 0:
+    if ndim(rows) == 0:
         return bool(rows)
     return True if rows.all() else rows if rows.any() else False
 
@@ -244,7 +244,7 @@ def flat_in(kind: str, s: Array, g: Group) -> tuple[Array, Array]:
 
 def _finite(x: Array) -> bool:
     """True when ``x`` (a scalar or an array) is finite everywhere."""
-    return math.isfinite(x) if getattr(x, "ndim", 0) == 0 else bool(np.isfinite(x).all())
+    return math.isfinite(x) if ndim(x) == 0 else bool(np.isfinite(x).all())
 
 
 # ---- levels of the interconnect ---------------------------------------------------------
@@ -368,7 +368,7 @@ def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Com
         inter = inter_link(sys)
         return inter.lat_s + _xfer_s(nbytes, inter.bw)
 
-    if getattr(across_nodes, "ndim", 0) == 0:  # one placement for the whole batch: one branch
+    if ndim(across_nodes) == 0:  # one placement for the whole batch: one branch
         return Comm(far(), 0.0, nbytes) if across_nodes else Comm(near(), nbytes, 0.0)
     zero = np.zeros_like(np.asarray(nbytes, dtype=float))
     return Comm(np.where(across_nodes, far(), near()), np.where(across_nodes, zero, nbytes),
@@ -379,6 +379,6 @@ def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
     """Link energy of bytes sent on the node's links and on the network, joules."""
     j_intra = field(sys, "link_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
     j_inter = field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
-    if getattr(inter_bytes, "ndim", 0) == 0 and inter_bytes == 0.0:
+    if ndim(inter_bytes) == 0 and inter_bytes == 0.0:
         return intra_bytes * j_intra
     return intra_bytes * j_intra + inter_bytes * j_inter

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import collectives as coll
-from dse.model.arrays import accumulate, total
+from dse.model.arrays import accumulate, fold, ndim, total
 from dse.model.workload import Array, Op, draft_weight_frac, layer_params
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -200,13 +200,13 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
     per_layer = total([qkv, o, experts, p["router"]])
     embed = m["vocab_size"] * m["d_model"] / tp
     params = accumulate(s["layers"] * per_layer, embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"]))
-    weights = _product(params, wb, 1.0 + draft_weight_frac(k))
+    weights = fold([params, wb, 1.0 + draft_weight_frac(k)], np.multiply)
     ctx = k["in_len"] + k["out_len"]
     seqs = k["batch"] / ep
-    kv_cache = _product(2.0 * s["layers"], s["kv_heads"], hd, seqs, ctx, k["kv_bits"] / 8.0)
+    kv_cache = fold([2.0 * s["layers"], s["kv_heads"], hd, seqs, ctx, k["kv_bits"] / 8.0], np.multiply)
     widest = np.maximum(q_kv * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"] / tp)
-    acts = _product(seqs / knob(k, "micro_batches"), k["in_len"], accumulate(widest, d), k["a_bits"] / 8.0)
-    logits = _product(seqs, m["vocab_size"] / tp, 4.0)
+    acts = fold([seqs / knob(k, "micro_batches"), k["in_len"], accumulate(widest, d), k["a_bits"] / 8.0], np.multiply)
+    logits = fold([seqs, m["vocab_size"] / tp, 4.0], np.multiply)
     return total([weights, kv_cache, acts, logits])
 
 
@@ -291,20 +291,12 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
 
 
 def _is_zero(x: Array) -> bool:
-    return getattr(x, "ndim", 0) == 0 and x == 0.0  # no numpy call: this runs ~60 times per chunk
+    return ndim(x) == 0 and x == 0.0
 
 
 def _times(a: Array, b: Array) -> Array:
     """``a * b``, skipping the array operation when either is the scalar 0."""
     return 0.0 if _is_zero(a) or _is_zero(b) else a * b
-
-
-def _product(*factors: Array) -> Array:
-    """Product of the factors, left to right, in one fresh buffer."""
-    out = factors[0] * factors[1]
-    for f in factors[2:]:
-        out = accumulate(out, f, np.multiply)
-    return out
 
 
 def _plus(*terms: Array) -> Array:

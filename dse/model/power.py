@@ -8,9 +8,6 @@ written then read), PIM in-bank access, host <-> PIM link.
 
 from __future__ import annotations
 
-import functools
-import operator
-
 import numpy as np
 
 from dse.model import perf
@@ -105,7 +102,7 @@ def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
     """Dynamic energy of a phase; host operators that share an energy per FLOP are priced together
     (their bytes all at once)."""
     if any("energy_j" in c for c in costs.values()):
-        return functools.reduce(operator.add, (op_energy_j(hw, c) for c in costs.values()))
+        return total([op_energy_j(hw, c) for c in costs.values()])
     groups: dict[int, list[dict[str, Array]]] = {}
     for c in costs.values():
         groups.setdefault(id(c["j_per_flop"]), []).append(c)

@@ -44,6 +44,7 @@ import functools
 
 import numpy as np
 
+from dse.model.arrays import ndim
 from dse.model.serving_fluid import _rate, fluid_state, iteration_energy_j  # noqa: F401 (_rate re-exported)
 from dse.model.serving_prepare import (  # noqa: F401 (re-exported: the stage's public helpers)
     kv_footprint_tokens,
@@ -79,7 +80,7 @@ _SAFE_FRAC = 0.2  # a regula falsi point stays this far inside its bracket (both
 
 def _grid(a, b):
     """Stack ``a`` (per design) and points ``b`` into a leading grid axis."""
-    return np.asarray(b, dtype=float).reshape((-1,) + (1,) * np.ndim(a)) * a
+    return np.asarray(b, dtype=float).reshape((-1,) + (1,) * ndim(a)) * a
 
 
 def _pick(grids, idx) -> tuple:
@@ -243,7 +244,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     # rates in unstretched time (lam), then in real time (rate = lam / stretch)
     n_grid = _grid(n_cap, _GRID_BATCH_FRAC)
     gs = fluid_state(c, d, s, n_grid)
-    top = {key: v[-1] for key, v in gs.items() if np.ndim(v) == 2}  # the capacity batch
+    top = {key: v[-1] for key, v in gs.items() if ndim(v) == 2}  # the capacity batch
     tau_sat = top["t_d"] + n_cap / d["n_dec"] * top["mp"]  # capacity: every iteration full
     lam_max = n_cap / (d["n_dec"] * tau_sat)
     lam_top = np.minimum(top["lam"], lam_max)

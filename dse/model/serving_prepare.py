@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.model.arrays import ndim
 from dse.model.serving_iteration import FFN_ROW
 from dse.model.serving_lengths import STOPLOSS_GRID
 from dse.model.serving_stoploss import _rows, _stoploss, design_major, stoploss_of
@@ -82,7 +83,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["rows"] = (rows * d["tab"].shape[1], rows * d["tab_slopes"].shape[1])
     else:
         d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
-        d["rows"] = None if np.ndim(d["tab"]) == 1 else _rows(d["tab"])
+        d["rows"] = None if ndim(d["tab"]) == 1 else _rows(d["tab"])
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["neg_inv_n_dec"] = -1.0 / d["n_dec"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.model.arrays import ndim
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
 
 try:  # the ufunc behind np.clip, without its Python wrapper (np.maximum with a scalar is ~2x slower)
@@ -43,7 +44,7 @@ def design_major(table) -> tuple[np.ndarray, np.ndarray]:
     its slopes between grid points, laid out for :func:`stoploss_at`'s gathers: per design
     ``(n, G)`` and ``(n, G - 1)``, C-contiguous (a design's table in one cache-friendly run)."""
     dg = np.diff(STOPLOSS_GRID)
-    if np.ndim(table) == 1:
+    if ndim(table) == 1:
         return table, np.diff(table) / dg
     t = np.ascontiguousarray(np.asarray(table).T)
     return t, np.diff(t, axis=1) / dg
@@ -70,7 +71,7 @@ def stoploss_at(table, mean, z, slopes=None, rows=None, point=None):
     elif rows is not None:
         at = rows * table.shape[1] + i0
         t0, t1 = np.take(table, at), np.take(table, at + 1)
-    elif np.ndim(table) == 1:
+    elif ndim(table) == 1:
         t0, t1 = table[i0], table[i0 + 1]
     else:
         cols = np.arange(table.shape[1])
@@ -86,7 +87,7 @@ def _lookup(table, slopes, rows, z):
     zp = upper(z, _GMAX)
     i0 = _interval(zp)
     zp -= np.take(STOPLOSS_GRID, i0, mode="clip")
-    if np.ndim(table) == 1:
+    if ndim(table) == 1:
         t0, s0 = np.take(table, i0, mode="clip"), np.take(slopes, i0, mode="clip")
     else:  # per design, (n, G): one flat gather per table (np.take: faster than fancy indexing)
         rows_t, rows_s = _rows(table) if rows is None else rows
