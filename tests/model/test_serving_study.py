@@ -17,11 +17,13 @@ from dse.spec.study import load_study
 PLATFORMS = ("hgx-h100-8", "hgx-h200-8", "hgx-a100-8", "mi300x-8", "hls-gaudi2-8", "l4-pcie-8", "rtx4090-pcie-8",
              "rtxpro6000-pcie-8", "tpu-v5e-pod")
 SPLITS = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4), (4, 1), (4, 2), (8, 1))  # (tp, pp), tp x pp <= 8
-GOODPUT, TOK_J, USD, PPL, TPOT = (("goodput_req_per_s", True), ("serving_tokens_per_j", True),
-                                  ("serving_usd_per_mtoken", False), ("ppl_delta", False), ("tpot_p90_s", False))
-OBJECTIVES = {"datacenter-serving": [GOODPUT, TOK_J, USD, PPL],
-              "datacenter-serving-tight": [GOODPUT, TOK_J, USD, PPL],
+GOODPUT, TOK_J, USD, PPL, TPOT, COST = (("goodput_req_per_s", True), ("serving_tokens_per_j", True),
+                                        ("serving_usd_per_mtoken", False), ("ppl_delta", False),
+                                        ("tpot_p90_s", False), ("system_cost_usd", False))
+OBJECTIVES = {"datacenter-serving": [GOODPUT, TOK_J, USD, PPL, COST],
+              "datacenter-serving-tight": [GOODPUT, TOK_J, USD, PPL, COST],
               "datacenter-serving-interactive": [GOODPUT, TPOT, TOK_J, USD, PPL]}
+BOX = [GOODPUT, TOK_J, USD, PPL]  # the serving objectives alone: which box wins, whatever it costs
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
@@ -116,10 +118,10 @@ def test_chat_tier_headline():
     assert (lossless["platform"], lossless["tp"], lossless["pp"]) == ("mi300x-8", 1, 1)
     assert 1.03 < most["goodput_req_per_s"] / lossless["goodput_req_per_s"] < 1.15
     assert by_q["serving_usd_per_mtoken"].min()[False] > 1.05 * by_q["serving_usd_per_mtoken"].min()[True]
-    front = _front(df, OBJECTIVES["datacenter-serving"])
+    front = _front(df, BOX)
     assert set(front["ppl_delta"].round(6)) == {0.0, 0.125}
     assert set(front["platform"]) == {"hgx-h100-8", "hgx-h200-8", "mi300x-8", "rtxpro6000-pcie-8"}
-    assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving"]])) >= 7  # the study's: 8
+    assert len(front.drop_duplicates([m for m, _ in BOX])) >= 7  # the study's before FP8 and the cost objective: 8
 
 
 def test_fp8_headlines():
@@ -129,7 +131,8 @@ def test_fp8_headlines():
     it with the most tokens/J and the cheapest token; on the tight tier the H100 at tp 2 leads
     (pipelined for the most tokens/J). Where the 8-bit units run both formats alike (MI300X, ratio
     1) FP8 equals SmoothQuant; the A100 has no FP8 units and runs FP8 as W8A16: about half its
-    INT8 goodput. The study fronts are all H100/H200 FP8 points (chat 9, tight 3)."""
+    INT8 goodput. On these objectives alone the studies' fronts are all H100/H200 FP8 points (chat
+    9, tight 3; with the purchase cost too, test_purchase_cost_objective)."""
     chat, chat_int8 = _slice(2.0, 0.1, method="fp8"), _slice(2.0, 0.1)
     most = _best(chat, "goodput_req_per_s")
     assert (most["platform"], most["tp"], most["pp"]) == ("hgx-h200-8", 1, 2)
@@ -144,13 +147,34 @@ def test_fp8_headlines():
     assert 1.10 < per["hgx-h200-8"] / per_int8["hgx-h200-8"] < 1.22  # the INT8 energy ratio's cost
     assert per["mi300x-8"] == pytest.approx(per_int8["mi300x-8"], rel=1e-12)
     assert 0.4 < per["hgx-a100-8"] / per_int8["hgx-a100-8"] < 0.7  # W8A16 on the A100
-    front = _front(chat, OBJECTIVES["datacenter-serving"])
+    front = _front(chat, BOX)
     assert set(front["platform"]) == {"hgx-h100-8", "hgx-h200-8"}
     tight = _slice(0.5, 0.04, budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048), method="fp8")
     best = _best(tight, "goodput_req_per_s")
     assert (best["platform"], best["tp"], best["pp"]) == ("hgx-h100-8", 2, 1)
     assert best["goodput_req_per_s"] == pytest.approx(35.6, rel=0.03)
     assert (_best(tight, "serving_tokens_per_j")[["platform", "tp", "pp"]] == ["hgx-h100-8", 2, 2]).all()
+
+
+def test_purchase_cost_objective():
+    """With the box's purchase cost an objective too (chat and tight tiers), each budget gets its best
+    box: the chat front runs from the H200 box ($75K) down to the L4 box ($34K, the cheapest), the tight
+    front from the H100 box down to the L4 box, A100 and Gaudi 2 boxes between (their INT8 units hold
+    at tight SLOs); the MI300X box ($103K, dearest) serves less than the H200's and H100's and is on
+    neither. Slices of FP8 and SmoothQuant W8A8 designs; the exhaustive studies' fronts hold the same
+    boxes (20 and 18 points)."""
+    fronts = {}
+    for tier, slo, kw in (("datacenter-serving", (2.0, 0.1), {}),
+                          ("datacenter-serving-tight", (0.5, 0.04),
+                           dict(budgets=(2048, 4096, 8192, 16384), seqs=(128, 512, 1024, 2048)))):
+        df = pd.concat([_slice(*slo, method="fp8", **kw), _slice(*slo, **kw)], ignore_index=True)
+        fronts[tier] = _front(df, OBJECTIVES[tier])
+        assert _best(fronts[tier], "system_cost_usd", False)["platform"] == "l4-pcie-8", tier
+        assert len(fronts[tier].drop_duplicates([m for m, _ in OBJECTIVES[tier]])) >= 12, tier
+    assert set(fronts["datacenter-serving"]["platform"]) == {"hgx-h200-8", "hgx-h100-8", "rtxpro6000-pcie-8",
+                                                             "tpu-v5e-pod", "rtx4090-pcie-8", "l4-pcie-8"}
+    assert set(fronts["datacenter-serving-tight"]["platform"]) == {"hgx-h100-8", "hls-gaudi2-8", "hgx-a100-8",
+                                                                   "rtxpro6000-pcie-8", "tpu-v5e-pod", "l4-pcie-8"}
 
 
 def test_tight_tier_headline():
@@ -174,8 +198,8 @@ def test_tight_tier_headline():
         assert split[platform, False] > split[platform, True], platform
     assert 1.0 < split["hgx-h100-8", True] / split["hgx-h100-8", False] < 1.08
     assert 1.04 < split["hgx-h200-8", True] / split["hgx-h200-8", False] < 1.15
-    front = _front(df, OBJECTIVES["datacenter-serving-tight"])
-    assert len(front.drop_duplicates([m for m, _ in OBJECTIVES["datacenter-serving-tight"]])) == 4
+    front = _front(df, BOX)
+    assert len(front.drop_duplicates([m for m, _ in BOX])) == 4
     assert set(front["ppl_delta"].round(6)) == {0.0, 0.125}
     assert set(zip(front["platform"], front["tp"], front["pp"], strict=True)) == {("hgx-h200-8", 2, 2),
                                                                                    ("hgx-h100-8", 2, 2)}
