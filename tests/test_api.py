@@ -33,6 +33,8 @@ ON = {"model": "llama-2-7b", "platform": "h100-sxm"}
     ({"pp": [1, 1.5]}, "pp", "must be a whole number"),
     ({"quant_method": 2.5}, "quant_method", "must be a whole number"),
     ({"nm_sparse": 0.5}, "nm_sparse", "must be a whole number"),
+    ({"fp8_native": 0.5}, "fp8_native", "must be a whole number"),
+    ({"fp8_native": 2.0}, "fp8_native", "must be <= 1"),
     ({"batch": [1, 2], "in_len": [1, 2, 3]}, "<columns>", "equal lengths"),
     ({"batchh": 1}, "batchh", "unknown design column; did you mean 'batch'?"),
     ([{"batch": 1}], "<designs>", "must be a DataFrame or a mapping"),
