@@ -126,7 +126,7 @@ def all_rows(x: Array) -> bool:
     return bool(x.all() if ndim(x) else x)
 
 
-def _xfer_s(nbytes: Array, bw: Array) -> Array:
+def xfer_s(nbytes: Array, bw: Array) -> Array:
     """``nbytes / bw`` seconds (``nbytes >= 0``); 0 for no bytes, +inf for bytes over no
     bandwidth (never NaN). One positive bandwidth for the batch takes one multiplication."""
     if ndim(bw) == 0 and bw > 0:
@@ -170,8 +170,9 @@ class Group(NamedTuple):
 
     ``native``, ``tree``, ``direct``: the rows where the topology is not a ring and where the
     tree or the direct algorithm runs (:func:`_batch_rows`); ``steps``: the all-gather's latency
-    steps (an all-reduce takes twice as many); ``frac``: ``(n - 1) / n``; ``lg``: ``ceil(log2 n)``
-    (None without tree rows); ``multi``: ``n > 1`` (None without direct rows).
+    steps (an all-reduce takes twice as many), ``lat_s`` their latency; ``frac``: ``(n - 1) / n``;
+    ``lg``: ``ceil(log2 n)`` (None without tree rows); ``multi``: ``n > 1`` and ``one_shot_lat_s``
+    the one-shot all-reduce's latency on direct rows, NaN on the others (both None without direct rows).
     """
 
     n: Array
@@ -181,9 +182,11 @@ class Group(NamedTuple):
     direct: bool | np.ndarray
     n1: Array
     steps: Array
+    lat_s: Array
     frac: Array
     lg: Array | None
     multi: Array | None
+    one_shot_lat_s: Array | None
 
 
 def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
@@ -193,14 +196,15 @@ def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
     tree = _native_rows(algo == ALGO_TREE, native)
     direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
     n1 = n - 1.0
-    steps, lg, multi = n1, None, None  # the ring's
+    steps, lg, multi, one_shot_lat_s = n1, None, None, None  # the ring's
     if tree is not False:  # recursive halving / doubling
         lg = _lg(n)
         steps = _pick(tree, lg, steps)
     if direct is not False:
         multi = n > 1.0  # a one-device group takes no step (ring and tree steps vanish there by themselves)
         steps = _pick(direct, multi, steps)
-    return Group(n, ln, native, tree, direct, n1, steps, n1 / n, lg, multi)
+        one_shot_lat_s = _pick(direct, multi * ln.lat_s, math.nan)
+    return Group(n, ln, native, tree, direct, n1, steps, steps * ln.lat_s, n1 / n, lg, multi, one_shot_lat_s)
 
 
 def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
@@ -218,24 +222,24 @@ def flat_in(kind: str, s: Array, g: Group) -> tuple[Array, Array]:
     least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it
     is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
     """
-    n, ln, direct = g.n, g.ln, g.direct
+    n, ln = g.n, g.ln
     ar = kind == "all_reduce"
-    steps = 2.0 * g.steps if ar else g.steps
     # ring, tree (Bruck aside) and direct (the all-reduce's two-shot kernel) send the same bytes
     wire = (2.0 * g.frac if ar else g.frac) * s
+    lat_s = 2.0 * g.lat_s if ar else g.lat_s
     if kind == "all_to_all":
         if g.native is not True:  # the ring's bisection-bound form on a ring
             on_ring = True if g.native is False else ~g.native
-            steps = _pick(on_ring, np.floor(n / 2.0), steps)
+            lat_s = _pick(on_ring, np.floor(n / 2.0) * ln.lat_s, lat_s)
             wire = _pick(on_ring, np.floor(n * n / 4.0) / n * s, wire)
         if g.tree is not False:  # Bruck
             wire = _pick(g.tree, g.lg * s / 2.0, wire)
-    t = accumulate(steps * ln.lat_s, _xfer_s(wire, ln.bw))
-    if ar and direct is not False:  # the one-shot kernel where the two-shot is not faster
+    t = accumulate(xfer_s(wire, ln.bw), lat_s)
+    if ar and g.direct is not False:  # the one-shot kernel where the two-shot is not faster (fmin skips NaN rows)
         wire1 = g.n1 * s
-        t1 = accumulate(g.multi * ln.lat_s, _xfer_s(wire1, ln.bw))
-        one_shot = ~(t < t1) if direct is True else direct & ~(t < t1)
-        t, wire = np.where(one_shot, t1, t), np.where(one_shot, wire1, wire)
+        t1 = accumulate(xfer_s(wire1, ln.bw), g.one_shot_lat_s)
+        one_shot = t1 <= t if g.direct is True else ~(t < t1) & g.direct
+        t, wire = accumulate(t, t1, np.fmin), np.where(one_shot, wire1, wire)
     if _finite(ln.lat_s):
         return t, wire
     one = n <= 1.0  # zero steps times an infinite latency
@@ -294,27 +298,54 @@ def collective(kind: str, nbytes: Array, n: Array, sys: dict, algo: Array = ALGO
 
 def collectives(calls: tuple[tuple[str, Array], ...], n: Array, sys: dict, algo: Array = ALGO_RING,
                 n_per_node: Array | None = None, n_sharing: Array | None = None) -> list[Comm]:
-    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over one group: the group's
-    links, algorithm masks, step counts and overhead are set up once."""
+    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over one group (:func:`collectives_in`
+    of :func:`setup`)."""
+    return collectives_in(calls, setup(n, sys, algo, n_per_node, n_sharing))
+
+
+class Setup(NamedTuple):
+    """What every collective over one group of ``n`` devices shares: the group ``whole`` on the
+    node's interconnect, the call ``overhead_s``, and where the group spans nodes (``hier``: the
+    rows, None when no row does) its ``local`` group of ``a`` members per node and the ``net``
+    group of its nodes."""
+
+    n: Array
+    whole: Group
+    overhead_s: Array
+    a: Array
+    hier: Array | None
+    local: Group | None
+    net: Group | None
+
+
+def setup(n: Array, sys: dict, algo: Array = ALGO_RING, n_per_node: Array | None = None,
+          n_sharing: Array | None = None) -> Setup:
+    """The :class:`Setup` of a group of ``n`` devices (arguments as :func:`collective`): links,
+    algorithm masks, step counts and overhead, for any number of collectives over the group."""
     one_node = n_per_node is None and all_rows(n <= field(sys, "n_devices_per_node"))
     # every group of the batch fits in a node: flat, no hierarchy to set up (intra_link needs
     # no max(n, 1): it clips its mesh share and its fabric share by itself)
     a = n if one_node else _members_per_node(sys, n, n_per_node)
     intra = intra_link(sys, a, n_sharing)
     whole = group(n, intra, algo)
-    flats = [flat_in(kind, nbytes, whole) for kind, nbytes in calls]
     overhead_s = field(sys, "collective_overhead_s")
     overhead = overhead_s * (n > 1.0) if any_rows(overhead_s != 0.0) else 0.0
     nodes = None if one_node else np.ceil(n / a)
     if nodes is None or not any_rows(nodes > 1.0):
-        return [Comm(accumulate(t_flat, overhead), b_flat, 0.0) for t_flat, b_flat in flats]
-    local, net = group(a, intra, algo), group(nodes, inter_link(sys), algo)
-    hier = nodes > 1.0
+        return Setup(n, whole, overhead, a, None, None, None)
+    return Setup(n, whole, overhead, a, nodes > 1.0, group(a, intra, algo), group(nodes, inter_link(sys), algo))
+
+
+def collectives_in(calls: tuple[tuple[str, Array], ...], s: Setup) -> list[Comm]:
+    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over the group set up in ``s``."""
+    flats = [flat_in(kind, nbytes, s.whole) for kind, nbytes in calls]
+    if s.hier is None:
+        return [Comm(accumulate(t_flat, s.overhead_s), b_flat, 0.0) for t_flat, b_flat in flats]
     out = []
     for (kind, nbytes), (t_flat, b_flat) in zip(calls, flats, strict=True):
-        t_in, b_in, t_out, b_out = _levels(kind, nbytes, n, a, local, net)
-        out.append(Comm(accumulate(np.where(hier, accumulate(t_in, t_out), t_flat), overhead),
-                        np.where(hier, b_in, b_flat), np.where(hier, b_out, 0.0)))
+        t_in, b_in, t_out, b_out = _levels(kind, nbytes, s.n, s.a, s.local, s.net)
+        out.append(Comm(accumulate(np.where(s.hier, accumulate(t_in, t_out), t_flat), s.overhead_s),
+                        np.where(s.hier, b_in, b_flat), np.where(s.hier, b_out, 0.0)))
     return out
 
 
@@ -325,7 +356,7 @@ def _levels(kind: str, nbytes: Array, n: Array, a: Array, local: Group, net: Gro
     if kind == "all_to_all":
         t_in, b_in = flat_in(kind, nbytes * a / n, local)
         b_out = (n - a) / n * nbytes
-        return t_in, b_in, (net.n - 1.0) * net.ln.lat_s + _xfer_s(b_out, net.ln.bw), b_out
+        return t_in, b_in, (net.n - 1.0) * net.ln.lat_s + xfer_s(b_out, net.ln.bw), b_out
     if kind == "all_reduce":
         t_rs, b_rs = flat_in("reduce_scatter", nbytes, local)
         t_ar, b_out = flat_in("all_reduce", nbytes / a, net)
@@ -362,11 +393,11 @@ def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Com
     """
     def near() -> Array:
         intra = intra_link(sys, 2.0)
-        return intra.lat_s + _xfer_s(nbytes, intra.bw)
+        return intra.lat_s + xfer_s(nbytes, intra.bw)
 
     def far() -> Array:
         inter = inter_link(sys)
-        return inter.lat_s + _xfer_s(nbytes, inter.bw)
+        return inter.lat_s + xfer_s(nbytes, inter.bw)
 
     if ndim(across_nodes) == 0:  # one placement for the whole batch: one branch
         return Comm(far(), 0.0, nbytes) if across_nodes else Comm(near(), nbytes, 0.0)

@@ -58,6 +58,8 @@ whole phase; exact unless the decode crosses between them.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from dse.model import collectives as coll
@@ -222,7 +224,7 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     """Communication of one pass (prefill, or one decode step) of the replica's batch.
 
     ``tokens``: the replica's tokens in the pass (``batch * in_len``, or ``batch * queries``
-    per decode step); ``head_tokens``: tokens entering the LM head (``batch`` in prefill).
+    per decode step, > 0); ``head_tokens``: tokens entering the LM head (``batch`` in prefill).
     Returns, for the bottleneck stage and one micro-batch: ``tp_s`` (the tp collectives),
     ``ep_s`` (the MoE all-to-alls), ``comm_s`` (their sum, to overlap with the stage's
     compute), ``p2p_s`` (the slowest stage-to-stage send) and ``p2p_path_s`` (all pp - 1
@@ -231,63 +233,121 @@ def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -
     ``intra_bytes``, ``inter_bytes`` (sent on node links / the network) and ``energy_j``
     (link energy). A shared fabric is shared by every device of the system (``dp`` included).
     """
+    return stage_comms(m, k, sys, ((tokens, head_tokens),))[0]
+
+
+def stage_comms(m: dict, k: dict, sys: dict, passes: tuple[tuple[Array, Array], ...]) -> list[dict[str, Array]]:
+    """:func:`stage_comm` of each ``(tokens, head_tokens)`` of ``passes``: the mapping, the groups
+    and their links (:func:`comm_plan`) are set up once."""
+    plan = comm_plan(m, k, sys)
+    return [pass_comm(plan, sys, tokens, head_tokens) for tokens, head_tokens in passes]
+
+
+class CommPlan(NamedTuple):
+    """What the communication of every pass shares (:func:`comm_plan`); ``*_per_token``: per
+    token of the replica's pass. ``hidden_bytes_per_token``: one micro-batch of one ep group's
+    hidden state; ``gather_bytes_per_token``: its logits (per LM-head token); ``tp``, ``ep``: the
+    groups of the tp collectives and of the MoE all-to-alls (None: no design dispatches tokens),
+    ``a2a_frac`` the all-to-all's buffer per hidden byte; ``n_ar``, ``n_a2a``: all-reduces and
+    all-to-alls per pass; ``p2p_s``, ``p2p_path_s``: ``(latency, seconds per token)`` of the
+    slowest send and of all pp - 1 sends; ``near_sends_per_token``, ``far_sends_per_token``: the
+    replica's send bytes on node links and on the network; ``runs``: devices x micro-batches."""
+
+    hidden_bytes_per_token: Array
+    gather_bytes_per_token: Array
+    tp: coll.Setup
+    ep: coll.Setup | None
+    a2a_frac: Array
+    n_ar: Array
+    n_a2a: Array
+    p2p_s: tuple[Array, Array]
+    p2p_path_s: tuple[Array, Array]
+    near_sends_per_token: Array
+    far_sends_per_token: Array
+    runs: Array
+
+
+def comm_plan(m: dict, k: dict, sys: dict) -> CommPlan:
+    """The :class:`CommPlan` of the knobs ``k`` on ``sys``: everything of :func:`stage_comm` but the tokens."""
     tp, pp, ep, mb = knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches")
     algo = knob(k, "collective_algo")
     layers = np.ceil(m["n_layers"] / pp)
     token_frac = 1.0 / (ep * mb)
     r_bytes = residual_bytes(k)
-    act_bytes = m["d_model"] * r_bytes  # one token's hidden state
+    hidden = token_frac * (m["d_model"] * r_bytes)  # one token's hidden state, one micro-batch of one ep group
     per_node = coll.field(sys, "n_devices_per_node")
     shared = coll.any_rows(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
     sharing = np.minimum(n_devices(k), per_node) if shared else None  # devices on a shared fabric at once
-    tok = tokens * token_frac
-    head = tok if head_tokens is tokens else head_tokens * token_frac
-    hidden_bytes = tok * act_bytes  # one micro-batch of one ep group
-
-    ar, gather = coll.collectives((("all_reduce", hidden_bytes), ("all_gather", head * (m["vocab_size"] * r_bytes))),
-                                  tp, sys, algo, n_sharing=sharing)
+    tp_group = coll.setup(tp, sys, algo, n_sharing=sharing)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
-    tp_s = accumulate(n_ar * ar.time_s, gather.time_s)
 
     moe = m["n_experts"] > 1.0
-    n_a2a = 2.0 * layers
+    ep_group = None
     if coll.any_rows(moe & (ep > 1.0)):
         ep_members = np.where(moe, ep, 1.0)
         ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
-        a2a = coll.all_to_all(hidden_bytes * (m["n_experts_active"] / tp), ep_members, sys, algo,
-                              n_per_node=ep_per_node, n_sharing=sharing)
-        ep_s = n_a2a * a2a.time_s
-    else:  # no design of the batch dispatches tokens
-        a2a, ep_s = coll.Comm(0.0, 0.0, 0.0), 0.0
+        ep_group = coll.setup(ep_members, sys, algo, n_per_node=ep_per_node, n_sharing=sharing)
 
     stage_devices = tp * ep
+    p2p_s = p2p_path_s = (0.0, 0.0)  # one stage everywhere: no sends
+    near_sends = far_sends = 0.0
     if coll.any_rows(pp > 1.0):
-        p2p_bytes = hidden_bytes / tp
+        p2p_bytes = hidden / tp
         boundaries = pp - 1.0
         n_cross = np.minimum(boundaries, np.floor(boundaries * stage_devices / per_node))
         n_near = boundaries - n_cross
         cross = n_cross > 0.0
-        near = coll.point_to_point(p2p_bytes, sys, False).time_s
-        far = coll.point_to_point(p2p_bytes, sys, True).time_s if coll.any_rows(cross) else 0.0
-        p2p_path_s = accumulate(_times(n_cross, far), n_near * near)
-        p2p_s = np.where(cross, far, np.where(pp > 1.0, near, 0.0))
+        near = _send(coll.intra_link(sys, 2.0), p2p_bytes)
+        far = _send(coll.inter_link(sys), p2p_bytes) if coll.any_rows(cross) else (0.0, 0.0)
+        p2p_s = tuple(np.where(cross, f, np.where(pp > 1.0, n, 0.0)) for f, n in zip(far, near, strict=True))
+        p2p_path_s = tuple(accumulate(_times(n_cross, f), n_near * n) for f, n in zip(far, near, strict=True))
         sends = mb * stage_devices * p2p_bytes
-        sends_near, sends_far = _times(sends, n_near), _times(sends, n_cross)
-    else:  # one stage everywhere: no sends
-        p2p_path_s, p2p_s, sends_near, sends_far = 0.0, 0.0, 0.0, 0.0
+        near_sends, far_sends = _times(sends, n_near), _times(sends, n_cross)
+    return CommPlan(hidden, token_frac * (m["vocab_size"] * r_bytes), tp_group, ep_group,
+                    m["n_experts_active"] / tp, n_ar, 2.0 * layers, p2p_s, p2p_path_s, near_sends, far_sends,
+                    (tp * pp * ep) * mb)
 
-    # replica totals over all micro-batches: every device of a stage runs the stage's
-    # collectives (bottleneck stage's counts, an upper bound for pp > 1); pp - 1 sends per
-    # micro-batch from each of the tp * ep devices of a stage
-    runs = (tp * pp * ep) * mb
-    intra = _plus(_times(runs, _plus(_times(n_ar, ar.intra_bytes), gather.intra_bytes,
-                                     _times(n_a2a, a2a.intra_bytes))), sends_near)
-    inter = _plus(_times(runs, _plus(_times(n_ar, ar.inter_bytes), gather.inter_bytes,
-                                     _times(n_a2a, a2a.inter_bytes))), sends_far)
+
+def _send(link: coll.Link, nbytes: Array) -> tuple[Array, Array]:
+    """(latency, transfer seconds) of one point-to-point send of ``nbytes`` over ``link``."""
+    return link.lat_s, coll.xfer_s(nbytes, link.bw)
+
+
+def pass_comm(plan: CommPlan, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
+    """:func:`stage_comm` of one pass from its :func:`comm_plan`."""
+    hidden_bytes = tokens * plan.hidden_bytes_per_token
+    ar, gather = coll.collectives_in((("all_reduce", hidden_bytes),
+                                      ("all_gather", head_tokens * plan.gather_bytes_per_token)), plan.tp)
+    tp_s = accumulate(plan.n_ar * ar.time_s, gather.time_s)
+    if plan.ep is None:
+        a2a, ep_s = coll.Comm(0.0, 0.0, 0.0), 0.0
+    else:
+        (a2a,) = coll.collectives_in((("all_to_all", hidden_bytes * plan.a2a_frac),), plan.ep)
+        ep_s = plan.n_a2a * a2a.time_s
+    intra = _replica_bytes(plan, (ar.intra_bytes, gather.intra_bytes, a2a.intra_bytes),
+                           _times(tokens, plan.near_sends_per_token))
+    inter = _replica_bytes(plan, (ar.inter_bytes, gather.inter_bytes, a2a.inter_bytes),
+                           _times(tokens, plan.far_sends_per_token))
     return {
-        "tp_s": tp_s, "ep_s": ep_s, "comm_s": _plus(tp_s, ep_s), "p2p_s": p2p_s, "p2p_path_s": p2p_path_s,
+        "tp_s": tp_s, "ep_s": ep_s, "comm_s": _plus(tp_s, ep_s), "p2p_s": _linear_s(plan.p2p_s, tokens),
+        "p2p_path_s": _linear_s(plan.p2p_path_s, tokens),
         "intra_bytes": intra, "inter_bytes": inter, "energy_j": coll.wire_energy_j(intra, inter, sys),
     }
+
+
+def _replica_bytes(plan: CommPlan, calls: tuple[Array, Array, Array], sends: Array) -> Array:
+    """Bytes the replica sends on one level over all micro-batches of a pass: every device of a
+    stage runs the stage's collectives (``calls``: one all-reduce's, the all-gather's and one
+    all-to-all's bytes; the bottleneck stage's counts, an upper bound for pp > 1), plus the
+    ``sends`` (pp - 1 per micro-batch from each of the tp * ep devices of a stage)."""
+    ar, gather, a2a = calls
+    return _plus(_times(plan.runs, _plus(_times(plan.n_ar, ar), gather, _times(plan.n_a2a, a2a))), sends)
+
+
+def _linear_s(lat_and_per_token: tuple[Array, Array], tokens: Array) -> Array:
+    """``latency + tokens * seconds per token`` (:class:`CommPlan`'s sends)."""
+    lat, per_token = lat_and_per_token
+    return _plus(lat, _times(tokens, per_token))
 
 
 def _is_zero(x: Array) -> bool:

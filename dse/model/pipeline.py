@@ -66,14 +66,15 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
                        bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=op.bytes1 if unit else op.bytes1 * per_step)
 
 
-def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str,
+def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str, comm: dict[str, Array] | None,
                  ) -> tuple[Array, Array, Array | None]:
     """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices (watts
     for the decode phase only, the one a metric reads; None for prefill).
 
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
-    collectives and run through the pipeline (:func:`dse.model.parallel.phase_time_s`); every
+    collectives ``comm`` (:func:`dse.model.parallel.stage_comm` of one pass; None on one device)
+    and run through the pipeline (:func:`dse.model.parallel.phase_time_s`); every
     device of the replica is charged the bottleneck device's dynamic energy for each
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
@@ -85,15 +86,11 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     prefill = phase == "prefill"
     raw_s = perf.phase_time_s(costs)
     dyn_j = power.phase_dynamic_j(hw, costs)
-    if parallel.is_single_device(k):
+    if comm is None:
         time_s = perf.power_capped_s(raw_s, dyn_j, hw)
         watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
         return time_s, dyn_j + hw["static_power_w"] * time_s, watts
-    b = k["batch"]
     steps = 1.0 if prefill else costs["qkv"]["steps"]
-    queries = 1.0 if prefill or not np.any(k["spec_len"] > 0) else k["spec_len"] + 1.0
-    tokens = b * k["in_len"] if prefill else b * queries
-    comm = parallel.stage_comm(m, k, hw, tokens, b if prefill else tokens)
     head_s = perf.op_totals(costs["lm_head"])["time_s"]
     compute_s = raw_s
     raw_s = parallel.phase_time_s(compute_s, head_s, comm, k, prefill, steps)
@@ -104,6 +101,16 @@ def phase_system(m: dict, k: dict, hw: dict, costs: dict[str, dict[str, Array]],
     link_j = steps * comm["energy_j"]
     watts = None if prefill else devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s
     return time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j, watts
+
+
+def phase_comms(m: dict, k: dict, hw: dict) -> dict[str, dict[str, Array]]:
+    """:func:`dse.model.parallel.stage_comm` of a prefill pass and of a decode step (``spec_len + 1``
+    positions per sequence where speculating), set up once for both."""
+    b = k["batch"]
+    queries = k["spec_len"] + 1.0 if np.any(k["spec_len"] > 0) else 1.0
+    step_tokens = b * queries
+    prefill, decode = parallel.stage_comms(m, k, hw, ((b * k["in_len"], b), (step_tokens, step_tokens)))
+    return {"prefill": prefill, "decode": decode}
 
 
 MISSING_LINK_BW_BYTES_PER_S = 1.0  # stand-in for a link a design needs but lacks: finite, and c_link flags it
@@ -183,11 +190,12 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     costs = phase_costs(m, k, hw, wb)
     single = parallel.is_single_device(k)
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
+    comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     watts: dict[str, Array | None] = {}
     for phase, ops in costs.items():
-        times[phase], energies[phase], watts[phase] = phase_system(m, k, linked, ops, phase)
+        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase])
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
