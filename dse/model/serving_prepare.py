@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.arrays import ndim
 from dse.model.serving_iteration import FFN_ROW
-from dse.model.serving_lengths import STOPLOSS_GRID
-from dse.model.serving_stoploss import _rows, _stoploss, design_major, stoploss_of
+from dse.model.serving_stoploss import _stoploss, layout, stoploss_of
 
 
 def request_shape(c: dict, w: dict) -> tuple:
@@ -65,7 +63,6 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     experts), ``spec`` (any verifying more than one token), ``comm`` (any collective term)."""
     cf, cm = np.asarray(c["lin_flop_s_per_tok"], dtype=float), np.asarray(c["lin_act_s_per_tok"], dtype=float)
     cw = np.asarray(c["lin_w_s"], dtype=float)
-    dg = np.diff(STOPLOSS_GRID)
     d = {"q": c["dec_queries"], "tpv": c["dec_tokens_per_iter"], "mP": w["in_mean"],
          "moe": not np.all(np.asarray(c["moe_n_experts"]) == 1.0),
          "spec": bool(np.any(np.asarray(c["dec_queries"]) != 1.0)),
@@ -75,15 +72,8 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["pipe"] = "engines" in s and _nonzero(np.asarray(s["engines"]) - 1.0)
     d["E"] = s["engines"] if d["pipe"] else 1.0
     d["point"] = w.get("in_point")  # every design a point mass: no tables
-    if d["point"] is not None:
-        d["tab"] = d["tab_slopes"] = d["rows"] = None
-    elif "in_stoploss_rows" in w:  # a few tables (R, G), design j reads row rows[j]
-        d["tab"], d["tab_slopes"] = np.ascontiguousarray(w["in_stoploss"]), np.diff(w["in_stoploss"], axis=1) / dg
-        rows = np.asarray(w["in_stoploss_rows"], dtype=np.intp)
-        d["rows"] = (rows * d["tab"].shape[1], rows * d["tab_slopes"].shape[1])
-    else:
-        d["tab"], d["tab_slopes"] = design_major(w["in_stoploss"])
-        d["rows"] = None if ndim(d["tab"]) == 1 else _rows(d["tab"])
+    d["tab"], d["tab_slopes"], d["tab_at"] = ((None,) * 3 if d["point"] is not None
+                                               else layout(w["in_stoploss"], w.get("in_stoploss_rows")))
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["neg_inv_n_dec"] = -1.0 / d["n_dec"]

@@ -7,14 +7,14 @@ of three forms: a table shared by every design, a table per design, or a few tab
 design (``in_stoploss_rows``). A point mass (``in_point``: each design's own prompt length) is read
 in closed form, ``max(point - grid, 0)`` at the grid points, no table stored. :func:`stoploss_at`
 and :func:`stoploss_of` read the moments as given; :func:`_stoploss` reads what
-:func:`dse.model.serving_prepare.prepare` keeps (:func:`design_major`'s layout, one gather each).
+:func:`dse.model.serving_prepare.prepare` keeps (:func:`layout`, one gather per table). The grid
+interval comes from the binary exponent of ``z**4`` (the grid steps by ``2**(1/4)``), not a ``log2``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dse.model.arrays import ndim
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
 
 try:  # the ufunc behind np.clip, without its Python wrapper (np.maximum with a scalar is ~2x slower)
@@ -24,9 +24,13 @@ except ImportError:  # pragma: no cover (numpy < 2)
 
 _INF = np.inf
 _GMAX = float(STOPLOSS_GRID[-1])
-_ILAST = float(len(STOPLOSS_GRID) - 2)  # the last interval
-_DG = np.diff(STOPLOSS_GRID)
-_LOG_FLOOR = 2.0 ** (-1.0 / STOPLOSS_STEPS_PER_OCTAVE)  # log2 lands in the first interval below 1
+_BIAS = 1022  # float64 exponent bias less one: the biased exponent of z**4 is z's grid interval + _BIAS
+_FLOOR = 0.9  # z floored here for its interval: 0.9**4 lies in [1/2, 1), the first interval (z < 1)
+assert STOPLOSS_STEPS_PER_OCTAVE == 4 and STOPLOSS_GRID[1] == 1.0  # the exponent of z**4 is 4 log2(z)
+_PAD = np.zeros(_BIAS)
+_GRID_AT = np.concatenate([_PAD, STOPLOSS_GRID])  # indexed by interval + _BIAS (the last: z = 2**18)
+_NEXT_AT = np.concatenate([_PAD, STOPLOSS_GRID[1:], [2.0 * _GMAX]])  # the interval's upper grid point
+_DG_AT = np.where(_NEXT_AT > _GRID_AT, _NEXT_AT - _GRID_AT, 1.0)  # and its width (1 in the padding)
 
 
 def lower(a, lo):
@@ -39,71 +43,60 @@ def upper(a, hi):
     return _clip(a, -_INF, hi)
 
 
-def design_major(table) -> tuple[np.ndarray, np.ndarray]:
-    """A stop-loss table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)`` per design) and
-    its slopes between grid points, laid out for :func:`stoploss_at`'s gathers: per design
-    ``(n, G)`` and ``(n, G - 1)``, C-contiguous (a design's table in one cache-friendly run)."""
-    dg = np.diff(STOPLOSS_GRID)
-    if ndim(table) == 1:
-        return table, np.diff(table) / dg
-    t = np.ascontiguousarray(np.asarray(table).T)
-    return t, np.diff(t, axis=1) / dg
+def layout(table, rows=None) -> tuple:
+    """A stop-loss table on :data:`STOPLOSS_GRID` laid out for :func:`_lookup`: (values, slopes to
+    the next grid point (0 after the last), offsets). ``(G,)`` shared: both padded in front by
+    ``_BIAS`` entries, offsets None. ``(G, n)`` per design: ``(n, G)`` C-contiguous (a design's table in
+    one cache-friendly run), design ``j`` at ``j G - _BIAS``. With ``rows``, ``table`` is a set of
+    tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at ``rows[j] G - _BIAS``."""
+    t = np.asarray(table, dtype=float)
+    if rows is None and t.ndim == 1:
+        slopes = np.concatenate([_PAD, np.diff(t) / np.diff(STOPLOSS_GRID), [0.0]])
+        return np.concatenate([_PAD, t]), slopes, None
+    if rows is None:
+        t, rows = t.T, np.arange(t.shape[1])
+    t = np.ascontiguousarray(t)
+    slopes = np.zeros_like(t)
+    slopes[:, :-1] = np.diff(t, axis=1) / np.diff(STOPLOSS_GRID)
+    return t, slopes, np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
 
 
-def stoploss_at(table, mean, z, slopes=None, rows=None, point=None):
+def stoploss_at(table, mean, z, rows=None, point=None):
     """``E[(P - z)+]`` from the table on :data:`STOPLOSS_GRID` (``(G,)`` shared or ``(G, n)``),
-    linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``slopes``, ``table``
-    and ``slopes`` are :func:`design_major`'s (one gather fewer, cache-friendly). With ``rows``
-    (integers per design), ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row
-    ``rows[j]`` (the moments' ``in_stoploss_rows`` form, :func:`stoploss_of`). With ``point``
-    (every design's prompt length; ``table`` unused), the table of that point mass,
-    ``max(point - grid, 0)``, read where it is needed instead of stored."""
-    g = STOPLOSS_GRID
-    if slopes is not None:
-        pair = None if rows is None else (rows * table.shape[1], rows * slopes.shape[1])
-        return np.where(z < 0.0, mean - z, _lookup(table, slopes, pair, np.maximum(z, 0.0)))
-    zp = np.clip(z, 0.0, g[-1])
-    pos = np.where(zp < 1.0, zp, 1.0 + np.log2(np.maximum(zp, 1.0)) * STOPLOSS_STEPS_PER_OCTAVE)
-    i0 = np.clip(pos.astype(np.intp), 0, len(g) - 2)  # (NaN casts to the lowest integer)
-    lo = np.take(g, i0)
-    if point is not None:
-        t0, t1 = np.maximum(point - lo, 0.0), np.maximum(point - g[i0 + 1], 0.0)
-    elif rows is not None:
-        at = rows * table.shape[1] + i0
-        t0, t1 = np.take(table, at), np.take(table, at + 1)
-    elif ndim(table) == 1:
-        t0, t1 = table[i0], table[i0 + 1]
-    else:
-        cols = np.arange(table.shape[1])
-        t0, t1 = table[i0, cols], table[i0 + 1, cols]
-    return np.where(z < 0.0, mean - z, t0 + (t1 - t0) * ((zp - lo) / (g[i0 + 1] - lo)))
+    linear between grid points; exact ``mean - z`` for ``z <= 0``. With ``rows`` (integers per
+    design), ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row ``rows[j]`` (the
+    moments' ``in_stoploss_rows`` form, :func:`stoploss_of`). With ``point`` (every design's prompt
+    length; ``table`` unused), the table of that point mass, ``max(point - grid, 0)``, read where it
+    is needed instead of stored."""
+    zp = lower(z, 0.0)
+    at = _lookup_point(point, zp) if point is not None else _lookup(*layout(table, rows), zp)
+    return np.where(z < 0.0, mean - z, at)
 
 
-def _lookup(table, slopes, rows, z):
-    """``E[(P - z)+]`` for ``z >= 0`` from :func:`design_major`'s ``table`` and ``slopes``
-    (``rows``: :func:`_rows` of a per-design table, None to compute them): the grid interval
-    from ``log2`` (``z < 1``: the first), one gather each for the table, its slope and the grid
+def _lookup(table, slopes, at, z):
+    """``E[(P - z)+]`` for ``z >= 0`` from :func:`layout`'s ``table``, ``slopes`` and offsets ``at``:
+    the grid interval (:func:`_interval`), one gather each for the table, its slope and the grid
     point; as :func:`stoploss_at`. NaN propagates (its index is clipped)."""
+    i = _interval(z)
     zp = upper(z, _GMAX)
-    i0 = _interval(zp)
-    zp -= np.take(STOPLOSS_GRID, i0, mode="clip")
-    if ndim(table) == 1:
-        t0, s0 = np.take(table, i0, mode="clip"), np.take(slopes, i0, mode="clip")
-    else:  # per design, (n, G): one flat gather per table (np.take: faster than fancy indexing)
-        rows_t, rows_s = _rows(table) if rows is None else rows
-        t0, s0 = np.take(table, i0 + rows_t, mode="clip"), np.take(slopes, i0 + rows_s, mode="clip")
-    zp *= s0
-    zp += t0
+    zp -= np.take(_GRID_AT, i, mode="clip")
+    if at is not None:  # per design: one flat gather per table (np.take: faster than fancy indexing)
+        i += at
+    zp *= np.take(slopes, i, mode="clip")
+    zp += np.take(table, i, mode="clip")
     return zp
 
 
-def _interval(zp):
-    """The grid interval of ``zp`` in ``[0, 2**18]``: ``1 + 4 log2(zp)`` rounded down for ``zp >= 1``,
-    0 below (``zp`` floored at ``2**-0.25`` puts it in ``[0, 1)``), at most the last interval."""
-    pos = np.log2(lower(zp, _LOG_FLOOR))
-    pos *= STOPLOSS_STEPS_PER_OCTAVE
-    pos += 1.0
-    return upper(pos, _ILAST).astype(np.intp)
+def _interval(z):
+    """The grid interval of ``z`` clipped to ``[0, 2**18]``, plus ``_BIAS``: the biased binary
+    exponent of ``z**4`` (``floor(4 log2 z) + 1`` for ``z >= 1``, 0 below; the last grid point
+    ``2**18`` one past the last interval, where its slope is 0)."""
+    t = _clip(z, _FLOOR, _GMAX)
+    t *= t
+    t *= t
+    i = t.view(np.int64)
+    i >>= 52
+    return i
 
 
 def stoploss_of(w: dict, z):
@@ -119,26 +112,20 @@ def _stoploss(d: dict, z):
     point masses' closed form or the tables."""
     if d["point"] is not None:
         return _lookup_point(d["point"], z)
-    return _lookup(d["tab"], d["tab_slopes"], d["rows"], z)
+    return _lookup(d["tab"], d["tab_slopes"], d["tab_at"], z)
 
 
 def _lookup_point(point, z):
     """:func:`_lookup` of the point mass at ``point`` (``E[(P - z)+]`` linear between grid
     points of ``max(point - grid, 0)``, the same numbers as its table, none stored)."""
+    i = _interval(z)
     zp = upper(z, _GMAX)
-    i0 = _interval(zp)
-    lo = np.take(STOPLOSS_GRID, i0, mode="clip")
+    lo = np.take(_GRID_AT, i, mode="clip")
     t0 = lower(point - lo, 0.0)
-    s0 = lower(point - np.take(STOPLOSS_GRID, i0 + 1, mode="clip"), 0.0)
+    s0 = lower(point - np.take(_NEXT_AT, i, mode="clip"), 0.0)
     s0 -= t0
-    s0 /= np.take(_DG, i0, mode="clip")
+    s0 /= np.take(_DG_AT, i, mode="clip")
     zp -= lo
     zp *= s0
     zp += t0
     return zp
-
-
-def _rows(table) -> tuple:
-    """Each design's offset into a per-design ``(n, G)`` table and its ``(n, G - 1)`` slopes."""
-    i = np.arange(table.shape[0])
-    return i * table.shape[1], i * (table.shape[1] - 1)
