@@ -385,13 +385,23 @@ def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: 
     with and without their all-reduces) show 410-520 W per GPU during the all-reduces
     against 350-470 W average and about 125 W idle. Pipeline bubbles stay at static power.
     """
+    return _with_waiting_j(dyn_j, compute_s, _stage_s(compute_s, comm, k, steps), knob(k, "micro_batches"))
+
+
+def _stage_s(compute_s: Array, comm: dict[str, Array], k: dict, steps: Array) -> Array:
+    """The stage's time: ``compute_s`` overlapped with the ``steps`` passes' collectives
+    (:func:`overlap_s`; ``compute_s`` itself when no design communicates)."""
     comm_s = steps * comm["comm_s"]
-    mb = knob(k, "micro_batches")
-    if _is_zero(comm_s):
+    return compute_s if _is_zero(comm_s) else overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac"))
+
+
+def _with_waiting_j(dyn_j: Array, compute_s: Array, stage_s: Array, mb: Array) -> Array:
+    """:func:`device_dynamic_j` from the stage's time ``stage_s``: ``dyn_j * mb * (1 + exposed / compute)``,
+    exposed ``stage_s - compute_s`` (nothing where there is no compute)."""
+    if stage_s is compute_s:  # nothing exposed
         return dyn_j * mb
-    exposed_s = overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac")) - compute_s
     with np.errstate(divide="ignore", invalid="ignore"):
-        wait_frac = np.where(compute_s > 0.0, exposed_s / compute_s, 0.0)
+        wait_frac = np.where(compute_s > 0.0, (stage_s - compute_s) / compute_s, 0.0)
     return dyn_j * mb * (1.0 + wait_frac)
 
 
@@ -420,6 +430,19 @@ def phase_time_s(compute_s: Array, head_s: Array, comm: dict[str, Array], k: dic
     (1 for prefill); ``comm``: :func:`stage_comm` of one pass (per step), multiplied by
     ``steps`` here. Returns ``compute_s`` exactly when nothing is parallel.
     """
-    pp, mb = knob(k, "pp"), knob(k, "micro_batches")
-    stage = overlap_s(compute_s, steps * comm["comm_s"], knob(k, "comm_overlap_frac"))
-    return pipeline_s(stage, head_s, steps * comm["p2p_s"], steps * comm["p2p_path_s"], pp, mb, prefill)
+    return _pipeline_phase_s(_stage_s(compute_s, comm, k, steps), head_s, comm, k, prefill, steps)
+
+
+def phase_time_and_device_j(compute_s: Array, head_s: Array, dyn_j: Array, comm: dict[str, Array], k: dict,
+                            prefill: bool, steps: Array = 1.0) -> tuple[Array, Array]:
+    """(:func:`phase_time_s`, :func:`device_dynamic_j`) of one phase, the stage's overlap computed once."""
+    stage_s = _stage_s(compute_s, comm, k, steps)
+    return (_pipeline_phase_s(stage_s, head_s, comm, k, prefill, steps),
+            _with_waiting_j(dyn_j, compute_s, stage_s, knob(k, "micro_batches")))
+
+
+def _pipeline_phase_s(stage_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
+                      steps: Array) -> Array:
+    """:func:`pipeline_s` of the stage's time ``stage_s`` with the ``steps`` passes' sends of ``comm``."""
+    return pipeline_s(stage_s, head_s, steps * comm["p2p_s"], steps * comm["p2p_path_s"], knob(k, "pp"),
+                      knob(k, "micro_batches"), prefill)

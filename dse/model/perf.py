@@ -199,8 +199,12 @@ def op_totals(cost: dict[str, Array]) -> dict[str, Array]:
     """The cost with ``time_s``, ``flop`` and ``bytes`` as totals over the phase."""
     if not cost["per_step"]:
         return cost
-    steps = cost["steps"]
-    return {**cost, "per_step": False, **{key: steps * cost[key] for key in ("time_s", "flop", "bytes")}}
+    return {**cost, "per_step": False, **{key: op_total(cost, key) for key in ("time_s", "flop", "bytes")}}
+
+
+def op_total(cost: dict[str, Array], key: str) -> Array:
+    """``cost[key]`` (``time_s``, ``flop`` or ``bytes``) as a total over the phase."""
+    return cost["steps"] * cost[key] if cost["per_step"] else cost[key]
 
 
 def phase_sum(costs: list[dict[str, Array]], key: str) -> Array:

@@ -74,7 +74,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
     collectives ``comm`` (:func:`dse.model.parallel.stage_comm` of one pass; None on one device)
-    and run through the pipeline (:func:`dse.model.parallel.phase_time_s`); every
+    and run through the pipeline (:func:`dse.model.parallel.phase_time_and_device_j`); every
     device of the replica is charged the bottleneck device's dynamic energy for each
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
@@ -91,11 +91,9 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
         watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
         return time_s, dyn_j + hw["static_power_w"] * time_s, watts
     steps = 1.0 if prefill else costs["qkv"]["steps"]
-    head_s = perf.op_totals(costs["lm_head"])["time_s"]
-    compute_s = raw_s
-    raw_s = parallel.phase_time_s(compute_s, head_s, comm, k, prefill, steps)
+    head_s = perf.op_total(costs["lm_head"], "time_s")
     # every micro-batch of the phase, and compute power held while waiting in the collectives
-    device_j = parallel.device_dynamic_j(dyn_j, compute_s, comm, k, steps)
+    raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
     time_s = perf.power_capped_s(raw_s, device_j, hw)
     devices = k["tp"] * k["pp"] * k["ep"]
     link_j = steps * comm["energy_j"]
