@@ -74,7 +74,7 @@ def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes
     out["attn_stream_seqs"] = c["attn_stream_seqs"] * (f["attn"]["kernels"] / f["attn"]["kv"])
     out["moe_expert_w_s"] = c["moe_expert_w_s"] * f["ffn"]["store"] * pp
     out["moe_expert_w_j"] = c["moe_expert_w_j"] * f["ffn"]["store"] * (devices * pp)
-    comm = [parallel.stage_comm(m, k, hw, tokens, head) for tokens, head in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))]
+    comm = parallel.stage_comms(m, k, hw, ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0)))  # one set-up, three passes
     for unit, key in (("s", "comm_s"), ("j", "energy_j")):
         # a round: pp micro-batches' collectives at the bottleneck stage and one micro-batch's sends
         # (the link energy already counts every micro-batch)
