@@ -44,21 +44,24 @@ def upper(a, hi):
 
 
 def layout(table, rows=None) -> tuple:
-    """A stop-loss table on :data:`STOPLOSS_GRID` laid out for :func:`_lookup`: (values, slopes to
-    the next grid point (0 after the last), offsets). ``(G,)`` shared: both padded in front by
-    ``_BIAS`` entries, offsets None. ``(G, n)`` per design: ``(n, G)`` C-contiguous (a design's table in
-    one cache-friendly run), design ``j`` at ``j G - _BIAS``. With ``rows``, ``table`` is a set of
-    tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at ``rows[j] G - _BIAS``."""
+    """A stop-loss table on :data:`STOPLOSS_GRID` laid out for :func:`_lookup`: (intercepts, slopes,
+    offsets), the line through each grid point and the next (``E[(P - z)+] = intercept + slope z``
+    in the interval; slope 0 and the last value after the last point). ``(G,)`` shared: both padded
+    in front by ``_BIAS`` entries, offsets None. ``(G, n)`` per design: ``(n, G)`` C-contiguous (a
+    design's table in one cache-friendly run), design ``j`` at ``j G - _BIAS``. With ``rows``,
+    ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at
+    ``rows[j] G - _BIAS``."""
     t = np.asarray(table, dtype=float)
     if rows is None and t.ndim == 1:
-        slopes = np.concatenate([_PAD, np.diff(t) / np.diff(STOPLOSS_GRID), [0.0]])
-        return np.concatenate([_PAD, t]), slopes, None
-    if rows is None:
+        t, rows = t[None, :], None
+    elif rows is None:
         t, rows = t.T, np.arange(t.shape[1])
-    t = np.ascontiguousarray(t)
-    slopes = np.zeros_like(t)
+    slopes = np.zeros(t.shape)
     slopes[:, :-1] = np.diff(t, axis=1) / np.diff(STOPLOSS_GRID)
-    return t, slopes, np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
+    lines = t - slopes * STOPLOSS_GRID
+    if rows is None:
+        return np.concatenate([_PAD, lines[0]]), np.concatenate([_PAD, slopes[0]]), None
+    return lines, slopes, np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
 
 
 def stoploss_at(table, mean, z, rows=None, point=None):
@@ -73,17 +76,16 @@ def stoploss_at(table, mean, z, rows=None, point=None):
     return np.where(z < 0.0, mean - z, at)
 
 
-def _lookup(table, slopes, at, z):
-    """``E[(P - z)+]`` for ``z >= 0`` from :func:`layout`'s ``table``, ``slopes`` and offsets ``at``:
-    the grid interval (:func:`_interval`), one gather each for the table, its slope and the grid
-    point; as :func:`stoploss_at`. NaN propagates (its index is clipped)."""
+def _lookup(lines, slopes, at, z):
+    """``E[(P - z)+]`` for ``z >= 0`` from :func:`layout`'s ``lines``, ``slopes`` and offsets ``at``:
+    the grid interval (:func:`_interval`), one gather each for the line's intercept and slope; as
+    :func:`stoploss_at`. NaN propagates (its index is clipped)."""
     i = _interval(z)
-    zp = upper(z, _GMAX)
-    zp -= np.take(_GRID_AT, i, mode="clip")
     if at is not None:  # per design: one flat gather per table (np.take: faster than fancy indexing)
         i += at
+    zp = upper(z, _GMAX)
     zp *= np.take(slopes, i, mode="clip")
-    zp += np.take(table, i, mode="clip")
+    zp += np.take(lines, i, mode="clip")
     return zp
 
 
