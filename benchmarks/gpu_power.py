@@ -1,6 +1,7 @@
 """Shared by the GPU power probes (``onchip_energy_probe.py``, ``gemm_precision_probe.py``,
-``decode_power_probe.py``): the board's idle power and the power of a callable replayed from a
-CUDA graph, both from NVML's energy counter. Not a script."""
+``decode_power_probe.py``, ``busy_power_probe.py``, ``thermal_power_probe.py``): the board's idle
+power and the power of a callable replayed from a CUDA graph, both from NVML's energy counter.
+Not a script."""
 
 from __future__ import annotations
 
