@@ -171,8 +171,9 @@ class Group(NamedTuple):
     ``native``, ``tree``, ``direct``: the rows where the topology is not a ring and where the
     tree or the direct algorithm runs (:func:`_batch_rows`); ``steps``: the all-gather's latency
     steps (an all-reduce takes twice as many), ``lat_s`` their latency; ``frac``: ``(n - 1) / n``;
-    ``lg``: ``ceil(log2 n)`` (None without tree rows); ``multi``: ``n > 1`` and ``one_shot_lat_s``
-    the one-shot all-reduce's latency on direct rows, NaN on the others (both None without direct rows).
+    ``lg``: ``ceil(log2 n)`` (None without tree rows); ``one_shot_lat_s``: the one-shot
+    all-reduce's latency (one step where ``n > 1``) on direct rows, NaN on the others (None without
+    direct rows).
     """
 
     n: Array
@@ -185,7 +186,6 @@ class Group(NamedTuple):
     lat_s: Array
     frac: Array
     lg: Array | None
-    multi: Array | None
     one_shot_lat_s: Array | None
 
 
@@ -196,15 +196,15 @@ def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
     tree = _native_rows(algo == ALGO_TREE, native)
     direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
     n1 = n - 1.0
-    steps, lg, multi, one_shot_lat_s = n1, None, None, None  # the ring's
+    steps, lg = n1, None  # the ring's
     if tree is not False:  # recursive halving / doubling
         lg = _lg(n)
         steps = _pick(tree, lg, steps)
-    if direct is not False:
-        multi = n > 1.0  # a one-device group takes no step (ring and tree steps vanish there by themselves)
-        steps = _pick(direct, multi, steps)
-        one_shot_lat_s = _pick(direct, multi * ln.lat_s, math.nan)
-    return Group(n, ln, native, tree, direct, n1, steps, steps * ln.lat_s, n1 / n, lg, multi, one_shot_lat_s)
+    if direct is not False:  # one step; a one-device group takes none (ring and tree steps vanish there by themselves)
+        steps = _pick(direct, n > 1.0, steps)
+    lat_s = steps * ln.lat_s
+    one_shot_lat_s = None if direct is False else _pick(direct, lat_s, math.nan)  # one step, as the two-shot's
+    return Group(n, ln, native, tree, direct, n1, steps, lat_s, n1 / n, lg, one_shot_lat_s)
 
 
 def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
@@ -238,7 +238,7 @@ def flat_in(kind: str, s: Array, g: Group) -> tuple[Array, Array]:
     if ar and g.direct is not False:  # the one-shot kernel where the two-shot is not faster (fmin skips NaN rows)
         wire1 = g.n1 * s
         t1 = accumulate(xfer_s(wire1, ln.bw), g.one_shot_lat_s)
-        one_shot = t1 <= t if g.direct is True else ~(t < t1) & g.direct
+        one_shot = t1 <= t  # never on the NaN rows
         t, wire = accumulate(t, t1, np.fmin), np.where(one_shot, wire1, wire)
     if _finite(ln.lat_s):
         return t, wire
