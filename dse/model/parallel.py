@@ -118,7 +118,11 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
     attention), ``act`` (activation bytes), ``act_less_store`` (``act - store``) and ``kernels``.
     All exactly 1 (0 for ``act_less_store``) on one device.
     """
-    s = shard_dims(m, k)
+    return shard_factors_of(m, k, shard_dims(m, k))
+
+
+def shard_factors_of(m: dict, k: dict, s: dict[str, Array]) -> dict[str, dict[str, Array]]:
+    """:func:`shard_factors` from the knobs' :func:`shard_dims` ``s``."""
     tp = knob(k, "tp")
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     hs, kvs, tok = s["heads"], s["kv_heads"], s["token_frac"]
@@ -177,11 +181,13 @@ def shard_ops(ops: dict[str, Op], m: dict, k: dict, factors: dict[str, dict[str,
     as run by the bottleneck device: last pipeline stage, one micro-batch, its tp/ep share.
 
     ``factors``: :func:`shard_factors` of ``m, k`` when the caller already has them (both
-    phases share one set). Returns ``ops`` itself (same objects) when nothing is sharded.
+    phases share one set; unit factors return the operands bit for bit). Without them, returns
+    ``ops`` itself (same objects) when nothing is sharded.
     """
-    if is_single_device(k):
-        return dict(ops)
-    factors = shard_factors(m, k) if factors is None else factors
+    if factors is None:
+        if is_single_device(k):
+            return dict(ops)
+        factors = shard_factors(m, k)
     return {name: shard_op(op, factors[name]) for name, op in ops.items()}
 
 
@@ -191,7 +197,11 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
     KV heads / tp, sequences / ep) + peak prefill activations of a micro-batch + logits.
     Equals :func:`dse.model.workload.memory_bytes` on one device, bit for bit.
     """
-    s = shard_dims(m, k)
+    return memory_bytes_of(m, k, wb, shard_dims(m, k))
+
+
+def memory_bytes_of(m: dict, k: dict, wb: Array, s: dict[str, Array]) -> Array:
+    """:func:`memory_bytes_per_device` from the knobs' :func:`shard_dims` ``s``."""
     tp, ep, pp = knob(k, "tp"), knob(k, "ep"), knob(k, "pp")
     p = layer_params(m)
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
@@ -267,12 +277,15 @@ class CommPlan(NamedTuple):
     runs: Array
 
 
-def comm_plan(m: dict, k: dict, sys: dict) -> CommPlan:
-    """The :class:`CommPlan` of the knobs ``k`` on ``sys``: everything of :func:`stage_comm` but the tokens."""
+def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None) -> CommPlan:
+    """The :class:`CommPlan` of the knobs ``k`` on ``sys``: everything of :func:`stage_comm` but the
+    tokens. ``dims``: :func:`shard_dims` of ``m, k`` where the caller has them (layers, token share)."""
     tp, pp, ep, mb = knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches")
     algo = knob(k, "collective_algo")
-    layers = np.ceil(m["n_layers"] / pp)
-    token_frac = 1.0 / (ep * mb)
+    if dims is None:
+        layers, token_frac = np.ceil(m["n_layers"] / pp), 1.0 / (ep * mb)
+    else:
+        layers, token_frac = dims["layers"], dims["token_frac"]
     r_bytes = residual_bytes(k)
     hidden = token_frac * (m["d_model"] * r_bytes)  # one token's hidden state, one micro-batch of one ep group
     per_node = coll.field(sys, "n_devices_per_node")

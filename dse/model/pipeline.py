@@ -22,6 +22,13 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     dense FLOP, :func:`dse.model.power.op_rates`), ``steps`` and, where PIM is possible,
     ``energy_j`` and ``on_pim``.
     """
+    return _phase_costs(m, k, hw, wb, None if parallel.is_single_device(k) else parallel.shard_factors(m, k))
+
+
+def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[str, Array]] | None,
+                 ) -> dict[str, dict[str, dict[str, Array]]]:
+    """:func:`phase_costs` with the knobs' shard ``factors`` (:func:`dse.model.parallel.shard_factors`;
+    None on one device)."""
     lin_rate, attn_rate = power.op_rates(hw, k)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
     if np.any(k["spec_len"] > 0):  # speculative decoding: verification steps of spec_len + 1 positions
@@ -33,10 +40,9 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     else:
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
+    if factors is not None:  # the bottleneck device's share
+        pre_ops, dec_ops = parallel.shard_ops(pre_ops, m, k, factors), parallel.shard_ops(dec_ops, m, k, factors)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
-    factors = None if parallel.is_single_device(k) else parallel.shard_factors(m, k)
-    pre_ops = parallel.shard_ops(pre_ops, m, k, factors)  # the bottleneck device's share (same ops on one device)
-    dec_ops = parallel.shard_ops(dec_ops, m, k, factors)
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
     reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
@@ -101,14 +107,16 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     return time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j, watts
 
 
-def phase_comms(m: dict, k: dict, hw: dict) -> dict[str, dict[str, Array]]:
+def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array]) -> dict[str, dict[str, Array]]:
     """:func:`dse.model.parallel.stage_comm` of a prefill pass and of a decode step (``spec_len + 1``
-    positions per sequence where speculating), set up once for both."""
+    positions per sequence where speculating), set up once for both (``dims``: the knobs'
+    :func:`dse.model.parallel.shard_dims`)."""
     b = k["batch"]
     queries = k["spec_len"] + 1.0 if np.any(k["spec_len"] > 0) else 1.0
     step_tokens = b * queries
-    prefill, decode = parallel.stage_comms(m, k, hw, ((b * k["in_len"], b), (step_tokens, step_tokens)))
-    return {"prefill": prefill, "decode": decode}
+    plan = parallel.comm_plan(m, k, hw, dims)
+    return {"prefill": parallel.pass_comm(plan, hw, b * k["in_len"], b),
+            "decode": parallel.pass_comm(plan, hw, step_tokens, step_tokens)}
 
 
 MISSING_LINK_BW_BYTES_PER_S = 1.0  # stand-in for a link a design needs but lacks: finite, and c_link flags it
@@ -185,10 +193,11 @@ def _broadcast(out: dict[str, Array]) -> dict[str, np.ndarray]:
 def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     """The workload, mapping, performance and power stages: time, energy, memory, devices."""
     wb = weight_bytes_per_param(k)
-    costs = phase_costs(m, k, hw, wb)
     single = parallel.is_single_device(k)
+    dims = None if single else parallel.shard_dims(m, k)  # shared by the operators, the links and the memory
+    costs = _phase_costs(m, k, hw, wb, None if single else parallel.shard_factors_of(m, k, dims))
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
-    comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked)
+    comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked, dims)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     watts: dict[str, Array | None] = {}
@@ -202,7 +211,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     total_j = energies["prefill"] + energies["decode"]
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
     dec_tps = _times(dp, generated * per_dec_s)
-    mem = parallel.memory_bytes_per_device(m, k, wb)
+    mem = parallel.memory_bytes_per_device(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)
     n_devices = parallel.n_devices(k)
     out = {
         "ttft_s": ttft,
