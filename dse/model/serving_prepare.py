@@ -34,10 +34,16 @@ def request_shape(c: dict, w: dict) -> tuple:
 def kv_footprint_tokens(c: dict, w: dict, s: dict):
     """KV tokens held per decoding sequence: its mean context, half a block of fragmentation,
     and its share of the prompts reserved by sequences in prefill (``n_ch`` iterations each)."""
-    n_dec, ctx = request_shape(c, w)
-    frag = 0.5 * (s["kv_block_tokens"] - 1.0)
     k = s["token_budget"] / s["engines"] if "engines" in s else s["token_budget"]  # a prompt's chunks: its engine's
-    n_ch = 1.0 + stoploss_of(w, k) / k
+    return _footprint(request_shape(c, w), w, s, stoploss_of(w, k) / k)
+
+
+def _footprint(shape: tuple, w: dict, s: dict, beyond):
+    """:func:`kv_footprint_tokens` from the request's shape (:func:`request_shape`) and a prompt's
+    chunks beyond the first, ``E[(P - k)+] / k``."""
+    n_dec, ctx = shape
+    frag = 0.5 * (s["kv_block_tokens"] - 1.0)
+    n_ch = 1.0 + beyond
     return ctx + frag + n_ch * (w["in_mean"] + frag) / n_dec
 
 
@@ -78,7 +84,6 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["neg_inv_n_dec"] = -1.0 / d["n_dec"]
     d["kv_tok"] = np.maximum(c["kv_capacity_bytes"] / c["kv_bytes_per_token"], 0.0)  # < 0: the weights do not fit
-    d["foot"] = kv_footprint_tokens(c, w, s)
     d["cf_d"], d["cm_d"], d["cw_d"] = cf[0] + cf[1] + cf[3], cm[0] + cm[1] + cm[3], cw[0] + cw[1] + cw[3]
     d["cf_p"], d["cm_p"] = cf[0] + cf[1], cm[0] + cm[1]  # prefill marginal: qkv, o (lm_head: one row)
     d["slope_p"] = np.maximum(d["cf_p"] - d["cm_p"], 0.0)
@@ -125,6 +130,7 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["fx_seq"] = d["fx_dec"] * d["q"]
     k = s["token_budget"] / d["E"] if d["pipe"] else s["token_budget"]
     pi_b = _stoploss(d, k)  # (k >= 1)
+    d["foot"] = _footprint((d["n_dec"], d["ctx"]), w, s, pi_b / k)  # kv_footprint_tokens
     kv_read = np.where(pi_b > 0.0, np.maximum(0.5 * w["in_sq_mean"] / k - 0.5 * mP, 0.0), 0.0)
     d["pairs"] = 0.5 * (w["in_sq_mean"] + mP)
     d["attn_pf"] = np.maximum(d["pairs"] * fa, mP * ma + kv_read * ka)  # causal prefill attention
