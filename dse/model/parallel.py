@@ -372,6 +372,11 @@ def _times(a: Array, b: Array) -> Array:
     return 0.0 if _is_zero(a) or _is_zero(b) else a * b
 
 
+def _per_phase(steps: Array, per_pass: Array) -> Array:
+    """``steps * per_pass``: a pass's quantity over the phase (itself for one pass)."""
+    return per_pass if ndim(steps) == 0 and steps == 1.0 else steps * per_pass
+
+
 def _plus(*terms: Array) -> Array:
     """Sum of the terms that are not the scalar 0 (in one fresh buffer)."""
     kept = [t for t in terms if not _is_zero(t)]
@@ -404,7 +409,7 @@ def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: 
 def _stage_s(compute_s: Array, comm: dict[str, Array], k: dict, steps: Array) -> Array:
     """The stage's time: ``compute_s`` overlapped with the ``steps`` passes' collectives
     (:func:`overlap_s`; ``compute_s`` itself when no design communicates)."""
-    comm_s = steps * comm["comm_s"]
+    comm_s = _per_phase(steps, comm["comm_s"])
     return compute_s if _is_zero(comm_s) else overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac"))
 
 
@@ -414,8 +419,8 @@ def _with_waiting_j(dyn_j: Array, compute_s: Array, stage_s: Array, mb: Array) -
     if stage_s is compute_s:  # nothing exposed
         return dyn_j * mb
     with np.errstate(divide="ignore", invalid="ignore"):
-        wait_frac = np.where(compute_s > 0.0, (stage_s - compute_s) / compute_s, 0.0)
-    return dyn_j * mb * (1.0 + wait_frac)
+        stretch = np.where(compute_s > 0.0, stage_s / compute_s, 1.0)  # 1 + exposed / compute
+    return accumulate(dyn_j * mb, stretch, np.multiply)
 
 
 def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, pp: Array, mb: Array,
@@ -457,5 +462,5 @@ def phase_time_and_device_j(compute_s: Array, head_s: Array, dyn_j: Array, comm:
 def _pipeline_phase_s(stage_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
                       steps: Array) -> Array:
     """:func:`pipeline_s` of the stage's time ``stage_s`` with the ``steps`` passes' sends of ``comm``."""
-    return pipeline_s(stage_s, head_s, steps * comm["p2p_s"], steps * comm["p2p_path_s"], knob(k, "pp"),
-                      knob(k, "micro_batches"), prefill)
+    return pipeline_s(stage_s, head_s, _per_phase(steps, comm["p2p_s"]), _per_phase(steps, comm["p2p_path_s"]),
+                      knob(k, "pp"), knob(k, "micro_batches"), prefill)

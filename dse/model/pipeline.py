@@ -73,15 +73,15 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
 
 
 def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str, comm: dict[str, Array] | None,
-                 ) -> tuple[Array, Array, Array | None]:
+                 devices: Array = 1.0) -> tuple[Array, Array, Array | None]:
     """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices (watts
     for the decode phase only, the one a metric reads; None for prefill).
 
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
     collectives ``comm`` (:func:`dse.model.parallel.stage_comm` of one pass; None on one device)
-    and run through the pipeline (:func:`dse.model.parallel.phase_time_and_device_j`); every
-    device of the replica is charged the bottleneck device's dynamic energy for each
+    and run through the pipeline (:func:`dse.model.parallel.phase_time_and_device_j`); each of the
+    replica's ``devices`` (``tp * pp * ep``) is charged the bottleneck device's dynamic energy for each
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
     the phase and the link energy. The power cap applies per device. On one device this is the
@@ -101,8 +101,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     # every micro-batch of the phase, and compute power held while waiting in the collectives
     raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
     time_s = perf.power_capped_s(raw_s, device_j, hw)
-    devices = k["tp"] * k["pp"] * k["ep"]
-    link_j = steps * comm["energy_j"]
+    link_j = _times(steps, comm["energy_j"])
     watts = None if prefill else devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s
     return time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j, watts
 
@@ -198,11 +197,12 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     costs = _phase_costs(m, k, hw, wb, None if single else parallel.shard_factors_of(m, k, dims))
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked, dims)
+    replica = 1.0 if single else k["tp"] * k["pp"] * k["ep"]  # devices
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     watts: dict[str, Array | None] = {}
     for phase, ops in costs.items():
-        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase])
+        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], replica)
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
@@ -212,7 +212,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
     dec_tps = _times(dp, generated * per_dec_s)
     mem = parallel.memory_bytes_per_device(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)
-    n_devices = parallel.n_devices(k)
+    n_devices = parallel.n_devices(k) if single else _times(dp, replica)
     out = {
         "ttft_s": ttft,
         "tpot_s": dec_s / n_out,
@@ -232,5 +232,5 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
 
 
 def _times(count: Array, x: Array) -> Array:
-    """``count * x``, skipped when ``count`` is the scalar 1 (one device, one replica)."""
+    """``count * x``, skipped when ``count`` is the scalar 1 (one device, one replica, one step)."""
     return x if ndim(count) == 0 and count == 1.0 else count * x
