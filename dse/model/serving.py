@@ -106,6 +106,28 @@ def _slo_ratio(lat: dict, s: dict):
         return np.maximum(lat["ttft_p90_s"] / s["ttft_slo_s"], lat["tpot_p90_s"] / s["tpot_slo_s"])
 
 
+def _queue_ratio(qc: dict, top: dict, lam_q, rate_q, lam_max, s: dict, need) -> np.ndarray:
+    """The SLO ratios of the slot queue's grid points (real rates ``rate_q`` at ``lam_q``, the
+    capacity batch's state ``top``) of the designs whose batch points all meet both SLOs (``need``),
+    evaluated on those designs only; inf elsewhere, where the goodput search never reads them (it
+    stops at the first point that misses)."""
+    if need.all():
+        return _slo_ratio(latencies(qc, top, lam_q, lam_max), s) * (lam_q / rate_q)
+    ratio = np.full(lam_q.shape, np.inf)
+    if need.any():
+        at = np.flatnonzero(need)  # (gathers from indices: ~4x faster than from the mask)
+        lat = latencies(_designs(qc, at, need.shape), _designs(top, at, need.shape), lam_q.take(at, axis=-1),
+                        lam_max.take(at))
+        lam_rate = lam_q.take(at, axis=-1) / rate_q.take(at, axis=-1)
+        ratio[..., at] = _slo_ratio(lat, _designs(s, at, need.shape)) * lam_rate
+    return ratio
+
+
+def _designs(x: dict, at, shape: tuple) -> dict:
+    """``x`` with its per-design arrays (of ``shape``, ``(n,)``) cut to the designs ``at``."""
+    return {key: v.take(at) if getattr(v, "shape", None) == shape else v for key, v in x.items()}
+
+
 def _neg_inv(ratio):
     """``-1 / ratio``: increasing in the load, and about linear in it where queueing makes the
     latencies grow like ``1 / (1 - rho)`` (the goodput search interpolates it, not the ratio)."""
@@ -179,7 +201,7 @@ def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, rate_gu, curve) -> tuple:
     for _ in range(_GOODPUT_STEPS):
         t_new = _toward(lo, hi, -1.0, _SAFE_FRAC, 1.0 - _SAFE_FRAC)
         st_new, lam_new, rate_new = _load_point(c, d, s, t_new, curve)
-        lat = latencies(d, curve["qc"], st_new, lam_new, curve["lam_max"])
+        lat = latencies(curve["qc"], st_new, lam_new, curve["lam_max"])
         y_new = _neg_inv(_slo_ratio(lat, s) * (lam_new / np.minimum(rate_new, curve["capacity"])))
         lo, hi = _shrink(lo, hi, (t_new, y_new, rate_new, rate_new), y_new <= -1.0)
     return n_ok, lo, hi
@@ -258,8 +280,8 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     qc = queue_constants(c, d, w, n_cap)
     curve = {"n_cap": n_cap, "lam_top": lam_top, "lam_max": lam_max, "lam_span": lam_span, "capacity": capacity,
              "qc": qc}
-    ratio = np.concatenate([_slo_ratio(latencies(d, qc, gs, lam_b, lam_max), s) * (lam_b / rate_b),
-                            _slo_ratio(latencies(d, qc, top, lam_q, lam_max), s) * (lam_q / rate_q)])
+    ratio_b = _slo_ratio(latencies(qc, gs, lam_b, lam_max), s) * (lam_b / rate_b)
+    ratio = np.concatenate([ratio_b, _queue_ratio(qc, top, lam_q, rate_q, lam_max, s, np.all(ratio_b <= 1.0, axis=0))])
     rate_g = np.concatenate([rate_b, rate_q])
     t_g = np.concatenate([_GRID_BATCH_FRAC, 1.0 + np.asarray(_GRID_QUEUE_FRAC)])
     # goodput: where the SLO ratio crosses 1 in the refined bracket, on the chord of log(ratio): convex
@@ -329,7 +351,7 @@ def serving_metrics(c: dict, w: dict, s: dict) -> dict[str, np.ndarray]:
     stretch = np.where(queued, lam_queue / np.maximum(rate_op, 1e-300),
                        np.maximum(_stretch(c, d, st, lam_here), lam_here / capacity))  # the real rate <= capacity
     lam_op = rate_op * stretch  # unstretched
-    lat = latencies(d, qc, st, lam_op, lam_max)
+    lat = latencies(qc, st, lam_op, lam_max)
     stable = np.where(offered > 0.0, offered < capacity, True)
     power_w = c["static_power_w"] + sum(iteration_energy_j(c, d, st, lat["u"])) / (st["tau"] * stretch) * lat["busy"]
     tokens_per_s = rate_op * w["out_mean"]

@@ -31,7 +31,9 @@ _INF = np.inf
 
 def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
     """Per-design terms of :func:`latencies` that do not move with the load (``n_cap``: the
-    capacity batch, the slot count of the M/G/c queue)."""
+    capacity batch, the slot count of the M/G/c queue), with the terms of ``d``
+    (:func:`dse.model.serving_prepare.prepare`) it reads: every input of :func:`latencies` but the
+    operating point is here."""
     mP, p90 = w["in_mean"], w["in_p90"]
     cc = np.maximum(n_cap, 1.0)
     with np.errstate(divide="ignore"):
@@ -49,14 +51,16 @@ def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
         "scale_c": d["n_dec"] / cc * (0.5 * (w["out_sq_mean"] / w["out_mean"] ** 2)),
         "tpot_var": w["out_avg_var_factor"], "tpot_mix": w["out_inv_mean"] * d["tpv"], "inv_tpv": 1.0 / d["tpv"],
         "z90_tpv_sq": (Z90 / d["tpv"]) ** 2, "out_inv_mean": w["out_inv_mean"],
+        "mP": mP, "inv_mP": d["inv_mP"], "slope_p": d["slope_p"], "pipe": d["pipe"], "E": d["E"],
+        "inv_E": d["inv_E"] if d["pipe"] else 1.0,
     }
 
 
-def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
+def latencies(qc: dict, st: dict, lam, lam_max) -> dict:
     """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``
     (``qc``: :func:`queue_constants`). ``lam`` may carry a leading axis that ``st`` does not: the
     in-place steps below only write into arrays that carry ``lam``'s shape."""
-    mP = d["mP"]
+    mP = qc["mP"]
     n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
     tau = st["tau"]
     u = lam * tau  # admissions per iteration
@@ -90,9 +94,9 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     r2 *= 1.0 / 3.0
     # pipelines: a request's own chunk rounds take pp times its stage time (mp_own), and a prompt
     # shares its engine (1 / pp of the arrivals)
-    pipe = d["pipe"]
+    pipe = qc["pipe"]
     own = st["mp_own"] if pipe else mp
-    lam_e = lam * d["inv_E"] if pipe else lam
+    lam_e = lam * qc["inv_E"] if pipe else lam
     others = lam_e * own if pipe else lmp
     others *= r1  # prompts arriving in the same window share the first iteration
     s_mean = t_d * n_ch
@@ -112,13 +116,13 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     full = k - zc
     full *= nfull
     s90 += full
-    s90 *= d["slope_p"]
+    s90 *= qc["slope_p"]
     nfull += 1.0  # chunks
     if pipe:  # the p90 prompt's own operators on its micro-batch, pp stage passes per chunk round
         s90 += nfull * qc["la"]
         s90 += qc["own90"]
         s90 += st["lin_f"] * qc["ffn90"]
-        s90 *= d["E"]
+        s90 *= qc["E"]
         s90 += nfull * t_d
     else:
         nfull *= t_d + qc["la"]
@@ -128,7 +132,7 @@ def latencies(d: dict, qc: dict, st: dict, lam, lam_max) -> dict:
     s90 = s90 + others
     # queueing: M/G/1 on the prefill lane in tokens, M/G/c on the slots
     inv_rate = t_d / k
-    inv_rate += own * d["inv_mP"]  # seconds per prefill token with a backlog (pipelines: one engine's lane)
+    inv_rate += own * qc["inv_mP"]  # seconds per prefill token with a backlog (pipelines: one engine's lane)
     lam_rate = lam_e * inv_rate
     rho_pf = lam_rate * mP
     rho_pf = _clip(rho_pf, -_INF, 0.999, out=rho_pf)
