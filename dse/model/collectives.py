@@ -412,4 +412,4 @@ def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
     j_inter = field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
     if ndim(inter_bytes) == 0 and inter_bytes == 0.0:
         return intra_bytes * j_intra
-    return intra_bytes * j_intra + inter_bytes * j_inter
+    return accumulate(intra_bytes * j_intra, inter_bytes * j_inter)

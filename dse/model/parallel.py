@@ -257,11 +257,12 @@ class CommPlan(NamedTuple):
     """What the communication of every pass shares (:func:`comm_plan`); ``*_per_token``: per
     token of the replica's pass. ``hidden_bytes_per_token``: one micro-batch of one ep group's
     hidden state; ``gather_bytes_per_token``: its logits (per LM-head token); ``tp``, ``ep``: the
-    groups of the tp collectives and of the MoE all-to-alls (None: no design dispatches tokens),
-    ``a2a_frac`` the all-to-all's buffer per hidden byte; ``n_ar``, ``n_a2a``: all-reduces and
-    all-to-alls per pass; ``p2p_s``, ``p2p_path_s``: ``(latency, seconds per token)`` of the
-    slowest send and of all pp - 1 sends; ``near_sends_per_token``, ``far_sends_per_token``: the
-    replica's send bytes on node links and on the network; ``runs``: devices x micro-batches."""
+    groups of the tp collectives and of the MoE all-to-alls (None: no design dispatches tokens,
+    and ``a2a_frac``, ``n_a2a`` are 0); ``a2a_frac``: the all-to-all's buffer per hidden byte;
+    ``n_ar``, ``n_a2a``: all-reduces and all-to-alls per pass; ``p2p_s``, ``p2p_path_s``:
+    ``(latency, seconds per token)`` of the slowest send and of all pp - 1 sends;
+    ``near_sends_per_token``, ``far_sends_per_token``: the replica's send bytes on node links and
+    on the network; ``runs``: devices x micro-batches."""
 
     hidden_bytes_per_token: Array
     gather_bytes_per_token: Array
@@ -295,11 +296,12 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
 
     moe = m["n_experts"] > 1.0
-    ep_group = None
-    if coll.any_rows(moe & (ep > 1.0)):
+    ep_group, a2a_frac, n_a2a = None, 0.0, 0.0
+    if coll.any_rows(moe) and coll.any_rows(moe & (ep > 1.0)):
         ep_members = np.where(moe, ep, 1.0)
         ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
         ep_group = coll.setup(ep_members, sys, algo, n_per_node=ep_per_node, n_sharing=sharing)
+        a2a_frac, n_a2a = m["n_experts_active"] / tp, 2.0 * layers
 
     stage_devices = tp * ep
     p2p_s = p2p_path_s = (0.0, 0.0)  # one stage everywhere: no sends
@@ -317,7 +319,7 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
         sends = mb * stage_devices * p2p_bytes
         near_sends, far_sends = _times(sends, n_near), _times(sends, n_cross)
     return CommPlan(hidden, token_frac * (m["vocab_size"] * r_bytes), tp_group, ep_group,
-                    m["n_experts_active"] / tp, n_ar, 2.0 * layers, p2p_s, p2p_path_s, near_sends, far_sends,
+                    a2a_frac, n_ar, n_a2a, p2p_s, p2p_path_s, near_sends, far_sends,
                     (tp * pp * ep) * mb)
 
 
@@ -386,7 +388,8 @@ def _plus(*terms: Array) -> Array:
 def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
     """``compute + comm - overlap_frac * min(compute, comm)``: 0 serialises, 1 hides the
     shorter entirely (never below ``max(compute, comm)``)."""
-    return compute_s + comm_s - overlap_frac * np.minimum(compute_s, comm_s)
+    return accumulate(compute_s + comm_s, accumulate(np.minimum(compute_s, comm_s), overlap_frac, np.multiply),
+                      np.subtract)
 
 
 def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: dict, steps: Array = 1.0) -> Array:
@@ -432,10 +435,10 @@ def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, p
     ``p2p_path_s``: see :func:`stage_comm`. Formulas in the module docstring; with
     ``pp = mb = 1`` the result is ``stage_s`` itself.
     """
-    path = pp * stage_s - (pp - 1.0) * head_s + p2p_path_s
+    path = accumulate(accumulate(pp * stage_s, accumulate(pp - 1.0, head_s, np.multiply), np.subtract), p2p_path_s)
     if prefill:
-        return path + (mb - 1.0) * np.maximum(stage_s, p2p_s)
-    return np.maximum(path, mb * stage_s)
+        return accumulate(path, accumulate(np.maximum(stage_s, p2p_s), mb - 1.0, np.multiply))
+    return accumulate(path, mb * stage_s, np.maximum)
 
 
 def phase_time_s(compute_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,

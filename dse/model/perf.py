@@ -149,7 +149,7 @@ def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
     the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer.
     """
     per_headroom_w = 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
-    return np.maximum(time_s, dynamic_j * per_headroom_w)
+    return accumulate(dynamic_j * per_headroom_w, time_s, np.maximum)
 
 
 def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:
@@ -158,7 +158,8 @@ def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:
     2 ulps above ``tdp_w`` there (15.000000000000002 W on a 15 W SoC) and failed a ``decode_power_w
     <= tdp_w`` constraint; bounded by ``tdp_w`` (by the static power where that exceeds it, off by
     the 1e-9 W headroom floor) it is exact at the cap and unchanged, to rounding, below it."""
-    return np.minimum(hw["static_power_w"] + dynamic_j / time_s, np.maximum(hw["tdp_w"], hw["static_power_w"]))
+    power_w = accumulate(dynamic_j / time_s, hw["static_power_w"])
+    return accumulate(power_w, np.maximum(hw["tdp_w"], hw["static_power_w"]), np.minimum)
 
 
 def sparse_exec_frac(hw: dict, k: dict) -> Array:

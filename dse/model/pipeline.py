@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
-from dse.model.arrays import ndim
+from dse.model.arrays import accumulate, ndim
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import Array, Op, draft_op, executed_knobs, phase_ops, tokens_per_verify, weight_bytes_per_param
 
@@ -95,15 +95,18 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     if comm is None:
         time_s = perf.power_capped_s(raw_s, dyn_j, hw)
         watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
-        return time_s, dyn_j + hw["static_power_w"] * time_s, watts
+        return time_s, accumulate(hw["static_power_w"] * time_s, dyn_j), watts
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     head_s = perf.op_total(costs["lm_head"], "time_s")
     # every micro-batch of the phase, and compute power held while waiting in the collectives
     raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
     time_s = perf.power_capped_s(raw_s, device_j, hw)
     link_j = _times(steps, comm["energy_j"])
-    watts = None if prefill else devices * perf.device_power_w(device_j, time_s, hw) + link_j / time_s
-    return time_s, devices * (device_j + hw["static_power_w"] * time_s) + link_j, watts
+    watts = None
+    if not prefill:
+        watts = accumulate(_scaled(devices, perf.device_power_w(device_j, time_s, hw)), link_j / time_s)
+    device_total_j = accumulate(hw["static_power_w"] * time_s, device_j)
+    return time_s, accumulate(_scaled(devices, device_total_j), link_j), watts
 
 
 def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array]) -> dict[str, dict[str, Array]]:
@@ -134,6 +137,9 @@ def with_links(hw: dict) -> dict:
 def missing_link(k: dict, hw: dict) -> Array:
     """The ``c_link`` constraint: 1 where a replica's devices need a link (or, beyond one node, a
     network) that the platform lacks, else 0 (``<= 0`` feasible)."""
+    link_bw, network_bw = hw["link_bw_bytes_per_s"], hw["internode_bw_bytes_per_s"]
+    if ndim(link_bw) == 0 and ndim(network_bw) == 0 and link_bw > 0 and network_bw > 0:
+        return 0.0  # the batch's platform has both
     replica = k["tp"] * k["pp"] * k["ep"]
     no_link = (replica > 1.0) & (hw["link_bw_bytes_per_s"] <= 0)
     no_network = (replica > hw["n_devices_per_node"]) & (hw["internode_bw_bytes_per_s"] <= 0)
@@ -210,16 +216,16 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     total_s = ttft + dec_s
     total_j = energies["prefill"] + energies["decode"]
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
-    dec_tps = _times(dp, generated * per_dec_s)
+    dec_tps = _scaled(dp, generated * per_dec_s)
     mem = parallel.memory_bytes_per_device(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)
     n_devices = parallel.n_devices(k) if single else _times(dp, replica)
     out = {
         "ttft_s": ttft,
         "tpot_s": dec_s / n_out,
         "decode_tokens_per_s": dec_tps,
-        "tokens_per_s": _times(dp, generated * per_total_s),
-        "decode_power_w": _times(dp, watts["decode"]),  # = energy / time; exactly tdp_w per device at the cap
-        "avg_power_w": _times(dp, total_j * per_total_s),
+        "tokens_per_s": _scaled(dp, generated * per_total_s),
+        "decode_power_w": _scaled(dp, watts["decode"]),  # = energy / time; exactly tdp_w per device at the cap
+        "avg_power_w": _scaled(dp, total_j * per_total_s),
         "decode_tokens_per_j": generated / energies["decode"],
         "tokens_per_j": generated / total_j,
         "tdp_tokens_per_j": dec_tps * (1.0 / _times(n_devices, hw["tdp_w"])),
@@ -229,6 +235,11 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
         "c_link": 0.0 if single else missing_link(k, hw),
     }
     return out
+
+
+def _scaled(count: Array, fresh: Array) -> Array:
+    """``count * fresh``, written into ``fresh`` (a temporary the caller owns); skipped for the scalar 1."""
+    return fresh if ndim(count) == 0 and count == 1.0 else accumulate(fresh, count, np.multiply)
 
 
 def _times(count: Array, x: Array) -> Array:
