@@ -50,9 +50,10 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     kernels = (3.0 * nl, 2.0 * nl, nl * (4.0 + np.where(moe, 2.0, 0.0)), 2.0,
                g * (11.0 * nl * np.sqrt(k["spec_draft_frac"]) + 2.0))
 
-    def rows(values, scale) -> np.ndarray:
-        stacked = np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) * scale for x in values)))
-        return stacked.reshape(len(values), -1)  # (rows, n) or (rows, 1): never mistaken for the design axis
+    def rows(values) -> np.ndarray:  # (rows, n) or (rows, 1): never mistaken for the design axis
+        return np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in values))).reshape(len(values), -1)
+
+    flop, wbytes, act, kernels = rows(flop), rows(wbytes), rows(act), rows(kernels)  # each scaled below
 
     expert_bytes = nl * p["ffn_expert"] * wb
     pairs_flop = 4.0 * nl * h * hd
@@ -68,14 +69,14 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     # below stream_seqs = that / spb sequences (0: not limited)
     stream_seqs = perf.attn_s_per_byte(hw, 0.0, kv) / spb
     c = {
-        "lin_flop_s_per_tok": rows(flop, lin_spf), "lin_w_s": rows(wbytes, spb),
-        "lin_act_s_per_tok": rows(act, spb), "lin_launch_s": rows(kernels, koh),
+        "lin_flop_s_per_tok": flop * lin_spf, "lin_w_s": wbytes * spb,
+        "lin_act_s_per_tok": act * spb, "lin_launch_s": kernels * koh,
         "moe_expert_w_s": expert_bytes * spb,
         "attn_flop_s_per_pair": pairs_flop * attn_spf, "attn_act_s_per_tok": tok_bytes * spb,
         "attn_kv_s_per_tok": kv_token_bytes * spb, "attn_launch_s": 2.0 * nl * koh,
         "fixed_s": zero, "fixed_s_per_tok": zero, "fixed_s_per_head": zero,
-        "lin_flop_j_per_tok": rows(flop, lin_jpf), "lin_w_j": rows(wbytes, j_per_byte),
-        "lin_act_j_per_tok": rows(act, j_per_byte), "moe_expert_w_j": expert_bytes * j_per_byte,
+        "lin_flop_j_per_tok": flop * lin_jpf, "lin_w_j": wbytes * j_per_byte,
+        "lin_act_j_per_tok": act * j_per_byte, "moe_expert_w_j": expert_bytes * j_per_byte,
         "attn_flop_j_per_pair": pairs_flop * attn_jpf, "attn_act_j_per_tok": tok_bytes * j_per_byte,
         "attn_kv_j_per_tok": kv_token_bytes * j_per_byte, "fixed_j": zero, "fixed_j_per_tok": zero,
         "fixed_j_per_head": zero,
