@@ -41,7 +41,7 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     if factors is not None:  # the bottleneck device's share
-        pre_ops, dec_ops = parallel.shard_ops(pre_ops, m, k, factors), parallel.shard_ops(dec_ops, m, k, factors)
+        pre_ops, dec_ops = (parallel.shard_ops(ops, m, k, factors, owned=True) for ops in (pre_ops, dec_ops))
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
