@@ -58,17 +58,17 @@ def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
         native_table, rate_table = _ladder_tables(
             tuple(bool(x) if ndim(x) == 0 else bool(x.all()) for x in present),
             tuple(float(p) if ndim(p) == 0 else 0.0 for p in peaks))
-        idx = np.clip(np.ceil(bits), 1, 32).astype(np.intp)
+        needed = np.ceil(bits)
+        idx = np.clip(needed, 1, 32, out=needed).astype(np.intp)
         native = native_table.take(idx)
         varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if ndim(p)]
-        if not varying:
-            if ndim(eff):
-                return 1.0 / (rate_table.take(idx) * eff), native
+        if not varying and not ndim(eff):
             return (1.0 / (rate_table * eff)).take(idx), native
         rate = rate_table.take(idx)  # 0 where the native width's peak varies per design: added below
         for width, p in varying:
             rate += np.multiply(native == width, p)  # exact: x + 0 * p, or 0 + p (cheaper than a where)
-        return 1.0 / (rate * eff), native
+        rate *= eff
+        return np.divide(1.0, rate, out=rate), native
     nb = native_bits(hw, bits)
     return 1.0 / (peak_flop_per_s(hw, nb) * eff), nb
 
@@ -166,7 +166,10 @@ def sparse_exec_frac(hw: dict, k: dict) -> Array:
     """Share of a weight GEMM's dense FLOPs the hardware executes: 1/2 for 2:4-sparse weights on
     native sparse tensor units, which skip the zero half (twice the dense math rate, NVIDIA A100
     architecture whitepaper), else 1. It scales the GEMM's time and its compute energy alike."""
-    return 1.0 - 0.5 * ((k["nm_sparse"] > 0) & (hw["nm_sparsity_native"] > 0))
+    native = hw["nm_sparsity_native"] > 0
+    if ndim(native) == 0:  # one platform: 2:4 halves the work everywhere or nowhere
+        return 1.0 - 0.5 * (k["nm_sparse"] > 0) if native else 1.0
+    return 1.0 - 0.5 * ((k["nm_sparse"] > 0) & native)
 
 
 def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],

@@ -40,7 +40,7 @@ def j_per_flop(hw: dict, native: Array) -> Array:
     """
     e16 = hw["flop16_energy_pj_per_flop"] * PJ
     f = hw["flop_energy_fixed_frac"]
-    return e16 * f + native * (e16 * (1.0 - f) / 16.0)  # scalar factors first: two array ops for a scalar device
+    return accumulate(native * (e16 * (1.0 - f) / 16.0), e16 * f)  # scalar factors first: two array ops
 
 
 def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
