@@ -427,7 +427,10 @@ def _with_waiting_j(dyn_j: Array, compute_s: Array, stage_s: Array, mb: Array) -
     if stage_s is compute_s:  # nothing exposed
         return dyn_j * mb
     with np.errstate(divide="ignore", invalid="ignore"):
-        stretch = np.where(compute_s > 0.0, stage_s / compute_s, 1.0)  # 1 + exposed / compute
+        stretch = stage_s / compute_s  # 1 + exposed / compute
+    busy = compute_s > 0.0
+    if not coll.all_rows(busy):  # no compute: no stretch
+        stretch = np.where(busy, stretch, 1.0)
     return accumulate(dyn_j * mb, stretch, np.multiply)
 
 

@@ -130,7 +130,11 @@ def with_links(hw: dict) -> dict:
     :func:`missing_link` marks it infeasible."""
     out = dict(hw)
     for key in ("link_bw_bytes_per_s", "internode_bw_bytes_per_s"):
-        out[key] = np.where(hw[key] > 0, hw[key], MISSING_LINK_BW_BYTES_PER_S)
+        bw = hw[key]
+        if ndim(bw):
+            out[key] = np.where(bw > 0, bw, MISSING_LINK_BW_BYTES_PER_S)
+        elif not bw > 0:  # one platform: a number stays a number
+            out[key] = MISSING_LINK_BW_BYTES_PER_S
     return out
 
 
