@@ -11,7 +11,16 @@ import numpy as np
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
 from dse.model.arrays import accumulate, ndim
 from dse.model.serving_stage import serving_stage
-from dse.model.workload import Array, Op, draft_op, executed_knobs, phase_ops, tokens_per_verify, weight_bytes_per_param
+from dse.model.workload import (
+    Array,
+    Op,
+    draft_op,
+    executed_knobs,
+    memory_bytes,
+    phase_ops,
+    tokens_per_verify,
+    weight_bytes_per_param,
+)
 
 
 def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, dict[str, Array]]]:
@@ -221,7 +230,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     total_j = energies["prefill"] + energies["decode"]
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
     dec_tps = _scaled(dp, generated * per_dec_s)
-    mem = parallel.memory_bytes_per_device(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)
+    mem = memory_bytes(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)  # the same on one device
     n_devices = parallel.n_devices(k) if single else _times(dp, replica)
     out = {
         "ttft_s": ttft,

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dse.model.arrays import Array, accumulate, ndim
+from dse.model.arrays import Array, accumulate, fold, ndim, total
 from dse.spec.registry import KNOB_BY_NAME
 
 FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
@@ -216,9 +216,10 @@ def memory_bytes(m: dict, k: dict, wb: Array) -> Array:
     + peak prefill activations + logits."""
     weights = stored_weight_bytes(m, k, wb)
     ctx = k["in_len"] + k["out_len"]
-    kv_cache = 2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"] * k["batch"] * ctx * (k["kv_bits"] / 8.0)
+    kv_cache = fold([2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"], k["batch"], ctx, k["kv_bits"] / 8.0],
+                    np.multiply)
     widest = np.maximum((m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"],
                         (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
-    acts = k["batch"] * k["in_len"] * (m["d_model"] + widest) * (k["a_bits"] / 8.0)
-    logits = k["batch"] * m["vocab_size"] * 4.0
-    return weights + kv_cache + acts + logits
+    acts = fold([k["batch"], k["in_len"], m["d_model"] + widest, k["a_bits"] / 8.0], np.multiply)
+    logits = fold([k["batch"], m["vocab_size"], 4.0], np.multiply)
+    return total([weights, kv_cache, acts, logits])
