@@ -113,7 +113,7 @@ def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array)
 def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:
     """``sum_{c=lo}^{hi} (x0 + x1 * c)`` for integer ``lo..hi``; 0 when ``hi < lo``."""
     n = accumulate(hi - lo + 1.0, 0.0, np.maximum)
-    return accumulate(n * x0, x1 * accumulate(n * (lo + hi), 0.5, np.multiply))
+    return accumulate(n * x0, accumulate(accumulate(n * (lo + hi), 0.5, np.multiply), x1, np.multiply))
 
 
 def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
@@ -134,7 +134,7 @@ def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Ar
     u0 = a0 - b0
     u1 = a1 - b1
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = -u0 / u1
+        cross = accumulate(np.negative(u0), u1, np.divide)
     cross = accumulate(accumulate(cross, lo - 1.0, np.fmax), hi + 1.0, np.fmin)  # fmax maps NaN to lo - 1
     rising = u1 >= 0.0  # u > 0 right of c* when rising, left of it when falling
     pos_lo = np.where(rising, accumulate(np.floor(cross), 1.0), lo)

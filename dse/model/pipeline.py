@@ -77,8 +77,9 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
 def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
     """``op`` linear in the attended context ``c = in_len + per_step * j`` as linear in the step ``j``."""
     unit = isinstance(per_step, float) and per_step == 1.0  # no speculation: skip the multiplications
-    return op._replace(flop0=op.flop0 + op.flop1 * in_len, flop1=op.flop1 if unit else op.flop1 * per_step,
-                       bytes0=op.bytes0 + op.bytes1 * in_len, bytes1=op.bytes1 if unit else op.bytes1 * per_step)
+    return op._replace(flop0=accumulate(op.flop1 * in_len, op.flop0), bytes0=accumulate(op.bytes1 * in_len, op.bytes0),
+                       flop1=op.flop1 if unit else op.flop1 * per_step,
+                       bytes1=op.bytes1 if unit else op.bytes1 * per_step)
 
 
 def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str, comm: dict[str, Array] | None,

@@ -170,15 +170,15 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool, queries
     if prefill:
         L = k["in_len"]
         bl = b * L
-        flop = (2.0 * nl * h * hd) * bl * (L + 1.0)  # causal: QK^T and PV over L(L+1)/2 pairs
-        act = (nl * hd * (2.0 * h + 2.0 * kv)) * bl * a_b
-        nbytes = act + (nl * hd * 2.0 * kv) * bl * kv_b
+        flop = accumulate((2.0 * nl * h * hd) * bl, L + 1.0, np.multiply)  # causal: QK^T and PV over L(L+1)/2 pairs
+        act = accumulate((nl * hd * (2.0 * h + 2.0 * kv)) * bl, a_b, np.multiply)
+        nbytes = accumulate(accumulate((nl * hd * 2.0 * kv) * bl, kv_b, np.multiply), act)
         ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
     else:  # every query position attends the cache; the cache is read once per step
         flop1 = (4.0 * nl * h * hd) * tokens
-        bytes1 = (2.0 * nl * kv * hd) * b * kv_b
-        act = (nl * hd * (2.0 * h + 2.0 * kv)) * tokens * a_b
-        bytes0 = act + (nl * hd * 2.0 * kv) * tokens * kv_b
+        bytes1 = accumulate((2.0 * nl * kv * hd) * b, kv_b, np.multiply)
+        act = accumulate((nl * hd * (2.0 * h + 2.0 * kv)) * tokens, a_b, np.multiply)
+        bytes0 = accumulate(accumulate((nl * hd * 2.0 * kv) * tokens, kv_b, np.multiply), act)
         ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
 
     v = m["vocab_size"]
