@@ -160,12 +160,13 @@ def shard_factors_of(m: dict, k: dict, s: dict[str, Array]) -> dict[str, dict[st
     return factors
 
 
-def shard_op(op: Op, f: dict[str, Array], owned: bool = False) -> Op:
+def shard_op(op: Op, f: dict[str, Array], owned: bool = False, kernels: Array | None = None) -> Op:
     """One replica operator scaled to one device by the factors ``f`` of :func:`shard_factors`.
 
     ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors
     return the operands bit for bit (``act_less_store``: ``act - store``, computed once).
-    ``owned``: the operator's arrays are the caller's temporaries, scaled in place.
+    ``owned``: the operator's arrays are the caller's temporaries, scaled in place;
+    ``kernels``: its launches on the device where the caller has them.
     """
     scale = functools.partial(accumulate, op=np.multiply) if owned else np.multiply
     bytes0 = accumulate(scale(op.bytes0, f["store"]), op.act_bytes * f["act_less_store"])  # before act_bytes
@@ -175,25 +176,29 @@ def shard_op(op: Op, f: dict[str, Array], owned: bool = False) -> Op:
         bytes0=bytes0,
         bytes1=None if op.bytes1 is None else scale(op.bytes1, f["kv"]),
         act_bytes=scale(op.act_bytes, f["act"]),
-        kernels=scale(op.kernels, f["kernels"]),
+        kernels=scale(op.kernels, f["kernels"]) if kernels is None else kernels,
     )
 
 
 def shard_ops(ops: dict[str, Op], m: dict, k: dict, factors: dict[str, dict[str, Array]] | None = None,
-              owned: bool = False) -> dict[str, Op]:
+              owned: bool = False, other_phase: dict[str, Op] | None = None) -> dict[str, Op]:
     """The operators of one replica pass (:func:`dse.model.workload.phase_ops`, ``draft_op``)
     as run by the bottleneck device: last pipeline stage, one micro-batch, its tp/ep share.
 
     ``factors``: :func:`shard_factors` of ``m, k`` when the caller already has them (both
     phases share one set; unit factors return the operands bit for bit). Without them, returns
     ``ops`` itself (same objects) when nothing is sharded. ``owned``: the operators' arrays are
-    the caller's temporaries, scaled in place (:func:`shard_op`).
+    the caller's temporaries, scaled in place (:func:`shard_op`). ``other_phase``: the other
+    phase's operators on the device, whose launches are taken as they are (an operator
+    launches the same kernels per step in both phases).
     """
     if factors is None:
         if is_single_device(k):
             return dict(ops)
         factors = shard_factors(m, k)
-    return {name: shard_op(op, factors[name], owned) for name, op in ops.items()}
+    other = {} if other_phase is None else other_phase
+    return {name: shard_op(op, factors[name], owned, getattr(other.get(name), "kernels", None))
+            for name, op in ops.items()}
 
 
 def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:

@@ -173,7 +173,7 @@ def sparse_exec_frac(hw: dict, k: dict) -> Array:
 
 
 def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],
-            s_per_byte: Array, c_sum: Array) -> dict[str, Array]:
+            s_per_byte: Array, c_sum: Array, launch_s: Array | None = None) -> dict[str, Array]:
     """Time (s, with launch overhead), FLOPs and bytes of one operator.
 
     Operators that do not depend on the context are costed per step (``per_step``
@@ -183,9 +183,11 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
     (:func:`dse.model.power.op_rates`: the executed share, precision and arithmetic included); both
     are kept (``s_per_flop``, ``j_per_flop``) for the energy and the breakdown.
     ``c_sum`` is the sum of the step indices ``lo..hi`` (used only by context-dependent operators).
+    ``launch_s``: ``op.kernels * kernel_overhead_s`` where the caller has it.
     """
     s_per_flop, j_per_flop = rate
-    launch_s = op.kernels * hw["kernel_overhead_s"]
+    if launch_s is None:
+        launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
         step_s = accumulate(roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte), launch_s)
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}

@@ -50,7 +50,8 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     if factors is not None:  # the bottleneck device's share
-        pre_ops, dec_ops = (parallel.shard_ops(ops, m, k, factors, owned=True) for ops in (pre_ops, dec_ops))
+        pre_ops = parallel.shard_ops(pre_ops, m, k, factors, owned=True)
+        dec_ops = parallel.shard_ops(dec_ops, m, k, factors, owned=True, other_phase=pre_ops)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
@@ -62,16 +63,17 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
     attn_bw = perf.attn_s_per_byte(hw, bw, streams)
     c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
+    prefill = {n: perf.op_cost(hw, op, 0.0, 0.0, 1.0, attn_rate if n == "attn" else lin_rate, bw, 0.0)
+               for n, op in pre_ops.items()}
+
     def decode_cost(name: str, op: Op) -> dict[str, Array]:
         attn = name == "attn"
-        cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if attn else lin_rate, attn_bw if attn else bw, c_sum)
+        shared = name in pre_ops and op.kernels is pre_ops[name].kernels  # the prefill operator's launches
+        cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if attn else lin_rate, attn_bw if attn else bw, c_sum,
+                            prefill[name]["launch_s"] if shared else None)
         return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost), reach) if on_pim else cost
 
-    return {
-        "prefill": {n: perf.op_cost(hw, op, 0.0, 0.0, 1.0, attn_rate if n == "attn" else lin_rate, bw, 0.0)
-                    for n, op in pre_ops.items()},
-        "decode": {n: decode_cost(n, op) for n, op in dec_ops.items()},
-    }
+    return {"prefill": prefill, "decode": {n: decode_cost(n, op) for n, op in dec_ops.items()}}
 
 
 def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
