@@ -78,8 +78,8 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["pipe"] = "engines" in s and _nonzero(np.asarray(s["engines"]) - 1.0)
     d["E"] = s["engines"] if d["pipe"] else 1.0
     d["point"] = w.get("in_point")  # every design a point mass: no tables
-    d["tab"], d["tab_slopes"], d["tab_at"] = ((None,) * 3 if d["point"] is not None
-                                               else layout(w["in_stoploss"], w.get("in_stoploss_rows")))
+    d["tab_lines"], d["tab_slopes"], d["tab_at"] = ((None,) * 3 if d["point"] is not None
+                                                     else layout(w["in_stoploss"], w.get("in_stoploss_rows")))
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["neg_inv_n_dec"] = -1.0 / d["n_dec"]

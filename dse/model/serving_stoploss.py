@@ -52,14 +52,15 @@ def layout(table, rows=None) -> tuple:
     ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at
     ``rows[j] G - _BIAS``."""
     t = np.asarray(table, dtype=float)
-    if rows is None and t.ndim == 1:
-        t, rows = t[None, :], None
+    shared = rows is None and t.ndim == 1
+    if shared:
+        t = t[None, :]
     elif rows is None:
         t, rows = t.T, np.arange(t.shape[1])
     slopes = np.zeros(t.shape)
     slopes[:, :-1] = np.diff(t, axis=1) / np.diff(STOPLOSS_GRID)
     lines = t - slopes * STOPLOSS_GRID
-    if rows is None:
+    if shared:
         return np.concatenate([_PAD, lines[0]]), np.concatenate([_PAD, slopes[0]]), None
     return lines, slopes, np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
 
@@ -114,7 +115,7 @@ def _stoploss(d: dict, z):
     point masses' closed form or the tables."""
     if d["point"] is not None:
         return _lookup_point(d["point"], z)
-    return _lookup(d["tab"], d["tab_slopes"], d["tab_at"], z)
+    return _lookup(d["tab_lines"], d["tab_slopes"], d["tab_at"], z)
 
 
 def _lookup_point(point, z):
