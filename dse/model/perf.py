@@ -142,14 +142,20 @@ def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Ar
     return accumulate(sum_linear_nonempty(b0, b1, n, c_sum), sum_linear(u0, u1, pos_lo, pos_hi))
 
 
-def power_capped_s(time_s: Array, dynamic_j: Array, hw: dict) -> Array:
+def power_capped_s(time_s: Array, dynamic_j: Array, s_per_j: Array) -> Array:
     """Stretch ``time_s`` so that static + dynamic power never exceeds ``tdp_w``.
 
     A chip at its power limit lowers its clock: the dynamic energy is unchanged and
-    the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer.
+    the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer
+    (``s_per_j``: :func:`capped_s_per_j`).
     """
-    per_headroom_w = 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
-    return accumulate(dynamic_j * per_headroom_w, time_s, np.maximum)
+    return accumulate(dynamic_j * s_per_j, time_s, np.maximum)
+
+
+def capped_s_per_j(hw: dict) -> Array:
+    """Seconds per joule of dynamic energy at the power cap, ``1 / (tdp_w - static_power_w)``
+    (the headroom floored at 1e-9 W)."""
+    return 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
 
 
 def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:

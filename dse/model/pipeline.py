@@ -85,7 +85,7 @@ def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
 
 
 def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str, comm: dict[str, Array] | None,
-                 devices: Array = 1.0) -> tuple[Array, Array, Array | None]:
+                 capped_s_per_j: Array, devices: Array = 1.0) -> tuple[Array, Array, Array | None]:
     """(seconds, joules, watts) of one phase for one replica of ``tp * pp * ep`` devices (watts
     for the decode phase only, the one a metric reads; None for prefill).
 
@@ -96,7 +96,8 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     replica's ``devices`` (``tp * pp * ep``) is charged the bottleneck device's dynamic energy for each
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
-    the phase and the link energy. The power cap applies per device. On one device this is the
+    the phase and the link energy. The power cap applies per device (``capped_s_per_j``:
+    :func:`dse.model.perf.capped_s_per_j`). On one device this is the
     single-device model exactly. ``hw`` carries usable links (:func:`with_links`) where parallel.
     The watts are each device's (:func:`perf.device_power_w`: exactly ``tdp_w`` at the cap) times
     the devices, plus the link power.
@@ -105,14 +106,14 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     raw_s = perf.phase_time_s(costs)
     dyn_j = power.phase_dynamic_j(hw, costs)
     if comm is None:
-        time_s = perf.power_capped_s(raw_s, dyn_j, hw)
+        time_s = perf.power_capped_s(raw_s, dyn_j, capped_s_per_j)
         watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
         return time_s, accumulate(hw["static_power_w"] * time_s, dyn_j), watts
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     head_s = perf.op_total(costs["lm_head"], "time_s")
     # every micro-batch of the phase, and compute power held while waiting in the collectives
     raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
-    time_s = perf.power_capped_s(raw_s, device_j, hw)
+    time_s = perf.power_capped_s(raw_s, device_j, capped_s_per_j)
     link_j = _times(steps, comm["energy_j"])
     watts = None
     if not prefill:
@@ -220,11 +221,13 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked, dims)
     replica = 1.0 if single else k["tp"] * k["pp"] * k["ep"]  # devices
+    capped_s_per_j = perf.capped_s_per_j(hw)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
     watts: dict[str, Array | None] = {}
     for phase, ops in costs.items():
-        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], replica)
+        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], capped_s_per_j,
+                                                                   replica)
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
