@@ -115,10 +115,11 @@ def ops_energy_one(c: dict, f: dict) -> float:
             e, k = c["moe_n_experts"], c["moe_top_k"]
             w += c["moe_expert_w_j"] * e * (1.0 - (1.0 - k / e) ** x)
         e_total += w + x * (_row(c, "lin_flop_j_per_tok", r) + _row(c, "lin_act_j_per_tok", r))
-    for pairs, tok, kv in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"]), (f["dec_pairs"], f["dec_tok"], f["dec_kv"])):
+    for pairs, tok, kv, ratio in ((f["pf_pairs"], f["pf_tok"], f["pf_kv"], 1.0),
+                                  (f["dec_pairs"], f["dec_tok"], f["dec_kv"], c["attn_dec_energy_ratio"])):
         if tok > 0:
             e_total += (pairs * c["attn_flop_j_per_pair"] + tok * c["attn_act_j_per_tok"]
-                        + kv * c["attn_kv_j_per_tok"])
+                        + kv * c["attn_kv_j_per_tok"]) * ratio
     return e_total
 
 
@@ -151,7 +152,8 @@ def _decode_run(c, f, t1, e1, stretch, headroom_w, prompt, steps_done, steps_tot
     t = t1 + grow_s * stretch
     # energy: operators grow with the attention; the waiting in the collectives follows their power
     ops_j1, ops_s1, comm_s = ops_energy_one(c, f), ops_time_one(c, f), comm_time_one(c, f)
-    ops_j = ops_j1 + r * (tpv * nd) * (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"])
+    per_token_j = (q * c["attn_flop_j_per_pair"] + c["attn_kv_j_per_tok"]) * c["attn_dec_energy_ratio"]
+    ops_j = ops_j1 + r * (tpv * nd) * per_token_j
     wait_j = ops_j * comm_s / (ops_s1 + grow_s) if comm_s > 0 else 0.0 * ops_j
     e = e1 - ops_j1 - (ops_j1 * comm_s / ops_s1 if comm_s > 0 else 0.0) + ops_j + wait_j
     t = np.maximum(t, (ops_j + wait_j) / headroom_w)  # the power cap, iteration by iteration

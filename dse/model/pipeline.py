@@ -47,7 +47,7 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
         dec_ops = phase_ops(m, k, wb, k["batch"] * queries, prefill=False, queries=queries)
         dec_ops["draft"] = draft_op(m, k, wb)
     else:
-        per_step, steps = 1.0, k["out_len"]
+        queries, per_step, steps = 1.0, 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     if factors is not None:  # the bottleneck device's share
         pre_ops = parallel.shard_ops(pre_ops, m, k, factors, owned=True)
@@ -65,12 +65,16 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
 
     prefill = {n: perf.op_cost(hw, op, 0.0, 0.0, 1.0, attn_rate if n == "attn" else lin_rate, bw, 0.0)
                for n, op in pre_ops.items()}
+    r = hw["decode_attn_energy_ratio"]
+    attn_ratio = 1.0 if ndim(r) == 0 and r == 1.0 else power.decode_attn_energy_ratio(hw, m, queries)
 
     def decode_cost(name: str, op: Op) -> dict[str, Array]:
         attn = name == "attn"
         shared = name in pre_ops and op.kernels is pre_ops[name].kernels  # the prefill operator's launches
         cost = perf.op_cost(hw, op, 1.0, steps, steps, attn_rate if attn else lin_rate, attn_bw if attn else bw, c_sum,
                             prefill[name]["launch_s"] if shared else None)
+        if attn and not (ndim(attn_ratio) == 0 and attn_ratio == 1.0):
+            cost["energy_ratio"] = attn_ratio  # decode attention's kernels: dearer than the rule
         return pim.with_pim(hw, k, name, op, 1.0, steps, c_sum, perf.op_totals(cost), reach) if on_pim else cost
 
     return {"prefill": prefill, "decode": {n: decode_cost(n, op) for n, op in dec_ops.items()}}

@@ -59,6 +59,23 @@ def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
     return executed * np.where(integer & (k["a_bits"] < 16.0), ratio, 1.0)
 
 
+DECODE_ATTN_FULL_ROWS = 4.0  # query rows per KV head from which decode_attn_energy_ratio applies in full
+
+
+def decode_attn_energy_ratio(hw: dict, m: dict, queries: Array) -> Array:
+    """Decode attention's dynamic energy over the rule: ``1 + (r - 1) min(rows, 4) / 4`` with ``r =
+    decode_attn_energy_ratio`` and ``rows = (n_heads / n_kv_heads) x queries`` query rows per KV head.
+
+    Measured on an H200 (``validation/decode_parts_h200.csv``: PyTorch's FlashAttention-2 decode at
+    batch 16-64, context 577-2049): 1.30-1.61x the rule with 4 (Llama-3-8B) and 8 (Llama-3-70B) rows
+    per KV head, median 1.44, but 1.05-1.14 with one (Llama-2-7B): the excess grows with the rows up
+    to 4 (a quarter of it at one row, 1.11) and no further. The card's head ratio is used, also where
+    tensor parallelism replicates KV heads."""
+    r = hw["decode_attn_energy_ratio"]
+    rows = (m["n_heads"] / m["n_kv_heads"]) * queries
+    return 1.0 + (r - 1.0) * (np.minimum(rows, DECODE_ATTN_FULL_ROWS) / DECODE_ATTN_FULL_ROWS)
+
+
 def op_rates(hw: dict, k: dict) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
     """(weight-GEMM rate, attention rate), each ``(achievable seconds, joules)`` per dense FLOP.
 
@@ -91,20 +108,30 @@ def pim_dynamic_j(hw: dict, flop: Array, inbank_bytes: Array, link_bytes: Array)
 
 
 def op_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
-    """Dynamic energy of one operator over its phase (host compute and memory, or PIM), joules."""
+    """Dynamic energy of one operator over its phase (host compute and memory, or PIM), joules;
+    a host operator's times its ``energy_ratio`` where it has one (decode attention:
+    ``decode_attn_energy_ratio``)."""
     if "energy_j" in cost:
         return cost["energy_j"]
-    total = op_totals(cost)
-    return host_dynamic_j(hw, total["flop"], total["bytes"], total["j_per_flop"])
+    host_j = rule_energy_j(hw, cost)
+    return host_j * cost["energy_ratio"] if "energy_ratio" in cost else host_j
+
+
+def rule_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
+    """Dynamic energy of one host operator over its phase by the per-FLOP and per-byte rule, joules."""
+    totals = op_totals(cost)
+    return host_dynamic_j(hw, totals["flop"], totals["bytes"], totals["j_per_flop"])
 
 
 def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
     """Dynamic energy of a phase; host operators that share an energy per FLOP are priced together
-    (their bytes all at once)."""
+    (their bytes all at once), plus what an ``energy_ratio`` (:func:`op_energy_j`) adds to the rule."""
     if any("energy_j" in c for c in costs.values()):
         return total([op_energy_j(hw, c) for c in costs.values()])
     groups: dict[int, list[dict[str, Array]]] = {}
     for c in costs.values():
         groups.setdefault(id(c["j_per_flop"]), []).append(c)
     flop_j = total([phase_sum(g, "flop") * g[0]["j_per_flop"] for g in groups.values()])
-    return accumulate(phase_sum(list(costs.values()), "bytes") * j_per_dram_byte(hw), flop_j)
+    rule_j = accumulate(phase_sum(list(costs.values()), "bytes") * j_per_dram_byte(hw), flop_j)
+    beyond = [(c["energy_ratio"] - 1.0) * rule_energy_j(hw, c) for c in costs.values() if "energy_ratio" in c]
+    return total([rule_j, *beyond]) if beyond else rule_j

@@ -118,7 +118,11 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool, reach: float = 1
     level = 1 if op["name"] == "attn" else 2
     overhead = op["kernels"] * hw["kernel_overhead_s"]
     streams = k["batch"] / (k["ep"] * k["micro_batches"]) * math.ceil(m["n_kv_heads"] / k["tp"])  # (seq, KV head)
-    host_t, host_e = _host_op(op, hw, overhead, streams if decode and op["name"] == "attn" else 0.0)
+    decode_attn = decode and op["name"] == "attn"
+    host_t, host_e = _host_op(op, hw, overhead, streams if decode_attn else 0.0)
+    if decode_attn:  # the decode-attention kernels' energy over the rule, in full from 4 query rows per KV head
+        rows = m["n_heads"] / m["n_kv_heads"] * (k["spec_len"] + 1 if k["spec_len"] > 0 else 1)
+        host_e *= 1 + (hw["decode_attn_energy_ratio"] - 1) * min(rows, 4) / 4
     can_pim = hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0 and hw["host_link_bw_bytes_per_s"] > 0
     if decode and k["pim_offload"] >= level and can_pim and reach > 0:
         stored_bits = k["kv_bits"] if op["name"] == "attn" else 8 * _bytes_per_weight(k)

@@ -60,6 +60,7 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     tok_bytes = nl * hd * (2.0 * h + 2.0 * kv) * a_b + nl * hd * 2.0 * kv * kv_b
     kv_token_bytes = 2.0 * nl * kv * hd * kv_b
     spec = k["spec_len"] > 0
+    dec_queries = np.where(spec, k["spec_len"] + 1.0, 1.0)
     weights = stored_weight_bytes(m, k, wb)
     widest = np.maximum((h + 2.0 * kv) * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k)
     workspace = token_budget * (d + widest) * a_b + max_seqs * v * 4.0
@@ -81,7 +82,8 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
         "attn_kv_j_per_tok": kv_token_bytes * j_per_byte, "fixed_j": zero, "fixed_j_per_tok": zero,
         "fixed_j_per_head": zero,
         "moe_n_experts": e + zero, "moe_top_k": top_k + zero,
-        "dec_queries": np.where(spec, k["spec_len"] + 1.0, 1.0) + zero,
+        "dec_queries": dec_queries + zero,
+        "attn_dec_energy_ratio": power.decode_attn_energy_ratio(hw, m, dec_queries) + zero,
         "dec_tokens_per_iter": np.where(spec, tokens_per_verify(k), 1.0) + zero,
         "static_power_w": hw["static_power_w"] + zero, "headroom_w": hw["tdp_w"] - hw["static_power_w"] + zero,
         "kv_bytes_per_token": kv_token_bytes + zero,

@@ -65,8 +65,10 @@ Plus the additive, un-overlapped collectives of a parallel replica
 
 (all-reduces per token through the layers, the LM head's vocabulary all-gather per head row).
 Energy (no max: every FLOP and byte costs energy) mirrors the operator terms with the ``_j``
-coefficients (``e_ops``); the collectives cost their link energy (``fixed_j*``) and the devices
-draw their compute power while they wait in them, ``e_ops * t_comm / t_ops`` (as
+coefficients (``e_ops``), decode attention's times ``attn_dec_energy_ratio``
+(:func:`dse.model.power.decode_attn_energy_ratio`); the collectives cost their link energy
+(``fixed_j*``) and the devices draw their compute power while they wait in them,
+``e_ops * t_comm / t_ops`` (as
 :func:`dse.model.parallel.device_dynamic_j`: NCCL kernels spin the SMs).
 
 **Exactness.** With one prefill iteration of ``batch * in_len`` tokens (no chunking, all
@@ -95,7 +97,7 @@ ENERGY_KEYS: tuple[str, ...] = (
 )
 OTHER_KEYS: tuple[str, ...] = (
     "moe_n_experts", "moe_top_k", "dec_queries", "dec_tokens_per_iter", "static_power_w", "headroom_w",
-    "kv_bytes_per_token", "kv_capacity_bytes", "attn_stream_seqs",
+    "kv_bytes_per_token", "kv_capacity_bytes", "attn_stream_seqs", "attn_dec_energy_ratio",
 )
 COEFF_KEYS: tuple[str, ...] = TIME_KEYS + ENERGY_KEYS + OTHER_KEYS
 FEATURES: tuple[str, ...] = ("n_tok", "n_head", "n_draft", "pf_pairs", "pf_tok", "pf_kv",
@@ -161,7 +163,7 @@ def ops_energy_j(c: dict, f: dict) -> np.ndarray:
     e = np.where(x > 0, rows, 0.0).sum(axis=0)
     fa, ma, ka = c["attn_flop_j_per_pair"], c["attn_act_j_per_tok"], c["attn_kv_j_per_tok"]
     pf = f["pf_pairs"] * fa + f["pf_tok"] * ma + f["pf_kv"] * ka
-    dec = f["dec_pairs"] * fa + f["dec_tok"] * ma + f["dec_kv"] * ka
+    dec = (f["dec_pairs"] * fa + f["dec_tok"] * ma + f["dec_kv"] * ka) * c["attn_dec_energy_ratio"]
     return e + np.where(f["pf_tok"] > 0, pf, 0.0) + np.where(f["dec_tok"] > 0, dec, 0.0)
 
 

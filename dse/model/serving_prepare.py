@@ -154,7 +154,8 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["e_w"] = ew[:4].sum(axis=0) + ew[4] + (0.0 if d["moe"] else c["moe_expert_w_j"])
     e_tok = per_tok[:4].sum(axis=0)  # per decode token
     # per decode sequence: its attention, its draft row, its q tokens
-    d["e_dec"] = d["q"] * d["ctx"] * fj + (d["q"] * mj + d["ctx"] * kj) + per_tok[4] + d["q"] * e_tok
+    d["e_dec"] = ((d["q"] * d["ctx"] * fj + (d["q"] * mj + d["ctx"] * kj)) * c["attn_dec_energy_ratio"]
+                  + per_tok[4] + d["q"] * e_tok)
     d["e_pf_tok"] = per_tok[:3].sum(axis=0)  # per prompt token (incl. recomputed)
     # per request: its prompt's tokens, LM-head row, attention (recomputed tokens added per point)
     d["e_req"] = d["e_pf_tok"] * mP + per_tok[3] + d["pairs"] * fj + mP * mj

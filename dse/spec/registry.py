@@ -154,6 +154,10 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
     Field("int_op_energy_ratio", "1", 1.0, 0.0, 100.0, "float", "power",
           "energy of an integer weight-GEMM operation (INT8/INT4 activations: INTEGER_GEMM_METHODS) over the "
           "floating-point rule at the same native width; 1: the same", positive=True),
+    Field("decode_attn_energy_ratio", "1", 1.0, 0.0, 100.0, "float", "power",
+          "dynamic energy of decode attention (its KV reads, activations and FLOPs) over the per-byte and "
+          "per-FLOP rule with 4 or more query rows per KV head (query heads per KV head x positions); the "
+          "excess over 1 shrinks in proportion below 4 rows (a quarter of it at one); 1: the same", positive=True),
     Field("flop_energy_fixed_frac", "1", 0.14, 0.0, 1.0, "float", "power",
           "share of the 16-bit energy per FLOP that does not shrink with operand width: a FLOP at b native "
           "bits costs flop16_energy x (f + (1 - f) b / 16); default 0.14 fitted to "

@@ -25,11 +25,13 @@ from dse.validation.validate import load_set, validate
 SLACK = 0.03
 # group -> (rows, median |error|, max |error|) when pinned (error = predicted / published - 1)
 PINNED = {
-    "trtllm-tp1": (30, 0.134, 0.239),  # 0.162 / 0.384 before FP8 cost 0.568 of BF16 per FLOP (flop_energy_fixed_frac)
-    "trtllm-tp2": (10, 0.221, 0.348),  # 0.289 / 0.386 before it; 0.344 / 0.429 before the 16-bit residual stream
+    "trtllm-tp1": (30, 0.090, 0.190),  # 0.134 / 0.239 before decode_attn_energy_ratio; 0.162 / 0.384 before FP8
+    # cost 0.568 of BF16 per FLOP (flop_energy_fixed_frac)
+    "trtllm-tp2": (10, 0.190, 0.243),  # 0.221 / 0.348 before the ratio, 0.289 / 0.386 before the FP8 energy;
+    # 0.344 / 0.429 before the 16-bit residual stream
     "trtllm-rtx-pp1": (3, 0.465, 0.519),
     "trtllm-rtx-pp": (9, 0.597, 2.149),  # 0.753 / 1.675 before the pipeline stall and per-pass launches
-    "vllm-tp4": (3, 2.533, 2.737),
+    "vllm-tp4": (3, 2.465, 2.665),  # 2.533 / 2.737 before decode_attn_energy_ratio
     "vllm-light-tpot": (1, 0.454, 0.454),
 }
 
@@ -72,12 +74,16 @@ def test_errors_stay_pinned(comparisons, group):
 
 
 def test_signs_and_ranks(comparisons):
-    """The model is optimistic on the TensorRT-LLM rows or within 5% of them (four H200 Llama-3-70B
-    rows read 2-3% slow; host overheads, engine scheduling policy, finite runs: none in the model)
-    and on every offline vLLM row, and ranks the 52 TensorRT-LLM points as published; it is fast
-    on the light-load TPOT (pre-0.6 vLLM host time)."""
+    """The model is optimistic on most TensorRT-LLM rows (host overheads, engine scheduling policy,
+    finite runs: none in the model) and on every offline vLLM row, and ranks the 52 TensorRT-LLM
+    points as published; it is fast on the light-load TPOT (pre-0.6 vLLM host time). Since
+    decode_attn_energy_ratio (PyTorch's FlashAttention-2 decode energy, 1.44x the rule, on every GPU
+    preset) 13 of the 52 read slow, 8 of them by 5-11%: the H200's power-capped FP8 rows with long
+    outputs, where TensorRT-LLM's own decode-attention kernels seem to cost less than PyTorch's."""
     trt = comparisons[comparisons["group"].str.startswith("trtllm")]
-    assert (trt["error"] > -0.05).all() and (trt["error"] > 0.0).mean() >= 0.9
+    assert (trt["error"] > -0.12).all() and (trt["error"] > 0.0).mean() >= 0.7
+    slow = trt[trt["error"] < -0.05]
+    assert set(slow["platform"]) == {"h200-sxm"} and (slow["w_bits"] == 8.0).all()
     assert spearmanr(trt["measured"], trt["predicted"])[0] >= 0.95
     assert (comparisons.loc[comparisons["group"] == "vllm-tp4", "error"] > 1.0).all()
     assert (comparisons.loc[comparisons["group"] == "vllm-light-tpot", "error"] < 0.0).all()
