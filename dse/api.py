@@ -139,6 +139,7 @@ class Evaluator:
                 out = {name: np.empty(n) for name in METRICS if name in res}
             for name, arr in out.items():
                 arr[sl] = res[name]
+            del res  # freed before the next chunk, whose arrays reuse its buffers (smaller working set)
         return out
 
     def _check_power(self, cols: dict[str, Any]) -> None:

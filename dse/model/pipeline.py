@@ -49,17 +49,18 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
     else:
         queries, per_step, steps = 1.0, 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
+    # decode attention's (sequence, KV head) streams on the device: the KV it reads per layer (kv / kernels factor)
+    fa = None if factors is None else factors["attn"]
+    streams = k["batch"] * (m["n_kv_heads"] if fa is None else m["n_kv_heads"] * (fa["kv"] / fa["kernels"]))
     if factors is not None:  # the bottleneck device's share
         pre_ops = parallel.shard_ops(pre_ops, m, k, factors, owned=True)
         dec_ops = parallel.shard_ops(dec_ops, m, k, factors, owned=True, other_phase=pre_ops)
+    del fa, factors  # ~25 chunk arrays freed before the costs are formed (smaller working set)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
     reach = pim.pim_reach_frac(m, k, hw) if on_pim else 1.0  # share of the offloaded data in PIM memory
     bw = perf.mem_s_per_byte(hw)
-    # decode attention's (sequence, KV head) streams on the device: the KV it reads per layer (kv / kernels factor)
-    fa = None if factors is None else factors["attn"]
-    streams = k["batch"] * (m["n_kv_heads"] if fa is None else m["n_kv_heads"] * (fa["kv"] / fa["kernels"]))
     attn_bw = perf.attn_s_per_byte(hw, bw, streams)
     c_sum = steps * (1.0 + steps) * 0.5  # sum of the decode step indices 1..steps
 
@@ -221,17 +222,8 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     wb = weight_bytes_per_param(k)
     single = parallel.is_single_device(k)
     dims = None if single else parallel.shard_dims(m, k)  # shared by the operators, the links and the memory
-    costs = _phase_costs(m, k, hw, wb, None if single else parallel.shard_factors_of(m, k, dims))
-    linked = hw if single else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
-    comms = {phase: None for phase in costs} if single else phase_comms(m, k, linked, dims)
     replica = 1.0 if single else k["tp"] * k["pp"] * k["ep"]  # devices
-    capped_s_per_j = perf.capped_s_per_j(hw)
-    times: dict[str, Array] = {}
-    energies: dict[str, Array] = {}
-    watts: dict[str, Array | None] = {}
-    for phase, ops in costs.items():
-        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], capped_s_per_j,
-                                                                   replica)
+    times, energies, watts = phase_totals(m, k, hw, wb, dims, replica)
     dp = k["dp"]
     b, n_out = k["batch"], k["out_len"]
     generated = b * n_out
@@ -258,6 +250,24 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
         "c_link": 0.0 if single else missing_link(k, hw),
     }
     return out
+
+
+def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] | None, replica: Array,
+                 ) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array | None]]:
+    """Seconds, joules and watts of each phase (:func:`phase_system`) for ``replica`` devices; ``dims``:
+    the knobs' :func:`dse.model.parallel.shard_dims`, None on one device. The operator costs and the
+    collectives are freed on return, before the metrics are formed (smaller working set)."""
+    costs = _phase_costs(m, k, hw, wb, None if dims is None else parallel.shard_factors_of(m, k, dims))
+    linked = hw if dims is None else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
+    comms = {phase: None for phase in costs} if dims is None else phase_comms(m, k, linked, dims)
+    capped_s_per_j = perf.capped_s_per_j(hw)
+    times: dict[str, Array] = {}
+    energies: dict[str, Array] = {}
+    watts: dict[str, Array | None] = {}
+    for phase, ops in costs.items():
+        times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], capped_s_per_j,
+                                                                   replica)
+    return times, energies, watts
 
 
 def _scaled(count: Array, fresh: Array) -> Array:
