@@ -73,6 +73,7 @@ def test_vectorised_matches_reference(platform):
     hw["int_op_energy_ratio"] = rng.choice([1.0, 1.36, 2.5], n)  # integer weight GEMMs' energy
     hw["fp8_native"] = rng.choice([0.0, 1.0], n)  # FP8 designs without FP8 units run W8A16
     hw["decode_attn_energy_ratio"] = rng.choice([1.0, 0.8, 1.47], n)  # decode attention's kernels' energy
+    hw["fp8_rate_frac"] = rng.choice([1.0, 0.5], n)  # FP8 GEMMs below the 8-bit peak (GeForce Ada)
     hw.update(random_system(rng, n))
     batch = {**m, **k, **hw}
     assert_matches_reference(lambda b: evaluate_arrays(*_split(b)), lambda r: evaluate_one(*_split(r)), batch,

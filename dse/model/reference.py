@@ -52,13 +52,14 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, q
     sparse = 0.5 if k["nm_sparse"] > 0 else 0.0
     method = KNOB_BY_NAME["quant_method"].choices[int(k["quant_method"])]
     integer = method in INTEGER_GEMM_METHODS and k["a_bits"] < 16  # integer weight GEMMs
+    fp8 = method == "fp8" and k["a_bits"] < 16  # FP8 weight GEMMs (on FP8 units: evaluate_one's W8A16 rule)
     ops = []
 
     def linear(name, n_layers, n_tok, weights, flop_weights, act_elems, kernels):
         act = n_layers * n_tok * act_elems * ab
         ops.append({"name": name, "flop": n_layers * 2 * n_tok * flop_weights,
                     "bytes": n_layers * weights * wb + act, "act": act, "bits": lin_bits,
-                    "sparse": sparse, "integer": integer, "kernels": n_layers * kernels})
+                    "sparse": sparse, "integer": integer, "fp8": fp8, "kernels": n_layers * kernels})
 
     w_qkv = d * (h + 2 * kv) * hd
     w_o = h * hd * d
@@ -89,7 +90,7 @@ def _operators(m: dict, k: dict, tokens: float, context: float, prefill: bool, q
         draft_weights = frac * _n_params(m)
         act = g * b * 2 * d * ab
         ops.append({"name": "draft", "flop": 2 * g * b * draft_weights, "bytes": g * draft_weights * wb + act,
-                    "act": act, "bits": lin_bits, "sparse": sparse, "integer": integer,
+                    "act": act, "bits": lin_bits, "sparse": sparse, "integer": integer, "fp8": fp8,
                     "kernels": g * (11 * L * math.sqrt(frac) + 2)})
     return ops
 
@@ -156,7 +157,7 @@ def _host_op(op: dict, hw: dict, overhead: float, streams: float = 0.0) -> tuple
     ``attn_stream_bw_bytes_per_s`` (0: not limited)."""
     native = _native(hw, op["bits"])
     gain = 1 / (1 - op["sparse"] * hw["nm_sparsity_native"])
-    flop_rate = _peak(hw, native) * hw["compute_eff_frac"] * gain
+    flop_rate = _peak(hw, native) * hw["compute_eff_frac"] * gain * (hw["fp8_rate_frac"] if op.get("fp8") else 1)
     byte_rate = hw["mem_bw_bytes_per_s"] * hw["mem_bw_eff_frac"]
     stream_bw = hw.get("attn_stream_bw_bytes_per_s", 0.0)
     if streams > 0 and stream_bw > 0:

@@ -149,6 +149,9 @@ HARDWARE_FIELDS: tuple[Field, ...] = (
     Field("fp8_native", "1", 1.0, 0.0, 1.0, "flag", "perf",
           "1 if FP8 arithmetic runs on the 8-bit units (flop8); 0: FP8 weight-and-activation designs run as W8A16 "
           "(FP8 weights dequantised, 16-bit activations)"),
+    Field("fp8_rate_frac", "1", 1.0, 0.0, 1.0, "float", "perf",
+          "FP8 weight-GEMM rate over the 8-bit peak (flop8) with the FP32 accumulation serving kernels use "
+          "(GeForce Ada: 0.5); 1: the full 8-bit peak", positive=True),
     Field("flop16_energy_pj_per_flop", "pJ/FLOP", None, 0.0, 1e3, "float", "power",
           "energy of one 16-bit FLOP incl. operand delivery"),
     Field("int_op_energy_ratio", "1", 1.0, 0.0, 100.0, "float", "power",
