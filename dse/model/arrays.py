@@ -28,6 +28,11 @@ def accumulate(fresh: Array, x: Array, op: np.ufunc = np.add) -> Array:
     return op(fresh, x)
 
 
+def scale(count: Array, x: Array) -> Array:
+    """``count * x``, ``x`` itself where ``count`` is the scalar 1 (one step, one device, one replica)."""
+    return x if ndim(count) == 0 and count == 1.0 else count * x
+
+
 def fold(values: list[Array], op: np.ufunc = np.add) -> Array:
     """``op`` over ``values`` (arrays or scalars) left to right, in one fresh buffer."""
     if len(values) == 1:

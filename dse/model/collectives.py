@@ -386,18 +386,25 @@ def all_to_all(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw
     return collective("all_to_all", nbytes, n, sys, algo, **kw)
 
 
+def send_s(link: Link, nbytes: Array) -> tuple[Array, Array]:
+    """(latency, transfer seconds) of one send of ``nbytes`` to one peer over ``link``."""
+    return link.lat_s, xfer_s(nbytes, link.bw)
+
+
 def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Comm:
     """One send of ``nbytes`` to one peer: ``alpha + S/B`` on the node's link or the network.
 
     On a full mesh the pair owns one link (``B / (g - 1)``); no collective overhead.
     """
+    def one_send(link: Link) -> Array:
+        lat_s, transfer_s = send_s(link, nbytes)
+        return lat_s + transfer_s
+
     def near() -> Array:
-        intra = intra_link(sys, 2.0)
-        return intra.lat_s + xfer_s(nbytes, intra.bw)
+        return one_send(intra_link(sys, 2.0))
 
     def far() -> Array:
-        inter = inter_link(sys)
-        return inter.lat_s + xfer_s(nbytes, inter.bw)
+        return one_send(inter_link(sys))
 
     if ndim(across_nodes) == 0:  # one placement for the whole batch: one branch
         return Comm(far(), 0.0, nbytes) if across_nodes else Comm(near(), nbytes, 0.0)

@@ -64,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dse.model import collectives as coll
-from dse.model.arrays import accumulate, fold, ndim, total
+from dse.model.arrays import accumulate, fold, ndim, scale, total
 from dse.model.workload import Array, Op, draft_weight_frac, layer_params
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -322,8 +322,8 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
         n_cross = np.minimum(boundaries, np.floor(boundaries * stage_devices / per_node))
         n_near = boundaries - n_cross
         cross = n_cross > 0.0
-        near = _send(coll.intra_link(sys, 2.0), p2p_bytes)
-        far = _send(coll.inter_link(sys), p2p_bytes) if coll.any_rows(cross) else (0.0, 0.0)
+        near = coll.send_s(coll.intra_link(sys, 2.0), p2p_bytes)
+        far = coll.send_s(coll.inter_link(sys), p2p_bytes) if coll.any_rows(cross) else (0.0, 0.0)
         p2p_s = tuple(np.where(cross, f, np.where(pp > 1.0, n, 0.0)) for f, n in zip(far, near, strict=True))
         p2p_path_s = tuple(accumulate(_times(n_cross, f), n_near * n) for f, n in zip(far, near, strict=True))
         sends = mb * stage_devices * p2p_bytes
@@ -331,11 +331,6 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
     return CommPlan(hidden, token_frac * (m["vocab_size"] * r_bytes), tp_group, ep_group,
                     a2a_frac, n_ar, n_a2a, p2p_s, p2p_path_s, near_sends, far_sends,
                     (tp * pp * ep) * mb)
-
-
-def _send(link: coll.Link, nbytes: Array) -> tuple[Array, Array]:
-    """(latency, transfer seconds) of one point-to-point send of ``nbytes`` over ``link``."""
-    return link.lat_s, coll.xfer_s(nbytes, link.bw)
 
 
 def pass_comm(plan: CommPlan, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
@@ -384,11 +379,6 @@ def _times(a: Array, b: Array) -> Array:
     return 0.0 if _is_zero(a) or _is_zero(b) else a * b
 
 
-def _per_phase(steps: Array, per_pass: Array) -> Array:
-    """``steps * per_pass``: a pass's quantity over the phase (itself for one pass)."""
-    return per_pass if ndim(steps) == 0 and steps == 1.0 else steps * per_pass
-
-
 def _plus(*terms: Array) -> Array:
     """Sum of the terms that are not the scalar 0 (in one fresh buffer)."""
     kept = [t for t in terms if not _is_zero(t)]
@@ -422,7 +412,7 @@ def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: 
 def _stage_s(compute_s: Array, comm: dict[str, Array], k: dict, steps: Array) -> Array:
     """The stage's time: ``compute_s`` overlapped with the ``steps`` passes' collectives
     (:func:`overlap_s`; ``compute_s`` itself when no design communicates)."""
-    comm_s = _per_phase(steps, comm["comm_s"])
+    comm_s = scale(steps, comm["comm_s"])
     return compute_s if _is_zero(comm_s) else overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac"))
 
 
@@ -478,5 +468,5 @@ def phase_time_and_device_j(compute_s: Array, head_s: Array, dyn_j: Array, comm:
 def _pipeline_phase_s(stage_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
                       steps: Array) -> Array:
     """:func:`pipeline_s` of the stage's time ``stage_s`` with the ``steps`` passes' sends of ``comm``."""
-    return pipeline_s(stage_s, head_s, _per_phase(steps, comm["p2p_s"]), _per_phase(steps, comm["p2p_path_s"]),
+    return pipeline_s(stage_s, head_s, scale(steps, comm["p2p_s"]), scale(steps, comm["p2p_path_s"]),
                       knob(k, "pp"), knob(k, "micro_batches"), prefill)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import cost, parallel, perf, pim, power, quality, silicon
-from dse.model.arrays import accumulate, ndim
+from dse.model.arrays import accumulate, ndim, scale
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import (
     Array,
     Op,
+    decode_queries,
     draft_op,
     executed_knobs,
     memory_bytes,
@@ -31,23 +32,23 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     dense FLOP, :func:`dse.model.power.op_rates`), ``steps`` and, where PIM is possible,
     ``energy_j`` and ``on_pim``.
     """
-    return _phase_costs(m, k, hw, wb, None if parallel.is_single_device(k) else parallel.shard_factors(m, k))
+    factors = None if parallel.is_single_device(k) else parallel.shard_factors(m, k)
+    return _phase_costs(m, k, hw, wb, factors, decode_queries(k))
 
 
 def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[str, Array]] | None,
-                 ) -> dict[str, dict[str, dict[str, Array]]]:
+                 queries: Array) -> dict[str, dict[str, dict[str, Array]]]:
     """:func:`phase_costs` with the knobs' shard ``factors`` (:func:`dse.model.parallel.shard_factors`;
-    None on one device)."""
+    None on one device) and decode ``queries`` (:func:`dse.model.workload.decode_queries`)."""
     lin_rate, attn_rate = power.op_rates(hw, k)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
-    if np.any(k["spec_len"] > 0):  # speculative decoding: verification steps of spec_len + 1 positions
-        queries = k["spec_len"] + 1.0
+    if not (ndim(queries) == 0 and queries == 1.0):  # speculative decoding: verification steps
         per_step = tokens_per_verify(k)
         steps = np.ceil(k["out_len"] / per_step)
         dec_ops = phase_ops(m, k, wb, k["batch"] * queries, prefill=False, queries=queries)
         dec_ops["draft"] = draft_op(m, k, wb)
     else:
-        queries, per_step, steps = 1.0, 1.0, k["out_len"]
+        per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
     # decode attention's (sequence, KV head) streams on the device: the KV it reads per layer (kv / kernels factor)
     fa = None if factors is None else factors["attn"]
@@ -119,7 +120,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     # every micro-batch of the phase, and compute power held while waiting in the collectives
     raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
     time_s = perf.power_capped_s(raw_s, device_j, capped_s_per_j)
-    link_j = _times(steps, comm["energy_j"])
+    link_j = scale(steps, comm["energy_j"])
     watts = None
     if not prefill:
         watts = accumulate(_scaled(devices, perf.device_power_w(device_j, time_s, hw)), link_j / time_s)
@@ -127,12 +128,11 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     return time_s, accumulate(_scaled(devices, device_total_j), link_j), watts
 
 
-def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array]) -> dict[str, dict[str, Array]]:
-    """:func:`dse.model.parallel.stage_comm` of a prefill pass and of a decode step (``spec_len + 1``
-    positions per sequence where speculating), set up once for both (``dims``: the knobs'
-    :func:`dse.model.parallel.shard_dims`)."""
+def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array], queries: Array) -> dict[str, dict[str, Array]]:
+    """:func:`dse.model.parallel.stage_comm` of a prefill pass and of a decode step (``queries``
+    positions per sequence, :func:`dse.model.workload.decode_queries`), set up once for both
+    (``dims``: the knobs' :func:`dse.model.parallel.shard_dims`)."""
     b = k["batch"]
-    queries = k["spec_len"] + 1.0 if np.any(k["spec_len"] > 0) else 1.0
     step_tokens = b * queries
     plan = parallel.comm_plan(m, k, hw, dims)
     return {"prefill": parallel.pass_comm(plan, hw, b * k["in_len"], b),
@@ -233,7 +233,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
     dec_tps = _scaled(dp, generated * per_dec_s)
     mem = memory_bytes(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)  # the same on one device
-    n_devices = parallel.n_devices(k) if single else _times(dp, replica)
+    n_devices = parallel.n_devices(k) if single else scale(dp, replica)
     out = {
         "ttft_s": ttft,
         "tpot_s": dec_s / n_out,
@@ -243,7 +243,7 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
         "avg_power_w": _scaled(dp, total_j * per_total_s),
         "decode_tokens_per_j": generated / energies["decode"],
         "tokens_per_j": generated / total_j,
-        "tdp_tokens_per_j": dec_tps * (1.0 / _times(n_devices, hw["tdp_w"])),
+        "tdp_tokens_per_j": dec_tps * (1.0 / scale(n_devices, hw["tdp_w"])),
         "memory_bytes": mem,
         "g_memory_bytes": mem - hw["mem_capacity_bytes"],
         "n_devices": n_devices,
@@ -257,9 +257,10 @@ def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] |
     """Seconds, joules and watts of each phase (:func:`phase_system`) for ``replica`` devices; ``dims``:
     the knobs' :func:`dse.model.parallel.shard_dims`, None on one device. The operator costs and the
     collectives are freed on return, before the metrics are formed (smaller working set)."""
-    costs = _phase_costs(m, k, hw, wb, None if dims is None else parallel.shard_factors_of(m, k, dims))
+    queries = decode_queries(k)
+    costs = _phase_costs(m, k, hw, wb, None if dims is None else parallel.shard_factors_of(m, k, dims), queries)
     linked = hw if dims is None else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
-    comms = {phase: None for phase in costs} if dims is None else phase_comms(m, k, linked, dims)
+    comms = {phase: None for phase in costs} if dims is None else phase_comms(m, k, linked, dims, queries)
     capped_s_per_j = perf.capped_s_per_j(hw)
     times: dict[str, Array] = {}
     energies: dict[str, Array] = {}
@@ -275,6 +276,3 @@ def _scaled(count: Array, fresh: Array) -> Array:
     return fresh if ndim(count) == 0 and count == 1.0 else accumulate(fresh, count, np.multiply)
 
 
-def _times(count: Array, x: Array) -> Array:
-    """``count * x``, skipped when ``count`` is the scalar 1 (one device, one replica, one step)."""
-    return x if ndim(count) == 0 and count == 1.0 else count * x

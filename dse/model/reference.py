@@ -122,7 +122,7 @@ def _run_op(op: dict, m: dict, k: dict, hw: dict, decode: bool, reach: float = 1
     decode_attn = decode and op["name"] == "attn"
     host_t, host_e = _host_op(op, hw, overhead, streams if decode_attn else 0.0)
     if decode_attn:  # the decode-attention kernels' energy over the rule, in full from 4 query rows per KV head
-        rows = m["n_heads"] / m["n_kv_heads"] * (k["spec_len"] + 1 if k["spec_len"] > 0 else 1)
+        rows = m["n_heads"] / m["n_kv_heads"] * (k["spec_len"] + 1)
         host_e *= 1 + (hw["decode_attn_energy_ratio"] - 1) * min(rows, 4) / 4
     can_pim = hw["pim_peak_flop_per_s"] > 0 and hw["pim_bw_bytes_per_s"] > 0 and hw["host_link_bw_bytes_per_s"] > 0
     if decode and k["pim_offload"] >= level and can_pim and reach > 0:

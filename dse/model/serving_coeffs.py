@@ -60,7 +60,7 @@ def serving_coeffs(m: dict, k: dict, hw: dict, token_budget=2048.0, max_seqs=256
     tok_bytes = nl * hd * (2.0 * h + 2.0 * kv) * a_b + nl * hd * 2.0 * kv * kv_b
     kv_token_bytes = 2.0 * nl * kv * hd * kv_b
     spec = k["spec_len"] > 0
-    dec_queries = np.where(spec, k["spec_len"] + 1.0, 1.0)
+    dec_queries = k["spec_len"] + 1.0  # 1 without speculation
     weights = stored_weight_bytes(m, k, wb)
     widest = np.maximum((h + 2.0 * kv) * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * top_k)
     workspace = token_budget * (d + widest) * a_b + max_seqs * v * 4.0

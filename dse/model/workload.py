@@ -137,6 +137,12 @@ def _linear(layers: Array, tokens: Array, token_bytes: Array, params: Array, flo
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
 
+def decode_queries(k: dict) -> Array:
+    """Positions per sequence in a decode step, ``spec_len + 1`` (verifying the draft tokens); the
+    scalar 1 when no design of the batch speculates."""
+    return k["spec_len"] + 1.0 if np.any(k["spec_len"] > 0) else 1.0
+
+
 def tokens_per_verify(k: dict) -> Array:
     """Expected tokens generated per verification step, ``(1 - a**(g+1)) / (1 - a)`` (1 without speculation)."""
     a, g = k["spec_accept_frac"], k["spec_len"]
