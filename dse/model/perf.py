@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from dse.model import jit
 from dse.model.arrays import accumulate, ndim, total
 from dse.model.workload import Array, Op
 
@@ -110,14 +111,8 @@ def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array)
     return accumulate(flop * s_per_flop, nbytes * s_per_byte, np.maximum)
 
 
-def sum_linear(x0: Array, x1: Array, lo: Array, hi: Array) -> Array:
-    """``sum_{c=lo}^{hi} (x0 + x1 * c)`` for integer ``lo..hi``; 0 when ``hi < lo``."""
-    n = accumulate(hi - lo + 1.0, 0.0, np.maximum)
-    return accumulate(n * x0, accumulate(accumulate(n * (lo + hi), 0.5, np.multiply), x1, np.multiply))
-
-
 def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
-    """:func:`sum_linear` over a range known to hold ``n >= 1`` terms whose ``c`` sum to ``c_sum``."""
+    """``sum_{c} (x0 + x1 * c)`` over ``n >= 1`` integer ``c`` that sum to ``c_sum``."""
     return accumulate(n * x0, x1 * c_sum)
 
 
@@ -131,15 +126,32 @@ def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Ar
     the compute/memory regime change. Division by ``u1 = 0`` is intended: ``c*`` becomes
     +-inf (the whole range or none) or NaN (``u == 0``, which adds nothing).
     """
+    args = tuple(jit.arg(x) for x in (a0, a1, b0, b1, lo, hi, n, c_sum))
+    out = np.empty(jit.rows(*args))
+    _sum_max_linear_rows(*args, out)
+    return out if any(ndim(x) for x in args) else float(out[0])
+
+
+@jit.kernel
+def _sum_max_linear_at(a0: float, a1: float, b0: float, b1: float, lo: float, hi: float, n: float,
+                       c_sum: float) -> float:
+    """:func:`sum_max_linear` of one design (compiled)."""
     u0 = a0 - b0
     u1 = a1 - b1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cross = accumulate(np.negative(u0), u1, np.divide)
-    cross = accumulate(accumulate(cross, lo - 1.0, np.fmax), hi + 1.0, np.fmin)  # fmax maps NaN to lo - 1
-    rising = u1 >= 0.0  # u > 0 right of c* when rising, left of it when falling
-    pos_lo = np.where(rising, accumulate(np.floor(cross), 1.0), lo)
-    pos_hi = np.where(rising, hi, accumulate(np.ceil(cross), -1.0))
-    return accumulate(sum_linear_nonempty(b0, b1, n, c_sum), sum_linear(u0, u1, pos_lo, pos_hi))
+    cross = np.fmin(np.fmax(-u0 / u1, lo - 1.0), hi + 1.0)  # fmax maps NaN to lo - 1
+    if u1 >= 0.0:  # u > 0 right of c* when rising, left of it when falling
+        pos_lo, pos_hi = np.floor(cross) + 1.0, hi
+    else:
+        pos_lo, pos_hi = lo, np.ceil(cross) - 1.0
+    terms = np.maximum(pos_hi - pos_lo + 1.0, 0.0)
+    return (n * b0 + b1 * c_sum) + (terms * u0 + terms * (pos_lo + pos_hi) * 0.5 * u1)
+
+
+@jit.kernel
+def _sum_max_linear_rows(a0, a1, b0, b1, lo, hi, n, c_sum, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = _sum_max_linear_at(jit.at(a0, i), jit.at(a1, i), jit.at(b0, i), jit.at(b1, i), jit.at(lo, i),
+                                    jit.at(hi, i), jit.at(n, i), jit.at(c_sum, i))
 
 
 def power_capped_s(time_s: Array, dynamic_j: Array, s_per_j: Array) -> Array:
