@@ -10,8 +10,8 @@ never an exception).
 
 Arguments are numbers or 1-D float64 arrays of the batch's length, mixed freely: :func:`at`
 reads row ``i`` of an array and a number as itself, resolved when the kernel is compiled (no
-test in the loop). :func:`rows` gives the batch length of a kernel's arguments and :func:`arg` makes a value
-a kernel argument.
+test in the loop). :func:`rows` gives the batch length of a kernel's arguments, :func:`arg` makes a value a kernel
+argument and :func:`columns` makes kernel arguments of values that broadcast in any shape.
 """
 
 from __future__ import annotations
@@ -61,3 +61,20 @@ def arg(x: Array) -> Array:
             return float(x)
         return x if x.dtype == np.float64 else x.astype(np.float64)
     return float(x)
+
+
+def columns(*xs: Any) -> tuple[tuple[Array, ...], int, tuple[int, ...]]:
+    """Kernel arguments (:func:`arg`) for values that broadcast together, their row count and their
+    broadcast shape. Numbers and 1-D arrays of one length pass as they are; otherwise every array is
+    broadcast to the common shape and flattened (outputs are reshaped by the caller)."""
+    args = [arg(x) for x in xs]
+    arrays = [x for x in args if type(x) is np.ndarray]
+    if not arrays:
+        return tuple(args), 1, ()
+    n = len(arrays[0])
+    if all(x.ndim == 1 and len(x) == n for x in arrays):
+        return tuple(args), n, (n,)
+    shape = np.broadcast_shapes(*(x.shape for x in arrays))
+    flat = tuple(np.ascontiguousarray(np.broadcast_to(x, shape)).ravel() if type(x) is np.ndarray else x
+                 for x in args)
+    return flat, int(np.prod(shape)), shape

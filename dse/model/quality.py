@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.arrays import ndim
+from dse.model import jit
 from dse.spec.registry import KNOB_BY_NAME
 
 # --- categorical codes ------------------------------------------------------------------------
@@ -90,25 +90,11 @@ def bits_level(bits):
     return _LEVEL_OF_WHOLE_BITS.take(np.clip(np.asarray(bits, dtype=float), 0.0, BITS_GRID[-1]).astype(np.intp))
 
 
-def bits_key(w_bits, a_bits, kv_bits) -> tuple[np.ndarray, np.ndarray]:
-    """The whole parts of three bit widths clipped to 0..16 as one index, ``(w * 17 + a) * 17 + kv``
-    (intp), and whether all three are whole numbers there (bits beyond 16 read as 16)."""
-    clipped = [np.clip(np.asarray(x, dtype=float), 0.0, BITS_GRID[-1]) for x in (w_bits, a_bits, kv_bits)]
-    whole = [np.floor(c) for c in clipped]
-    key = ((whole[0] * _N_WHOLE + whole[1]) * _N_WHOLE + whole[2]).astype(np.intp)
-    return key, (clipped[0] == whole[0]) & (clipped[1] == whole[1]) & (clipped[2] == whole[2])
-
-
 def _bits_offsets(strides: tuple[int, ...]) -> np.ndarray:
     """Flat-index offset of the weight, activation and KV levels of each :func:`bits_key` in the
     ``wa_value`` grid of ``strides``; negative where a level is below the grid."""
     off = np.where(_LEVEL_OF_WHOLE_BITS >= 0, _LEVEL_OF_WHOLE_BITS, -OFF_GRID)
     return (off[:, None, None] * strides[2] + off[None, :, None] * strides[3] + off[None, None, :] * strides[5]).ravel()
-
-
-def frac_level(frac):
-    """Index into FRAC_GRID of the smallest level >= frac (len(FRAC_GRID): above the grid)."""
-    return np.searchsorted(FRAC_GRID, np.asarray(frac, dtype=float), side="left")
 
 
 def monotone_envelope(coords: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -288,59 +274,86 @@ def ppl_delta(tables: dict, family_code, quant_method_code, w_bits, a_bits, kv_b
     ``w_sparsity_frac`` pruned fraction; ``nm_sparse`` > 0 selects 2:4 (takes precedence, as in
     the workload model). Returns ``ppl_delta`` (inf = no data), ``quality_extrapolated`` and
     ``quality_interpolated`` (int8; not computed with ``interpolated`` False, which the evaluator
-    passes: ~3 ns/design), each of the inputs' broadcast shape. Inputs that are the
-    same for the whole batch stay scalars until the end (fewer full-length operations); a bit or
-    sparsity level off the grid makes its flat index negative, so one sign test finds them all.
+    passes), each of the inputs' broadcast shape. One compiled pass per design
+    (:func:`_lookup_rows`): a bit or sparsity level off the grid makes its flat index negative,
+    so one sign test finds them all.
     """
-    fam, meth, kvm, spm = (np.asarray(x, dtype=np.int64) for x in (family_code, quant_method_code, kv_method_code,
-                                                                     sparse_method_code))
-    w, a, kv, frac, nm, grp = (np.asarray(x, dtype=float) for x in (w_bits, a_bits, kv_bits, w_sparsity_frac,
-                                                                    nm_sparse, w_group_size))
-    shape = np.broadcast_shapes(*(x.shape for x in (fam, meth, kvm, spm, w, a, kv, frac, nm, grp)))
+    args, n, shape = jit.columns(family_code, quant_method_code, kv_method_code, sparse_method_code, w_bits, a_bits,
+                                 kv_bits, w_sparsity_frac, nm_sparse, w_group_size)
     wv, sv = tables["wa_value"], tables["sp_value"]
-    codes_ok = ((fam >= 0) & (fam < wv.shape[0]) & (meth >= 0) & (meth < wv.shape[1]) & (kvm >= 0)
-                & (kvm < wv.shape[6]) & (spm >= 0) & (spm < sv.shape[1]))
-    if not codes_ok.all():
-        fam, meth, kvm, spm = (np.where(codes_ok, x, 0) for x in (fam, meth, kvm, spm))
-    key, whole = bits_key(w, a, kv)
-    # flat indices by strides, the batch-wide terms summed first (scalars stay scalars)
-    ws, ss = _strides(wv.shape), _strides(sv.shape)
-    flat = (fam * ws[0] + meth * ws[1] + group_rank(grp) * ws[4] + kvm * ws[6]) + tables["bits_offset"].take(key)
-    pattern, fl = nm > 0, frac_level(frac)  # 2:4 reads the 0.5 level
-    frac_off = _FRAC_OFFSET.take(fl)
-    flat_sp = (fam * ss[0] + spm * ss[1] + frac_off) + pattern * (ss[2] + 1 - frac_off)
-    valid = codes_ok & ((flat | flat_sp) >= 0)
-    everywhere = bool(valid.all())
-    if not everywhere:
-        flat, flat_sp = np.where(valid, flat, 0), np.where(valid, flat_sp, 0)
-    f_wa, f_sp = tables["wa_flags"].ravel().take(flat), tables["sp_flags"].ravel().take(flat_sp)
-    total = wv.ravel().take(flat) + sv.ravel().take(flat_sp)
-    f_both = f_wa & f_sp
-    both = (f_both & F_POSITIVE) > 0
-    if both.any():
-        total *= 1.0 + (tables["sparse_margin"] - 1.0) * both
-    extrap = both | (((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED | F_NO_DATA)) > 0)
-    if not everywhere:
-        total, extrap = np.where(valid, total, NO_DATA), extrap | ~valid
-    out = {"ppl_delta": _shaped(total, shape), "quality_extrapolated": _shaped(extrap.astype(np.int8), shape)}
-    if not interpolated:
-        return out
-    on_grid = (whole & _ALL_ON_GRID.take(key)
-               & _either((grp == 0) | (grp == GROUP_MAX_FINE) | tables["per_channel"].take(meth, mode="clip"),
-                         lambda: key >= _TOP_KEY)
-               & _either(frac == _FRAC_OF_LEVEL.take(fl), lambda: pattern))
-    exact = on_grid & ((f_both & F_EXACT) > 0) & ~both
-    return {**out, "quality_interpolated": _shaped((~exact & ~extrap).astype(np.int8), shape)}
+    delta, extrap, interp = np.empty(n), np.empty(n, dtype=np.int8), np.empty(n if interpolated else 0, dtype=np.int8)
+    _lookup_rows(*args, wv.ravel(), tables["wa_flags"].ravel(), sv.ravel(), tables["sp_flags"].ravel(),
+                 np.asarray(wv.shape, dtype=np.int64), np.asarray(_strides(wv.shape), dtype=np.int64),
+                 np.asarray(sv.shape, dtype=np.int64), np.asarray(_strides(sv.shape), dtype=np.int64),
+                 tables["bits_offset"], tables["per_channel"].astype(np.int8), tables["sparse_margin"],
+                 delta, extrap, interp)
+    out = {"ppl_delta": delta.reshape(shape), "quality_extrapolated": extrap.reshape(shape)}
+    if interpolated:
+        out["quality_interpolated"] = interp.reshape(shape)
+    return out
+
+
+@jit.kernel
+def _lookup_rows(fam_code, meth_code, kvm_code, spm_code, w_bits, a_bits, kv_bits, frac, nm, grp,  # noqa: ANN001
+                 wa_value, wa_flags, sp_value, sp_flags, wa_shape, ws, sp_shape, ss, bits_offset, per_channel,
+                 sparse_margin, delta, extrap, interp):
+    """:func:`ppl_delta` row by row into ``delta``, ``extrap`` and (where it has rows) ``interp``."""
+    top = BITS_GRID[-1]
+    frac_grid = FRAC_GRID
+    on_grid_bits = _ON_GRID
+    level_offset = _FRAC_OFFSET
+    for i in range(delta.shape[0]):
+        fam, meth = int(jit.at(fam_code, i)), int(jit.at(meth_code, i))
+        kvm, spm = int(jit.at(kvm_code, i)), int(jit.at(spm_code, i))
+        codes_ok = (0 <= fam < wa_shape[0] and 0 <= meth < wa_shape[1] and 0 <= kvm < wa_shape[6]
+                    and 0 <= spm < sp_shape[1])
+        if not codes_ok:
+            fam = meth = kvm = spm = 0
+        # whole parts of the three widths clipped to 0..16 (bits beyond 16 read as 16)
+        w = min(max(jit.at(w_bits, i), 0.0), top)
+        a = min(max(jit.at(a_bits, i), 0.0), top)
+        kv = min(max(jit.at(kv_bits, i), 0.0), top)
+        w_whole, a_whole, kv_whole = np.floor(w), np.floor(a), np.floor(kv)
+        key = int((w_whole * _N_WHOLE + a_whole) * _N_WHOLE + kv_whole)
+        g = jit.at(grp, i)
+        rank = 1 if 1.0 <= g <= GROUP_MAX_FINE else 0
+        flat = (fam * ws[0] + meth * ws[1] + rank * ws[4] + kvm * ws[6]) + bits_offset[key]
+        f = jit.at(frac, i)
+        fl = 0  # the smallest sparsity level >= frac (len(FRAC_GRID): above the grid)
+        while fl < frac_grid.shape[0] and frac_grid[fl] < f:
+            fl += 1
+        if f != f:
+            fl = frac_grid.shape[0]
+        pattern = 1 if jit.at(nm, i) > 0 else 0  # 2:4 reads the 0.5 level
+        frac_off = level_offset[fl]
+        flat_sp = (fam * ss[0] + spm * ss[1] + frac_off) + pattern * (ss[2] + 1 - frac_off)
+        valid = codes_ok and (flat | flat_sp) >= 0
+        if not valid:
+            flat = flat_sp = 0
+        f_wa, f_sp = wa_flags[flat], sp_flags[flat_sp]
+        total = wa_value[flat] + sp_value[flat_sp]
+        f_both = f_wa & f_sp
+        both = (f_both & F_POSITIVE) > 0
+        if both:
+            total *= 1.0 + (sparse_margin - 1.0)
+        extrapolated = both or ((f_wa | f_sp) & (F_TRANSFERRED | F_COMBINED | F_NO_DATA)) > 0
+        if not valid:
+            total, extrapolated = NO_DATA, True
+        delta[i] = total
+        extrap[i] = extrapolated
+        if interp.shape[0]:
+            on_grid = (w == w_whole and a == a_whole and kv == kv_whole
+                       and on_grid_bits[int(w_whole)] and on_grid_bits[int(a_whole)] and on_grid_bits[int(kv_whole)]
+                       and (g == 0.0 or g == GROUP_MAX_FINE or per_channel[min(max(meth, 0), per_channel.shape[0] - 1)]
+                            or w_whole >= top)
+                       and (pattern == 1 or (fl < frac_grid.shape[0] and f == frac_grid[fl])))
+            exact = on_grid and (f_both & F_EXACT) > 0 and not both
+            interp[i] = not exact and not extrapolated
 
 
 def _shaped(x, shape: tuple[int, ...]) -> np.ndarray:
     """``x`` broadcast to ``shape`` (itself where it has that shape already)."""
     return x if np.shape(x) == shape else np.broadcast_to(x, shape)
-
-
-def _either(first, second):
-    """``first | second()``, with ``second`` not evaluated where ``first`` is a batch-wide True."""
-    return first if ndim(first) == 0 and first else first | second()
 
 
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
