@@ -75,11 +75,8 @@ def group_rank(group_size):
 _WHOLE_BITS = np.arange(BITS_GRID[-1] + 1)  # 0..16: whole parts of bits clipped to the grid's top
 _LEVEL_OF_WHOLE_BITS = np.searchsorted(BITS_GRID, _WHOLE_BITS, side="right") - 1
 _N_WHOLE = len(_WHOLE_BITS)
-_ON_GRID = np.isin(_WHOLE_BITS, BITS_GRID)
-_ALL_ON_GRID = (_ON_GRID[:, None, None] & _ON_GRID[None, :, None] & _ON_GRID[None, None, :]).ravel()  # by bits_key
-_TOP_KEY = (_N_WHOLE - 1) * _N_WHOLE**2  # bits_key >= this: weights at the grid's top (16 bits or more)
-_FRAC_OFFSET = np.array([0, 1, -OFF_GRID])  # by frac_level: the level, or off the grid (above 0.5)
-_FRAC_OF_LEVEL = np.append(FRAC_GRID, np.nan)
+_ON_GRID = np.isin(_WHOLE_BITS, BITS_GRID)  # by whole bits: a level of the grid
+_FRAC_OFFSET = np.array([0, 1, -OFF_GRID])  # by sparsity level (smallest >= frac): itself, or off the grid
 
 
 def bits_level(bits):
@@ -91,7 +88,8 @@ def bits_level(bits):
 
 
 def _bits_offsets(strides: tuple[int, ...]) -> np.ndarray:
-    """Flat-index offset of the weight, activation and KV levels of each :func:`bits_key` in the
+    """Flat-index offset of the weight, activation and KV levels of each bits key
+    ``(w * 17 + a) * 17 + kv`` (whole bits clipped to 0..16) in the
     ``wa_value`` grid of ``strides``; negative where a level is below the grid."""
     off = np.where(_LEVEL_OF_WHOLE_BITS >= 0, _LEVEL_OF_WHOLE_BITS, -OFF_GRID)
     return (off[:, None, None] * strides[2] + off[None, :, None] * strides[3] + off[None, None, :] * strides[5]).ravel()
@@ -196,7 +194,7 @@ def compile_quality_tables(rows: dict, combination: dict, per_channel_methods: t
     ``wa_value[f, method, w_lv, a_lv, group_rank, kv_lv, kv_method]`` is the weight/activation +
     KV delta (margin applied), ``sp_value[f, sparse_method, pattern, frac_lv]`` the sparsity delta;
     ``*_flags`` hold F_TRANSFERRED / F_EXACT / F_COMBINED bits and the value's F_POSITIVE /
-    F_NO_DATA bits; ``bits_offset`` is the flat offset in ``wa_value`` of each :func:`bits_key`. Methods in
+    F_NO_DATA bits; ``bits_offset`` is the flat offset in ``wa_value`` of each bits key. Methods in
     ``per_channel_methods`` (per-channel scales by construction) read their per-channel cells at
     every group size.
     """
@@ -349,11 +347,6 @@ def _lookup_rows(fam_code, meth_code, kvm_code, spm_code, w_bits, a_bits, kv_bit
                        and (pattern == 1 or (fl < frac_grid.shape[0] and f == frac_grid[fl])))
             exact = on_grid and (f_both & F_EXACT) > 0 and not both
             interp[i] = not exact and not extrapolated
-
-
-def _shaped(x, shape: tuple[int, ...]) -> np.ndarray:
-    """``x`` broadcast to ``shape`` (itself where it has that shape already)."""
-    return x if np.shape(x) == shape else np.broadcast_to(x, shape)
 
 
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
