@@ -7,7 +7,11 @@ operation in an 8-step chain on the development VM).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from dse.model import jit
 
 Array = np.ndarray | float
 
@@ -46,3 +50,24 @@ def fold(values: list[Array], op: np.ufunc = np.add) -> Array:
 def total(values: list[Array]) -> Array:
     """Sum of ``values``, accumulated in one fresh buffer (:func:`fold`)."""
     return fold(values)
+
+
+def fused(rows_kernel: Callable, outputs: int, *xs: Array) -> tuple:
+    """The ``outputs`` columns a compiled rows kernel (:mod:`dse.model.jit`) writes for arguments ``xs``
+    (numbers and arrays mixed): ``rows_kernel(*xs, out_1, ..., out_n)`` fills one row of each output
+    per design. Floats where every argument is a number; arrays of other shapes than one batch
+    axis are broadcast, run flat and given back in their shape."""
+    args = [jit.arg(x) for x in xs]
+    shape = None
+    shapes = {a.shape for a in args if type(a) is np.ndarray}
+    if len(shapes) > 1 or any(len(s) != 1 for s in shapes):  # not all of one batch length
+        shape = np.broadcast_shapes(*shapes)
+        args = [np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) if type(a) is np.ndarray else a
+                for a in args]
+    outs = tuple(np.empty(jit.rows(*args)) for _ in range(outputs))
+    rows_kernel(*args, *outs)
+    if shape is not None:
+        return tuple(o.reshape(shape) for o in outs)
+    if any(type(a) is np.ndarray for a in args):
+        return outs
+    return tuple(float(o[0]) for o in outs)

@@ -11,12 +11,10 @@ Decode attention reads at most ``streams x attn_stream_bw_bytes_per_s`` (:func:`
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from dse.model import jit
-from dse.model.arrays import accumulate, ndim, total
+from dse.model.arrays import accumulate, fused, ndim, total
 from dse.model.workload import Array, Op
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
@@ -29,63 +27,36 @@ _LADDER: tuple[tuple[float, str], ...] = (
 )
 
 
-def native_bits(hw: dict, bits: Array) -> Array:
-    """Narrowest native precision (peak > 0) >= ``bits``; 32-bit is the fallback."""
-    out: Array = 32.0
-    for width, key in _LADDER[2::-1]:  # 16, 8, 4: narrower native widths overwrite wider ones
-        out = np.where((bits <= width) & (hw[key] > 0), width, out)
-    return out
+def peaks(hw: dict) -> tuple[Array, ...]:
+    """The dense peaks of :data:`_LADDER` (4, 8, 16 and 32 bits), FLOP/s: kernel arguments."""
+    return tuple(hw[key] for _, key in _LADDER)
 
 
-def peak_flop_per_s(hw: dict, native: Array) -> Array:
-    """Dense peak FLOP/s at a native precision returned by :func:`native_bits`."""
-    return np.where(native == 16.0, hw["flop16_peak_flop_per_s"],
-                    np.where(native == 8.0, hw["flop8_peak_flop_per_s"],
-                             np.where(native == 4.0, hw["flop4_peak_flop_per_s"], hw["flop32_peak_flop_per_s"])))
+@jit.kernel
+def native_rate_at(bits: float, p4: float, p8: float, p16: float, p32: float, eff: float) -> tuple[float, float]:
+    """(achievable seconds per dense FLOP, native bits) of one design (compiled): the narrowest
+    native precision (peak > 0) >= ``bits``, 32-bit the fallback, at ``compute_eff_frac`` ``eff``."""
+    native, peak = 32.0, p32
+    if bits <= 16.0 and p16 > 0.0:  # narrower native widths overwrite wider ones
+        native, peak = 16.0, p16
+    if bits <= 8.0 and p8 > 0.0:
+        native, peak = 8.0, p8
+    if bits <= 4.0 and p4 > 0.0:
+        native, peak = 4.0, p4
+    return 1.0 / (peak * eff), native
+
+
+@jit.kernel
+def _compute_s_per_flop_rows(bits, p4, p8, p16, p32, eff, s_out, native_out):  # noqa: ANN001
+    for i in range(s_out.shape[0]):
+        s_out[i], native_out[i] = native_rate_at(jit.at(bits, i), jit.at(p4, i), jit.at(p8, i), jit.at(p16, i),
+                                                 jit.at(p32, i), jit.at(eff, i))
 
 
 def compute_s_per_flop(hw: dict, bits: Array) -> tuple[Array, Array]:
-    """(achievable seconds per dense FLOP, native bits) for arithmetic that needs ``bits``.
-
-    Reciprocal rates keep divisions out of the per-operator hot path. When every peak is
-    present (> 0) everywhere or nowhere in the batch, the native width is tabulated for
-    widths 1..32 and looked up; peaks that are the same for the batch are tabulated too, and
-    a peak that varies per row is taken where the row's native width is its own.
-    """
-    peaks = [hw[key] for _, key in _LADDER]
-    eff = hw["compute_eff_frac"]
-    present = [p > 0 for p in peaks]
-    if ndim(bits) and all(ndim(x) == 0 or x.all() or not x.any() for x in present):
-        native_table, rate_table = _ladder_tables(
-            tuple(bool(x) if ndim(x) == 0 else bool(x.all()) for x in present),
-            tuple(float(p) if ndim(p) == 0 else 0.0 for p in peaks))
-        needed = np.ceil(bits)
-        idx = np.clip(needed, 1, 32, out=needed).astype(np.intp)
-        native = native_table.take(idx)
-        varying = [(width, p) for (width, _), p in zip(_LADDER, peaks, strict=True) if ndim(p)]
-        if not varying and not ndim(eff):
-            return (1.0 / (rate_table * eff)).take(idx), native
-        rate = rate_table.take(idx)  # 0 where the native width's peak varies per design: added below
-        for width, p in varying:
-            rate += np.multiply(native == width, p)  # exact: x + 0 * p, or 0 + p (cheaper than a where)
-        rate *= eff
-        return np.divide(1.0, rate, out=rate), native
-    nb = native_bits(hw, bits)
-    return 1.0 / (peak_flop_per_s(hw, nb) * eff), nb
-
-
-@functools.lru_cache(maxsize=256)
-def _ladder_tables(present: tuple[bool, ...], scalar_peaks: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(native width, dense peak FLOP/s) for needed widths 0..32, given which peaks of
-    :data:`_LADDER` are present and the batch-wide ones (0 where a peak varies per design):
-    built once per platform, not per chunk."""
-    widths = np.arange(33, dtype=float)
-    native = np.asarray(native_bits({key: float(x) for (_, key), x in zip(_LADDER, present, strict=True)}, widths),
-                        dtype=float)
-    rate = np.asarray(peak_flop_per_s(dict(zip((key for _, key in _LADDER), scalar_peaks, strict=True)), native),
-                      dtype=float)
-    native.flags.writeable = rate.flags.writeable = False  # shared by every later call
-    return native, rate
+    """(achievable seconds per dense FLOP, native bits) for arithmetic that needs ``bits``
+    (:func:`native_rate_at`; reciprocal rates keep divisions out of the per-operator hot path)."""
+    return fused(_compute_s_per_flop_rows, 2, bits, *peaks(hw), hw["compute_eff_frac"])
 
 
 def mem_s_per_byte(hw: dict) -> Array:
@@ -180,14 +151,13 @@ def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:
     return accumulate(power_w, np.maximum(hw["tdp_w"], hw["static_power_w"]), np.minimum)
 
 
-def sparse_exec_frac(hw: dict, k: dict) -> Array:
-    """Share of a weight GEMM's dense FLOPs the hardware executes: 1/2 for 2:4-sparse weights on
-    native sparse tensor units, which skip the zero half (twice the dense math rate, NVIDIA A100
-    architecture whitepaper), else 1. It scales the GEMM's time and its compute energy alike."""
-    native = hw["nm_sparsity_native"] > 0
-    if ndim(native) == 0:  # one platform: 2:4 halves the work everywhere or nowhere
-        return 1.0 - 0.5 * (k["nm_sparse"] > 0) if native else 1.0
-    return 1.0 - 0.5 * ((k["nm_sparse"] > 0) & native)
+@jit.kernel
+def sparse_exec_frac_at(nm_sparse: float, nm_sparsity_native: float) -> float:
+    """Share of a weight GEMM's dense FLOPs the hardware executes (compiled, one design): 1/2 for
+    2:4-sparse weights (``nm_sparse``) on native sparse tensor units (``nm_sparsity_native``), which
+    skip the zero half (twice the dense math rate, NVIDIA A100 architecture whitepaper), else 1. It
+    scales the GEMM's time and its compute energy alike."""
+    return 0.5 if nm_sparse > 0.0 and nm_sparsity_native > 0.0 else 1.0
 
 
 def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Array, Array],

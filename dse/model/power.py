@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import perf
-from dse.model.arrays import accumulate, ndim, total
+from dse.model import jit, perf
+from dse.model.arrays import accumulate, fused, total
 from dse.model.perf import op_totals, phase_sum
 from dse.model.workload import FP8_METHOD, Array
 from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
 SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
-_INTEGER_METHOD = np.array([name in INTEGER_GEMM_METHODS for name in KNOB_BY_NAME["quant_method"].choices])
+# quant_method codes that run integer GEMMs, as a bit mask (bit c: code c), and the number of codes
+_INTEGER_MASK = float(sum(1 << c for c, name in enumerate(KNOB_BY_NAME["quant_method"].choices)
+                          if name in INTEGER_GEMM_METHODS))
+_N_METHODS = float(len(KNOB_BY_NAME["quant_method"].choices))
 
 
 def j_per_dram_byte(hw: dict) -> Array:
@@ -29,8 +32,14 @@ def j_per_dram_byte(hw: dict) -> Array:
 
 
 def j_per_flop(hw: dict, native: Array) -> Array:
-    """Energy of one FLOP at native width ``native`` bits, joules: ``flop16_energy_pj_per_flop x
-    (f + (1 - f) native / 16)``, ``f = flop_energy_fixed_frac``.
+    """Energy of one FLOP at native width ``native`` bits, joules (:func:`j_per_flop_at`)."""
+    return fused(_j_per_flop_rows, 1, native, hw["flop16_energy_pj_per_flop"], hw["flop_energy_fixed_frac"])[0]
+
+
+@jit.kernel
+def j_per_flop_at(native: float, e16_pj: float, fixed: float) -> float:
+    """Energy of one FLOP at native width ``native`` bits, joules (compiled, one design):
+    ``flop16_energy_pj_per_flop x (f + (1 - f) native / 16)``, ``f = flop_energy_fixed_frac``.
 
     The width-proportional part follows the multipliers and operand delivery (register file,
     datapath wires); the fixed part (instruction issue, scheduling, accumulation, staging that
@@ -38,25 +47,39 @@ def j_per_flop(hw: dict, native: Array) -> Array:
     GEMMs): FP8 costs 0.568 of BF16 per FLOP (0.53-0.61 over 19 shapes), not the 0.5 a linear rule
     gives; 4-bit and 32-bit are the same rule extrapolated (not measured).
     """
-    e16 = hw["flop16_energy_pj_per_flop"] * PJ
-    f = hw["flop_energy_fixed_frac"]
-    return accumulate(native * (e16 * (1.0 - f) / 16.0), e16 * f)  # scalar factors first: two array ops
+    e16 = e16_pj * PJ
+    return native * (e16 * (1.0 - fixed) / 16.0) + e16 * fixed
 
 
-def gemm_energy_frac(hw: dict, k: dict, executed: Array) -> Array:
-    """Multiplier of a weight GEMM's dense-FLOP energy (:func:`j_per_flop`): the executed share
-    ``executed`` (:func:`dse.model.perf.sparse_exec_frac`: 2:4 sparse units skip half) times
-    ``int_op_energy_ratio`` where the GEMM runs in integer arithmetic (a method of
-    :data:`dse.spec.registry.INTEGER_GEMM_METHODS` with quantised activations, ``a_bits < 16``).
+@jit.kernel
+def _j_per_flop_rows(native, e16_pj, fixed, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = j_per_flop_at(jit.at(native, i), jit.at(e16_pj, i), jit.at(fixed, i))
+
+
+@jit.kernel
+def gemm_energy_frac_at(executed: float, method: float, a_bits: float, ratio: float, integer_mask: float,
+                        n_methods: float) -> float:
+    """Multiplier of a weight GEMM's dense-FLOP energy (:func:`j_per_flop_at`; compiled, one design):
+    the executed share ``executed`` (:func:`dse.model.perf.sparse_exec_frac_at`: 2:4 sparse units skip
+    half) times ``int_op_energy_ratio`` ``ratio`` where the GEMM runs in integer arithmetic (a
+    ``quant_method`` ``method`` of :data:`dse.spec.registry.INTEGER_GEMM_METHODS`: bit ``method`` of
+    ``integer_mask``, codes clipped to ``n_methods``) with quantised activations, ``a_bits < 16``.
     On an H200 the best INT8 GEMM measured (Triton) costs 1.17x the best FP8 one (cuBLASLt) per
     operation (``validation/gemm_triton_h200.csv``); the ratio is 1 (nothing added) elsewhere by default."""
-    ratio = hw["int_op_energy_ratio"]
-    if ndim(ratio) == 0 and ratio == 1.0:
-        return executed
-    integer = _INTEGER_METHOD.take(np.asarray(k["quant_method"], dtype=np.intp), mode="clip")
-    if ndim(integer) == 0 and not integer:  # one floating-point method for the batch: nothing to add
-        return executed
-    return executed * np.where(integer & (k["a_bits"] < 16.0), ratio, 1.0)
+    code = min(max(int(method), 0), int(n_methods) - 1)
+    return executed * (ratio if (int(integer_mask) >> code) & 1 and a_bits < 16.0 else 1.0)
+
+
+@jit.kernel
+def gemm_time_frac_at(executed: float, method: float, a_bits: float, frac: float) -> float:
+    """Multiplier of a weight GEMM's seconds per dense FLOP at its native peak (compiled, one design):
+    the executed share ``executed`` (:func:`dse.model.perf.sparse_exec_frac_at`) over ``fp8_rate_frac``
+    ``frac`` where the GEMM runs in FP8 (``quant_method`` fp8 with ``a_bits < 16``, on FP8 units:
+    :func:`dse.model.workload.executed_knobs`). GeForce Ada tensor cores run FP8 with FP32 accumulation,
+    as serving kernels use it, at half the 8-bit peak (RTX 4090: 330.3 against 660.6 TFLOP/s); 1
+    (nothing changed) by default."""
+    return executed / (frac if method == FP8_METHOD and a_bits < 16.0 else 1.0)
 
 
 DECODE_ATTN_FULL_ROWS = 4.0  # query rows per KV head from which decode_attn_energy_ratio applies in full
@@ -79,34 +102,31 @@ def decode_attn_energy_ratio(hw: dict, m: dict, queries: Array) -> Array:
 def op_rates(hw: dict, k: dict) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
     """(weight-GEMM rate, attention rate), each ``(achievable seconds, joules)`` per dense FLOP.
 
-    Weight GEMMs compute at ``max(w_bits, a_bits)``, with the multipliers :func:`gemm_time_frac`
-    (executed share, FP8 rate) in their time and :func:`gemm_energy_frac` in their energy;
-    attention at ``max(a_bits, kv_bits)``. Both precisions are looked up in one pass when either
-    varies per design."""
-    lin_bits, attn_bits = np.maximum(k["w_bits"], k["a_bits"]), np.maximum(k["a_bits"], k["kv_bits"])
-    if ndim(lin_bits) or ndim(attn_bits):
-        s_per_flop, native = perf.compute_s_per_flop(hw, np.stack(np.broadcast_arrays(lin_bits, attn_bits)))
-        (lin_s, attn_s), (lin_j, attn_j) = s_per_flop, j_per_flop(hw, native)
-    else:
-        (lin_s, lin_native), (attn_s, attn_native) = (perf.compute_s_per_flop(hw, b) for b in (lin_bits, attn_bits))
-        lin_j, attn_j = j_per_flop(hw, lin_native), j_per_flop(hw, attn_native)
-    executed = perf.sparse_exec_frac(hw, k)
-    return (lin_s * gemm_time_frac(hw, k, executed), lin_j * gemm_energy_frac(hw, k, executed)), (attn_s, attn_j)
+    Weight GEMMs compute at ``max(w_bits, a_bits)``, with the multipliers :func:`gemm_time_frac_at`
+    (executed share, FP8 rate) in their time and :func:`gemm_energy_frac_at` in their energy;
+    attention at ``max(a_bits, kv_bits)``. One compiled pass over the designs."""
+    lin_s, lin_j, attn_s, attn_j = fused(
+        _op_rates_rows, 4, k["w_bits"], k["a_bits"], k["kv_bits"], *perf.peaks(hw), hw["compute_eff_frac"],
+        hw["flop16_energy_pj_per_flop"], hw["flop_energy_fixed_frac"], k["nm_sparse"], hw["nm_sparsity_native"],
+        k["quant_method"], hw["fp8_rate_frac"], hw["int_op_energy_ratio"], _INTEGER_MASK, _N_METHODS)
+    return (lin_s, lin_j), (attn_s, attn_j)
 
 
-def gemm_time_frac(hw: dict, k: dict, executed: Array) -> Array:
-    """Multiplier of a weight GEMM's seconds per dense FLOP at its native peak: the executed share
-    ``executed`` (:func:`dse.model.perf.sparse_exec_frac`) over ``fp8_rate_frac`` where the GEMM runs
-    in FP8 (``quant_method`` fp8 with ``a_bits < 16``, on FP8 units: :func:`dse.model.workload.executed_knobs`).
-    GeForce Ada tensor cores run FP8 with FP32 accumulation, as serving kernels use it, at half the
-    8-bit peak (RTX 4090: 330.3 against 660.6 TFLOP/s); 1 (nothing changed) by default."""
-    frac = hw["fp8_rate_frac"]
-    if ndim(frac) == 0 and frac == 1.0:
-        return executed
-    fp8 = (k["quant_method"] == FP8_METHOD) & (k["a_bits"] < 16.0)
-    if ndim(fp8) == 0 and not fp8:  # no FP8 GEMM in the batch
-        return executed
-    return executed / np.where(fp8, frac, 1.0)
+@jit.kernel
+def _op_rates_rows(w_bits, a_bits, kv_bits, p4, p8, p16, p32, eff, e16_pj, fixed, nm_sparse, nm_native,  # noqa: ANN001
+                   method, fp8_frac, int_ratio, integer_mask, n_methods, lin_s, lin_j, attn_s, attn_j):
+    for i in range(lin_s.shape[0]):
+        a, peak4, peak8, peak16, peak32, e = (jit.at(a_bits, i), jit.at(p4, i), jit.at(p8, i), jit.at(p16, i),
+                                              jit.at(p32, i), jit.at(eff, i))
+        s, native = perf.native_rate_at(np.maximum(jit.at(w_bits, i), a), peak4, peak8, peak16, peak32, e)
+        executed = perf.sparse_exec_frac_at(jit.at(nm_sparse, i), jit.at(nm_native, i))
+        q = jit.at(method, i)
+        lin_s[i] = s * gemm_time_frac_at(executed, q, a, jit.at(fp8_frac, i))
+        lin_j[i] = (j_per_flop_at(native, jit.at(e16_pj, i), jit.at(fixed, i))
+                    * gemm_energy_frac_at(executed, q, a, jit.at(int_ratio, i), integer_mask, n_methods))
+        s, native = perf.native_rate_at(np.maximum(a, jit.at(kv_bits, i)), peak4, peak8, peak16, peak32, e)
+        attn_s[i] = s
+        attn_j[i] = j_per_flop_at(native, jit.at(e16_pj, i), jit.at(fixed, i))
 
 
 def host_dynamic_j(hw: dict, flop: Array, nbytes: Array, per_flop_j: Array) -> Array:
