@@ -77,11 +77,6 @@ def attn_s_per_byte(hw: dict, s_per_byte: Array, streams: Array) -> Array:
     return np.maximum(s_per_byte, np.where(r > 0.0, 1.0 / (np.maximum(r, 1e-30) * streams), 0.0))
 
 
-def roofline_s(flop: Array, nbytes: Array, s_per_flop: Array, s_per_byte: Array) -> Array:
-    """``max(flop * s_per_flop, bytes * s_per_byte)``, seconds."""
-    return accumulate(flop * s_per_flop, nbytes * s_per_byte, np.maximum)
-
-
 def sum_linear_nonempty(x0: Array, x1: Array, n: Array, c_sum: Array) -> Array:
     """``sum_{c} (x0 + x1 * c)`` over ``n >= 1`` integer ``c`` that sum to ``c_sum``."""
     return accumulate(n * x0, x1 * c_sum)
@@ -165,28 +160,46 @@ def op_cost(hw: dict, op: Op, lo: Array, hi: Array, steps: Array, rate: tuple[Ar
     """Time (s, with launch overhead), FLOPs and bytes of one operator.
 
     Operators that do not depend on the context are costed per step (``per_step``
-    True: multiply by the phase's steps, see :func:`op_totals`); decode attention is
-    summed exactly over the steps ``j = lo..hi``. ``s_per_byte`` is the reciprocal achievable
-    memory bandwidth, ``rate`` ``(achievable seconds, joules per dense FLOP)``
+    True: multiply by the phase's steps, see :func:`op_totals`):
+    ``max(flop * s_per_flop, bytes * s_per_byte) + launch_s``; decode attention is
+    summed exactly over the steps ``j = lo..hi`` (:func:`sum_max_linear`). ``s_per_byte`` is the
+    reciprocal achievable memory bandwidth, ``rate`` ``(achievable seconds, joules per dense FLOP)``
     (:func:`dse.model.power.op_rates`: the executed share, precision and arithmetic included); both
     are kept (``s_per_flop``, ``j_per_flop``) for the energy and the breakdown.
     ``c_sum`` is the sum of the step indices ``lo..hi`` (used only by context-dependent operators).
-    ``launch_s``: ``op.kernels * kernel_overhead_s`` where the caller has it.
+    ``launch_s``: ``op.kernels * kernel_overhead_s`` where the caller has it. One compiled pass each.
     """
     s_per_flop, j_per_flop = rate
     if launch_s is None:
         launch_s = op.kernels * hw["kernel_overhead_s"]
     if op.flop1 is None:  # no context dependence: every step costs the same
-        step_s = accumulate(roofline_s(op.flop0, op.bytes0, s_per_flop, s_per_byte), launch_s)
+        (step_s,) = fused(_step_cost_rows, 1, op.flop0, op.bytes0, s_per_flop, s_per_byte, launch_s)
         cost = {"time_s": step_s, "flop": op.flop0, "bytes": op.bytes0, "per_step": True}
     else:
-        cost = {"time_s": sum_max_linear(op.flop0 * s_per_flop, op.flop1 * s_per_flop,
-                                              op.bytes0 * s_per_byte, op.bytes1 * s_per_byte, lo, hi, steps, c_sum)
-                + steps * launch_s,
-                "flop": sum_linear_nonempty(op.flop0, op.flop1, steps, c_sum),
-                "bytes": sum_linear_nonempty(op.bytes0, op.bytes1, steps, c_sum), "per_step": False}
+        time_s, flop, nbytes = fused(_context_cost_rows, 3, op.flop0, op.flop1, op.bytes0, op.bytes1, s_per_flop,
+                                     s_per_byte, lo, hi, steps, c_sum, launch_s)
+        cost = {"time_s": time_s, "flop": flop, "bytes": nbytes, "per_step": False}
     cost.update(s_per_flop=s_per_flop, j_per_flop=j_per_flop, steps=steps, launch_s=launch_s)
     return cost
+
+
+@jit.kernel
+def _step_cost_rows(flop, nbytes, s_per_flop, s_per_byte, launch_s, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = np.maximum(jit.at(flop, i) * jit.at(s_per_flop, i),
+                            jit.at(nbytes, i) * jit.at(s_per_byte, i)) + jit.at(launch_s, i)
+
+
+@jit.kernel
+def _context_cost_rows(flop0, flop1, bytes0, bytes1, s_per_flop, s_per_byte, lo, hi, steps, c_sum,  # noqa: ANN001
+                       launch_s, time_s, flop, nbytes):
+    for i in range(time_s.shape[0]):
+        f0, f1, b0, b1 = jit.at(flop0, i), jit.at(flop1, i), jit.at(bytes0, i), jit.at(bytes1, i)
+        spf, spb, n, cs = jit.at(s_per_flop, i), jit.at(s_per_byte, i), jit.at(steps, i), jit.at(c_sum, i)
+        time_s[i] = (_sum_max_linear_at(f0 * spf, f1 * spf, b0 * spb, b1 * spb, jit.at(lo, i), jit.at(hi, i), n, cs)
+                     + n * jit.at(launch_s, i))
+        flop[i] = n * f0 + f1 * cs
+        nbytes[i] = n * b0 + b1 * cs
 
 
 def op_totals(cost: dict[str, Array]) -> dict[str, Array]:

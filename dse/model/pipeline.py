@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import cost, parallel, perf, pim, power, quality, silicon
-from dse.model.arrays import accumulate, ndim, scale
+from dse.model import cost, jit, parallel, perf, pim, power, quality, silicon
+from dse.model.arrays import accumulate, fused, ndim, scale
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import (
     Array,
@@ -84,10 +84,19 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
 
 def _in_steps(op: Op, in_len: Array, per_step: Array) -> Op:
     """``op`` linear in the attended context ``c = in_len + per_step * j`` as linear in the step ``j``."""
-    unit = isinstance(per_step, float) and per_step == 1.0  # no speculation: skip the multiplications
-    return op._replace(flop0=accumulate(op.flop1 * in_len, op.flop0), bytes0=accumulate(op.bytes1 * in_len, op.bytes0),
-                       flop1=op.flop1 if unit else op.flop1 * per_step,
-                       bytes1=op.bytes1 if unit else op.bytes1 * per_step)
+    flop0, bytes0, flop1, bytes1 = fused(_in_steps_rows, 4, op.flop0, op.flop1, op.bytes0, op.bytes1, in_len, per_step)
+    return op._replace(flop0=flop0, bytes0=bytes0, flop1=flop1, bytes1=bytes1)
+
+
+@jit.kernel
+def _in_steps_rows(flop0, flop1, bytes0, bytes1, in_len, per_step, flop0_out, bytes0_out, flop1_out,  # noqa: ANN001
+                   bytes1_out):
+    for i in range(flop0_out.shape[0]):
+        f1, b1, c0, g = jit.at(flop1, i), jit.at(bytes1, i), jit.at(in_len, i), jit.at(per_step, i)
+        flop0_out[i] = f1 * c0 + jit.at(flop0, i)
+        bytes0_out[i] = b1 * c0 + jit.at(bytes0, i)
+        flop1_out[i] = f1 * g
+        bytes1_out[i] = b1 * g
 
 
 def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: str, comm: dict[str, Array] | None,

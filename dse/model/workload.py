@@ -41,7 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dse.model.arrays import Array, accumulate, fold, ndim, total
+from dse.model import jit
+from dse.model.arrays import Array, fused, ndim
 from dse.spec.registry import KNOB_BY_NAME
 
 FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
@@ -90,14 +91,26 @@ def executed_knobs(k: dict, hw: dict) -> dict:
 
 def weight_bytes_per_param(k: dict) -> Array:
     """Stored bytes per original weight with quantisation and sparsity (never more than dense)."""
-    dense = k["w_bits"] / 8.0
-    frac, nm_flag = k["w_sparsity_frac"], k["nm_sparse"]
-    stored = dense  # a kind of sparsity no design of the batch uses is skipped
-    if ndim(frac) or frac > 0:
-        stored = np.where(frac > 0, (1.0 - frac) * dense + BITMAP_INDEX_BITS / 8.0, stored)
-    if ndim(nm_flag) or nm_flag > 0:
-        stored = np.where(nm_flag > 0, 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0, stored)
-    return stored if stored is dense else np.minimum(stored, dense)
+    return fused(_weight_bytes_rows, 1, k["w_bits"], k["w_sparsity_frac"], k["nm_sparse"])[0]
+
+
+@jit.kernel
+def weight_bytes_at(w_bits: float, w_sparsity_frac: float, nm_sparse: float) -> float:
+    """:func:`weight_bytes_per_param` of one design (compiled): values plus a 1-bit bitmap with
+    unstructured sparsity, half the values plus 2-bit indices with 2:4 sparsity (which wins)."""
+    dense = w_bits / 8.0
+    stored = dense
+    if w_sparsity_frac > 0.0:
+        stored = (1.0 - w_sparsity_frac) * dense + BITMAP_INDEX_BITS / 8.0
+    if nm_sparse > 0.0:
+        stored = 0.5 * dense + 0.5 * NM_INDEX_BITS / 8.0
+    return np.minimum(stored, dense)
+
+
+@jit.kernel
+def _weight_bytes_rows(w_bits, w_sparsity_frac, nm_sparse, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = weight_bytes_at(jit.at(w_bits, i), jit.at(w_sparsity_frac, i), jit.at(nm_sparse, i))
 
 
 def layer_params(m: dict) -> dict[str, Array]:
@@ -125,16 +138,22 @@ def experts_touched(m: dict, tokens: Array) -> Array:
     return e * (1.0 - (1.0 - m["n_experts_active"] / e) ** tokens)
 
 
-def _linear(layers: Array, tokens: Array, token_bytes: Array, params: Array, flop_params: Array,
+def _linear(layers: Array, tokens: Array, a_bits: Array, params: Array, flop_params: Array,
             wbytes: Array, act_elems: Array, kernels: Array) -> Op:
     """A weight GEMM/GEMV in ``layers`` layers: ``2 * tokens * flop_params`` FLOPs each;
-    weights read once per pass, ``act_elems`` activations of ``token_bytes / act_elem``
-    (= tokens * activation bytes) in and out."""
-    # scalar factors are grouped first so a one-model batch costs one array op per product
-    flop = (2.0 * layers * flop_params) * tokens
-    act = (layers * act_elems) * token_bytes
-    nbytes = accumulate((layers * params) * wbytes, act)
+    weights read once per pass, ``act_elems`` activations of ``a_bits`` per token in and out."""
+    flop, nbytes, act = fused(_linear_rows, 3, layers, tokens, a_bits, params, flop_params, wbytes, act_elems)
     return Op(flop, None, nbytes, None, act, layers * kernels)
+
+
+@jit.kernel
+def _linear_rows(layers, tokens, a_bits, params, flop_params, wbytes, act_elems, flop, nbytes, act):  # noqa: ANN001
+    for i in range(flop.shape[0]):
+        nl, t = jit.at(layers, i), jit.at(tokens, i)
+        flop[i] = (2.0 * nl * jit.at(flop_params, i)) * t
+        a = (nl * jit.at(act_elems, i)) * (t * (jit.at(a_bits, i) / 8.0))
+        nbytes[i] = (nl * jit.at(params, i)) * jit.at(wbytes, i) + a
+        act[i] = a
 
 
 def decode_queries(k: dict) -> Array:
@@ -158,39 +177,56 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool, queries
     position of each sequence in prefill and on every decode position. ``wb`` is
     :func:`weight_bytes_per_param` of ``k``.
     """
-    a_b, kv_b = k["a_bits"] / 8.0, k["kv_bits"] / 8.0
-    token_bytes = tokens * a_b
+    a_bits = k["a_bits"]
     nl = m["n_layers"]
     d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     p = layer_params(m)
     ops: dict[str, Op] = {}
-    ops["qkv"] = _linear(nl, tokens, token_bytes, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, 3.0)
-    ops["o"] = _linear(nl, tokens, token_bytes, p["o"], p["o"], wb, h * hd + 2.0 * d, 2.0)
+    ops["qkv"] = _linear(nl, tokens, a_bits, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, 3.0)
+    ops["o"] = _linear(nl, tokens, a_bits, p["o"], p["o"], wb, h * hd + 2.0 * d, 2.0)
     ffn_params = p["ffn_expert"] * experts_touched(m, tokens) + p["router"]
     ffn_flop_params = p["ffn_expert"] * m["n_experts_active"] + p["router"]
     ffn_act = 2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
     ffn_kernels = 4.0 + np.where(m["n_experts"] > 1, 2.0, 0.0)
-    ops["ffn"] = _linear(nl, tokens, token_bytes, ffn_params, ffn_flop_params, wb, ffn_act, ffn_kernels)
+    ops["ffn"] = _linear(nl, tokens, a_bits, ffn_params, ffn_flop_params, wb, ffn_act, ffn_kernels)
 
     b = k["batch"]
-    if prefill:
-        L = k["in_len"]
-        bl = b * L
-        flop = accumulate((2.0 * nl * h * hd) * bl, L + 1.0, np.multiply)  # causal: QK^T and PV over L(L+1)/2 pairs
-        act = accumulate((nl * hd * (2.0 * h + 2.0 * kv)) * bl, a_b, np.multiply)
-        nbytes = accumulate(accumulate((nl * hd * 2.0 * kv) * bl, kv_b, np.multiply), act)
+    # per-token constants, scalar factors grouped first (one-model batches: numbers)
+    pairs, act_per, kv_per = 2.0 * nl * h * hd, nl * hd * (2.0 * h + 2.0 * kv), nl * hd * 2.0 * kv
+    if prefill:  # causal: QK^T and PV over L(L+1)/2 pairs
+        flop, nbytes, act = fused(_prefill_attn_rows, 3, pairs, act_per, kv_per, b, k["in_len"], a_bits, k["kv_bits"])
         ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
     else:  # every query position attends the cache; the cache is read once per step
-        flop1 = (4.0 * nl * h * hd) * tokens
-        bytes1 = accumulate((2.0 * nl * kv * hd) * b, kv_b, np.multiply)
-        act = accumulate((nl * hd * (2.0 * h + 2.0 * kv)) * tokens, a_b, np.multiply)
-        bytes0 = accumulate(accumulate((nl * hd * 2.0 * kv) * tokens, kv_b, np.multiply), act)
+        flop1, bytes0, bytes1, act = fused(_decode_attn_rows, 4, 4.0 * nl * h * hd, act_per, kv_per,
+                                           2.0 * nl * kv * hd, b, tokens, a_bits, k["kv_bits"])
         ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
 
     v = m["vocab_size"]
-    head_tokens, head_bytes = (b, b * a_b) if prefill else (tokens, token_bytes)
-    ops["lm_head"] = _linear(1.0, head_tokens, head_bytes, v * d, v * d, wb, d + v, 2.0)
+    ops["lm_head"] = _linear(1.0, b if prefill else tokens, a_bits, v * d, v * d, wb, d + v, 2.0)
     return ops
+
+
+@jit.kernel
+def _prefill_attn_rows(pairs, act_per, kv_per, batch, in_len, a_bits, kv_bits, flop, nbytes, act):  # noqa: ANN001
+    for i in range(flop.shape[0]):
+        length = jit.at(in_len, i)
+        bl = jit.at(batch, i) * length
+        flop[i] = (jit.at(pairs, i) * bl) * (length + 1.0)
+        a = (jit.at(act_per, i) * bl) * (jit.at(a_bits, i) / 8.0)
+        nbytes[i] = (jit.at(kv_per, i) * bl) * (jit.at(kv_bits, i) / 8.0) + a
+        act[i] = a
+
+
+@jit.kernel
+def _decode_attn_rows(pairs, act_per, kv_per, kv_seq, batch, tokens, a_bits, kv_bits,  # noqa: ANN001
+                      flop1, bytes0, bytes1, act):
+    for i in range(flop1.shape[0]):
+        t, kv_b = jit.at(tokens, i), jit.at(kv_bits, i) / 8.0
+        flop1[i] = jit.at(pairs, i) * t
+        bytes1[i] = (jit.at(kv_seq, i) * jit.at(batch, i)) * kv_b
+        a = (jit.at(act_per, i) * t) * (jit.at(a_bits, i) / 8.0)
+        bytes0[i] = (jit.at(kv_per, i) * t) * kv_b + a
+        act[i] = a
 
 
 def draft_op(m: dict, k: dict, wb: Array) -> Op:
@@ -214,18 +250,39 @@ def draft_weight_frac(k: dict) -> Array:
 
 def stored_weight_bytes(m: dict, k: dict, wb: Array) -> Array:
     """Bytes of every weight the model stores, ``wb`` bytes each, the draft model included."""
-    return n_params(m) * wb * (1.0 + draft_weight_frac(k))
+    return fused(_stored_weight_rows, 1, n_params(m), wb, k["spec_len"], k["spec_draft_frac"])[0]
+
+
+@jit.kernel
+def stored_weight_bytes_at(params: float, wb: float, spec_len: float, spec_draft_frac: float) -> float:
+    """:func:`stored_weight_bytes` of one design (compiled): ``params`` weights of ``wb`` bytes and the draft's."""
+    return params * wb * (1.0 + (spec_draft_frac if spec_len > 0.0 else 0.0))
+
+
+@jit.kernel
+def _stored_weight_rows(params, wb, spec_len, spec_draft_frac, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = stored_weight_bytes_at(jit.at(params, i), jit.at(wb, i), jit.at(spec_len, i),
+                                        jit.at(spec_draft_frac, i))
 
 
 def memory_bytes(m: dict, k: dict, wb: Array) -> Array:
     """Footprint: weights (``wb`` bytes each, draft model included) + KV cache at full context
-    + peak prefill activations + logits."""
-    weights = stored_weight_bytes(m, k, wb)
-    ctx = k["in_len"] + k["out_len"]
-    kv_cache = fold([2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"], k["batch"], ctx, k["kv_bits"] / 8.0],
-                    np.multiply)
+    + peak prefill activations + logits (one compiled pass)."""
     widest = np.maximum((m["n_heads"] + 2.0 * m["n_kv_heads"]) * m["head_dim"],
                         (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"])
-    acts = fold([k["batch"], k["in_len"], m["d_model"] + widest, k["a_bits"] / 8.0], np.multiply)
-    logits = fold([k["batch"], m["vocab_size"], 4.0], np.multiply)
-    return total([weights, kv_cache, acts, logits])
+    return fused(_memory_rows, 1, n_params(m), wb, k["spec_len"], k["spec_draft_frac"],
+                 2.0 * m["n_layers"] * m["n_kv_heads"] * m["head_dim"], k["batch"], k["in_len"], k["out_len"],
+                 k["kv_bits"], m["d_model"] + widest, k["a_bits"], m["vocab_size"])[0]
+
+
+@jit.kernel
+def _memory_rows(params, wb, spec_len, spec_draft_frac, kv_per_token, batch, in_len, out_len, kv_bits,  # noqa: ANN001
+                 act_width, a_bits, vocab, out):
+    for i in range(out.shape[0]):
+        b, length = jit.at(batch, i), jit.at(in_len, i)
+        weights = stored_weight_bytes_at(jit.at(params, i), jit.at(wb, i), jit.at(spec_len, i),
+                                         jit.at(spec_draft_frac, i))
+        kv_cache = ((jit.at(kv_per_token, i) * b) * (length + jit.at(out_len, i))) * (jit.at(kv_bits, i) / 8.0)
+        acts = ((b * length) * jit.at(act_width, i)) * (jit.at(a_bits, i) / 8.0)
+        out[i] = ((weights + kv_cache) + acts) + (b * jit.at(vocab, i)) * 4.0
