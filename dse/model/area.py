@@ -8,7 +8,7 @@ Pure numpy over dicts of arrays (scalars broadcast). ``tech`` is the table of
   ``logic_scale = D(ref) / D(node)`` with ``D`` the logic density (MTr/mm2) is the area of
   logic relative to the reference node; SRAM area per MB scales with the HD bitcell area:
   ``sram_mm2_per_mb = sram_mm2_per_mb_ref * bitcell(node) / bitcell(ref)``.
-* Compute (:func:`effective_tflop`, :func:`compute_area_mm2`): the precisions share one
+* Compute (``p_eff_tflop``, ``compute_mm2`` of :func:`area_breakdown`): the precisions share one
   datapath, so the array is sized by its most demanding native rate weighted per class,
   ``P_max = max_b(w_b P_b)`` (accelerators: ``w_32 = 2, w_16 = 1, w_8 = 0.25, w_4 = 0.125``;
   CPUs are sized by their FP32 vector rate, their cores), and every other native format adds
@@ -34,12 +34,9 @@ Pure numpy over dicts of arrays (scalars broadcast). ``tech`` is the table of
 
 from __future__ import annotations
 
-import functools
-import operator
-
 import numpy as np
 
-from dse.model.arrays import ndim
+from dse.model import jit
 from dse.spec.units import MEGA, TERA
 
 Array = np.ndarray | float
@@ -76,66 +73,6 @@ def memory_params(tech: dict, mem_code: Array) -> dict[str, np.ndarray]:
                                              "hbm", "edge_mm_per_unit", "footprint_mm2")}
 
 
-def effective_tflop(hw: dict, tech: dict, class_code: Array) -> Array:
-    """Weighted dense peak that sizes the compute array, TFLOP/s (``P_eff`` above)."""
-    weights = tech["class_area_weight"][np.asarray(class_code, dtype=np.int64)]
-    weighted = [weights[..., i] * (hw[f"flop{b}_peak_flop_per_s"] / TERA) for i, b in enumerate(PRECISION_BITS)]
-    weighted = [x for x in weighted if ndim(x) or x] or [0.0]  # batch-wide zeros (not native) add nothing
-    p_max = functools.reduce(np.maximum, sorted(weighted, key=ndim))  # batch-wide peaks first, as scalars
-    total = functools.reduce(operator.add, weighted)
-    return p_max + tech["multi_mode_frac"] * (total - p_max)
-
-
-def compute_area_mm2(hw: dict, tech: dict, logic_scale: Array, class_code: Array) -> Array:
-    """Area of the compute units (with their register files, local buffers, control), mm2."""
-    c_ref = tech["class_compute_mm2_per_tflop"][np.asarray(class_code, dtype=np.int64)]
-    return c_ref * logic_scale * effective_tflop(hw, tech, class_code)
-
-
-def sram_area_mm2(sram_bytes: Array, sram_mm2_per_mb: Array) -> Array:
-    """Area of the on-chip SRAM (last-level cache / scratchpad), mm2."""
-    return sram_mm2_per_mb * (sram_bytes / MEGA)
-
-
-def memory_interface_area_mm2(n_mem_units: Array, mem: dict, logic_mtr_per_mm2: Array) -> Array:
-    """Area of the memory PHYs (fixed) and controllers (scale with logic density), mm2."""
-    return n_mem_units * (mem["phy_mm2"] + mem["ctrl_mtr"] / logic_mtr_per_mm2)
-
-
-def monolithic_area_mm2(compute_mm2: Array, sram_mm2: Array, mem_if_mm2: Array, tech: dict) -> Array:
-    """Area of the device as one die before any split, incl. uncore, mm2."""
-    return (compute_mm2 + sram_mm2 + mem_if_mm2) / (1.0 - tech["uncore_frac"])
-
-
-def hbm_edge_mm(n_mem_units: Array, mem: dict) -> Array:
-    """Die edge the device's HBM stacks need in total, mm (0 for other memories)."""
-    return n_mem_units * (mem["hbm"] * mem["edge_mm_per_unit"])
-
-
-def n_dies_needed(mono_mm2: Array, edge_mm: Array, tech: dict, n_dies_max: Array) -> np.ndarray:
-    """Fewest dies that fit the reticle and the HBM shoreline (1 <= n <= ``n_dies_max``)."""
-    by_area = np.ceil(mono_mm2 / tech["reticle_mm2"])
-    by_edge = np.ceil(edge_mm / (2.0 * tech["reticle_long_edge_mm"]))
-    return np.clip(np.maximum(by_area, by_edge), 1.0, np.maximum(n_dies_max, 1.0))
-
-
-def split_dies(mono_mm2: Array, edge_mm: Array, n_dies: Array, tech: dict) -> tuple[Array, Array, Array]:
-    """``(area_per_die_mm2, die_area_mm2, long_edge_needed_mm)`` for ``n_dies`` dies."""
-    aspect = tech["reticle_long_edge_mm"] / tech["reticle_short_edge_mm"]
-    overhead = 1.0 + tech["d2d_area_frac"] * (n_dies > 1)
-    long_edge = edge_mm / (2.0 * n_dies)
-    per_die = np.maximum(mono_mm2 / n_dies * overhead, long_edge * long_edge / aspect)
-    return per_die, n_dies * per_die, long_edge
-
-
-def fixed_or_needed_dies(fixed: Array, needed) -> Array:
-    """The fixed die count where it is > 0, else ``needed()`` (not evaluated where a batch-wide count is fixed)."""
-    fixed = np.asarray(fixed, dtype=float)
-    if fixed.ndim == 0:
-        return fixed if fixed > 0 else needed()
-    return np.where(fixed > 0, fixed, needed())
-
-
 def resolve_params(hw: dict, tech: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(node, mem)``: the node and memory-technology columns of each design, looked up once and
     passed to :func:`area_breakdown` and :func:`dse.model.cost.device_cost_usd` (``params=``)."""
@@ -143,30 +80,70 @@ def resolve_params(hw: dict, tech: dict) -> tuple[dict[str, np.ndarray], dict[st
 
 
 def area_breakdown(hw: dict, tech: dict, params: tuple[dict, dict] | None = None) -> dict[str, Array]:
-    """Area terms, die split and constraints of each design.
+    """Area terms, die split and constraints of each design (the module docstring's equations), in
+    one compiled pass (:func:`_area_rows`).
 
     ``hw`` holds the peaks ``flop{32,16,8,4}_peak_flop_per_s``, ``sram_bytes``, ``n_mem_units``,
     ``process_nm``, ``platform_class_code`` (index in ``PLATFORM_CLASSES``),
     ``mem_technology_code`` (row of ``tech['mem_names']``), optionally ``n_dies`` (0 or absent:
-    the fewest that fit) and ``n_dies_max`` (default ``tech``'s). Returns ``compute_mm2``,
-    ``sram_mm2``, ``mem_if_mm2``, ``mono_mm2``, ``n_dies``, ``area_per_die_mm2``,
-    ``die_area_mm2``, ``c_reticle`` (mm2), ``c_shoreline`` and ``die_side_mm`` (the side of a square
-    die, ``sqrt(area_per_die_mm2)``) (mm); constraints ``<= 0`` feasible.
-    ``params`` is :func:`resolve_params`'s result when already looked up.
+    the fewest that fit) and ``n_dies_max`` (default ``tech``'s). Returns ``p_eff_tflop`` (the
+    weighted peak that sizes the compute array, TFLOP/s), ``compute_mm2``, ``sram_mm2``,
+    ``mem_if_mm2``, ``mono_mm2``, ``n_dies``, ``area_per_die_mm2``, ``die_area_mm2``, ``c_reticle``
+    (mm2), ``c_shoreline`` and ``die_side_mm`` (the side of a square die, ``sqrt(area_per_die_mm2)``)
+    (mm); constraints ``<= 0`` feasible. ``params`` is :func:`resolve_params`'s result when already
+    looked up.
     """
     node, mem = resolve_params(hw, tech) if params is None else params
-    compute = compute_area_mm2(hw, tech, node["logic_scale"], hw["platform_class_code"])
-    sram = sram_area_mm2(hw["sram_bytes"], node["sram_mm2_per_mb"])
-    mem_if = memory_interface_area_mm2(hw["n_mem_units"], mem, node["logic_mtr_per_mm2"])
-    mono = monolithic_area_mm2(compute, sram, mem_if, tech)
-    edge = hbm_edge_mm(hw["n_mem_units"], mem)
-    n_dies = fixed_or_needed_dies(hw.get("n_dies", 0.0),
-                                  lambda: n_dies_needed(mono, edge, tech, hw.get("n_dies_max", tech["n_dies_max"])))
-    per_die, total, long_edge = split_dies(mono, edge, n_dies, tech)
-    return {"compute_mm2": compute, "sram_mm2": sram, "mem_if_mm2": mem_if, "mono_mm2": mono,
-            "n_dies": n_dies, "area_per_die_mm2": per_die, "die_area_mm2": total,
-            "c_reticle": per_die - tech["reticle_mm2"],
-            "c_shoreline": long_edge - tech["reticle_long_edge_mm"], "die_side_mm": np.sqrt(per_die)}
+    cls = np.asarray(hw["platform_class_code"], dtype=np.int64)
+    weights = tech["class_area_weight"][cls]
+    args, n, shape = jit.columns(
+        *(weights[..., i] for i in range(len(PRECISION_BITS))),
+        *(hw[f"flop{b}_peak_flop_per_s"] for b in PRECISION_BITS),
+        tech["class_compute_mm2_per_tflop"][cls], node["logic_scale"], hw["sram_bytes"], node["sram_mm2_per_mb"],
+        hw["n_mem_units"], mem["phy_mm2"], mem["ctrl_mtr"], node["logic_mtr_per_mm2"], mem["hbm"],
+        mem["edge_mm_per_unit"], hw.get("n_dies", 0.0), hw.get("n_dies_max", tech["n_dies_max"]))
+    out = {name: np.empty(n) for name in _AREA_OUTPUTS}
+    _area_rows(*args, tech["multi_mode_frac"], tech["uncore_frac"], tech["reticle_mm2"], tech["reticle_long_edge_mm"],
+               tech["reticle_short_edge_mm"], tech["d2d_area_frac"], *out.values())
+    return {name: x.reshape(shape) for name, x in out.items()}
+
+
+_AREA_OUTPUTS = ("p_eff_tflop", "compute_mm2", "sram_mm2", "mem_if_mm2", "mono_mm2", "n_dies", "area_per_die_mm2",
+                 "die_area_mm2", "c_reticle", "c_shoreline", "die_side_mm")
+
+
+@jit.kernel
+def _area_rows(w32, w16, w8, w4, p32, p16, p8, p4, c_ref, logic_scale, sram_bytes, sram_mm2_per_mb,  # noqa: ANN001
+               n_mem_units, phy_mm2, ctrl_mtr, logic_mtr_per_mm2, hbm, edge_mm_per_unit, n_dies_fixed, n_dies_max,
+               multi_mode_frac, uncore_frac, reticle_mm2, reticle_long_mm, reticle_short_mm, d2d_area_frac,
+               p_eff, compute, sram, mem_if, mono, n_dies, per_die, total, c_reticle, c_shoreline, side):
+    """:func:`area_breakdown` row by row into the outputs (:data:`_AREA_OUTPUTS` order)."""
+    aspect = reticle_long_mm / reticle_short_mm
+    for i in range(p_eff.shape[0]):
+        # weighted peaks (TFLOP/s): the array is sized by the largest, each other native format adds mu of its own
+        a32 = jit.at(w32, i) * (jit.at(p32, i) / TERA)
+        a16 = jit.at(w16, i) * (jit.at(p16, i) / TERA)
+        a8 = jit.at(w8, i) * (jit.at(p8, i) / TERA)
+        a4 = jit.at(w4, i) * (jit.at(p4, i) / TERA)
+        p_max = np.maximum(np.maximum(np.maximum(a32, a16), a8), a4)
+        eff = p_max + multi_mode_frac * (((a32 + a16) + a8) + a4 - p_max)
+        compute_i = jit.at(c_ref, i) * jit.at(logic_scale, i) * eff
+        sram_i = jit.at(sram_mm2_per_mb, i) * (jit.at(sram_bytes, i) / MEGA)
+        units = jit.at(n_mem_units, i)
+        mem_if_i = units * (jit.at(phy_mm2, i) + jit.at(ctrl_mtr, i) / jit.at(logic_mtr_per_mm2, i))
+        mono_i = (compute_i + sram_i + mem_if_i) / (1.0 - uncore_frac)
+        edge = units * (jit.at(hbm, i) * jit.at(edge_mm_per_unit, i))  # die edge the HBM stacks need, mm
+        dies = jit.at(n_dies_fixed, i)
+        if not dies > 0:  # the fewest dies that fit the reticle and the HBM shoreline
+            by_area = np.ceil(mono_i / reticle_mm2)
+            by_edge = np.ceil(edge / (2.0 * reticle_long_mm))
+            dies = np.minimum(np.maximum(np.maximum(by_area, by_edge), 1.0), np.maximum(jit.at(n_dies_max, i), 1.0))
+        overhead = 1.0 + d2d_area_frac * (dies > 1)
+        long_edge = edge / (2.0 * dies)
+        per_die_i = np.maximum(mono_i / dies * overhead, long_edge * long_edge / aspect)
+        p_eff[i], compute[i], sram[i], mem_if[i], mono[i] = eff, compute_i, sram_i, mem_if_i, mono_i
+        n_dies[i], per_die[i], total[i] = dies, per_die_i, dies * per_die_i
+        c_reticle[i], c_shoreline[i], side[i] = per_die_i - reticle_mm2, long_edge - reticle_long_mm, np.sqrt(per_die_i)
 
 
 def die_area_mm2(hw: dict, tech: dict) -> Array:

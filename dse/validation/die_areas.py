@@ -18,14 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.model.area import (
-    area_breakdown,
-    effective_tflop,
-    memory_interface_area_mm2,
-    memory_params,
-    node_params,
-    sram_area_mm2,
-)
+from dse.model.area import area_breakdown, node_params
 from dse.spec.presets import data_dir
 from dse.spec.registry import PLATFORM_CLASSES
 from dse.spec.technology import class_codes, load_technology, mem_codes
@@ -81,11 +74,10 @@ def fit_class_compute(rows: pd.DataFrame | None = None, tech: dict[str, Any] | N
     anchors = rows[rows["role"].str.startswith("anchor-")]
     hw = design_columns(anchors, tech)
     node = node_params(tech, hw["process_nm"])
-    mem = memory_params(tech, hw["mem_technology_code"])
-    fixed = (sram_area_mm2(hw["sram_bytes"], node["sram_mm2_per_mb"])
-             + memory_interface_area_mm2(hw["n_mem_units"], mem, node["logic_mtr_per_mm2"]))
+    area = area_breakdown(hw, tech)
+    fixed = area["sram_mm2"] + area["mem_if_mm2"]
     available = anchors["die_area_mm2"].to_numpy(float) * (1.0 - tech["uncore_frac"]) - fixed
-    c = available / (node["logic_scale"] * effective_tflop(hw, tech, hw["platform_class_code"]))
+    c = available / (node["logic_scale"] * area["p_eff_tflop"])
     out = {}
     for cls in PLATFORM_CLASSES:
         mask = anchors["role"].to_numpy() == f"anchor-{cls}"
