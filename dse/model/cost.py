@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.model import jit
 from dse.model.area import area_breakdown, resolve_params
 from dse.model.arrays import ndim
 from dse.spec.registry import KNOBS
@@ -39,10 +40,20 @@ S_PER_HOUR = 3600.0
 def dies_per_wafer(area_per_die_mm2: Array, tech: dict, side_mm: Array | None = None) -> Array:
     """Gross dies per wafer for a die of ``area_per_die_mm2`` (edge loss and scribe lanes), at least 1
     (``side_mm``: ``sqrt(area_per_die_mm2)`` when already computed)."""
+    return _dies_per_wafer(np.sqrt(area_per_die_mm2) if side_mm is None else side_mm, *_wafer_terms(tech))
+
+
+def _wafer_terms(tech: dict) -> tuple[float, float, float]:
+    """The scribe lane (mm), the usable disc ``pi (d/2)^2`` (mm2) and the rim term ``pi d / sqrt(2)`` (mm)."""
     d = tech["wafer_diameter_mm"] - 2.0 * tech["edge_loss_mm"]
-    side = (np.sqrt(area_per_die_mm2) if side_mm is None else side_mm) + tech["scribe_mm"]  # padded: sqrt(A')
-    dpw = (np.pi * (d / 2.0) ** 2) / (side * side) - (np.pi * d / np.sqrt(2.0)) / side
-    return np.maximum(dpw, 1.0)
+    return tech["scribe_mm"], np.pi * (d / 2.0) ** 2, np.pi * d / np.sqrt(2.0)
+
+
+@jit.kernel
+def _dies_per_wafer(side_mm, scribe_mm, disc_mm2, rim_mm):  # noqa: ANN001, ANN202 - numbers or arrays
+    """:func:`dies_per_wafer` of a die of side ``side_mm``, padded by the scribe lane (``sqrt(A')``)."""
+    side = side_mm + scribe_mm
+    return np.maximum(disc_mm2 / (side * side) - rim_mm / side, 1.0)
 
 
 def die_yield_frac(area_per_die_mm2: Array, defect_density_per_mm2: Array, alpha: float) -> Array:
@@ -56,25 +67,14 @@ def die_cost_usd(area_per_die_mm2: Array, wafer_usd: Array, defect_density_per_m
     side, when already computed)."""
     if yield_frac is None:
         yield_frac = die_yield_frac(area_per_die_mm2, defect_density_per_mm2, tech["yield_cluster_alpha"])
-    return wafer_usd / (dies_per_wafer(area_per_die_mm2, tech, side_mm) * yield_frac)
+    side = np.sqrt(area_per_die_mm2) if side_mm is None else side_mm
+    return _die_cost_usd(side, wafer_usd, yield_frac, *_wafer_terms(tech))
 
 
-def memory_cost_usd(mem_capacity_bytes: Array, usd_per_gb: Array) -> Array:
-    """Cost of the main memory, USD."""
-    return mem_capacity_bytes / GIGA * usd_per_gb
-
-
-def packaging_cost_usd(die_area_mm2: Array, n_dies: Array, n_hbm: Array, footprint_mm2: Array, tech: dict) -> Array:
-    """Package cost (2.5D interposer where there is HBM or more than one die, else organic), USD."""
-    interposer_mm2 = tech["interposer_area_factor"] * (die_area_mm2 + n_hbm * footprint_mm2)
-    interposer = tech["interposer_usd_base"] + tech["interposer_usd_per_mm2"] * interposer_mm2
-    organic_usd_per_mm2 = tech["organic_area_factor"] * tech["organic_usd_per_mm2"] + tech["bump_usd_per_mm2"]
-    interposed = (n_hbm > 0) | (n_dies > 1)
-    if interposed.all():  # one kind for the whole batch: no select
-        return interposer
-    if not interposed.any():
-        return organic_usd_per_mm2 * die_area_mm2
-    return np.where(interposed, interposer, organic_usd_per_mm2 * die_area_mm2)
+@jit.kernel
+def _die_cost_usd(side_mm, wafer_usd, yield_frac, scribe_mm, disc_mm2, rim_mm):  # noqa: ANN001, ANN202
+    """:func:`die_cost_usd` of a die of side ``side_mm``: the wafer over its good dies."""
+    return wafer_usd / (_dies_per_wafer(side_mm, scribe_mm, disc_mm2, rim_mm) * yield_frac)
 
 
 def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
@@ -84,22 +84,48 @@ def device_cost_usd(hw: dict, tech: dict, area: dict | None = None,
     ``hw`` as for :func:`dse.model.area.area_breakdown` plus ``mem_capacity_bytes``; ``area``
     is that function's result and ``params`` :func:`dse.model.area.resolve_params`'s when already
     computed. Returns ``dies_usd``, ``memory_usd``, ``package_usd``, ``bond_yield_frac``,
-    ``device_cost_usd`` and the die ``yield_frac``.
+    ``device_cost_usd`` and the die ``yield_frac``. The yields are numpy's (transcendentals); the
+    rest is one compiled pass (:func:`_device_rows`).
     """
     node, mem = resolve_params(hw, tech) if params is None else params
     area = area_breakdown(hw, tech, (node, mem)) if area is None else area
     n_dies = area["n_dies"]
     n_hbm = mem["hbm"] * hw["n_mem_units"]
     die_yield = die_yield_frac(area["area_per_die_mm2"], node["defect_density_per_mm2"], tech["yield_cluster_alpha"])
-    dies = n_dies * die_cost_usd(area["area_per_die_mm2"], node["wafer_usd"], node["defect_density_per_mm2"], tech,
-                                 die_yield, area["die_side_mm"])
-    memory = memory_cost_usd(hw["mem_capacity_bytes"], mem["usd_per_gb"])
-    package = packaging_cost_usd(area["die_area_mm2"], n_dies, n_hbm, mem["footprint_mm2"], tech)
     bond = np.exp(np.log(tech["bonding_yield_per_component"]) * (n_dies + n_hbm))  # y ** components, no pow
-    device = (dies + memory + package) * ((1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"]) / bond)
-    return {"dies_usd": dies, "memory_usd": memory, "package_usd": package, "bond_yield_frac": bond,
-            "yield_frac": die_yield,
-            "device_cost_usd": device}
+    args, n, shape = jit.columns(area["die_side_mm"], node["wafer_usd"], die_yield, n_dies, n_hbm,
+                                 hw["mem_capacity_bytes"], mem["usd_per_gb"], area["die_area_mm2"],
+                                 mem["footprint_mm2"], bond,
+                                 (1.0 + tech["assembly_test_frac"]) * (1.0 + tech["markup_frac"]))
+    out = {name: np.empty(n) for name in ("dies_usd", "memory_usd", "package_usd", "device_cost_usd")}
+    _device_rows(*args, *_wafer_terms(tech), tech["interposer_area_factor"], tech["interposer_usd_base"],
+                 tech["interposer_usd_per_mm2"],
+                 tech["organic_area_factor"] * tech["organic_usd_per_mm2"] + tech["bump_usd_per_mm2"], *out.values())
+    return {**{name: x.reshape(shape) for name, x in out.items()}, "bond_yield_frac": bond, "yield_frac": die_yield}
+
+
+@jit.kernel
+def _device_rows(side_mm, wafer_usd, yield_frac, n_dies, n_hbm, mem_capacity_bytes, usd_per_gb,  # noqa: ANN001
+                 die_area_mm2, footprint_mm2, bond_yield_frac, uplift, scribe_mm, disc_mm2, rim_mm,
+                 interposer_factor, interposer_base_usd, interposer_usd_per_mm2, organic_usd_per_mm2,
+                 dies_usd, memory_usd, package_usd, device_usd):
+    """:func:`device_cost_usd` row by row: the dies, the memory, the package (a 2.5D interposer where
+    there is HBM or more than one die, else organic) and the device with assembly, test and markup
+    (``uplift``) over the packages that bond."""
+    for i in range(device_usd.shape[0]):
+        dies = jit.at(n_dies, i)
+        hbm = jit.at(n_hbm, i)
+        area = jit.at(die_area_mm2, i)
+        dies_i = dies * _die_cost_usd(jit.at(side_mm, i), jit.at(wafer_usd, i), jit.at(yield_frac, i), scribe_mm,
+                                      disc_mm2, rim_mm)
+        memory_i = jit.at(mem_capacity_bytes, i) / GIGA * jit.at(usd_per_gb, i)
+        if hbm > 0 or dies > 1:
+            interposer_mm2 = interposer_factor * (area + hbm * jit.at(footprint_mm2, i))
+            package_i = interposer_base_usd + interposer_usd_per_mm2 * interposer_mm2
+        else:
+            package_i = organic_usd_per_mm2 * area
+        dies_usd[i], memory_usd[i], package_usd[i] = dies_i, memory_i, package_i
+        device_usd[i] = (dies_i + memory_i + package_i) * (jit.at(uplift, i) / jit.at(bond_yield_frac, i))
 
 
 def system_cost_usd(device_cost: Array, n_devices: Array, host_usd_per_device: Array) -> Array:
