@@ -1,6 +1,7 @@
 """Silicon area of one device: compute, SRAM and memory interfaces per process node.
 
-Pure numpy over dicts of arrays (scalars broadcast). ``tech`` is the table of
+Pure functions of arrays (scalars broadcast; the per-design chain is one compiled kernel,
+:mod:`dse.model.jit`). ``tech`` is the table of
 :func:`dse.spec.technology.load_technology`. The equations (units in the names):
 
 * Node lookup (:func:`node_params`): every per-node column is interpolated linearly in

@@ -1,6 +1,7 @@
 """Manufacturing cost of a device and a system, total cost of ownership, cost per token.
 
-Pure numpy; ``tech`` is :func:`dse.spec.technology.load_technology`'s table. Equations:
+Pure functions of arrays (numpy, and compiled kernels of :mod:`dse.model.jit`); ``tech`` is
+:func:`dse.spec.technology.load_technology`'s table. Equations:
 
 * Dies per wafer (de Vries 2005, as in Chiplet Actuary / LLMCompass), with the usable
   diameter ``d = wafer_diameter - 2 edge_loss`` and the die padded by the scribe lane,

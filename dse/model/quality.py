@@ -1,6 +1,7 @@
 """Model quality: WikiText-2 perplexity increase over the 16-bit dense model (``ppl_delta``).
 
-Pure numpy over arrays; the sourced table (``spaces/quality.yaml``) is read and turned into row
+Pure functions of arrays (the lookup is one compiled kernel, :mod:`dse.model.jit`); the sourced
+table (``spaces/quality.yaml``) is read and turned into row
 arrays by :mod:`dse.quality_table`, compiled here once by :func:`compile_quality_tables`
 into lookup grids, and :func:`ppl_delta` only indexes them. Speculative decoding is lossless
 (the target model verifies every token), so it contributes 0 and is not an input.
