@@ -7,6 +7,10 @@ Two figures side by side: single-device designs on ``--platform``, and parallel 
 ``--system`` (default hgx-h100-8) with tp, pp, ep, dp, micro_batches, comm_overlap_frac and
 collective_algo varying per row as well.
 
+A second table gives the cost of the compiled kernels (:mod:`dse.model.jit`): a fresh process's
+first evaluation (import included) with an empty kernel cache (every kernel compiled) and with the
+cache on disk, in subprocesses with ``NUMBA_CACHE_DIR`` set to a temporary folder.
+
 A third table times each model stage alone on one cache-sized chunk (``dse.api.CHUNK``
 designs, best of ``--repeats``), ns/design: silicon provisioning, the performance and power
 stages (workload, mapping, perf, power), cost, quality, and the serving stage on the same
@@ -22,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -136,6 +143,35 @@ def stage_costs(model: str, platform: str, designs: dict[str, np.ndarray], repea
     return out
 
 
+_FIRST_CALL = """
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {bench!r})
+import dse
+from evaluator import random_designs, random_parallel_designs
+dse.Evaluator({model!r}, {platform!r})(random_designs(1000))
+t1 = time.perf_counter()
+dse.Evaluator({pmodel!r}, {system!r})(random_parallel_designs(1000))
+t2 = time.perf_counter()
+dse.Evaluator({model!r}, {platform!r}, serving=True)({{**random_designs(1000), "workload": 1.0}})
+print(t1 - t0, t2 - t1, time.perf_counter() - t2)
+"""
+
+
+def first_calls(model: str, platform: str, parallel_model: str, system: str) -> dict[str, list[float]]:
+    """Seconds of a fresh process's first single-device, parallel and serving evaluations (import
+    included in the first), with an empty kernel cache and then with the cache it left on disk."""
+    code = _FIRST_CALL.format(bench=os.path.dirname(os.path.abspath(__file__)), model=model, platform=platform,
+                              pmodel=parallel_model, system=system)
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("empty cache (compiles)", "cache on disk"):
+            run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            out[label] = [float(x) for x in run.stdout.split()]
+    return out
+
+
 def _timed_once(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -177,6 +213,11 @@ def main() -> None:
     print(f"(inputs not counted in the peaks: up to {inputs_mib:.0f} MiB)")
     print(f"side by side: single {n / single['best'] / 1e6:.2f} M designs/s/core, "
           f"parallel {n / parallel['best'] / 1e6:.2f} M designs/s/core")
+    print("-- compiled kernels: a fresh process's first evaluation of 1,000 designs, s "
+          "(single includes importing dse)")
+    print(f"{'kernel cache':<32}{'single':>10}{'parallel':>10}{'serving':>10}")
+    for label, secs in first_calls(args.model, args.platform, args.parallel_model, args.system).items():
+        print(f"{label:<32}" + "".join(f"{x:>10.2f}" for x in secs))
     costs = {"single": stage_costs(args.model, args.platform, random_designs(n), args.repeats, args.serving_workload),
              "parallel": stage_costs(args.parallel_model, args.system, random_parallel_designs(n), args.repeats,
                                      args.serving_workload)}
