@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import jit
-from dse.model.arrays import accumulate, fused, ndim, total
+from dse.model.arrays import accumulate, fused, ndim
 from dse.model.workload import Array, Op
 
 # Native precisions from narrow to wide; a precision the hardware lacks runs at the
@@ -120,14 +120,15 @@ def _sum_max_linear_rows(a0, a1, b0, b1, lo, hi, n, c_sum, out):  # noqa: ANN001
                                     jit.at(hi, i), jit.at(n, i), jit.at(c_sum, i))
 
 
-def power_capped_s(time_s: Array, dynamic_j: Array, s_per_j: Array) -> Array:
-    """Stretch ``time_s`` so that static + dynamic power never exceeds ``tdp_w``.
+@jit.kernel
+def power_capped_s(time_s: float, dynamic_j: float, s_per_j: float) -> float:
+    """Stretch ``time_s`` so that static + dynamic power never exceeds ``tdp_w`` (compiled, one design).
 
     A chip at its power limit lowers its clock: the dynamic energy is unchanged and
     the time becomes ``dynamic_j / (tdp_w - static_power_w)`` when that is longer
     (``s_per_j``: :func:`capped_s_per_j`).
     """
-    return accumulate(dynamic_j * s_per_j, time_s, np.maximum)
+    return np.maximum(dynamic_j * s_per_j, time_s)
 
 
 def capped_s_per_j(hw: dict) -> Array:
@@ -136,14 +137,40 @@ def capped_s_per_j(hw: dict) -> Array:
     return 1.0 / np.maximum(hw["tdp_w"] - hw["static_power_w"], 1e-9)
 
 
-def device_power_w(dynamic_j: Array, time_s: Array, hw: dict) -> Array:
-    """Power of one device that spends ``dynamic_j`` in ``time_s`` (:func:`power_capped_s`'s time):
-    static + dynamic / time, which is ``tdp_w`` at the cap. Computed as energy / time it read up to
-    2 ulps above ``tdp_w`` there (15.000000000000002 W on a 15 W SoC) and failed a ``decode_power_w
-    <= tdp_w`` constraint; bounded by ``tdp_w`` (by the static power where that exceeds it, off by
-    the 1e-9 W headroom floor) it is exact at the cap and unchanged, to rounding, below it."""
-    power_w = accumulate(dynamic_j / time_s, hw["static_power_w"])
-    return accumulate(power_w, np.maximum(hw["tdp_w"], hw["static_power_w"]), np.minimum)
+@jit.kernel
+def device_power_w(dynamic_j: float, time_s: float, static_power_w: float, tdp_w: float) -> float:
+    """Power of one device that spends ``dynamic_j`` in ``time_s`` (:func:`power_capped_s`'s time;
+    compiled, one design): static + dynamic / time, which is ``tdp_w`` at the cap. Computed as
+    energy / time it read up to 2 ulps above ``tdp_w`` there (15.000000000000002 W on a 15 W SoC)
+    and failed a ``decode_power_w <= tdp_w`` constraint; bounded by ``tdp_w`` (by the static power
+    where that exceeds it, off by the 1e-9 W headroom floor) it is exact at the cap and unchanged,
+    to rounding, below it."""
+    return np.minimum(dynamic_j / time_s + static_power_w, np.maximum(tdp_w, static_power_w))
+
+
+def capped_phase(hw: dict, raw_s: Array, dynamic_j: Array, s_per_j: Array, devices: Array | None = None,
+                 link_j: Array = 0.0) -> tuple[Array, Array, Array]:
+    """(seconds, joules, watts) of a phase whose devices each spend ``dynamic_j`` over ``raw_s``
+    before the power cap (one compiled pass): the time :func:`power_capped_s`, the energy with
+    static power, the watts :func:`device_power_w`. With ``devices`` (a replica's), energy and
+    watts are those devices' plus the links' ``link_j`` (and its power over the phase)."""
+    return fused(_capped_phase_rows, 3, raw_s, dynamic_j, s_per_j, hw["static_power_w"], hw["tdp_w"],
+                 1.0 if devices is None else devices, link_j, 0.0 if devices is None else 1.0)
+
+
+@jit.kernel
+def _capped_phase_rows(raw_s, dynamic_j, s_per_j, static_w, tdp_w, devices, link_j, linked,  # noqa: ANN001
+                       time_s, energy_j, watts):
+    for i in range(time_s.shape[0]):
+        dyn, static = jit.at(dynamic_j, i), jit.at(static_w, i)
+        t = power_capped_s(jit.at(raw_s, i), dyn, jit.at(s_per_j, i))
+        w = device_power_w(dyn, t, static, jit.at(tdp_w, i))
+        e = static * t + dyn
+        if linked:
+            n, link = jit.at(devices, i), jit.at(link_j, i)
+            w = w * n + link / t
+            e = e * n + link
+        time_s[i], energy_j[i], watts[i] = t, e, w
 
 
 @jit.kernel
@@ -212,19 +239,3 @@ def op_totals(cost: dict[str, Array]) -> dict[str, Array]:
 def op_total(cost: dict[str, Array], key: str) -> Array:
     """``cost[key]`` (``time_s``, ``flop`` or ``bytes``) as a total over the phase."""
     return cost["steps"] * cost[key] if cost["per_step"] else cost[key]
-
-
-def phase_sum(costs: list[dict[str, Array]], key: str) -> Array:
-    """Sum of ``key`` over operators: per-step ones summed first, then times their steps once."""
-    per_step = [c[key] for c in costs if c["per_step"]]
-    totals = [c[key] for c in costs if not c["per_step"]]
-    if not per_step:
-        return total(totals) if totals else 0.0
-    steps = costs[0]["steps"]
-    part = total(per_step)
-    return total([part if isinstance(steps, float) and steps == 1.0 else steps * part, *totals])
-
-
-def phase_time_s(costs: dict[str, dict[str, Array]]) -> Array:
-    """Time of a phase before the power cap, seconds."""
-    return phase_sum(list(costs.values()), "time_s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import cost, jit, parallel, perf, pim, power, quality, silicon
-from dse.model.arrays import accumulate, fused, ndim, scale
+from dse.model.arrays import fused, ndim, scale
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import (
     Array,
@@ -118,23 +118,17 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     the devices, plus the link power.
     """
     prefill = phase == "prefill"
-    raw_s = perf.phase_time_s(costs)
-    dyn_j = power.phase_dynamic_j(hw, costs)
+    raw_s, dyn_j = power.phase_time_and_dynamic_j(hw, costs)
     if comm is None:
-        time_s = perf.power_capped_s(raw_s, dyn_j, capped_s_per_j)
-        watts = None if prefill else perf.device_power_w(dyn_j, time_s, hw)
-        return time_s, accumulate(hw["static_power_w"] * time_s, dyn_j), watts
+        time_s, energy_j, watts = perf.capped_phase(hw, raw_s, dyn_j, capped_s_per_j)
+        return time_s, energy_j, None if prefill else watts
     steps = 1.0 if prefill else costs["qkv"]["steps"]
     head_s = perf.op_total(costs["lm_head"], "time_s")
     # every micro-batch of the phase, and compute power held while waiting in the collectives
     raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
-    time_s = perf.power_capped_s(raw_s, device_j, capped_s_per_j)
-    link_j = scale(steps, comm["energy_j"])
-    watts = None
-    if not prefill:
-        watts = accumulate(_scaled(devices, perf.device_power_w(device_j, time_s, hw)), link_j / time_s)
-    device_total_j = accumulate(hw["static_power_w"] * time_s, device_j)
-    return time_s, accumulate(_scaled(devices, device_total_j), link_j), watts
+    time_s, energy_j, watts = perf.capped_phase(hw, raw_s, device_j, capped_s_per_j, devices,
+                                                scale(steps, comm["energy_j"]))
+    return time_s, energy_j, None if prefill else watts
 
 
 def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array], queries: Array) -> dict[str, dict[str, Array]]:
@@ -233,32 +227,39 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     dims = None if single else parallel.shard_dims(m, k)  # shared by the operators, the links and the memory
     replica = 1.0 if single else k["tp"] * k["pp"] * k["ep"]  # devices
     times, energies, watts = phase_totals(m, k, hw, wb, dims, replica)
-    dp = k["dp"]
-    b, n_out = k["batch"], k["out_len"]
-    generated = b * n_out
-    ttft, dec_s = times["prefill"], times["decode"]
-    total_s = ttft + dec_s
-    total_j = energies["prefill"] + energies["decode"]
-    per_dec_s, per_total_s = 1.0 / dec_s, 1.0 / total_s  # reciprocals: fewer divisions
-    dec_tps = _scaled(dp, generated * per_dec_s)
     mem = memory_bytes(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)  # the same on one device
-    n_devices = parallel.n_devices(k) if single else scale(dp, replica)
-    out = {
-        "ttft_s": ttft,
-        "tpot_s": dec_s / n_out,
-        "decode_tokens_per_s": dec_tps,
-        "tokens_per_s": _scaled(dp, generated * per_total_s),
-        "decode_power_w": _scaled(dp, watts["decode"]),  # = energy / time; exactly tdp_w per device at the cap
-        "avg_power_w": _scaled(dp, total_j * per_total_s),
-        "decode_tokens_per_j": generated / energies["decode"],
-        "tokens_per_j": generated / total_j,
-        "tdp_tokens_per_j": dec_tps * (1.0 / scale(n_devices, hw["tdp_w"])),
-        "memory_bytes": mem,
-        "g_memory_bytes": mem - hw["mem_capacity_bytes"],
-        "n_devices": n_devices,
-        "c_link": 0.0 if single else missing_link(k, hw),
-    }
+    n_devices = parallel.n_devices(k) if single else scale(k["dp"], replica)
+    names = ("tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w", "decode_tokens_per_j",
+             "tokens_per_j", "tdp_tokens_per_j", "g_memory_bytes")
+    columns = fused(_metric_rows, len(names), times["prefill"], times["decode"], energies["prefill"],
+                    energies["decode"], watts["decode"], k["dp"], k["batch"], k["out_len"], n_devices, hw["tdp_w"],
+                    mem, hw["mem_capacity_bytes"])
+    out = {"ttft_s": times["prefill"], **dict(zip(names[:-1], columns[:-1], strict=True)), "memory_bytes": mem,
+           "g_memory_bytes": columns[-1], "n_devices": n_devices, "c_link": 0.0 if single else missing_link(k, hw)}
     return out
+
+
+@jit.kernel
+def _metric_rows(ttft_s, decode_s, prefill_j, decode_j, decode_w, dp, batch, out_len, n_devices, tdp_w,  # noqa: ANN001
+                 mem, capacity, tpot_s, dec_tps, tps, dec_w, avg_w, dec_tpj, tpj, tdp_tpj, g_mem):
+    """The metric columns of :func:`performance` per design: rates with the system's ``dp`` replicas,
+    ``decode_power_w`` = energy / time (exactly ``tdp_w`` per device at the cap)."""
+    for i in range(tpot_s.shape[0]):
+        dec_s, n_out, replicas = jit.at(decode_s, i), jit.at(out_len, i), jit.at(dp, i)
+        total_s = jit.at(ttft_s, i) + dec_s
+        dec_j = jit.at(decode_j, i)
+        total_j = jit.at(prefill_j, i) + dec_j
+        per_total_s = 1.0 / total_s  # reciprocals: fewer divisions
+        generated = jit.at(batch, i) * n_out
+        tpot_s[i] = dec_s / n_out
+        dec_tps[i] = generated * (1.0 / dec_s) * replicas
+        tps[i] = generated * per_total_s * replicas
+        dec_w[i] = jit.at(decode_w, i) * replicas
+        avg_w[i] = total_j * per_total_s * replicas
+        dec_tpj[i] = generated / dec_j
+        tpj[i] = generated / total_j
+        tdp_tpj[i] = dec_tps[i] * (1.0 / (jit.at(n_devices, i) * jit.at(tdp_w, i)))
+        g_mem[i] = jit.at(mem, i) - jit.at(capacity, i)
 
 
 def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] | None, replica: Array,
@@ -278,10 +279,3 @@ def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] |
         times[phase], energies[phase], watts[phase] = phase_system(k, linked, ops, phase, comms[phase], capped_s_per_j,
                                                                    replica)
     return times, energies, watts
-
-
-def _scaled(count: Array, fresh: Array) -> Array:
-    """``count * fresh``, written into ``fresh`` (a temporary the caller owns); skipped for the scalar 1."""
-    return fresh if ndim(count) == 0 and count == 1.0 else accumulate(fresh, count, np.multiply)
-
-

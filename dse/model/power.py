@@ -8,11 +8,13 @@ written then read), PIM in-bank access, host <-> PIM link.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dse.model import jit, perf
-from dse.model.arrays import accumulate, fused, total
-from dse.model.perf import op_totals, phase_sum
+from dse.model.arrays import fused, total
+from dse.model.perf import op_totals
 from dse.model.workload import FP8_METHOD, Array
 from dse.spec.registry import INTEGER_GEMM_METHODS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
@@ -158,15 +160,99 @@ def rule_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
     return host_dynamic_j(hw, totals["flop"], totals["bytes"], totals["j_per_flop"])
 
 
-def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
-    """Dynamic energy of a phase; host operators that share an energy per FLOP are priced together
-    (their bytes all at once), plus what an ``energy_ratio`` (:func:`op_energy_j`) adds to the rule."""
-    if any("energy_j" in c for c in costs.values()):
-        return total([op_energy_j(hw, c) for c in costs.values()])
-    groups: dict[int, list[dict[str, Array]]] = {}
-    for c in costs.values():
-        groups.setdefault(id(c["j_per_flop"]), []).append(c)
-    flop_j = total([phase_sum(g, "flop") * g[0]["j_per_flop"] for g in groups.values()])
-    rule_j = accumulate(phase_sum(list(costs.values()), "bytes") * j_per_dram_byte(hw), flop_j)
-    beyond = [(c["energy_ratio"] - 1.0) * rule_energy_j(hw, c) for c in costs.values() if "energy_ratio" in c]
-    return total([rule_j, *beyond]) if beyond else rule_j
+def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tuple[Array, Array]:
+    """(time before the power cap, dynamic energy) of a phase, in one compiled pass.
+
+    Per-step operators are summed first, then times the phase's steps once, then the totals
+    added (:func:`dse.model.perf.op_totals`). Host operators that share an energy per FLOP are
+    priced together (their bytes all at once), plus what an ``energy_ratio`` (:func:`op_energy_j`)
+    adds to the rule; with PIM operators (``energy_j``) the energy is the sum of :func:`op_energy_j`.
+    """
+    cs = list(costs.values())
+    groups: dict[int, Array] = {}  # the j_per_flop objects, in order of first appearance
+    for c in cs:
+        groups.setdefault(id(c["j_per_flop"]), c["j_per_flop"])
+    group = {key: g for g, key in enumerate(groups)}
+    steps, j_byte = jit.arg(cs[0]["steps"]), jit.arg(j_per_dram_byte(hw))
+    n = next((len(x) for x in (*(c[key] for c in cs for key in ("time_s", "flop", "bytes")), *groups.values(),
+                                steps, j_byte) if type(x) is np.ndarray and x.ndim), -1)
+    col = functools.partial(_column, n=max(n, 1))
+    time_s, flop, nbytes = (tuple(col(c[key]) for c in cs) for key in ("time_s", "flop", "bytes"))
+    ratio = tuple(col(c["energy_ratio"]) if "energy_ratio" in c else time_s[o] for o, c in enumerate(cs))
+    raw_s, dyn_j = np.empty(max(n, 1)), np.empty(max(n, 1))
+    _phase_rows(time_s, flop, nbytes, tuple(int(c["per_step"]) for c in cs),
+                tuple(group[id(c["j_per_flop"])] for c in cs), ratio, tuple(int("energy_ratio" in c) for c in cs),
+                tuple(col(j) for j in groups.values()), col(steps) if type(steps) is np.ndarray else steps,
+                col(j_byte) if type(j_byte) is np.ndarray else j_byte, raw_s, dyn_j)
+    if n < 0:  # every input a number
+        raw_s, dyn_j = float(raw_s[0]), float(dyn_j[0])
+    if any("energy_j" in c for c in cs):
+        dyn_j = total([op_energy_j(hw, c) for c in cs])
+    return raw_s, dyn_j
+
+
+def _column(x: Array, n: int) -> np.ndarray:
+    """``x`` as a float64 column of ``n`` rows (a kernel's tuple holds arrays only)."""
+    if type(x) is np.ndarray and x.shape == (n,) and x.dtype == np.float64:
+        return x
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
+
+
+@jit.kernel
+def _phase_sum_into(out, values, per_step, group, g, steps):  # noqa: ANN001, ANN202
+    """``out`` = the sum over the operators (of group ``g``; every operator when ``g < 0``): per-step
+    operators first, times ``steps``, then the totals added in order; 0 when there are none. One
+    pass per operator (an operator's array is taken out of the tuple once: indexing a tuple per
+    row costs ~60 ns)."""
+    have_part = False
+    for o in range(len(values)):
+        if per_step[o] and (g < 0 or group[o] == g):
+            v = values[o]
+            if have_part:
+                for i in range(out.shape[0]):
+                    out[i] += v[i]
+            else:
+                out[:] = v
+            have_part = True
+    if have_part:
+        for i in range(out.shape[0]):
+            out[i] = jit.at(steps, i) * out[i]
+    have = have_part
+    for o in range(len(values)):
+        if not per_step[o] and (g < 0 or group[o] == g):
+            v = values[o]
+            if have:
+                for i in range(out.shape[0]):
+                    out[i] += v[i]
+            else:
+                out[:] = v
+            have = True
+    if not have:
+        out[:] = 0.0
+
+
+@jit.kernel
+def _phase_rows(time_s, flop, nbytes, per_step, group, ratio, has_ratio, j_flop, steps, j_byte,  # noqa: ANN001
+                raw_s, dyn_j):
+    n = raw_s.shape[0]
+    _phase_sum_into(raw_s, time_s, per_step, group, -1, steps)
+    part = np.empty(n)
+    for g in range(len(j_flop)):
+        _phase_sum_into(part, flop, per_step, group, g, steps)
+        j = j_flop[g]
+        if g:
+            for i in range(n):
+                dyn_j[i] += part[i] * j[i]
+        else:
+            for i in range(n):
+                dyn_j[i] = part[i] * j[i]
+    _phase_sum_into(part, nbytes, per_step, group, -1, steps)
+    for i in range(n):
+        dyn_j[i] = part[i] * jit.at(j_byte, i) + dyn_j[i]
+    for o in range(len(flop)):
+        if has_ratio[o]:  # what an energy_ratio adds to the operator's rule energy
+            f, b, r, j = flop[o], nbytes[o], ratio[o], j_flop[group[o]]
+            for i in range(n):
+                s = jit.at(steps, i)
+                fo, bo = (s * f[i], s * b[i]) if per_step[o] else (f[i], b[i])
+                dyn_j[i] += (r[i] - 1.0) * (fo * j[i] + bo * jit.at(j_byte, i))
