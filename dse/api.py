@@ -78,12 +78,16 @@ class Evaluator:
         refs = [_preset_refs(p, self._data) for p in self.platforms]
         self._hw_table["static_ref_w"] = np.array([r[0] for r in refs])
         self._hw_table["onchip_ref_pj_per_bit"] = np.array([r[1] for r in refs])
+        self._scalar_fields: dict[int, dict[str, float]] = {}  # by id of a table above: _fields' numbers
 
     def _fields(self, table: dict[str, np.ndarray], names: list[str], codes: Any, what: str) -> dict:
         if not names:
             raise SpecError("", what, f"no {what} given (pass {what}= or a '{what}' column)", None)
-        if len(names) == 1 and codes is None:
-            return {f: float(v[0]) for f, v in table.items()}
+        if len(names) == 1 and codes is None:  # one model or platform: its fields as numbers, built once
+            key = id(table)
+            if key not in self._scalar_fields:
+                self._scalar_fields[key] = {f: float(v[0]) for f, v in table.items()}
+            return dict(self._scalar_fields[key])
         if codes is None:
             raise SpecError("", what, f"several {what}s given: a '{what}' column of codes is required", names)
         idx = np.asarray(codes)
