@@ -200,35 +200,31 @@ def _column(x: Array, n: int) -> np.ndarray:
 
 @jit.kernel
 def _phase_sum_into(out, values, per_step, group, g, steps):  # noqa: ANN001, ANN202
-    """``out`` = the sum over the operators (of group ``g``; every operator when ``g < 0``): per-step
-    operators first, times ``steps``, then the totals added in order; 0 when there are none. One
-    pass per operator (an operator's array is taken out of the tuple once: indexing a tuple per
-    row costs ~60 ns)."""
-    have_part = False
-    for o in range(len(values)):
-        if per_step[o] and (g < 0 or group[o] == g):
-            v = values[o]
-            if have_part:
-                for i in range(out.shape[0]):
-                    out[i] += v[i]
-            else:
-                out[:] = v
-            have_part = True
-    if have_part:
-        for i in range(out.shape[0]):
-            out[i] = jit.at(steps, i) * out[i]
-    have = have_part
-    for o in range(len(values)):
-        if not per_step[o] and (g < 0 or group[o] == g):
-            v = values[o]
-            if have:
-                for i in range(out.shape[0]):
-                    out[i] += v[i]
-            else:
-                out[:] = v
-            have = True
-    if not have:
-        out[:] = 0.0
+    """``out`` = the sum over the operators (of group ``g``; every operator when ``g < 0``) per design:
+    per-step operators first, times ``steps``, then the totals added in order; 0 when there are none.
+    Which operators take part is decided once, in two flag arrays (tuple flags tested per design
+    cost twice the time)."""
+    m = len(values)
+    step_use, total_use = np.zeros(m, np.bool_), np.zeros(m, np.bool_)
+    for o in range(m):
+        mine = g < 0 or group[o] == g
+        step_use[o], total_use[o] = mine and per_step[o], mine and not per_step[o]
+    for i in range(out.shape[0]):
+        s = jit.at(steps, i)  # read first: read after the sum, it takes 4x the time
+        acc, have = 0.0, False
+        for o in range(m):
+            if step_use[o]:
+                x = values[o][i]
+                acc = acc + x if have else x
+                have = True
+        if have:
+            acc = s * acc
+        for o in range(m):
+            if total_use[o]:
+                x = values[o][i]
+                acc = acc + x if have else x
+                have = True
+        out[i] = acc
 
 
 @jit.kernel
