@@ -27,10 +27,17 @@ _N_METHODS = float(len(KNOB_BY_NAME["quant_method"].choices))
 
 
 def j_per_dram_byte(hw: dict) -> Array:
-    """Energy of one main-memory byte on the host: DRAM + on-chip path + SRAM staging, joules."""
-    per_bit_pj = (hw["mem_energy_pj_per_bit"] + hw["onchip_energy_pj_per_bit"]
-                  + SRAM_ACCESSES_PER_DRAM_BYTE * hw["sram_energy_pj_per_bit"])
-    return per_bit_pj * BITS_PER_BYTE * PJ
+    """Energy of one main-memory byte on the host: DRAM + on-chip path + SRAM staging, joules (one
+    compiled pass)."""
+    return fused(_j_per_dram_byte_rows, 1, hw["mem_energy_pj_per_bit"], hw["onchip_energy_pj_per_bit"],
+                 hw["sram_energy_pj_per_bit"])[0]
+
+
+@jit.kernel
+def _j_per_dram_byte_rows(mem_pj, onchip_pj, sram_pj, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        per_bit_pj = jit.at(mem_pj, i) + jit.at(onchip_pj, i) + SRAM_ACCESSES_PER_DRAM_BYTE * jit.at(sram_pj, i)
+        out[i] = per_bit_pj * BITS_PER_BYTE * PJ
 
 
 def j_per_flop(hw: dict, native: Array) -> Array:
