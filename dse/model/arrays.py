@@ -21,6 +21,16 @@ def ndim(x: Array) -> int:
     return getattr(x, "ndim", 0)
 
 
+def any_row(x: Array) -> bool:
+    """True when some row of ``x`` is true (a scalar: itself), without numpy's wrapper (~1.5 us)."""
+    return bool(x.any() if ndim(x) else x)
+
+
+def all_rows(x: Array) -> bool:
+    """True when every row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
+    return bool(x.all() if ndim(x) else x)
+
+
 def accumulate(fresh: Array, x: Array, op: np.ufunc = np.add) -> Array:
     """``op(fresh, x)``, written into ``fresh`` when it is an array of the result's shape.
 
