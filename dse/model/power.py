@@ -8,8 +8,6 @@ written then read), PIM in-bank access, host <-> PIM link.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from dse.model import jit, perf
@@ -24,6 +22,7 @@ SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
 _INTEGER_MASK = float(sum(1 << c for c, name in enumerate(KNOB_BY_NAME["quant_method"].choices)
                           if name in INTEGER_GEMM_METHODS))
 _N_METHODS = float(len(KNOB_BY_NAME["quant_method"].choices))
+_F64 = np.dtype(np.float64)
 
 
 def j_per_dram_byte(hw: dict) -> Array:
@@ -176,21 +175,33 @@ def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tu
     adds to the rule; with PIM operators (``energy_j``) the energy is the sum of :func:`op_energy_j`.
     """
     cs = list(costs.values())
-    groups: dict[int, Array] = {}  # the j_per_flop objects, in order of first appearance
-    for c in cs:
-        groups.setdefault(id(c["j_per_flop"]), c["j_per_flop"])
-    group = {key: g for g, key in enumerate(groups)}
     steps, j_byte = jit.arg(cs[0]["steps"]), jit.arg(j_per_dram_byte(hw))
-    n = next((len(x) for x in (*(c[key] for c in cs for key in ("time_s", "flop", "bytes")), *groups.values(),
-                                steps, j_byte) if type(x) is np.ndarray and x.ndim), -1)
-    col = functools.partial(_column, n=max(n, 1))
-    time_s, flop, nbytes = (tuple(col(c[key]) for c in cs) for key in ("time_s", "flop", "bytes"))
-    ratio = tuple(col(c["energy_ratio"]) if "energy_ratio" in c else time_s[o] for o, c in enumerate(cs))
-    raw_s, dyn_j = np.empty(max(n, 1)), np.empty(max(n, 1))
-    _phase_rows(time_s, flop, nbytes, tuple(int(c["per_step"]) for c in cs),
-                tuple(group[id(c["j_per_flop"])] for c in cs), ratio, tuple(int("energy_ratio" in c) for c in cs),
-                tuple(col(j) for j in groups.values()), col(steps) if type(steps) is np.ndarray else steps,
-                col(j_byte) if type(j_byte) is np.ndarray else j_byte, raw_s, dyn_j)
+    n = -1  # the batch length, -1 where every input is a number
+    for x in (steps, j_byte, *(c[key] for c in cs for key in ("time_s", "flop", "bytes", "j_per_flop"))):
+        if type(x) is np.ndarray and x.ndim:
+            n = len(x)
+            break
+    rows = max(n, 1)
+    js: list[np.ndarray] = []  # the j_per_flop objects' columns, in order of first appearance
+    seen: list[Array] = []
+    time_s, flop, nbytes, per_step, group, ratio, has_ratio = [], [], [], [], [], [], []
+    for c in cs:
+        j = c["j_per_flop"]
+        g = next((g for g, x in enumerate(seen) if x is j), len(seen))
+        if g == len(seen):
+            seen.append(j)
+            js.append(_column(j, rows))
+        time_s.append(_column(c["time_s"], rows))
+        flop.append(_column(c["flop"], rows))
+        nbytes.append(_column(c["bytes"], rows))
+        per_step.append(int(c["per_step"]))
+        group.append(g)
+        has_ratio.append(int("energy_ratio" in c))
+        ratio.append(_column(c["energy_ratio"], rows) if "energy_ratio" in c else time_s[-1])
+    raw_s, dyn_j = np.empty(rows), np.empty(rows)
+    _phase_rows(tuple(time_s), tuple(flop), tuple(nbytes), tuple(per_step), tuple(group), tuple(ratio),
+                tuple(has_ratio), tuple(js), _column(steps, rows) if type(steps) is np.ndarray else steps,
+                _column(j_byte, rows) if type(j_byte) is np.ndarray else j_byte, raw_s, dyn_j)
     if n < 0:  # every input a number
         raw_s, dyn_j = float(raw_s[0]), float(dyn_j[0])
     if any("energy_j" in c for c in cs):
@@ -200,7 +211,7 @@ def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tu
 
 def _column(x: Array, n: int) -> np.ndarray:
     """``x`` as a float64 column of ``n`` rows (a kernel's tuple holds arrays only)."""
-    if type(x) is np.ndarray and x.shape == (n,) and x.dtype == np.float64:
+    if type(x) is np.ndarray and x.dtype is _F64 and x.shape == (n,):
         return x
     return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
 
