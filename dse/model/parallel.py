@@ -64,8 +64,9 @@ from typing import NamedTuple
 import numpy as np
 
 from dse.model import collectives as coll
-from dse.model.arrays import accumulate, fold, ndim, scale, total
-from dse.model.workload import Array, Op, draft_weight_frac, layer_params
+from dse.model import jit
+from dse.model.arrays import accumulate, fused, ndim, scale, total
+from dse.model.workload import Array, Op, layer_params, stored_weight_bytes_at
 from dse.spec.registry import KNOB_DEFAULTS
 
 PARALLEL_KNOBS: tuple[str, ...] = ("tp", "pp", "ep", "dp", "micro_batches", "comm_overlap_frac", "collective_algo")
@@ -211,25 +212,39 @@ def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
 
 
 def memory_bytes_of(m: dict, k: dict, wb: Array, s: dict[str, Array]) -> Array:
-    """:func:`memory_bytes_per_device` from the knobs' :func:`shard_dims` ``s``."""
-    tp, ep, pp = knob(k, "tp"), knob(k, "ep"), knob(k, "pp")
+    """:func:`memory_bytes_per_device` from the knobs' :func:`shard_dims` ``s`` (one compiled pass)."""
     p = layer_params(m)
-    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
-    q_kv = s["heads"] + 2.0 * s["kv_heads"]  # Q + K + V heads on the device
-    qkv = p["qkv"] * (q_kv / (h + 2.0 * kv))
-    o = p["o"] * (s["heads"] / h)
-    experts = (p["ffn_expert"] * m["n_experts"]) * ((s["experts"] / m["n_experts"]) / tp)
-    per_layer = total([qkv, o, experts, p["router"]])
-    embed = m["vocab_size"] * m["d_model"] / tp
-    params = accumulate(s["layers"] * per_layer, embed * np.where(pp > 1.0, 1.0, 2.0 - m["tied_embeddings"]))
-    weights = fold([params, wb, 1.0 + draft_weight_frac(k)], np.multiply)
-    ctx = k["in_len"] + k["out_len"]
-    seqs = k["batch"] / ep
-    kv_cache = fold([2.0 * s["layers"], s["kv_heads"], hd, seqs, ctx, k["kv_bits"] / 8.0], np.multiply)
-    widest = np.maximum(q_kv * hd, (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"] / tp)
-    acts = fold([seqs / knob(k, "micro_batches"), k["in_len"], accumulate(widest, d), k["a_bits"] / 8.0], np.multiply)
-    logits = fold([seqs, m["vocab_size"] / tp, 4.0], np.multiply)
-    return total([weights, kv_cache, acts, logits])
+    return fused(_memory_rows, 1, knob(k, "tp"), knob(k, "pp"), knob(k, "ep"), knob(k, "micro_batches"), m["d_model"],
+                 m["n_heads"], m["n_kv_heads"], m["head_dim"], m["n_experts"], m["vocab_size"], m["tied_embeddings"],
+                 m["ffn_gated"], m["d_ff"], m["n_experts_active"], p["qkv"], p["o"], p["ffn_expert"], p["router"],
+                 wb, k["spec_len"], k["spec_draft_frac"], k["in_len"], k["out_len"], k["batch"], k["kv_bits"],
+                 k["a_bits"], s["heads"], s["kv_heads"], s["layers"], s["experts"])[0]
+
+
+@jit.kernel
+def _memory_rows(tp, pp, ep, mb, d_model, n_heads, n_kv_heads, head_dim, n_experts, vocab, tied,  # noqa: ANN001
+                 ffn_gated, d_ff, n_active, p_qkv, p_o, p_ffn_expert, p_router, wb, spec_len, spec_draft_frac,
+                 in_len, out_len, batch, kv_bits, a_bits, heads, kv_heads, layers, experts, out):
+    for i in range(out.shape[0]):
+        tp_i, d, hd = jit.at(tp, i), jit.at(d_model, i), jit.at(head_dim, i)
+        e, v, h, kv = jit.at(n_experts, i), jit.at(vocab, i), jit.at(n_heads, i), jit.at(n_kv_heads, i)
+        hs, kvs, nl = jit.at(heads, i), jit.at(kv_heads, i), jit.at(layers, i)
+        q_kv = hs + 2.0 * kvs  # Q + K + V heads on the device
+        qkv = jit.at(p_qkv, i) * (q_kv / (h + 2.0 * kv))
+        o = jit.at(p_o, i) * (hs / h)
+        expert_params = (jit.at(p_ffn_expert, i) * e) * ((jit.at(experts, i) / e) / tp_i)
+        per_layer = qkv + o + expert_params + jit.at(p_router, i)
+        embed = v * d / tp_i
+        params = nl * per_layer + embed * (1.0 if jit.at(pp, i) > 1.0 else 2.0 - jit.at(tied, i))
+        weights = stored_weight_bytes_at(params, jit.at(wb, i), jit.at(spec_len, i), jit.at(spec_draft_frac, i))
+        n_in = jit.at(in_len, i)
+        seqs = jit.at(batch, i) / jit.at(ep, i)
+        kv_cache = 2.0 * nl * kvs * hd * seqs * (n_in + jit.at(out_len, i)) * (jit.at(kv_bits, i) / 8.0)
+        ffn = jit.at(n_active, i)
+        widest = np.maximum(q_kv * hd, (1.0 + jit.at(ffn_gated, i)) * jit.at(d_ff, i) * ffn / tp_i)
+        acts = seqs / jit.at(mb, i) * n_in * (widest + d) * (jit.at(a_bits, i) / 8.0)
+        logits = seqs * (v / tp_i) * 4.0
+        out[i] = weights + kv_cache + acts + logits
 
 
 RESIDUAL_MIN_BITS = 16.0  # the hidden state between layers stays in the model's 16-bit type (module docstring)
@@ -385,48 +400,21 @@ def _plus(*terms: Array) -> Array:
     return total(kept) if kept else 0.0
 
 
-def overlap_s(compute_s: Array, comm_s: Array, overlap_frac: Array) -> Array:
+@jit.kernel
+def overlap_at(compute_s: float, comm_s: float, overlap_frac: float) -> float:
     """``compute + comm - overlap_frac * min(compute, comm)``: 0 serialises, 1 hides the
     shorter entirely (never below ``max(compute, comm)``)."""
-    return accumulate(compute_s + comm_s, accumulate(np.minimum(compute_s, comm_s), overlap_frac, np.multiply),
-                      np.subtract)
+    return (compute_s + comm_s) - np.minimum(compute_s, comm_s) * overlap_frac
 
 
-def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: dict, steps: Array = 1.0) -> Array:
-    """Dynamic energy of the bottleneck device over a phase, joules: its operators' energy
-    ``dyn_j`` (one micro-batch) for each of the ``micro_batches``, plus the energy it burns
-    while it waits in the stage's exposed tp/ep collectives.
-
-    A collective kernel keeps the device clocked and spins its SMs polling the peers' flags
-    (NCCL's LL/LL128 protocols, the custom all-reduces of vLLM and TensorRT-LLM alike), so
-    the device is charged its compute power ``dyn_j / compute_s`` over the exposed time
-    ``overlap_s(compute, comm) - compute`` (:func:`overlap_s`, with the phase's ``steps``):
-    ``dyn_j * mb * (1 + exposed / compute)``. No fitted parameter; the project's 2x H200
-    diagnostics (``validation/measurements_tp_h200_diagnostics.csv``: the same TP2 steps
-    with and without their all-reduces) show 410-520 W per GPU during the all-reduces
-    against 350-470 W average and about 125 W idle. Pipeline bubbles stay at static power.
-    """
-    return _with_waiting_j(dyn_j, compute_s, _stage_s(compute_s, comm, k, steps), knob(k, "micro_batches"))
-
-
-def _stage_s(compute_s: Array, comm: dict[str, Array], k: dict, steps: Array) -> Array:
-    """The stage's time: ``compute_s`` overlapped with the ``steps`` passes' collectives
-    (:func:`overlap_s`; ``compute_s`` itself when no design communicates)."""
-    comm_s = scale(steps, comm["comm_s"])
-    return compute_s if _is_zero(comm_s) else overlap_s(compute_s, comm_s, knob(k, "comm_overlap_frac"))
-
-
-def _with_waiting_j(dyn_j: Array, compute_s: Array, stage_s: Array, mb: Array) -> Array:
-    """:func:`device_dynamic_j` from the stage's time ``stage_s``: ``dyn_j * mb * (1 + exposed / compute)``,
-    exposed ``stage_s - compute_s`` (nothing where there is no compute)."""
-    if stage_s is compute_s:  # nothing exposed
-        return dyn_j * mb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        stretch = stage_s / compute_s  # 1 + exposed / compute
-    busy = compute_s > 0.0
-    if not coll.all_rows(busy):  # no compute: no stretch
-        stretch = np.where(busy, stretch, 1.0)
-    return accumulate(dyn_j * mb, stretch, np.multiply)
+@jit.kernel
+def pipeline_at(stage_s: float, head_s: float, p2p_s: float, p2p_path_s: float, pp: float, mb: float,
+                prefill: float) -> float:
+    """:func:`pipeline_s` of one design (compiled)."""
+    path = (pp * stage_s - (pp - 1.0) * head_s) + p2p_path_s
+    if prefill:
+        return path + np.maximum(stage_s, p2p_s) * (mb - 1.0)
+    return np.maximum(path, mb * stage_s)
 
 
 def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, pp: Array, mb: Array,
@@ -438,10 +426,32 @@ def pipeline_s(stage_s: Array, head_s: Array, p2p_s: Array, p2p_path_s: Array, p
     ``p2p_path_s``: see :func:`stage_comm`. Formulas in the module docstring; with
     ``pp = mb = 1`` the result is ``stage_s`` itself.
     """
-    path = accumulate(accumulate(pp * stage_s, accumulate(pp - 1.0, head_s, np.multiply), np.subtract), p2p_path_s)
-    if prefill:
-        return accumulate(path, accumulate(np.maximum(stage_s, p2p_s), mb - 1.0, np.multiply))
-    return accumulate(path, mb * stage_s, np.maximum)
+    return fused(_pipeline_rows, 1, stage_s, head_s, p2p_s, p2p_path_s, pp, mb, float(prefill))[0]
+
+
+@jit.kernel
+def _pipeline_rows(stage_s, head_s, p2p_s, p2p_path_s, pp, mb, prefill, out):  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = pipeline_at(jit.at(stage_s, i), jit.at(head_s, i), jit.at(p2p_s, i), jit.at(p2p_path_s, i),
+                             jit.at(pp, i), jit.at(mb, i), prefill)
+
+
+def device_dynamic_j(dyn_j: Array, compute_s: Array, comm: dict[str, Array], k: dict, steps: Array = 1.0) -> Array:
+    """Dynamic energy of the bottleneck device over a phase, joules: its operators' energy
+    ``dyn_j`` (one micro-batch) for each of the ``micro_batches``, plus the energy it burns
+    while it waits in the stage's exposed tp/ep collectives.
+
+    A collective kernel keeps the device clocked and spins its SMs polling the peers' flags
+    (NCCL's LL/LL128 protocols, the custom all-reduces of vLLM and TensorRT-LLM alike), so
+    the device is charged its compute power ``dyn_j / compute_s`` over the exposed time
+    ``overlap(compute, comm) - compute`` (:func:`overlap_at`, with the phase's ``steps``):
+    ``dyn_j * mb * (1 + exposed / compute)``. No fitted parameter; the project's 2x H200
+    diagnostics (``validation/measurements_tp_h200_diagnostics.csv``: the same TP2 steps
+    with and without their all-reduces) show 410-520 W per GPU during the all-reduces
+    against 350-470 W average and about 125 W idle. Pipeline bubbles stay at static power.
+    """
+    no_sends = {"p2p_s": 0.0, "p2p_path_s": 0.0, "comm_s": comm["comm_s"]}  # the time is not wanted
+    return phase_time_and_device_j(compute_s, 0.0, dyn_j, no_sends, k, True, steps)[1]
 
 
 def phase_time_s(compute_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
@@ -454,19 +464,35 @@ def phase_time_s(compute_s: Array, head_s: Array, comm: dict[str, Array], k: dic
     (1 for prefill); ``comm``: :func:`stage_comm` of one pass (per step), multiplied by
     ``steps`` here. Returns ``compute_s`` exactly when nothing is parallel.
     """
-    return _pipeline_phase_s(_stage_s(compute_s, comm, k, steps), head_s, comm, k, prefill, steps)
+    return phase_time_and_device_j(compute_s, head_s, 0.0, comm, k, prefill, steps)[0]
 
 
 def phase_time_and_device_j(compute_s: Array, head_s: Array, dyn_j: Array, comm: dict[str, Array], k: dict,
                             prefill: bool, steps: Array = 1.0) -> tuple[Array, Array]:
-    """(:func:`phase_time_s`, :func:`device_dynamic_j`) of one phase, the stage's overlap computed once."""
-    stage_s = _stage_s(compute_s, comm, k, steps)
-    return (_pipeline_phase_s(stage_s, head_s, comm, k, prefill, steps),
-            _with_waiting_j(dyn_j, compute_s, stage_s, knob(k, "micro_batches")))
+    """(:func:`phase_time_s`, :func:`device_dynamic_j`) of one phase in one compiled pass.
+
+    The stage's time is ``compute_s`` overlapped with the ``steps`` passes' collectives
+    (:func:`overlap_at`; ``compute_s`` itself where no design of the batch communicates:
+    ``exposed`` false), run through the pipeline (:func:`pipeline_at`) with the passes' sends;
+    the device's energy is ``dyn_j * mb * stage / compute`` (``dyn_j * mb`` where there is no compute).
+    """
+    comm_s = comm["comm_s"]
+    exposed = not (ndim(comm_s) == 0 and ndim(steps) == 0 and scale(steps, comm_s) == 0.0)
+    return tuple(fused(_phase_rows, 2, compute_s, head_s, dyn_j, comm_s, comm["p2p_s"], comm["p2p_path_s"], steps,
+                       knob(k, "comm_overlap_frac"), knob(k, "pp"), knob(k, "micro_batches"), float(prefill),
+                       float(exposed)))
 
 
-def _pipeline_phase_s(stage_s: Array, head_s: Array, comm: dict[str, Array], k: dict, prefill: bool,
-                      steps: Array) -> Array:
-    """:func:`pipeline_s` of the stage's time ``stage_s`` with the ``steps`` passes' sends of ``comm``."""
-    return pipeline_s(stage_s, head_s, scale(steps, comm["p2p_s"]), scale(steps, comm["p2p_path_s"]),
-                      knob(k, "pp"), knob(k, "micro_batches"), prefill)
+@jit.kernel
+def _phase_rows(compute_s, head_s, dyn_j, comm_s, p2p_s, p2p_path_s, steps, overlap_frac, pp, mb,  # noqa: ANN001
+                prefill, exposed, time_s, device_j):
+    for i in range(time_s.shape[0]):
+        compute, n_steps, n_mb = jit.at(compute_s, i), jit.at(steps, i), jit.at(mb, i)
+        if exposed:
+            stage = overlap_at(compute, n_steps * jit.at(comm_s, i), jit.at(overlap_frac, i))
+            device_j[i] = jit.at(dyn_j, i) * n_mb * (stage / compute if compute > 0.0 else 1.0)
+        else:  # nothing exposed
+            stage = compute
+            device_j[i] = jit.at(dyn_j, i) * n_mb
+        time_s[i] = pipeline_at(stage, jit.at(head_s, i), n_steps * jit.at(p2p_s, i), n_steps * jit.at(p2p_path_s, i),
+                                jit.at(pp, i), n_mb, prefill)
