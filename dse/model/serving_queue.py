@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model.serving_stoploss import _clip
+from dse.model.jit import kernel
+from dse.model.serving_jit import at2, clip, grid_rows, mx
 
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
-_INF = np.inf
 
 
 def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
@@ -58,181 +58,222 @@ def queue_constants(c: dict, d: dict, w: dict, n_cap) -> dict:
 
 def latencies(qc: dict, st: dict, lam, lam_max) -> dict:
     """TTFT and TPOT (means and p90s) at operating point ``st`` with arrival rate ``lam``
-    (``qc``: :func:`queue_constants`). ``lam`` may carry a leading axis that ``st`` does not: the
-    in-place steps below only write into arrays that carry ``lam``'s shape."""
-    mP = qc["mP"]
-    n, t_d, mp, k, n_ch = st["n"], st["t_d"], st["mp"], st["k"], st["n_ch"]
-    tau = st["tau"]
-    u = lam * tau  # admissions per iteration
-    phi = u * n_ch
-    phi = np.negative(phi, out=phi)
-    phi = np.expm1(phi, out=phi)
-    phi = np.negative(phi, out=phi)  # iterations carrying prefill (Poisson chunks)
-    phi = _clip(phi, 1e-12, 1.0, out=phi)
-    t_m = u * mp
-    t_m /= phi
-    t_m += t_d
-    lmp = lam * mp
-    busy = n + lmp
-    busy = np.negative(busy, out=busy)
+    (``qc``: :func:`queue_constants`). ``lam`` may carry a leading axis that ``st`` does not.
+
+    Compiled passes (:mod:`dse.model.serving_jit`) around numpy's transcendentals: the exponents
+    (:func:`_exponents_rows`), ``expm1``, ``log`` and ``exp``; the arguments of the exponential tails'
+    logs (:func:`_tails_rows`), ``log``; TTFT (:func:`_ttft_rows`) and TPOT (:func:`_tpot_rows`). Two
+    outputs a pass: the loops then compile to SIMD code (with many outputs the compiler cannot rule
+    out that they overlap the inputs and keeps them scalar), the few shared terms computed in each."""
+    u, phi, busy, p_x, rho_c = grid_rows(_exponents_rows, 5, lam, st["tau"], st["n_ch"], st["n"], st["mp"],
+                                         lam_max, st["ttft0"])
+    phi = np.expm1(phi, out=phi)  # -(iterations carrying prefill)
     busy = np.expm1(busy, out=busy)
-    busy = np.negative(busy, out=busy)
-    # residual of the iteration in progress, length-biased over pure-decode / mixed iterations
-    td2, tm2 = t_d * t_d, t_m * t_m
-    one_phi = 1.0 - phi
-    bt = busy / tau
-    r1 = phi * tm2
-    r1 += one_phi * td2
-    r1 *= bt
-    r1 *= 0.5
-    r2 = tm2
-    r2 *= t_m
-    r2 *= phi
-    td2 *= t_d
-    r2 += one_phi * td2
-    r2 *= bt
-    r2 *= 1.0 / 3.0
-    # pipelines: a request's own chunk rounds take pp times its stage time (mp_own), and a prompt
-    # shares its engine (1 / pp of the arrivals)
-    pipe = qc["pipe"]
-    own = st["mp_own"] if pipe else mp
-    lam_e = lam * qc["inv_E"] if pipe else lam
-    others = lam_e * own if pipe else lmp
-    others *= r1  # prompts arriving in the same window share the first iteration
-    s_mean = t_d * n_ch
-    s_mean += own
-    s_mean = s_mean + others  # (lam may carry a leading axis that st does not: no in-place op widens)
-    # the p90 prompt's own chunks: nfull full chunks of k and one of kk
-    p90 = qc["p90"]
-    nfull = p90 / k
-    nfull = np.ceil(nfull, out=nfull)
-    nfull -= 1.0
-    nfull = _clip(nfull, 0.0, _INF, out=nfull)
-    zc = st["z_p"]  # crossover room clipped to [0, k]
-    s90 = nfull * k
-    s90 = np.subtract(p90, s90, out=s90)  # kk
-    s90 -= zc
-    s90 = _clip(s90, 0.0, _INF, out=s90)
-    full = k - zc
-    full *= nfull
-    s90 += full
-    s90 *= qc["slope_p"]
-    nfull += 1.0  # chunks
-    if pipe:  # the p90 prompt's own operators on its micro-batch, pp stage passes per chunk round
-        s90 += nfull * qc["la"]
-        s90 += qc["own90"]
-        s90 += st["lin_f"] * qc["ffn90"]
-        s90 *= qc["E"]
-        s90 += nfull * t_d
-    else:
-        nfull *= t_d + qc["la"]
-        s90 += nfull
-        s90 += qc["own90"]
-        s90 += st["lin_f"] * qc["ffn90"]
-    s90 = s90 + others
-    # queueing: M/G/1 on the prefill lane in tokens, M/G/c on the slots
-    inv_rate = t_d / k
-    inv_rate += own * qc["inv_mP"]  # seconds per prefill token with a backlog (pipelines: one engine's lane)
-    lam_rate = lam_e * inv_rate
-    rho_pf = lam_rate * mP
-    rho_pf = _clip(rho_pf, -_INF, 0.999, out=rho_pf)
-    w_pf = lam_rate
-    w_pf *= inv_rate
-    w_pf *= qc["half_in_sq"]
-    w_pf /= 1.0 - rho_pf  # Pollaczek-Khinchine
-    rho_c = lam / lam_max
-    rho_c = _clip(rho_c, 0.0, 0.999, out=rho_c)
+    p_x = np.expm1(p_x, out=p_x)
     with np.errstate(divide="ignore"):  # rho_c = 0: p_c = e^-inf = 0
         p_c = np.log(rho_c)
     p_c *= qc["exp_c"]
     p_c = np.exp(p_c, out=p_c)  # rho_c ** exp_c, a third cheaper than pow
-    w_c = p_c * tau
-    w_c *= qc["scale_c"]
-    w_c /= np.subtract(1.0, rho_c, out=rho_c)
-    w_mean = w_pf
-    w_mean += w_c
-    p_wait = np.maximum(rho_pf, p_c, out=p_c)
-    p_wait = _clip(p_wait, 1e-9, 1.0, out=p_wait)
-    var_n = n / st["one_m_eps"]
-    # service part (residual + own chunks): gamma fitted to mean and variance (Wilson-Hilferty)
-    b = s90 - s_mean
-    b *= qc["spread"]
-    var = b
-    var *= b
-    var *= qc["var_p"]
-    var += r2
-    var -= r1 * r1
-    sn = st["slope_d"] * n_ch
-    sn *= sn
-    sn *= var_n
-    var += sn
-    others *= own
-    others *= qc["sq_ratio"]
-    var += others
-    base = r1
-    base += s_mean
-    base90 = gamma_p90(base, var)
-    # queueing part: zero with probability 1 - p_wait, else exponential; deviations add in quadrature
-    w90 = _tail90(w_mean, p_wait)
-    ttft_mean = base + w_mean
-    base90 -= base
-    base90 *= base90
-    w90 -= w_mean
-    w90 *= w90
-    base90 += w90
-    ttft_p90 = np.sqrt(base90, out=base90)
-    ttft_p90 += ttft_mean
-    # TPOT_i = tau_req / tpv + Y_i: batch-size fluctuation and prefill interference, normal, plus
-    # Y = X / O (prefill queued behind the request's own; zero w.p. exp(-lam TTFT), else exponential)
-    sd2 = t_m
-    sd2 -= t_d
-    sd2 *= sd2
-    phi *= one_phi
-    sd2 *= phi
-    sd2 *= qc["tpot_mix"]
-    fluct = st["slope"] * st["slope"]
-    fluct *= var_n
-    fluct *= qc["tpot_var"]
-    sd2 += fluct
-    sd2 *= qc["z90_tpv_sq"]  # (Z90 sd)^2
-    y_mean = st["x_req"] * qc["out_inv_mean"]
-    p_x = lam * st["ttft0"]
-    p_x = np.negative(p_x, out=p_x)
-    p_x = np.expm1(p_x, out=p_x)
-    p_x = np.negative(p_x, out=p_x)
-    p_x = _clip(p_x, 1e-9, 1.0, out=p_x)
-    y90 = _tail90(y_mean, p_x)
-    tpot_mean = st["tau_req"] * qc["inv_tpv"]
-    tpot_mean += y_mean
-    y90 -= y_mean
-    y90 *= y90
-    sd2 += y90
-    tpot_p90 = np.sqrt(sd2, out=sd2)
-    tpot_p90 += tpot_mean
+    own, inv_e, mP = st["mp_own"], qc["inv_E"], qc["mP"]
+    w_log, y_log = grid_rows(_tails_rows, 2, lam, p_c, p_x, st["t_d"], st["k"], own, qc["inv_mP"], inv_e, mP)
+    w_log = np.log(w_log, out=w_log)  # 0 where the probability <= 0.1
+    y_log = np.log(y_log, out=y_log)
+    ttft_mean, ttft_p90 = grid_rows(
+        _ttft_rows, 2, lam, st["tau"], phi, busy, p_c, rho_c, w_log, qc["pipe"], st["n"], st["t_d"], st["mp"],
+        st["k"], st["n_ch"], own, st["z_p"], st["lin_f"], st["one_m_eps"], st["slope_d"], mP, inv_e, qc["p90"],
+        qc["slope_p"], qc["la"], qc["own90"], qc["ffn90"], qc["E"], qc["inv_mP"], qc["half_in_sq"], qc["scale_c"],
+        qc["spread"], qc["var_p"], qc["sq_ratio"])
+    tpot_mean, tpot_p90 = grid_rows(
+        _tpot_rows, 2, lam, st["tau"], phi, p_x, y_log, st["t_d"], st["mp"], st["n_ch"], st["n"], st["one_m_eps"],
+        st["slope"], st["x_req"], st["tau_req"], qc["tpot_mix"], qc["tpot_var"], qc["z90_tpv_sq"],
+        qc["out_inv_mean"], qc["inv_tpv"])
     return {"ttft_mean_s": ttft_mean, "ttft_p90_s": ttft_p90, "tpot_mean_s": tpot_mean, "tpot_p90_s": tpot_p90,
-            "busy": busy, "u": u}
+            "busy": np.negative(busy, out=busy), "u": u}
 
 
-def _tail90(mean, p):
-    """p90 of "zero with probability ``1 - p``, else exponential" with this mean (0 for p <= 0.1)."""
-    out = _clip(p, 0.1, _INF)
-    out *= 10.0
-    out = np.log(out, out=out)  # 0 where p <= 0.1
-    out *= mean
-    out /= p
-    return out
+@kernel
+def _exponents_rows(lam, tau, n_ch, n, mp, lam_max, ttft0, u, phi, busy, p_x, rho_c):
+    """Admissions per iteration ``u = lam tau``; the exponents, negated, of the iterations carrying
+    prefill (Poisson chunks), of the busy fraction and of the prefill queued behind a request's own;
+    the slot queue's load ``rho_c``."""
+    for g in range(u.shape[0]):
+        for i in range(u.shape[1]):
+            lam_i = at2(lam, g, i)
+            u_i = lam_i * at2(tau, g, i)
+            u[g, i] = u_i
+            phi[g, i] = -(u_i * at2(n_ch, g, i))
+            busy[g, i] = -(at2(n, g, i) + lam_i * at2(mp, g, i))
+            p_x[g, i] = -(lam_i * at2(ttft0, g, i))
+            rho_c[g, i] = clip(lam_i / at2(lam_max, g, i), 0.0, 0.999)
 
 
-def gamma_p90(mean, var):
-    """0.9 quantile of a gamma with this mean and variance (Wilson-Hilferty cube-root normal)."""
-    cv2_9 = var / mean
-    cv2_9 /= mean
-    cv2_9 *= 1.0 / 9.0
-    h = np.sqrt(cv2_9)
-    h *= Z90
-    h -= cv2_9
-    h += 1.0
-    cube = h * h
-    cube *= h
-    cube *= mean
-    return cube
+@kernel
+def _lane(lam, t_d, k, own, inv_mP, inv_E, g, i):
+    """(seconds per prefill token with a backlog, the prefill lane's arrivals per second of it) with
+    ``own`` the stage time of a request's prefill (pipelines: one engine's lane, 1 / pp of the
+    arrivals; ``inv_E = 1`` without)."""
+    inv_rate = at2(t_d, g, i) / at2(k, g, i)
+    inv_rate += at2(own, g, i) * at2(inv_mP, g, i)
+    return inv_rate, (at2(lam, g, i) * at2(inv_E, g, i)) * inv_rate
+
+
+@kernel
+def _tails_rows(lam, p_c, e_px, t_d, k, own, inv_mP, inv_E, mP, w_tail, y_tail):
+    """The log arguments ``10 max(p, 0.1)`` of the exponential tails (:func:`_ttft_rows`,
+    :func:`_tpot_rows`): queueing (``p``: the larger load of the prefill lane and the slots) and the
+    prefill queued behind a request's own (``p``: some arrival during its TTFT)."""
+    for g in range(w_tail.shape[0]):
+        for i in range(w_tail.shape[1]):
+            lam_rate = _lane(lam, t_d, k, own, inv_mP, inv_E, g, i)[1]
+            rho_pf = clip(lam_rate * at2(mP, g, i), -np.inf, 0.999)
+            p_wait = clip(mx(rho_pf, at2(p_c, g, i)), 1e-9, 1.0)
+            w_tail[g, i] = clip(p_wait, 0.1, np.inf) * 10.0
+            p_x = clip(-at2(e_px, g, i), 1e-9, 1.0)
+            y_tail[g, i] = clip(p_x, 0.1, np.inf) * 10.0
+
+
+@kernel
+def _mixed(lam, tau, e_phi, t_d, mp, g, i):
+    """(iterations carrying prefill ``phi``, the mean time ``t_m`` of one that does) from
+    ``expm1(-u n_ch)`` (Poisson chunks)."""
+    phi = clip(-at2(e_phi, g, i), 1e-12, 1.0)
+    t_m = (at2(lam, g, i) * at2(tau, g, i)) * at2(mp, g, i)
+    t_m /= phi
+    t_m += at2(t_d, g, i)
+    return phi, t_m
+
+
+@kernel
+def _ttft_rows(lam, tau, e_phi, e_busy, p_c, rho_c, w_log, pipe, n, t_d, mp, k, n_ch, own, z_p, lin_f, one_m_eps,
+               slope_d, mP, inv_E, p90, slope_p, la, own90, ffn90, E, inv_mP, half_in_sq, scale_c, spread, var_p,
+               sq_ratio, ttft_mean, ttft_p90):
+    """TTFT's mean and p90: residual of the iteration in progress + the request's own chunks (a
+    gamma fitted to their mean and variance, Wilson-Hilferty) + queueing (zero with probability
+    ``1 - p_wait``, else exponential; its p90 ``log(10 max(p_wait, 0.1)) mean / p_wait`` from the log
+    ``w_log``), the deviations in quadrature."""
+    for g in range(ttft_p90.shape[0]):
+        for i in range(ttft_p90.shape[1]):
+            lam_i, t_di, k_i, n_chi = at2(lam, g, i), at2(t_d, g, i), at2(k, g, i), at2(n_ch, g, i)
+            tau_i = at2(tau, g, i)
+            phi, t_m = _mixed(lam, tau, e_phi, t_d, mp, g, i)
+            # residual of the iteration in progress, length-biased over pure-decode / mixed iterations
+            td2, tm2 = t_di * t_di, t_m * t_m
+            one_phi = 1.0 - phi
+            bt = -at2(e_busy, g, i) / tau_i
+            r1 = phi * tm2
+            r1 += one_phi * td2
+            r1 *= bt
+            r1 *= 0.5
+            r2 = tm2 * t_m
+            r2 *= phi
+            r2 += one_phi * (td2 * t_di)
+            r2 *= bt
+            r2 *= 1.0 / 3.0
+            # pipelines: a request's own chunk rounds take pp times its stage time (own), and a prompt
+            # shares its engine (1 / pp of the arrivals); without, own = mp and inv_E = 1
+            own_i = at2(own, g, i)
+            inv_rate, lam_rate = _lane(lam, t_d, k, own, inv_mP, inv_E, g, i)
+            others = (lam_i * at2(inv_E, g, i)) * own_i
+            others *= r1  # prompts arriving in the same window share the first iteration
+            s_mean = t_di * n_chi
+            s_mean += own_i
+            s_mean += others
+            # the p90 prompt's own chunks: nfull full chunks of k and one of kk
+            p90_i = at2(p90, g, i)
+            nfull = np.ceil(p90_i / k_i)
+            nfull -= 1.0
+            nfull = clip(nfull, 0.0, np.inf)
+            zc = at2(z_p, g, i)  # crossover room clipped to [0, k]
+            s90 = p90_i - nfull * k_i  # kk
+            s90 -= zc
+            s90 = clip(s90, 0.0, np.inf)
+            s90 += (k_i - zc) * nfull
+            s90 *= at2(slope_p, g, i)
+            nfull += 1.0  # chunks
+            la_i, own90_i, ffn_i = at2(la, g, i), at2(own90, g, i), at2(lin_f, g, i) * at2(ffn90, g, i)
+            if pipe != 0.0:  # the p90 prompt's own operators on its micro-batch, pp stage passes per round
+                s90 += nfull * la_i
+                s90 += own90_i
+                s90 += ffn_i
+                s90 *= at2(E, g, i)
+                s90 += nfull * t_di
+            else:
+                s90 += nfull * (t_di + la_i)
+                s90 += own90_i
+                s90 += ffn_i
+            s90 += others
+            # queueing: M/G/1 on the prefill lane in tokens (Pollaczek-Khinchine), M/G/c on the slots
+            rho_pf = clip(lam_rate * at2(mP, g, i), -np.inf, 0.999)
+            w_pf = lam_rate * inv_rate
+            w_pf *= at2(half_in_sq, g, i)
+            w_pf /= 1.0 - rho_pf
+            p_ci = at2(p_c, g, i)
+            w_c = p_ci * tau_i
+            w_c *= at2(scale_c, g, i)
+            w_c /= 1.0 - at2(rho_c, g, i)
+            w_mean = w_pf + w_c
+            p_wait = clip(mx(rho_pf, p_ci), 1e-9, 1.0)
+            # service part (residual + own chunks): gamma fitted to mean and variance
+            b = s90 - s_mean
+            b *= at2(spread, g, i)
+            var = b * b
+            var *= at2(var_p, g, i)
+            var += r2
+            var -= r1 * r1
+            sn = at2(slope_d, g, i) * n_chi
+            sn *= sn
+            sn *= at2(n, g, i) / at2(one_m_eps, g, i)
+            var += sn
+            others *= own_i
+            others *= at2(sq_ratio, g, i)
+            var += others
+            base = r1 + s_mean
+            cv2_9 = var / base
+            cv2_9 /= base
+            cv2_9 *= 1.0 / 9.0
+            h = np.sqrt(cv2_9)
+            h *= Z90
+            h -= cv2_9
+            h += 1.0
+            cube = h * h
+            cube *= h
+            cube *= base  # the 0.9 quantile (Wilson-Hilferty cube-root normal)
+            cube -= base
+            cube *= cube
+            w90 = at2(w_log, g, i) * w_mean
+            w90 /= p_wait
+            w90 -= w_mean
+            w90 *= w90
+            mean = base + w_mean
+            ttft_mean[g, i] = mean
+            ttft_p90[g, i] = np.sqrt(cube + w90) + mean
+
+
+@kernel
+def _tpot_rows(lam, tau, e_phi, e_px, y_log, t_d, mp, n_ch, n, one_m_eps, slope, x_req, tau_req, tpot_mix, tpot_var,
+               z90_tpv_sq, out_inv_mean, inv_tpv, tpot_mean, tpot_p90):
+    """TPOT's mean and p90: ``tau_req / tpv + Y``, the batch-size fluctuation and the prefill
+    interference normal, ``Y = X / O`` the prefill queued behind the request's own (zero w.p.
+    ``exp(-lam TTFT)``, else exponential; p90 from the log ``y_log``), the deviations in quadrature."""
+    for g in range(tpot_p90.shape[0]):
+        for i in range(tpot_p90.shape[1]):
+            phi, t_m = _mixed(lam, tau, e_phi, t_d, mp, g, i)
+            sd2 = t_m - at2(t_d, g, i)
+            sd2 *= sd2
+            sd2 *= phi * (1.0 - phi)
+            sd2 *= at2(tpot_mix, g, i)
+            fluct = at2(slope, g, i) * at2(slope, g, i)
+            fluct *= at2(n, g, i) / at2(one_m_eps, g, i)
+            fluct *= at2(tpot_var, g, i)
+            sd2 += fluct
+            sd2 *= at2(z90_tpv_sq, g, i)  # (Z90 sd)^2
+            y_mean = at2(x_req, g, i) * at2(out_inv_mean, g, i)
+            p_x = clip(-at2(e_px, g, i), 1e-9, 1.0)
+            y90 = at2(y_log, g, i) * y_mean
+            y90 /= p_x
+            y90 -= y_mean
+            y90 *= y90
+            mean = at2(tau_req, g, i) * at2(inv_tpv, g, i)
+            mean += y_mean
+            tpot_mean[g, i] = mean
+            tpot_p90[g, i] = np.sqrt(sd2 + y90) + mean
