@@ -71,7 +71,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dse.model.arrays import accumulate, ndim
+from dse.model import jit
+from dse.model.arrays import accumulate, fused, ndim
 from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
@@ -207,45 +208,6 @@ def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
     return Group(n, ln, native, tree, direct, n1, steps, lat_s, n1 / n, lg, one_shot_lat_s)
 
 
-def flat(kind: str, s: Array, n: Array, ln: Link, algo: Array = ALGO_RING) -> tuple[Array, Array]:
-    """One collective ``kind`` of ``s`` bytes over ``n`` devices on one level ``ln``
-    (:func:`flat_in` of :func:`group`)."""
-    return flat_in(kind, s, group(n, ln, algo))
-
-
-def flat_in(kind: str, s: Array, g: Group) -> tuple[Array, Array]:
-    """One collective ``kind`` of ``s`` bytes over the group ``g``.
-
-    Returns ``(time_s, bytes sent per device)``; 0 for ``n <= 1``.
-    ``ALGO_AUTO`` is the direct algorithm where it is native and the ring elsewhere: direct
-    takes 1 or 2 latency steps and sends no more bytes than ring or tree (whose steps are at
-    least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it
-    is never slower for ``alpha >= 0`` and is what the fastest-of-three choice returns.
-    """
-    n, ln = g.n, g.ln
-    ar = kind == "all_reduce"
-    # ring, tree (Bruck aside) and direct (the all-reduce's two-shot kernel) send the same bytes
-    wire = (2.0 * g.frac if ar else g.frac) * s
-    lat_s = 2.0 * g.lat_s if ar else g.lat_s
-    if kind == "all_to_all":
-        if g.native is not True:  # the ring's bisection-bound form on a ring
-            on_ring = True if g.native is False else ~g.native
-            lat_s = _pick(on_ring, np.floor(n / 2.0) * ln.lat_s, lat_s)
-            wire = _pick(on_ring, np.floor(n * n / 4.0) / n * s, wire)
-        if g.tree is not False:  # Bruck
-            wire = _pick(g.tree, g.lg * s / 2.0, wire)
-    t = accumulate(xfer_s(wire, ln.bw), lat_s)
-    if ar and g.direct is not False:  # the one-shot kernel where the two-shot is not faster (fmin skips NaN rows)
-        wire1 = g.n1 * s
-        t1 = accumulate(xfer_s(wire1, ln.bw), g.one_shot_lat_s)
-        one_shot = t1 <= t  # never on the NaN rows
-        t, wire = accumulate(t, t1, np.fmin), np.where(one_shot, wire1, wire)
-    if _finite(ln.lat_s):
-        return t, wire
-    one = n <= 1.0  # zero steps times an infinite latency
-    return np.where(one, 0.0, t), np.where(one, 0.0, wire)
-
-
 def _finite(x: Array) -> bool:
     """True when ``x`` (a scalar or an array) is finite everywhere."""
     return math.isfinite(x) if ndim(x) == 0 else bool(np.isfinite(x).all())
@@ -337,33 +299,138 @@ def setup(n: Array, sys: dict, algo: Array = ALGO_RING, n_per_node: Array | None
 
 
 def collectives_in(calls: tuple[tuple[str, Array], ...], s: Setup) -> list[Comm]:
-    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over the group set up in ``s``."""
-    flats = [flat_in(kind, nbytes, s.whole) for kind, nbytes in calls]
-    if s.hier is None:
-        return [Comm(accumulate(t_flat, s.overhead_s), b_flat, 0.0) for t_flat, b_flat in flats]
-    out = []
-    for (kind, nbytes), (t_flat, b_flat) in zip(calls, flats, strict=True):
-        t_in, b_in, t_out, b_out = _levels(kind, nbytes, s.n, s.a, s.local, s.net)
-        out.append(Comm(accumulate(np.where(s.hier, accumulate(t_in, t_out), t_flat), s.overhead_s),
-                        np.where(s.hier, b_in, b_flat), np.where(s.hier, b_out, 0.0)))
-    return out
+    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over the group set up in ``s``
+    (one compiled pass each, :func:`call_at`)."""
+    return [Comm(*fused(_call_rows, 3, KIND_CODES[kind], nbytes, *call_args(kind, s))) for kind, nbytes in calls]
 
 
-def _levels(kind: str, nbytes: Array, n: Array, a: Array, local: Group, net: Group,
-            ) -> tuple[Array, Array, Array, Array]:
-    """(time, bytes) inside the node and between nodes of a collective over ``n`` devices, ``a``
-    per node: ``local`` is the group of a node's members, ``net`` the group of the nodes."""
-    if kind == "all_to_all":
-        t_in, b_in = flat_in(kind, nbytes * a / n, local)
-        b_out = (n - a) / n * nbytes
-        return t_in, b_in, (net.n - 1.0) * net.ln.lat_s + xfer_s(b_out, net.ln.bw), b_out
+# ---- one collective of one design, compiled: what a call adds to its group's set-up --------
+# Each level (the whole group on the node's link; where the group spans nodes, a node's members
+# and the nodes on the network) runs ``time = xfer(c * s) + lat`` with its coefficients from the
+# set-up (:func:`call_args`): ring, tree and direct send the same wire bytes (Bruck's all-to-all
+# and the ring topology's all-to-all aside), the direct all-reduce also times its one-shot kernel.
+
+ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL = 0, 1, 2, 3  # kinds inside kernels
+KIND_CODES: dict[str, int] = {name: i for i, name in enumerate(COLLECTIVES)}
+N_CALL_ARGS = 25  # the length of call_args' tuple
+
+
+def _level_args(kind: str, g: Group) -> tuple[Array, Array, Array, Array, Array]:
+    """``(c, lat, n1, one_shot_lat, zero)`` of one collective ``kind`` over the group ``g``
+    (:func:`level_at`): its wire bytes per buffer byte and latency; the one-shot all-reduce's
+    ``n - 1`` and latency (NaN where it does not run); 1 where the level takes no time at all
+    (``n <= 1`` under an infinite latency)."""
+    n1, one_shot = 0.0, math.nan
     if kind == "all_reduce":
-        t_rs, b_rs = flat_in("reduce_scatter", nbytes, local)
-        t_ar, b_out = flat_in("all_reduce", nbytes / a, net)
-        return 2.0 * t_rs, 2.0 * b_rs, t_ar, b_out
-    # all-gather / reduce-scatter: the intra and inter halves in sequence
-    t_in, b_in = flat_in(kind, nbytes, local)
-    return (t_in, b_in, *flat_in(kind, nbytes / a, net))
+        c, lat = 2.0 * g.frac, 2.0 * g.lat_s
+        if g.direct is not False:
+            n1, one_shot = g.n1, g.one_shot_lat_s
+    else:
+        c, lat = g.frac, g.lat_s
+        if kind == "all_to_all":
+            if g.native is not True:  # the ring's bisection-bound form on a ring
+                on_ring = True if g.native is False else ~g.native
+                lat = _pick(on_ring, np.floor(g.n / 2.0) * g.ln.lat_s, lat)
+                c = _pick(on_ring, np.floor(g.n * g.n / 4.0) / g.n, c)
+            if g.tree is not False:  # Bruck: lg n / 2 of the buffer ((lg s) / 2 exactly, halving is exact)
+                c = _pick(g.tree, g.lg * 0.5, c)
+    zero = 0.0 if _finite(g.ln.lat_s) else g.n <= 1.0  # zero steps times an infinite latency
+    return c, lat, n1, one_shot, zero
+
+
+def _link_args(ln: Link) -> tuple[Array, float, bool]:
+    """``(bw, 1 / bw, recip)`` of a level for :func:`xfer_at`: ``recip`` where the batch's
+    bandwidth is one positive number (:func:`xfer_s` multiplies by its reciprocal)."""
+    recip = ndim(ln.bw) == 0 and ln.bw > 0
+    return ln.bw, (1.0 / ln.bw) if recip else 0.0, recip
+
+
+def call_args(kind: str, s: Setup) -> tuple:
+    """The arguments of :func:`call_at` but the kind and the bytes: one collective ``kind`` over the
+    group set up in ``s`` (:data:`N_CALL_ARGS` numbers or arrays)."""
+    whole = _level_args(kind, s.whole)
+    if s.hier is None:  # no design spans nodes
+        hier, nodes, net_link, local, net = 0.0, 1.0, (0.0, 0.0, False), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0, 0.0)
+        net_lat = 0.0
+    else:
+        hier, nodes, net_link, net_lat = s.hier, s.net.n, _link_args(s.net.ln), s.net.ln.lat_s
+        c, lat, _, _, zero = _level_args("reduce_scatter" if kind == "all_reduce" else kind, s.local)
+        local = (c, lat, zero)
+        net = (0.0, 0.0, 0.0, 0.0, 0.0) if kind == "all_to_all" else _level_args(kind, s.net)
+    return (s.n, s.a, hier, s.overhead_s, *_link_args(s.whole.ln), *net_link, net_lat, nodes, *whole, *local, *net)
+
+
+@jit.kernel
+def xfer_at(nbytes: float, bw: float, rbw: float, recip: bool) -> float:
+    """:func:`xfer_s` of one design: ``nbytes * rbw`` (``rbw = 1 / bw``) where ``recip``."""
+    if recip:
+        return nbytes * rbw
+    if nbytes > 0.0:
+        return nbytes / (bw if bw > 0.0 else 0.0)
+    return 0.0
+
+
+@jit.kernel
+def level_at(s: float, c: float, lat: float, n1: float, one_shot_lat: float, zero: float, bw: float, rbw: float,
+             recip: bool) -> tuple[float, float]:
+    """``(time_s, bytes sent per device)`` of a collective of ``s`` bytes on one level
+    (:func:`_level_args`, :func:`_link_args`). ``ALGO_AUTO`` is the direct algorithm where it is
+    native and the ring elsewhere: direct takes 1 or 2 latency steps and sends no more bytes than
+    ring or tree (whose steps are at least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >=
+    (n-1)/n`` of the buffer), so it is never slower for ``alpha >= 0`` and is what the
+    fastest-of-three choice returns."""
+    wire = c * s
+    t = xfer_at(wire, bw, rbw, recip) + lat
+    # the one-shot kernel where the two-shot is not faster (ties: one-shot); no branch: a NaN latency
+    # (no one-shot) leaves the two-shot's time and bytes
+    wire1 = n1 * s
+    t1 = xfer_at(wire1, bw, rbw, recip) + one_shot_lat
+    wire = wire1 if t1 <= t else wire
+    t = np.fmin(t, t1)
+    if zero:
+        return 0.0, 0.0
+    return t, wire
+
+
+@jit.kernel
+def call_at(kind: int, s: float, n: float, a: float, hier: float, overhead_s: float, bw: float, rbw: float,
+            recip: bool, net_bw: float, net_rbw: float, net_recip: bool, net_lat: float, nodes: float, c: float,
+            lat: float, n1: float, one_shot_lat: float, zero: float, c_in: float, lat_in: float, zero_in: float,
+            c_out: float, lat_out: float, n1_out: float, one_shot_out: float,
+            zero_out: float) -> tuple[float, float, float]:
+    """:func:`collective` of one design from :func:`call_args`: ``(time_s, intra bytes, inter bytes)``.
+    Where the group spans nodes: all-reduce = intra reduce-scatter + inter all-reduce of ``s / a`` +
+    intra all-gather; all-gather (reduce-scatter) = the intra and inter halves in sequence;
+    all-to-all = an intra part of ``s a / n`` and a pairwise exchange over the nodes."""
+    if hier:
+        if kind == ALL_TO_ALL:
+            t_in, b_in = level_at(s * a / n, c_in, lat_in, 0.0, math.nan, zero_in, bw, rbw, recip)
+            b_out = (n - a) / n * s
+            t = t_in + ((nodes - 1.0) * net_lat + xfer_at(b_out, net_bw, net_rbw, net_recip))
+        else:
+            t_in, b_in = level_at(s, c_in, lat_in, 0.0, math.nan, zero_in, bw, rbw, recip)
+            t_out, b_out = level_at(s / a, c_out, lat_out, n1_out, one_shot_out, zero_out, net_bw, net_rbw,
+                                    net_recip)
+            if kind == ALL_REDUCE:  # the reduce-scatter twice (with the all-gather)
+                t_in, b_in = 2.0 * t_in, 2.0 * b_in
+            t = t_in + t_out
+    else:
+        t, b_in = level_at(s, c, lat, n1, one_shot_lat, zero, bw, rbw, recip)
+        b_out = 0.0
+    return t + overhead_s, b_in, b_out
+
+
+@jit.kernel
+def _call_rows(kind, s, n, a, hier, overhead_s, bw, rbw, recip, net_bw, net_rbw, net_recip, net_lat, nodes,  # noqa: ANN001
+               c, lat, n1, one_shot_lat, zero, c_in, lat_in, zero_in, c_out, lat_out, n1_out, one_shot_out,
+               zero_out, t_out, b_in, b_out):
+    for i in range(t_out.shape[0]):
+        t_out[i], b_in[i], b_out[i] = call_at(
+            int(kind), jit.at(s, i), jit.at(n, i), jit.at(a, i), jit.at(hier, i), jit.at(overhead_s, i),
+            jit.at(bw, i), rbw, recip, jit.at(net_bw, i), net_rbw, net_recip, jit.at(net_lat, i), jit.at(nodes, i),
+            jit.at(c, i), jit.at(lat, i), jit.at(n1, i), jit.at(one_shot_lat, i), jit.at(zero, i), jit.at(c_in, i),
+            jit.at(lat_in, i), jit.at(zero_in, i), jit.at(c_out, i), jit.at(lat_out, i), jit.at(n1_out, i),
+            jit.at(one_shot_out, i), jit.at(zero_out, i))
 
 
 def all_reduce(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:
@@ -415,8 +482,13 @@ def point_to_point(nbytes: Array, sys: dict, across_nodes: Array = False) -> Com
 
 def wire_energy_j(intra_bytes: Array, inter_bytes: Array, sys: dict) -> Array:
     """Link energy of bytes sent on the node's links and on the network, joules."""
-    j_intra = field(sys, "link_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
-    j_inter = field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ)
+    j_intra, j_inter = wire_j_per_byte(sys)
     if ndim(inter_bytes) == 0 and inter_bytes == 0.0:
         return intra_bytes * j_intra
     return accumulate(intra_bytes * j_intra, inter_bytes * j_inter)
+
+
+def wire_j_per_byte(sys: dict) -> tuple[Array, Array]:
+    """Joules per byte sent on the node's links and on the network (:func:`wire_energy_j`)."""
+    return (field(sys, "link_energy_pj_per_bit") * (BITS_PER_BYTE * PJ),
+            field(sys, "internode_energy_pj_per_bit") * (BITS_PER_BYTE * PJ))

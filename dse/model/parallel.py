@@ -65,7 +65,7 @@ import numpy as np
 
 from dse.model import collectives as coll
 from dse.model import jit
-from dse.model.arrays import accumulate, fused, ndim, scale, total
+from dse.model.arrays import accumulate, fused, ndim, scale
 from dse.model.workload import Array, Op, layer_params, stored_weight_bytes_at
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -349,40 +349,84 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
 
 
 def pass_comm(plan: CommPlan, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
-    """:func:`stage_comm` of one pass from its :func:`comm_plan`."""
-    hidden_bytes = tokens * plan.hidden_bytes_per_token
-    ar, gather = coll.collectives_in((("all_reduce", hidden_bytes),
-                                      ("all_gather", head_tokens * plan.gather_bytes_per_token)), plan.tp)
-    tp_s = accumulate(plan.n_ar * ar.time_s, gather.time_s)
-    if plan.ep is None:
-        a2a, ep_s = coll.Comm(0.0, 0.0, 0.0), 0.0
-    else:
-        (a2a,) = coll.collectives_in((("all_to_all", hidden_bytes * plan.a2a_frac),), plan.ep)
-        ep_s = plan.n_a2a * a2a.time_s
-    intra = _replica_bytes(plan, (ar.intra_bytes, gather.intra_bytes, a2a.intra_bytes),
-                           _times(tokens, plan.near_sends_per_token))
-    inter = _replica_bytes(plan, (ar.inter_bytes, gather.inter_bytes, a2a.inter_bytes),
-                           _times(tokens, plan.far_sends_per_token))
-    return {
-        "tp_s": tp_s, "ep_s": ep_s, "comm_s": _plus(tp_s, ep_s), "p2p_s": _linear_s(plan.p2p_s, tokens),
-        "p2p_path_s": _linear_s(plan.p2p_path_s, tokens),
-        "intra_bytes": intra, "inter_bytes": inter, "energy_j": coll.wire_energy_j(intra, inter, sys),
-    }
+    """:func:`stage_comm` of one pass from its :func:`comm_plan`, in one compiled pass over the designs
+    (:func:`_pass_rows`). ``ep_s``, ``p2p_s`` and ``p2p_path_s`` are the number 0 where no design of
+    the batch has them."""
+    no_ep = plan.ep is None
+    a2a = (0.0,) * coll.N_CALL_ARGS if no_ep else coll.call_args("all_to_all", plan.ep)
+    out = dict(zip(_PASS_KEYS, fused(
+        _pass_rows, len(_PASS_KEYS), tokens, head_tokens, plan.hidden_bytes_per_token, plan.gather_bytes_per_token,
+        plan.n_ar, plan.a2a_frac, plan.n_a2a, float(not no_ep), *plan.p2p_s, *plan.p2p_path_s,
+        plan.near_sends_per_token, plan.far_sends_per_token, plan.runs, *coll.wire_j_per_byte(sys),
+        *coll.call_args("all_reduce", plan.tp), *coll.call_args("all_gather", plan.tp), *a2a), strict=True))
+    if no_ep:
+        out["ep_s"] = 0.0
+    if all(_is_zero(x) for x in (*plan.p2p_s, *plan.p2p_path_s)):  # one stage everywhere: no sends
+        out["p2p_s"] = out["p2p_path_s"] = 0.0
+    return out
 
 
-def _replica_bytes(plan: CommPlan, calls: tuple[Array, Array, Array], sends: Array) -> Array:
-    """Bytes the replica sends on one level over all micro-batches of a pass: every device of a
-    stage runs the stage's collectives (``calls``: one all-reduce's, the all-gather's and one
-    all-to-all's bytes; the bottleneck stage's counts, an upper bound for pp > 1), plus the
-    ``sends`` (pp - 1 per micro-batch from each of the tp * ep devices of a stage)."""
-    ar, gather, a2a = calls
-    return _plus(_times(plan.runs, _plus(_times(plan.n_ar, ar), gather, _times(plan.n_a2a, a2a))), sends)
+_PASS_KEYS: tuple[str, ...] = ("tp_s", "ep_s", "comm_s", "p2p_s", "p2p_path_s", "intra_bytes", "inter_bytes",
+                               "energy_j")
 
 
-def _linear_s(lat_and_per_token: tuple[Array, Array], tokens: Array) -> Array:
-    """``latency + tokens * seconds per token`` (:class:`CommPlan`'s sends)."""
-    lat, per_token = lat_and_per_token
-    return _plus(lat, _times(tokens, per_token))
+@jit.kernel
+def _pass_rows(tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, has_ep, p2p_lat, p2p_per_token,  # noqa: ANN001
+               path_lat, path_per_token, near_sends, far_sends, runs, j_intra, j_inter,
+               ar0, ar1, ar2, ar3, ar4, ar5, ar6, ar7, ar8, ar9, ar10, ar11, ar12, ar13, ar14, ar15, ar16, ar17, ar18,
+               ar19, ar20, ar21, ar22, ar23, ar24,
+               ag0, ag1, ag2, ag3, ag4, ag5, ag6, ag7, ag8, ag9, ag10, ag11, ag12, ag13, ag14, ag15, ag16, ag17, ag18,
+               ag19, ag20, ag21, ag22, ag23, ag24,
+               aa0, aa1, aa2, aa3, aa4, aa5, aa6, aa7, aa8, aa9, aa10, aa11, aa12, aa13, aa14, aa15, aa16, aa17, aa18,
+               aa19, aa20, aa21, aa22, aa23, aa24,
+               tp_s, ep_s, comm_s, p2p_s, p2p_path_s, intra_bytes, inter_bytes, energy_j):
+    """:func:`pass_comm` over the designs: the tp group's two all-reduces per layer (+ the
+    embedding's on the first stage) and the logits' all-gather (``ar*``, ``ag*``:
+    :func:`dse.model.collectives.call_args`), the ep groups' two all-to-alls per MoE layer (``aa*``,
+    where ``has_ep``) and the stage sends; the replica's bytes: every device of a stage runs the
+    stage's collectives (the bottleneck stage's counts, an upper bound for pp > 1), plus the sends
+    (pp - 1 per micro-batch from each of the tp * ep devices of a stage)."""
+    for i in range(tp_s.shape[0]):
+        tok = jit.at(tokens, i)
+        hidden_bytes = tok * jit.at(hidden, i)
+        ar_t, ar_in, ar_out = coll.call_at(
+            coll.ALL_REDUCE, hidden_bytes, jit.at(ar0, i), jit.at(ar1, i), jit.at(ar2, i), jit.at(ar3, i),
+            jit.at(ar4, i), ar5, ar6, jit.at(ar7, i), ar8, ar9, jit.at(ar10, i), jit.at(ar11, i), jit.at(ar12, i),
+            jit.at(ar13, i), jit.at(ar14, i), jit.at(ar15, i), jit.at(ar16, i), jit.at(ar17, i), jit.at(ar18, i),
+            jit.at(ar19, i), jit.at(ar20, i), jit.at(ar21, i), jit.at(ar22, i), jit.at(ar23, i), jit.at(ar24, i))
+        ag_t, ag_in, ag_out = coll.call_at(
+            coll.ALL_GATHER, jit.at(head_tokens, i) * jit.at(gather, i), jit.at(ag0, i), jit.at(ag1, i),
+            jit.at(ag2, i), jit.at(ag3, i), jit.at(ag4, i), ag5, ag6, jit.at(ag7, i), ag8, ag9, jit.at(ag10, i),
+            jit.at(ag11, i), jit.at(ag12, i), jit.at(ag13, i), jit.at(ag14, i), jit.at(ag15, i), jit.at(ag16, i),
+            jit.at(ag17, i), jit.at(ag18, i), jit.at(ag19, i), jit.at(ag20, i), jit.at(ag21, i), jit.at(ag22, i),
+            jit.at(ag23, i), jit.at(ag24, i))
+        nar = jit.at(n_ar, i)
+        tp = nar * ar_t + ag_t
+        calls_in = nar * ar_in + ag_in
+        calls_out = nar * ar_out + ag_out
+        ep = 0.0
+        if has_ep:
+            a2a_t, a2a_in, a2a_out = coll.call_at(
+                coll.ALL_TO_ALL, hidden_bytes * jit.at(a2a_frac, i), jit.at(aa0, i), jit.at(aa1, i), jit.at(aa2, i),
+                jit.at(aa3, i), jit.at(aa4, i), aa5, aa6, jit.at(aa7, i), aa8, aa9, jit.at(aa10, i), jit.at(aa11, i),
+                jit.at(aa12, i), jit.at(aa13, i), jit.at(aa14, i), jit.at(aa15, i), jit.at(aa16, i), jit.at(aa17, i),
+                jit.at(aa18, i), jit.at(aa19, i), jit.at(aa20, i), jit.at(aa21, i), jit.at(aa22, i), jit.at(aa23, i),
+                jit.at(aa24, i))
+            na2a = jit.at(n_a2a, i)
+            ep = na2a * a2a_t
+            calls_in = calls_in + na2a * a2a_in
+            calls_out = calls_out + na2a * a2a_out
+        n_runs = jit.at(runs, i)
+        intra = n_runs * calls_in + tok * jit.at(near_sends, i)
+        inter = n_runs * calls_out + tok * jit.at(far_sends, i)
+        tp_s[i] = tp
+        ep_s[i] = ep
+        comm_s[i] = tp + ep
+        p2p_s[i] = jit.at(p2p_lat, i) + tok * jit.at(p2p_per_token, i)
+        p2p_path_s[i] = jit.at(path_lat, i) + tok * jit.at(path_per_token, i)
+        intra_bytes[i] = intra
+        inter_bytes[i] = inter
+        energy_j[i] = intra * jit.at(j_intra, i) + inter * jit.at(j_inter, i)
 
 
 def _is_zero(x: Array) -> bool:
@@ -392,12 +436,6 @@ def _is_zero(x: Array) -> bool:
 def _times(a: Array, b: Array) -> Array:
     """``a * b``, skipping the array operation when either is the scalar 0."""
     return 0.0 if _is_zero(a) or _is_zero(b) else a * b
-
-
-def _plus(*terms: Array) -> Array:
-    """Sum of the terms that are not the scalar 0 (in one fresh buffer)."""
-    kept = [t for t in terms if not _is_zero(t)]
-    return total(kept) if kept else 0.0
 
 
 @jit.kernel
