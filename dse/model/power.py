@@ -166,6 +166,11 @@ def rule_energy_j(hw: dict, cost: dict[str, Array]) -> Array:
     return host_dynamic_j(hw, totals["flop"], totals["bytes"], totals["j_per_flop"])
 
 
+def phase_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> Array:
+    """Dynamic energy of a phase, joules (:func:`phase_time_and_dynamic_j`)."""
+    return phase_time_and_dynamic_j(hw, costs)[1]
+
+
 def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tuple[Array, Array]:
     """(time before the power cap, dynamic energy) of a phase, in one compiled pass.
 
@@ -181,7 +186,7 @@ def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tu
         if type(x) is np.ndarray and x.ndim:
             n = len(x)
             break
-    rows = max(n, 1)
+    rows = n if n >= 0 else 1
     js: list[np.ndarray] = []  # the j_per_flop objects' columns, in order of first appearance
     seen: list[Array] = []
     time_s, flop, nbytes, per_step, group, ratio, has_ratio = [], [], [], [], [], [], []
@@ -210,10 +215,11 @@ def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tu
 
 
 def _column(x: Array, n: int) -> np.ndarray:
-    """``x`` as a float64 column of ``n`` rows (a kernel's tuple holds arrays only)."""
-    if type(x) is np.ndarray and x.dtype is _F64 and x.shape == (n,):
+    """``x`` as a writable, contiguous float64 column of ``n`` rows: a kernel's tuple holds arrays of
+    one numba type only (a read-only input, or a number, is copied)."""
+    if type(x) is np.ndarray and x.dtype is _F64 and x.shape == (n,) and x.flags.writeable and x.flags.c_contiguous:
         return x
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
+    return np.array(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
 
 
 @jit.kernel

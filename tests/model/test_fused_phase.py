@@ -90,3 +90,29 @@ def test_phase_sums_match_the_numpy_formulation(seed: int) -> None:
         assert type(raw_s) is float and type(dyn_j) is float
     np.testing.assert_array_equal(raw_s, want_s)
     np.testing.assert_array_equal(dyn_j, want_j)
+
+
+def test_phase_sums_take_read_only_and_strided_columns() -> None:
+    """Inputs as the evaluator may hand them over (read-only, strided, int): one kernel type in the tuple."""
+    n = 7
+    base = np.linspace(1.0, 2.0, 2 * n)
+    frozen = base[:n].copy()
+    frozen.flags.writeable = False
+    costs = {"a": {"time_s": frozen, "flop": base[::2], "bytes": np.arange(n), "per_step": True, "steps": 3.0,
+                   "j_per_flop": 2.0},
+             "b": {"time_s": base[n:], "flop": frozen, "bytes": 5.0, "per_step": False, "steps": 3.0,
+                   "j_per_flop": frozen}}
+    hw = {"mem_energy_pj_per_bit": 3.0, "onchip_energy_pj_per_bit": 1.5, "sram_energy_pj_per_bit": 0.1}
+    raw_s, dyn_j = power.phase_time_and_dynamic_j(hw, costs)
+    want_s, want_j = _reference(hw, costs)
+    np.testing.assert_array_equal(raw_s, want_s)
+    np.testing.assert_array_equal(dyn_j, want_j)
+
+
+def test_phase_sums_of_an_empty_batch() -> None:
+    costs = {"a": {"time_s": np.zeros(0), "flop": 1.0, "bytes": np.zeros(0), "per_step": True, "steps": 2.0,
+                   "j_per_flop": 1.0}}
+    hw = {"mem_energy_pj_per_bit": 3.0, "onchip_energy_pj_per_bit": 1.5, "sram_energy_pj_per_bit": 0.1}
+    raw_s, dyn_j = power.phase_time_and_dynamic_j(hw, costs)
+    assert raw_s.shape == dyn_j.shape == (0,)
+    assert power.phase_dynamic_j(hw, costs).shape == (0,)
