@@ -62,38 +62,15 @@ def total(values: list[Array]) -> Array:
     return fold(values)
 
 
-_F64 = np.dtype(np.float64)
-
-
 def fused(rows_kernel: Callable, outputs: int, *xs: Array) -> list:
     """The ``outputs`` columns a compiled rows kernel (:mod:`dse.model.jit`) writes for arguments ``xs``
-    (numbers and arrays mixed): ``rows_kernel(*xs, out_1, ..., out_n)`` fills one row of each output
-    per design. Floats where every argument is a number (or a 0-d array); arrays of other shapes
-    than one batch axis are broadcast, run flat and given back in their shape. The common case
-    (batch columns and numbers) costs one pass over the arguments (~0.1 us each)."""
-    n = -1
-    args = list(xs)
-    for j, x in enumerate(xs):
-        if type(x) is np.ndarray:
-            if x.ndim == 1 and (n < 0 or x.shape[0] == n):
-                n = x.shape[0]
-                if x.dtype is not _F64:
-                    args[j] = x.astype(np.float64)
-            elif x.ndim == 0:
-                args[j] = float(x)
-            else:
-                return _fused_broadcast(rows_kernel, outputs, xs)
-        elif type(x) is not float:
-            args[j] = float(x)
-    outs = [np.empty(n if n >= 0 else 1) for _ in range(outputs)]
+    (numbers and arrays mixed, :func:`dse.model.jit.columns`): ``rows_kernel(*xs, out_1, ..., out_n)``
+    fills one row of each output per design. Floats where every argument is a number (or a 0-d
+    array); arrays of other shapes than one batch axis are broadcast, run flat and given back in
+    their shape."""
+    args, n, shape = jit.columns(*xs)
+    outs = [np.empty(n) for _ in range(outputs)]
     rows_kernel(*args, *outs)
-    return outs if n >= 0 else [float(o[0]) for o in outs]
-
-
-def _fused_broadcast(rows_kernel: Callable, outputs: int, xs: tuple) -> list:
-    """:func:`fused` of arguments that are not all of one batch axis: broadcast, flattened, reshaped back."""
-    args = [jit.arg(x) for x in xs]
-    shape = np.broadcast_shapes(*(a.shape for a in args if type(a) is np.ndarray))
-    flat = [np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) if type(a) is np.ndarray else a
-            for a in args]
-    return [o.reshape(shape) for o in fused(rows_kernel, outputs, *flat)]
+    if len(shape) == 1:
+        return outs
+    return [o.reshape(shape) for o in outs] if shape else [float(o[0]) for o in outs]

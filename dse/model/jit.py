@@ -10,8 +10,8 @@ never an exception).
 
 Arguments are numbers or 1-D float64 arrays of the batch's length, mixed freely: :func:`at`
 reads row ``i`` of an array and a number as itself, resolved when the kernel is compiled (no
-test in the loop). :func:`rows` gives the batch length of a kernel's arguments, :func:`arg` makes a value a kernel
-argument and :func:`columns` makes kernel arguments of values that broadcast in any shape.
+test in the loop). :func:`columns` makes kernel arguments of values that broadcast together
+(:func:`dse.model.arrays.fused` runs a kernel on them), :func:`arg` one value.
 """
 
 from __future__ import annotations
@@ -44,15 +44,6 @@ def _at_compiled(x, i):  # numba's typing hook: picks the reading when the kerne
     return lambda x, i: x
 
 
-def rows(*xs: Array) -> int:
-    """The batch length of kernel arguments: the length of the arrays (1 when all are numbers)."""
-    n = 1
-    for x in xs:
-        if type(x) is np.ndarray and x.ndim:
-            n = len(x)
-    return n
-
-
 def arg(x: Array) -> Array:
     """``x`` as a kernel argument: a float64 array as it is, any number as a Python float (one
     compiled variant for ints, floats and numpy scalars alike), other arrays as float64."""
@@ -63,18 +54,35 @@ def arg(x: Array) -> Array:
     return float(x)
 
 
-def columns(*xs: Any) -> tuple[tuple[Array, ...], int, tuple[int, ...]]:
-    """Kernel arguments (:func:`arg`) for values that broadcast together, their row count and their
-    broadcast shape. Numbers and 1-D arrays of one length pass as they are; otherwise every array is
-    broadcast to the common shape and flattened (outputs are reshaped by the caller)."""
+_F64 = np.dtype(np.float64)
+
+
+def columns(*xs: Any) -> tuple[list[Array], int, tuple[int, ...]]:
+    """Kernel arguments for values that broadcast together, their row count and their broadcast
+    shape (``()`` where every value is a number: one row). Numbers (and 0-d arrays) become Python
+    floats and 1-D arrays of one length float64 arrays, in one pass over the values (~0.1 us each);
+    other shapes are broadcast to the common one and flattened (the caller reshapes its outputs)."""
+    n = -1
+    args = list(xs)
+    for j, x in enumerate(xs):
+        if type(x) is np.ndarray:
+            if x.ndim == 1 and (n < 0 or x.shape[0] == n):
+                n = x.shape[0]
+                if x.dtype is not _F64:
+                    args[j] = x.astype(np.float64)
+            elif x.ndim == 0:
+                args[j] = float(x)
+            else:
+                return _broadcast_columns(xs)
+        elif type(x) is not float:
+            args[j] = float(x)
+    return args, (n if n >= 0 else 1), ((n,) if n >= 0 else ())
+
+
+def _broadcast_columns(xs: tuple) -> tuple[list[Array], int, tuple[int, ...]]:
+    """:func:`columns` of values that are not all numbers or of one batch axis."""
     args = [arg(x) for x in xs]
-    arrays = [x for x in args if type(x) is np.ndarray]
-    if not arrays:
-        return tuple(args), 1, ()
-    n = len(arrays[0])
-    if all(x.ndim == 1 and len(x) == n for x in arrays):
-        return tuple(args), n, (n,)
-    shape = np.broadcast_shapes(*(x.shape for x in arrays))
-    flat = tuple(np.ascontiguousarray(np.broadcast_to(x, shape)).ravel() if type(x) is np.ndarray else x
-                 for x in args)
+    shape = np.broadcast_shapes(*(a.shape for a in args if type(a) is np.ndarray))
+    flat = [np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) if type(a) is np.ndarray else a
+            for a in args]
     return flat, int(np.prod(shape)), shape

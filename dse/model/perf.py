@@ -92,10 +92,7 @@ def sum_max_linear(a0: Array, a1: Array, b0: Array, b1: Array, lo: Array, hi: Ar
     the compute/memory regime change. Division by ``u1 = 0`` is intended: ``c*`` becomes
     +-inf (the whole range or none) or NaN (``u == 0``, which adds nothing).
     """
-    args = tuple(jit.arg(x) for x in (a0, a1, b0, b1, lo, hi, n, c_sum))
-    out = np.empty(jit.rows(*args))
-    _sum_max_linear_rows(*args, out)
-    return out if any(ndim(x) for x in args) else float(out[0])
+    return fused(_sum_max_linear_rows, 1, a0, a1, b0, b1, lo, hi, n, c_sum)[0]
 
 
 @jit.kernel

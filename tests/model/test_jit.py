@@ -16,8 +16,8 @@ def _affine_rows(a, b, c, out):  # noqa: ANN001
 
 
 def _affine(a, b, c):  # noqa: ANN001, ANN202
-    args = tuple(jit.arg(x) for x in (a, b, c))
-    out = np.empty(jit.rows(*args))
+    args, n, _ = jit.columns(a, b, c)
+    out = np.empty(n)
     _affine_rows(*args, out)
     return out
 
@@ -35,11 +35,16 @@ def test_numbers_and_arrays_mix(scalars: tuple[str, ...]) -> None:
     np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))  # NaN == NaN here
 
 
-def test_arg_and_rows() -> None:
+def test_arg_and_columns() -> None:
     assert jit.arg(np.int64(3)) == 3.0 and type(jit.arg(np.int64(3))) is float
     assert type(jit.arg(np.array(2.0))) is float
     assert jit.arg(np.arange(3)).dtype == np.float64
-    assert jit.rows(1.0, np.zeros(5), 2.0) == 5 and jit.rows(1.0, 2.0) == 1
+    args, n, shape = jit.columns(1, np.zeros(5), np.arange(5), np.array(2.0))
+    assert n == 5 and shape == (5,) and [type(a) for a in args] == [float, np.ndarray, np.ndarray, float]
+    assert args[2].dtype == np.float64
+    assert jit.columns(1.0, 2)[1:] == (1, ())
+    args, n, shape = jit.columns(np.ones((2, 1)), np.arange(3), 4.0)  # broadcast and flattened
+    assert n == 6 and shape == (2, 3) and args[0].shape == (6,) and args[1].tolist() == [0, 1, 2, 0, 1, 2]
 
 
 def test_sum_max_linear_matches_the_brute_sum() -> None:
