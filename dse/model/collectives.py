@@ -338,7 +338,7 @@ def _level_args(kind: str, g: Group) -> tuple[Array, Array, Array, Array, Array]
     return c, lat, n1, one_shot, zero
 
 
-def _link_args(ln: Link) -> tuple[Array, float, bool]:
+def link_args(ln: Link) -> tuple[Array, float, bool]:
     """``(bw, 1 / bw, recip)`` of a level for :func:`xfer_at`: ``recip`` where the batch's
     bandwidth is one positive number (:func:`xfer_s` multiplies by its reciprocal)."""
     recip = ndim(ln.bw) == 0 and ln.bw > 0
@@ -353,11 +353,11 @@ def call_args(kind: str, s: Setup) -> tuple:
         hier, nodes, net_link, local, net = 0.0, 1.0, (0.0, 0.0, False), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0, 0.0)
         net_lat = 0.0
     else:
-        hier, nodes, net_link, net_lat = s.hier, s.net.n, _link_args(s.net.ln), s.net.ln.lat_s
+        hier, nodes, net_link, net_lat = s.hier, s.net.n, link_args(s.net.ln), s.net.ln.lat_s
         c, lat, _, _, zero = _level_args("reduce_scatter" if kind == "all_reduce" else kind, s.local)
         local = (c, lat, zero)
         net = (0.0, 0.0, 0.0, 0.0, 0.0) if kind == "all_to_all" else _level_args(kind, s.net)
-    return (s.n, s.a, hier, s.overhead_s, *_link_args(s.whole.ln), *net_link, net_lat, nodes, *whole, *local, *net)
+    return (s.n, s.a, hier, s.overhead_s, *link_args(s.whole.ln), *net_link, net_lat, nodes, *whole, *local, *net)
 
 
 @jit.kernel
@@ -374,7 +374,7 @@ def xfer_at(nbytes: float, bw: float, rbw: float, recip: bool) -> float:
 def level_at(s: float, c: float, lat: float, n1: float, one_shot_lat: float, zero: float, bw: float, rbw: float,
              recip: bool) -> tuple[float, float]:
     """``(time_s, bytes sent per device)`` of a collective of ``s`` bytes on one level
-    (:func:`_level_args`, :func:`_link_args`). ``ALGO_AUTO`` is the direct algorithm where it is
+    (:func:`_level_args`, :func:`link_args`). ``ALGO_AUTO`` is the direct algorithm where it is
     native and the ring elsewhere: direct takes 1 or 2 latency steps and sends no more bytes than
     ring or tree (whose steps are at least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >=
     (n-1)/n`` of the buffer), so it is never slower for ``alpha >= 0`` and is what the

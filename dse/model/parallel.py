@@ -328,24 +328,53 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
         ep_group = coll.setup(ep_members, sys, algo, n_per_node=ep_per_node, n_sharing=sharing)
         a2a_frac, n_a2a = m["n_experts_active"] / tp, 2.0 * layers
 
-    stage_devices = tp * ep
     p2p_s = p2p_path_s = (0.0, 0.0)  # one stage everywhere: no sends
     near_sends = far_sends = 0.0
     if coll.any_rows(pp > 1.0):
-        p2p_bytes = hidden / tp
-        boundaries = pp - 1.0
-        n_cross = np.minimum(boundaries, np.floor(boundaries * stage_devices / per_node))
-        n_near = boundaries - n_cross
-        cross = n_cross > 0.0
-        near = coll.send_s(coll.intra_link(sys, 2.0), p2p_bytes)
-        far = coll.send_s(coll.inter_link(sys), p2p_bytes) if coll.any_rows(cross) else (0.0, 0.0)
-        p2p_s = tuple(np.where(cross, f, np.where(pp > 1.0, n, 0.0)) for f, n in zip(far, near, strict=True))
-        p2p_path_s = tuple(accumulate(_times(n_cross, f), n_near * n) for f, n in zip(far, near, strict=True))
-        sends = mb * stage_devices * p2p_bytes
-        near_sends, far_sends = _times(sends, n_near), _times(sends, n_cross)
+        near, far = coll.intra_link(sys, 2.0), coll.inter_link(sys)  # a pair's link, the network
+        lat, per_token, path_lat, path_per_token, near_sends, far_sends = fused(
+            _sends_rows, 6, pp, tp, ep, mb, hidden, per_node, near.lat_s, *coll.link_args(near), far.lat_s,
+            *coll.link_args(far))
+        p2p_s, p2p_path_s = (lat, per_token), (path_lat, path_per_token)
     return CommPlan(hidden, token_frac * (m["vocab_size"] * r_bytes), tp_group, ep_group,
                     a2a_frac, n_ar, n_a2a, p2p_s, p2p_path_s, near_sends, far_sends,
                     (tp * pp * ep) * mb)
+
+
+@jit.kernel
+def _sends_rows(pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, near_recip, far_lat, far_bw,  # noqa: ANN001
+                far_rbw, far_recip, lat, per_token, path_lat, path_per_token, near_sends, far_sends):
+    """The stage sends of :class:`CommPlan`: a micro-batch's activations ``hidden / tp`` per token and
+    device; ``n_cross`` of the pp - 1 boundaries lie between nodes (on the network, where any design
+    of the batch has one), the others on the node's links."""
+    any_cross = False
+    for i in range(lat.shape[0]):
+        boundaries = jit.at(pp, i) - 1.0
+        crossing = np.floor(boundaries * (jit.at(tp, i) * jit.at(ep, i)) / jit.at(per_node, i))
+        any_cross = any_cross or np.minimum(boundaries, crossing) > 0.0
+    for i in range(lat.shape[0]):
+        pp_i, tp_i = jit.at(pp, i), jit.at(tp, i)
+        p2p_bytes = jit.at(hidden, i) / tp_i
+        boundaries = pp_i - 1.0
+        stage_devices = tp_i * jit.at(ep, i)
+        n_cross = np.minimum(boundaries, np.floor(boundaries * stage_devices / jit.at(per_node, i)))
+        n_near = boundaries - n_cross
+        n_lat = jit.at(near_lat, i)
+        n_per_token = coll.xfer_at(p2p_bytes, jit.at(near_bw, i), near_rbw, near_recip)
+        f_lat = f_per_token = 0.0
+        if any_cross:
+            f_lat, f_per_token = jit.at(far_lat, i), coll.xfer_at(p2p_bytes, jit.at(far_bw, i), far_rbw, far_recip)
+        if n_cross > 0.0:  # the slowest send
+            lat[i], per_token[i] = f_lat, f_per_token
+        elif pp_i > 1.0:
+            lat[i], per_token[i] = n_lat, n_per_token
+        else:
+            lat[i], per_token[i] = 0.0, 0.0
+        path_lat[i] = n_cross * f_lat + n_near * n_lat
+        path_per_token[i] = n_cross * f_per_token + n_near * n_per_token
+        sends = jit.at(mb, i) * stage_devices * p2p_bytes
+        near_sends[i] = sends * n_near
+        far_sends[i] = sends * n_cross
 
 
 def pass_comm(plan: CommPlan, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
@@ -431,11 +460,6 @@ def _pass_rows(tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, has_e
 
 def _is_zero(x: Array) -> bool:
     return ndim(x) == 0 and x == 0.0
-
-
-def _times(a: Array, b: Array) -> Array:
-    """``a * b``, skipping the array operation when either is the scalar 0."""
-    return 0.0 if _is_zero(a) or _is_zero(b) else a * b
 
 
 @jit.kernel
