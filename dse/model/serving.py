@@ -45,7 +45,15 @@ import functools
 import numpy as np
 
 from dse.model.arrays import ndim
-from dse.model.serving_fluid import _rate, fluid_state, iteration_energy_j  # noqa: F401 (_rate re-exported)
+from dse.model.jit import kernel
+from dse.model.serving_fluid import (  # noqa: F401 (_rate re-exported)
+    _energy_args,
+    _rate,
+    device_j_row,
+    fluid_state,
+    iteration_energy_j,
+)
+from dse.model.serving_jit import at2, clip, grid_rows
 from dse.model.serving_prepare import (  # noqa: F401 (re-exported: the stage's public helpers)
     kv_footprint_tokens,
     kv_max_seqs,
@@ -138,15 +146,37 @@ def _stretch(c: dict, d: dict, st: dict, lam):
     """Power-cap clock stretch at fluid state ``st`` with arrival rate ``lam`` (unstretched time):
     ``max(1, P_dev / (tdp - static))``, ``P_dev`` the devices' dynamic energy of the mean iteration
     (``u = lam tau`` admissions) over its time ``tau = t_d / (1 - lam m_p)`` (at capacity: the
-    full iterations, ``u = N_cap / n_dec``)."""
-    tau = lam * st["mp"]
-    tau = _clip(tau, -np.inf, 0.999, out=tau)
-    tau = np.subtract(1.0, tau, out=tau)
-    tau = np.divide(st["t_d"], tau, out=tau)
-    dev_j, _ = iteration_energy_j(c, d, st, lam * tau, links=False)
-    tau *= d["headroom"]
-    dev_j /= tau
-    return _clip(dev_j, 1.0, np.inf, out=dev_j)
+    full iterations, ``u = N_cap / n_dec``), in one compiled pass (:func:`_stretch_rows`; MoE: the
+    admissions first, for numpy's power of the experts touched)."""
+    u = grid_rows(_admissions_rows, 1, lam, st["mp"], st["t_d"])[0] if d["moe"] else 0.0
+    return grid_rows(_stretch_rows, 1, lam, d["headroom"], *_energy_args(c, d, st, u))[0]
+
+
+@kernel
+def _mean_tau(lam, mp, t_d):
+    """The mean iteration ``t_d / (1 - lam m_p)`` (numbers; the prefill lane's load at most 0.999)."""
+    return t_d / (1.0 - clip(lam * mp, -np.inf, 0.999))
+
+
+@kernel
+def _admissions_rows(lam, mp, t_d, out):
+    for g in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            lam_i = at2(lam, g, i)
+            out[g, i] = lam_i * _mean_tau(lam_i, at2(mp, g, i), at2(t_d, g, i))
+
+
+@kernel
+def _stretch_rows(lam, headroom, recompute, n, x, mp, t_d, e_pf_tok, e_req, e_dec, e_w, moe, moe_j, comm, mP,
+                  fixed_s_per_tok, fixed_s_per_head, fx_dec, fixed_s, out):
+    for g in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            lam_i = at2(lam, g, i)
+            tau = _mean_tau(lam_i, at2(mp, g, i), at2(t_d, g, i))
+            dev_j = device_j_row(lam_i * tau, recompute, n, x, mp, t_d, e_pf_tok, e_req, e_dec, e_w, moe, moe_j, comm,
+                                 mP, fixed_s_per_tok, fixed_s_per_head, fx_dec, fixed_s, g, i)
+            dev_j /= tau * at2(headroom, g, i)
+            out[g, i] = clip(dev_j, 1.0, np.inf)
 
 
 def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:

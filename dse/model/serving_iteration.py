@@ -83,6 +83,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dse.model.jit import kernel
+from dse.model.serving_jit import at2, grid_rows
+
 LIN_ROWS: tuple[str, ...] = ("qkv", "o", "ffn", "lm_head", "draft")
 FFN_ROW = 2
 TIME_KEYS: tuple[str, ...] = (
@@ -174,9 +177,24 @@ def link_energy_j(c: dict, f: dict) -> np.ndarray:
 
 def waiting_j(ops_j, ops_s, comm_s):
     """Compute power drawn while waiting in the collectives: ``ops_j * comm_s / ops_s`` joules
-    (:func:`dse.model.parallel.device_dynamic_j`); zero without collectives."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(comm_s > 0.0, ops_j * comm_s / np.where(ops_s > 0.0, ops_s, np.inf), 0.0)
+    (:func:`dse.model.parallel.device_dynamic_j`); zero without collectives (:func:`waiting_row`)."""
+    (out,) = grid_rows(_waiting_rows, 1, ops_j, ops_s, comm_s)
+    return out.reshape(np.broadcast_shapes(np.shape(ops_j), np.shape(ops_s), np.shape(comm_s)))
+
+
+@kernel
+def waiting_row(ops_j, ops_s, comm_s):
+    """:func:`waiting_j` of numbers, inside kernels."""
+    if comm_s > 0.0:
+        return ops_j * comm_s / (ops_s if ops_s > 0.0 else np.inf)
+    return 0.0
+
+
+@kernel
+def _waiting_rows(ops_j, ops_s, comm_s, out):
+    for g in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[g, i] = waiting_row(at2(ops_j, g, i), at2(ops_s, g, i), at2(comm_s, g, i))
 
 
 def iteration_energy_j(c: dict, f: dict) -> np.ndarray:

@@ -46,51 +46,64 @@ def _at2_compiled(x, g, i):  # numba's typing hook: picks the reading when the k
 
 @kernel
 def clip(x, lo, hi):
-    """``np.clip`` of numbers: NaN in ``x`` propagates, ``lo`` wins over ``x`` only when above it."""
+    """``np.clip`` of numbers: a NaN ``x`` or ``lo`` propagates, ``lo`` wins over ``x`` only when above it."""
     if x != x:
         return x
     t = x if x > lo else lo
+    if t != t:
+        return t
     return t if t < hi else hi
 
 
 @kernel
 def mx(a, b):
-    """``np.maximum`` of two numbers (NaN propagates)."""
-    return a if (a >= b or a != a) else b
+    """``np.maximum`` of two numbers (NaN propagates; of equal numbers, ``b``: numpy's signed zeros)."""
+    return a if (a > b or a != a) else b
 
 
 @kernel
 def mn(a, b):
-    """``np.minimum`` of two numbers (NaN propagates)."""
-    return a if (a <= b or a != a) else b
+    """``np.minimum`` of two numbers (NaN propagates; of equal numbers, ``b``: numpy's signed zeros)."""
+    return a if (a < b or a != a) else b
 
 
 def _arg(x: Any) -> tuple[Any, int, int]:
     """(kernel argument, grid rows, designs) of one value: 0 grid rows for a per-design value or a
-    number, 1 design for a number (length-1 arrays pass as numbers: they broadcast)."""
+    number, 1 design for a number (length-1 arrays pass as numbers: they broadcast). Boolean arrays
+    pass as float64, other dtypes as they are (integer offsets)."""
     if type(x) is np.ndarray:
+        if x.dtype.kind == "b":
+            x = x.astype(np.float64)
         if x.ndim == 2:
             if x.shape[0] == 1:
                 x = x[0]
             else:
-                return (x if x.dtype is _F64 else x.astype(np.float64)), x.shape[0], x.shape[1]
+                return x, x.shape[0], x.shape[1]
         if x.ndim == 1 and x.shape[0] != 1:
-            return (x if x.dtype is _F64 else x.astype(np.float64)), 0, x.shape[0]
+            return x, 0, x.shape[0]
         if x.size != 1:
             raise ValueError(f"a kernel argument of shape {x.shape}")
-        return float(x.reshape(-1)[0]), 0, 1
+        x = x.reshape(-1)[0]
+        return (float(x) if x.dtype.kind in "bf" else int(x)), 0, 1
+    if x is None or type(x) is tuple:  # no value; tables (tuples of arrays), read as they are
+        return x, 0, 1
     return (x if type(x) is float else float(x)), 0, 1
 
 
 def grid_rows(rows_kernel: Callable, outputs: int, *xs: Any) -> list[np.ndarray]:
     """The ``outputs`` arrays a grid kernel writes for arguments ``xs`` (numbers, ``(n,)`` arrays,
-    ``(G, n)`` arrays; ``(1, n)`` and length-1 arrays broadcast): ``rows_kernel(*xs, *outs)`` fills
+    ``(G, n)`` arrays; ``(1, n)`` and length-1 arrays broadcast; None and tuples of arrays, tables,
+    passed as they are): ``rows_kernel(*xs, *outs)`` fills
     every ``(G, n)`` output; returned ``(G, n)`` where an argument carries the grid, else ``(n,)``."""
     grid, n = 0, 1
-    args = []
-    for x in xs:
-        a, g, m = _arg(x)
-        args.append(a)
+    args = list(xs)
+    for j, x in enumerate(xs):
+        if type(x) is float:
+            continue
+        if type(x) is np.ndarray and x.dtype is _F64 and x.ndim == 1 and x.shape[0] != 1:  # a batch column
+            n = x.shape[0]
+            continue
+        args[j], g, m = _arg(x)
         if g:
             grid = g
         if m != 1:

@@ -78,8 +78,9 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
     d["pipe"] = "engines" in s and _nonzero(np.asarray(s["engines"]) - 1.0)
     d["E"] = s["engines"] if d["pipe"] else 1.0
     d["point"] = w.get("in_point")  # every design a point mass: no tables
-    d["tab_lines"], d["tab_slopes"], d["tab_at"] = ((None,) * 3 if d["point"] is not None
-                                                     else layout(w["in_stoploss"], w.get("in_stoploss_rows")))
+    # else the tables' (intercepts, slopes), flat, and each design's offset (None: one shared table)
+    d["tab"], d["tab_at"] = (None, None) if d["point"] is not None else layout(w["in_stoploss"],
+                                                                              w.get("in_stoploss_rows"))
     mP = d["mP"]
     d["n_dec"], d["ctx"] = request_shape(c, w)
     d["neg_inv_n_dec"] = -1.0 / d["n_dec"]
@@ -111,10 +112,10 @@ def prepare(c: dict, w: dict, s: dict) -> dict:
         d["gap_la"] = la_h * frac
         d["gap_cm"] = (cm[3] + c["fixed_s_per_head"]) * frac
         d["gap_w"] = (cw[3] + la_h) * frac
-        # binomial K of pp micro-batches carrying chunks: pmf(0) = e^(-pp lam), then the ratios
-        # pmf(K) / pmf(K - 1) = (pp - K + 1) / K * odds and the carrying share pp - K, K < pp
+        # binomial K of pp micro-batches carrying chunks (serving_prefill.stall_row): pmf(0) = e^(-pp lam),
+        # K = 1 .. max(pp) - 1
         d["neg_E"] = -E
-        d["binom"] = [((E - kk + 1.0) / kk, E - kk) for kk in range(1, int(np.max(E)))]
+        d["stall_terms"] = int(np.max(E)) - 1
     d["cf_x"], d["cm_x"], d["cw_x"] = cf[4], cm[4], cw[4]  # draft model, driven by decode sequences
     launch = np.asarray(c["lin_launch_s"], dtype=float)
     d["fixed"] = launch[:4].sum(axis=0) + c["attn_launch_s"] + c["fixed_s"] + launch[4]

@@ -1,7 +1,8 @@
 """Serving stage: stop-loss lookups ``E[(P - z)+]`` of the prompt length (for the fluid model,
 :mod:`dse.model.serving_prepare` and :mod:`dse.model.serving_fluid`), and the one-pass clips they use.
 
-Pure numpy over arrays. A distribution's stop-loss table lies on :data:`STOPLOSS_GRID`
+Compiled lookups (:mod:`dse.model.serving_jit`): :func:`stoploss_row` inside the fluid model's
+kernels, :func:`_lookup` one pass over arrays. A distribution's stop-loss table lies on :data:`STOPLOSS_GRID`
 (:func:`dse.model.serving_lengths.length_moments`); it is read linearly between grid points in one
 of three forms: a table shared by every design, a table per design, or a few tables with a row per
 design (``in_stoploss_rows``). A point mass (``in_point``: each design's own prompt length) is read
@@ -14,7 +15,12 @@ interval comes from the binary exponent of ``z**4`` (the grid steps by ``2**(1/4
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
+from dse.model.jit import kernel
+from dse.model.serving_jit import at2, clip, grid_rows
 from dse.model.serving_lengths import STOPLOSS_GRID, STOPLOSS_STEPS_PER_OCTAVE
 
 try:  # the ufunc behind np.clip, without its Python wrapper (np.maximum with a scalar is ~2x slower)
@@ -44,12 +50,12 @@ def upper(a, hi):
 
 
 def layout(table, rows=None) -> tuple:
-    """A stop-loss table on :data:`STOPLOSS_GRID` laid out for :func:`_lookup`: (intercepts, slopes,
-    offsets), the line through each grid point and the next (``E[(P - z)+] = intercept + slope z``
-    in the interval; slope 0 and the last value after the last point). ``(G,)`` shared: both padded
-    in front by ``_BIAS`` entries, offsets None. ``(G, n)`` per design: ``(n, G)`` C-contiguous (a
-    design's table in one cache-friendly run), design ``j`` at ``j G - _BIAS``. With ``rows``,
-    ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at
+    """A stop-loss table on :data:`STOPLOSS_GRID` laid out for :func:`stoploss_row`: ((intercepts,
+    slopes), offsets), the line through each grid point and the next (``E[(P - z)+] = intercept +
+    slope z`` in the interval; slope 0 and the last value after the last point), flat. ``(G,)``
+    shared: both padded in front by ``_BIAS`` entries, offsets None. ``(G, n)`` per design: as
+    ``(n, G)`` (a design's table in one cache-friendly run), design ``j`` at ``j G - _BIAS``. With
+    ``rows``, ``table`` is a set of tables ``(R, G)`` and design ``j`` reads row ``rows[j]``, at
     ``rows[j] G - _BIAS``."""
     t = np.asarray(table, dtype=float)
     shared = rows is None and t.ndim == 1
@@ -61,8 +67,8 @@ def layout(table, rows=None) -> tuple:
     slopes[:, :-1] = np.diff(t, axis=1) / np.diff(STOPLOSS_GRID)
     lines = t - slopes * STOPLOSS_GRID
     if shared:
-        return np.concatenate([_PAD, lines[0]]), np.concatenate([_PAD, slopes[0]]), None
-    return lines, slopes, np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
+        return (np.concatenate([_PAD, lines[0]]), np.concatenate([_PAD, slopes[0]])), None
+    return (lines.ravel(), slopes.ravel()), np.asarray(rows, dtype=np.intp) * t.shape[1] - _BIAS
 
 
 def stoploss_at(table, mean, z, rows=None, point=None):
@@ -73,33 +79,8 @@ def stoploss_at(table, mean, z, rows=None, point=None):
     length; ``table`` unused), the table of that point mass, ``max(point - grid, 0)``, read where it
     is needed instead of stored."""
     zp = lower(z, 0.0)
-    at = _lookup_point(point, zp) if point is not None else _lookup(*layout(table, rows), zp)
+    at = _lookup(point, None, None, zp) if point is not None else _lookup(None, *layout(table, rows), zp)
     return np.where(z < 0.0, mean - z, at)
-
-
-def _lookup(lines, slopes, at, z):
-    """``E[(P - z)+]`` for ``z >= 0`` from :func:`layout`'s ``lines``, ``slopes`` and offsets ``at``:
-    the grid interval (:func:`_interval`), one gather each for the line's intercept and slope; as
-    :func:`stoploss_at`. NaN propagates (its index is clipped)."""
-    i = _interval(z)
-    if at is not None:  # per design: one flat gather per table (np.take: faster than fancy indexing)
-        i += at
-    zp = upper(z, _GMAX)
-    zp *= np.take(slopes, i, mode="clip")
-    zp += np.take(lines, i, mode="clip")
-    return zp
-
-
-def _interval(z):
-    """The grid interval of ``z`` clipped to ``[0, 2**18]``, plus ``_BIAS``: the biased binary
-    exponent of ``z**4`` (``floor(4 log2 z) + 1`` for ``z >= 1``, 0 below; the last grid point
-    ``2**18`` one past the last interval, where its slope is 0)."""
-    t = _clip(z, _FLOOR, _GMAX)
-    t *= t
-    t *= t
-    i = t.view(np.int64)
-    i >>= 52
-    return i
 
 
 def stoploss_of(w: dict, z):
@@ -113,22 +94,82 @@ def stoploss_of(w: dict, z):
 def _stoploss(d: dict, z):
     """``E[(P - z)+]`` for ``z >= 0`` from what :func:`dse.model.serving_prepare.prepare` keeps: the
     point masses' closed form or the tables."""
-    if d["point"] is not None:
-        return _lookup_point(d["point"], z)
-    return _lookup(d["tab_lines"], d["tab_slopes"], d["tab_at"], z)
+    return _lookup(d["point"], d["tab"], d["tab_at"], z)
 
 
-def _lookup_point(point, z):
-    """:func:`_lookup` of the point mass at ``point`` (``E[(P - z)+]`` linear between grid
-    points of ``max(point - grid, 0)``, the same numbers as its table, none stored)."""
-    i = _interval(z)
-    zp = upper(z, _GMAX)
-    lo = np.take(_GRID_AT, i, mode="clip")
-    t0 = lower(point - lo, 0.0)
-    s0 = lower(point - np.take(_NEXT_AT, i, mode="clip"), 0.0)
-    s0 -= t0
-    s0 /= np.take(_DG_AT, i, mode="clip")
-    zp -= lo
-    zp *= s0
-    zp += t0
-    return zp
+def _lookup(point, tab, at, z):
+    """``E[(P - z)+]`` for ``z >= 0`` (numbers, ``(n,)`` or ``(G, n)`` arrays) in one compiled pass
+    (:func:`stoploss_row`), in the shape of ``z``, ``point`` and ``at`` broadcast."""
+    (out,) = grid_rows(_lookup_rows, 1, point, tab, at, z)
+    return out.reshape(np.broadcast_shapes(np.shape(z), np.shape(point), np.shape(at)))
+
+
+@kernel
+def _lookup_rows(point, tab, at, z, out):
+    for g in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[g, i] = stoploss_row(point, tab, at, g, i, at2(z, g, i))
+
+
+@intrinsic
+def _bits(typingctx, x):  # noqa: ARG001 (numba's signature)
+    """The bits of a float64 as an int64 (numpy's ``view(np.int64)``), inside kernels."""
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@kernel
+def _interval_row(z):
+    """The grid interval of ``z`` clipped to ``[0, 2**18]``, plus ``_BIAS``: the biased binary
+    exponent of ``z**4`` (``floor(4 log2 z) + 1`` for ``z >= 1``, 0 below; the last grid point
+    ``2**18`` one past the last interval, where its slope is 0). Out of the tables' range for NaN:
+    the callers clip the index, the lookup is NaN."""
+    t = clip(z, _FLOOR, _GMAX)
+    t *= t
+    t *= t
+    return _bits(t) >> 52
+
+
+def stoploss_row(point, tab, at, g, i, z):  # noqa: ANN001, ANN201
+    """``E[(P - z)+]`` for ``z >= 0`` at grid row ``g``, design ``i`` inside kernels: ``point`` the
+    point masses (``tab`` and ``at`` None; ``max(point - grid, 0)`` linear between grid points, the
+    same numbers as its table, none stored), else ``tab`` the (intercepts, slopes) of :func:`layout`
+    and ``at`` its offsets (None: one shared table); the grid interval (:func:`_interval_row`), one
+    gather each for the line's intercept and slope. The form is picked when the kernel is compiled."""
+    raise NotImplementedError("inside kernels only")
+
+
+@overload(stoploss_row, inline="always")
+def _stoploss_row_compiled(point, tab, at, g, i, z):
+    if not isinstance(point, types.NoneType):
+        def point_mass(point, tab, at, g, i, z):
+            j = min(max(_interval_row(z), 0), len(_GRID_AT) - 1)
+            p = at2(point, g, i)
+            lo = _GRID_AT[j]
+            t0 = clip(p - lo, 0.0, np.inf)
+            s0 = clip(p - _NEXT_AT[j], 0.0, np.inf)
+            s0 -= t0
+            s0 /= _DG_AT[j]
+            zp = clip(z, -np.inf, _GMAX)
+            zp -= lo
+            zp *= s0
+            zp += t0
+            return zp
+        return point_mass
+    if isinstance(at, types.NoneType):
+        def shared(point, tab, at, g, i, z):
+            j = min(max(_interval_row(z), 0), len(tab[0]) - 1)
+            zp = clip(z, -np.inf, _GMAX)
+            zp *= tab[1][j]
+            zp += tab[0][j]
+            return zp
+        return shared
+
+    def per_design(point, tab, at, g, i, z):
+        j = min(max(_interval_row(z) + int(at2(at, g, i)), 0), len(tab[0]) - 1)
+        zp = clip(z, -np.inf, _GMAX)
+        zp *= tab[1][j]
+        zp += tab[0][j]
+        return zp
+    return per_design
