@@ -8,6 +8,11 @@ what the numpy expression it replaced returned, written in the same order: no ``
 re-association, no fused multiply-add) and numpy's error model (``x / 0`` is ``inf`` or ``nan``,
 never an exception).
 
+**The disk cache.** numba keys a cached kernel on its own source file only, so a kernel that calls a
+kernel of another module would keep the callee's old code after the callee changes. Every kernel of
+the package is therefore cached in a folder named by a hash of the model's sources
+(:func:`cache_dir`): any change to them compiles afresh.
+
 Arguments are numbers or 1-D float64 arrays of the batch's length, mixed freely: :func:`at`
 reads row ``i`` of an array and a number as itself, resolved when the kernel is compiled (no
 test in the loop). :func:`columns` makes kernel arguments of values that broadcast together
@@ -16,7 +21,12 @@ test in the loop). :func:`columns` makes kernel arguments of values that broadca
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -25,6 +35,37 @@ from numba import types
 from numba.extending import overload
 
 Array = np.ndarray | float
+_MODEL_DIR = Path(__file__).resolve().parent
+_SOURCE_DIRS = (_MODEL_DIR, _MODEL_DIR.parent / "spec")  # the kernels and the constants they freeze
+_CACHE_PREFIX = "dse-kernels-"
+_STALE_S = 3600.0  # a folder of older sources untouched this long is removed
+
+
+def cache_dir(base: str | os.PathLike | None = None) -> Path:
+    """The folder of the compiled kernels: ``base`` (``NUMBA_CACHE_DIR`` where set, else the model's
+    ``__pycache__``) / ``dse-kernels-<hash of the sources of dse.model and dse.spec>``."""
+    digest = hashlib.sha256()
+    for folder in _SOURCE_DIRS:
+        for path in sorted(folder.glob("*.py")):
+            digest.update(f"{folder.name}/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
+    root = Path(base) if base else Path(os.environ.get("NUMBA_CACHE_DIR") or _MODEL_DIR / "__pycache__")
+    return root / f"{_CACHE_PREFIX}{digest.hexdigest()[:16]}"
+
+
+def _use_cache_dir(folder: Path) -> None:
+    """Make ``folder`` numba's cache folder and remove the package's folders of older sources beside it
+    that nothing has written to for an hour (best effort)."""
+    numba.config.CACHE_DIR = str(folder)
+    now = time.time()
+    for old in folder.parent.glob(f"{_CACHE_PREFIX}*"):
+        try:
+            if old != folder and now - old.stat().st_mtime > _STALE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+
+
+_use_cache_dir(cache_dir())
 
 
 def kernel(fn: Callable) -> Callable:

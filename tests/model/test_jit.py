@@ -60,3 +60,20 @@ def test_sum_max_linear_matches_the_brute_sum() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
     one = perf.sum_max_linear(1.0, 2.0, 3.0, 0.0, 1.0, 4.0, 4.0, 10.0)
     assert type(one) is float and one == 3.0 + 5.0 + 7.0 + 9.0  # max(1 + 2c, 3) for c = 1..4
+
+
+def test_the_kernel_cache_is_keyed_by_every_source(tmp_path, monkeypatch) -> None:
+    """numba keys a cached kernel on its own file only: a change to any source (a callee in another
+    module, a constant it freezes) must move the cache to another folder."""
+    model, spec = tmp_path / "model", tmp_path / "spec"
+    model.mkdir(), spec.mkdir()
+    (model / "a.py").write_text("x = 1\n")
+    (spec / "units.py").write_text("TERA = 1e12\n")
+    monkeypatch.setattr(jit, "_SOURCE_DIRS", (model, spec))
+    first = jit.cache_dir(tmp_path / "cache")
+    assert first.parent == tmp_path / "cache" and first.name.startswith("dse-kernels-")
+    assert jit.cache_dir(tmp_path / "cache") == first
+    (spec / "units.py").write_text("TERA = 1e9\n")
+    second = jit.cache_dir(tmp_path / "cache")
+    (model / "b.py").write_text("y = 2\n")
+    assert len({first, second, jit.cache_dir(tmp_path / "cache")}) == 3
