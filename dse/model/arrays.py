@@ -21,7 +21,7 @@ def ndim(x: Array) -> int:
     return getattr(x, "ndim", 0)
 
 
-def any_row(x: Array) -> bool:
+def any_rows(x: Array) -> bool:
     """True when some row of ``x`` is true (a scalar: itself), without numpy's wrapper (~1.5 us)."""
     return bool(x.any() if ndim(x) else x)
 

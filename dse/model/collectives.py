@@ -72,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dse.model import jit
-from dse.model.arrays import accumulate, fused, ndim
+from dse.model.arrays import accumulate, all_rows, any_rows, fused, ndim
 from dse.spec.registry import HARDWARE_BY_NAME, HARDWARE_DEFAULTS, KNOB_BY_NAME
 from dse.spec.units import BITS_PER_BYTE, PJ
 
@@ -115,16 +115,6 @@ class Link(NamedTuple):
 def field(sys: dict, key: str) -> Array:
     """``sys[key]`` or its default from :data:`SYSTEM_FIELD_DEFAULTS`."""
     return sys.get(key, SYSTEM_FIELD_DEFAULTS[key])
-
-
-def any_rows(x: Array) -> bool:
-    """True when any row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
-    return bool(x.any() if ndim(x) else x)
-
-
-def all_rows(x: Array) -> bool:
-    """True when every row of ``x`` is true (a scalar: itself), without numpy's wrapper."""
-    return bool(x.all() if ndim(x) else x)
 
 
 def xfer_s(nbytes: Array, bw: Array) -> Array:

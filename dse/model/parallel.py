@@ -65,7 +65,7 @@ import numpy as np
 
 from dse.model import collectives as coll
 from dse.model import jit
-from dse.model.arrays import accumulate, fused, ndim, scale
+from dse.model.arrays import accumulate, any_rows, fused, ndim, scale
 from dse.model.workload import Array, Op, layer_params, stored_weight_bytes_at
 from dse.spec.registry import KNOB_DEFAULTS
 
@@ -315,14 +315,14 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
     r_bytes = residual_bytes(k)
     hidden = token_frac * (m["d_model"] * r_bytes)  # one token's hidden state, one micro-batch of one ep group
     per_node = coll.field(sys, "n_devices_per_node")
-    shared = coll.any_rows(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
+    shared = any_rows(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
     sharing = np.minimum(n_devices(k), per_node) if shared else None  # devices on a shared fabric at once
     tp_group = coll.setup(tp, sys, algo, n_sharing=sharing)
     n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
 
     moe = m["n_experts"] > 1.0
     ep_group, a2a_frac, n_a2a = None, 0.0, 0.0
-    if coll.any_rows(moe) and coll.any_rows(moe & (ep > 1.0)):
+    if any_rows(moe) and any_rows(moe & (ep > 1.0)):
         ep_members = np.where(moe, ep, 1.0)
         ep_per_node = np.clip(np.floor(per_node / tp), 1.0, ep_members)
         ep_group = coll.setup(ep_members, sys, algo, n_per_node=ep_per_node, n_sharing=sharing)
@@ -330,7 +330,7 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
 
     p2p_s = p2p_path_s = (0.0, 0.0)  # one stage everywhere: no sends
     near_sends = far_sends = 0.0
-    if coll.any_rows(pp > 1.0):
+    if any_rows(pp > 1.0):
         near, far = coll.intra_link(sys, 2.0), coll.inter_link(sys)  # a pair's link, the network
         lat, per_token, path_lat, path_per_token, near_sends, far_sends = fused(
             _sends_rows, 6, pp, tp, ep, mb, hidden, per_node, near.lat_s, *coll.link_args(near), far.lat_s,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from dse.model import perf, power
-from dse.model.arrays import any_row
+from dse.model.arrays import any_rows
 from dse.model.parallel import knob, shard_dims
 from dse.model.workload import Array, Op, stored_weight_bytes, weight_bytes_per_param
 
@@ -34,7 +34,7 @@ PIM_BITS = 16.0  # the PIM units' only arithmetic format (FP16 Aquabolt-XL, BF16
 
 def pim_possible(hw: dict, k: dict) -> bool:
     """False when no design of the batch can map work to PIM (lets the hot path skip it)."""
-    return any_row(can_offload(hw)) and any_row(k["pim_offload"] > 0)
+    return any_rows(can_offload(hw)) and any_rows(k["pim_offload"] > 0)
 
 
 def has_pim(hw: dict) -> Array:

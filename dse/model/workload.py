@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dse.model import jit
-from dse.model.arrays import Array, all_rows, any_row, fused, ndim
+from dse.model.arrays import Array, all_rows, any_rows, fused, ndim
 from dse.spec.registry import KNOB_BY_NAME
 
 FP8_METHOD = float(KNOB_BY_NAME["quant_method"].choices.index("fp8"))
@@ -84,7 +84,7 @@ def executed_knobs(k: dict, hw: dict) -> dict:
     if ndim(method) == 0 and method != FP8_METHOD:
         return k
     fallback = (method == FP8_METHOD) & (a_bits < 16.0) & (fp8 <= 0)
-    if not any_row(fallback):
+    if not any_rows(fallback):
         return k
     return {**k, "a_bits": np.where(fallback, 16.0, a_bits)}
 
@@ -159,7 +159,7 @@ def _linear_rows(layers, tokens, a_bits, params, flop_params, wbytes, act_elems,
 def decode_queries(k: dict) -> Array:
     """Positions per sequence in a decode step, ``spec_len + 1`` (verifying the draft tokens); the
     scalar 1 when no design of the batch speculates."""
-    return k["spec_len"] + 1.0 if any_row(k["spec_len"] > 0) else 1.0
+    return k["spec_len"] + 1.0 if any_rows(k["spec_len"] > 0) else 1.0
 
 
 def tokens_per_verify(k: dict) -> Array:
