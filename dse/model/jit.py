@@ -98,26 +98,39 @@ def arg(x: Array) -> Array:
 _F64 = np.dtype(np.float64)
 
 
-def columns(*xs: Any) -> tuple[list[Array], int, tuple[int, ...]]:
+def columns(*xs: Any) -> tuple[tuple | list, int, tuple[int, ...]]:
     """Kernel arguments for values that broadcast together, their row count and their broadcast
     shape (``()`` where every value is a number: one row). Numbers (and 0-d arrays) become Python
-    floats and 1-D arrays of one length float64 arrays, in one pass over the values (~0.1 us each);
-    other shapes are broadcast to the common one and flattened (the caller reshapes its outputs)."""
+    floats and 1-D arrays of one length float64 arrays, in one pass over the values (~0.08 us each:
+    this runs ~40 times per chunk); other shapes are broadcast to the common one and flattened (the
+    caller reshapes its outputs)."""
     n = -1
-    args = list(xs)
-    for j, x in enumerate(xs):
-        if type(x) is np.ndarray:
-            if x.ndim == 1 and (n < 0 or x.shape[0] == n):
-                n = x.shape[0]
-                if x.dtype is not _F64:
-                    args[j] = x.astype(np.float64)
+    args = None  # a copy of xs once a value changes
+    j = -1
+    for x in xs:
+        j += 1
+        kind = type(x)
+        if kind is float:
+            continue
+        if kind is np.ndarray:
+            if x.ndim == 1:
+                if n < 0:
+                    n = x.shape[0]
+                elif x.shape[0] != n:
+                    return _broadcast_columns(xs)
+                if x.dtype is _F64:
+                    continue
+                value = x.astype(np.float64)
             elif x.ndim == 0:
-                args[j] = float(x)
+                value = float(x)
             else:
                 return _broadcast_columns(xs)
-        elif type(x) is not float:
-            args[j] = float(x)
-    return args, (n if n >= 0 else 1), ((n,) if n >= 0 else ())
+        else:
+            value = float(x)
+        if args is None:
+            args = list(xs)
+        args[j] = value
+    return (xs if args is None else args), (n if n >= 0 else 1), ((n,) if n >= 0 else ())
 
 
 def _broadcast_columns(xs: tuple) -> tuple[list[Array], int, tuple[int, ...]]:
