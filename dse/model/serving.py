@@ -196,21 +196,39 @@ def _load_point(c: dict, d: dict, s: dict, t, curve: dict) -> tuple:
 
 def _toward(lo: tuple, hi: tuple, y_target, lo_frac=0.0, hi_frac=1.0):
     """Linear interpolation of ``x`` at ``y_target`` between bracket ends ``(x, y)``, as a
-    fraction of the bracket clamped to ``[lo_frac, hi_frac]``."""
-    with np.errstate(invalid="ignore"):  # an infinite end: the other end
-        f = y_target - lo[1]
-        f /= np.where(hi[1] > lo[1], hi[1] - lo[1], 1.0)
-        f = _clip(f, lo_frac, hi_frac, out=f)
-        np.copyto(f, 0.0, where=np.isnan(f))
-        f *= hi[0] - lo[0]
-        f += lo[0]
-        return f
+    fraction of the bracket clamped to ``[lo_frac, hi_frac]`` (one compiled pass)."""
+    return grid_rows(_toward_rows, 1, lo[0], lo[1], hi[0], hi[1], y_target, lo_frac, hi_frac)[0]
+
+
+@kernel
+def _toward_rows(x0, y0, x1, y1, y_target, lo_frac, hi_frac, out):
+    for g in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            y0_i, y1_i, x0_i = at2(y0, g, i), at2(y1, g, i), at2(x0, g, i)
+            f = at2(y_target, g, i) - y0_i
+            f /= y1_i - y0_i if y1_i > y0_i else 1.0
+            f = clip(f, at2(lo_frac, g, i), at2(hi_frac, g, i))
+            if f != f:  # an infinite end: the other end
+                f = 0.0
+            f *= at2(x1, g, i) - x0_i
+            f += x0_i
+            out[g, i] = f
 
 
 def _shrink(lo: tuple, hi: tuple, new: tuple, keep_lo) -> tuple:
-    """Regula falsi bracket update: the point ``new`` replaces ``hi`` where ``keep_lo``, else ``lo``."""
-    return (tuple(np.where(keep_lo, a, b) for a, b in zip(new, lo, strict=True)),
-            tuple(np.where(keep_lo, b, a) for a, b in zip(new, hi, strict=True)))
+    """Regula falsi bracket update: the point ``new`` replaces ``hi`` where ``keep_lo``, else ``lo``
+    (one compiled pass per coordinate)."""
+    pairs = [grid_rows(_shrink_rows, 2, keep_lo, a, b, c) for a, b, c in zip(new, lo, hi, strict=True)]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+@kernel
+def _shrink_rows(keep_lo, new, lo, hi, lo_out, hi_out):
+    for g in range(lo_out.shape[0]):
+        for i in range(lo_out.shape[1]):
+            keep, x = at2(keep_lo, g, i) != 0.0, at2(new, g, i)
+            lo_out[g, i] = x if keep else at2(lo, g, i)
+            hi_out[g, i] = at2(hi, g, i) if keep else x
 
 
 def _goodput_bracket(c, d, w, s, ratio, t_g, rate_g, rate_gu, curve) -> tuple:
