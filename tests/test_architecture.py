@@ -22,7 +22,8 @@ LAYERS = ("spec", "model", "api", "results", "sweep", "search", "validation", "c
 TOP_LEVEL = {"dse._version": "spec", "dse.api": "api", "dse.loading": "api", "dse.explain": "api",
              "dse.quality_table": "api", "dse.model_data": "api", "dse.runtime": "api",
              "dse": "facade", "dse.__main__": "cli", "dse.testing": "api"}
-ONLY_IN = {"optuna": ("dse.search",), "pyarrow": ("dse.results",), "numba": ("dse.model.jit",),
+ONLY_IN = {"optuna": ("dse.search",), "pyarrow": ("dse.results",),
+           "numba": ("dse.model",), "llvmlite": ("dse.model",),
            "torch": ("dse.validation.measure", "dse.validation.measure_decoder", "dse.validation.measure_gpu",
                      "dse.validation.measure_graphs", "dse.validation.tp_decoder", "dse.validation.measure_tp")}
 
