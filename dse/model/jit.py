@@ -11,7 +11,8 @@ never an exception).
 **The disk cache.** numba keys a cached kernel on its own source file only, so a kernel that calls a
 kernel of another module would keep the callee's old code after the callee changes. Every kernel of
 the package is therefore cached in a folder named by a hash of the model's sources
-(:func:`cache_dir`): any change to them compiles afresh.
+(:func:`cache_dir`): any change to them compiles afresh. (Importing the package sets numba's cache
+folder for the process: other numba code cached in the same process lands there too.)
 
 Arguments are numbers or 1-D float64 arrays of the batch's length, mixed freely: :func:`at`
 reads row ``i`` of an array and a number as itself, resolved when the kernel is compiled (no
