@@ -243,11 +243,6 @@ def draft_op(m: dict, k: dict, wb: Array) -> Op:
     return Op(2.0 * g * b * params, None, g * params * wb + act, None, act, kernels)
 
 
-def draft_weight_frac(k: dict) -> Array:
-    """Weights of the speculative draft model as a share of the target's (0 without speculation)."""
-    return np.where(k["spec_len"] > 0, k["spec_draft_frac"], 0.0)
-
-
 def stored_weight_bytes(m: dict, k: dict, wb: Array) -> Array:
     """Bytes of every weight the model stores, ``wb`` bytes each, the draft model included."""
     return fused(_stored_weight_rows, 1, n_params(m), wb, k["spec_len"], k["spec_draft_frac"])[0]
