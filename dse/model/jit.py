@@ -96,7 +96,7 @@ def arg(x: Array) -> Array:
     return float(x)
 
 
-_F64 = np.dtype(np.float64)
+F64 = np.dtype(np.float64)  # compared by identity: numpy's float64 arrays share this descriptor
 
 
 def columns(*xs: Any) -> tuple[tuple | list, int, tuple[int, ...]]:
@@ -119,7 +119,7 @@ def columns(*xs: Any) -> tuple[tuple | list, int, tuple[int, ...]]:
                     n = x.shape[0]
                 elif x.shape[0] != n:
                     return _broadcast_columns(xs)
-                if x.dtype is _F64:
+                if x.dtype is F64:
                     continue
                 value = x.astype(np.float64)
             elif x.ndim == 0:

@@ -22,9 +22,6 @@ SRAM_ACCESSES_PER_DRAM_BYTE = 2.0  # one write into SRAM, one read out of it
 _INTEGER_MASK = float(sum(1 << c for c, name in enumerate(KNOB_BY_NAME["quant_method"].choices)
                           if name in INTEGER_GEMM_METHODS))
 _N_METHODS = float(len(KNOB_BY_NAME["quant_method"].choices))
-_F64 = np.dtype(np.float64)
-
-
 def j_per_dram_byte(hw: dict) -> Array:
     """Energy of one main-memory byte on the host: DRAM + on-chip path + SRAM staging, joules (one
     compiled pass)."""
@@ -217,7 +214,7 @@ def phase_time_and_dynamic_j(hw: dict, costs: dict[str, dict[str, Array]]) -> tu
 def _column(x: Array, n: int) -> np.ndarray:
     """``x`` as a writable, contiguous float64 column of ``n`` rows: a kernel's tuple holds arrays of
     one numba type only (a read-only input, or a number, is copied)."""
-    if type(x) is np.ndarray and x.dtype is _F64 and x.shape == (n,) and x.flags.writeable and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.dtype is jit.F64 and x.shape == (n,) and x.flags.writeable and x.flags.c_contiguous:
         return x
     return np.array(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
 

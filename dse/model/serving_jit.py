@@ -22,9 +22,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from dse.model.jit import kernel
-
-_F64 = np.dtype(np.float64)
+from dse.model.jit import F64, kernel
 
 
 def at2(x: Any, g: int, i: int) -> Any:
@@ -100,7 +98,7 @@ def grid_rows(rows_kernel: Callable, outputs: int, *xs: Any) -> list[np.ndarray]
     for j, x in enumerate(xs):
         if type(x) is float:
             continue
-        if type(x) is np.ndarray and x.dtype is _F64 and x.ndim == 1 and x.shape[0] != 1:  # a batch column
+        if type(x) is np.ndarray and x.dtype is F64 and x.ndim == 1 and x.shape[0] != 1:  # a batch column
             n = x.shape[0]
             continue
         args[j], g, m = _arg(x)
