@@ -135,7 +135,7 @@ def p2p_one(nbytes: float, sys: dict, across_nodes: bool) -> float:
 # ---- the mapping -------------------------------------------------------------------------
 
 def factors_one(m: dict, k: dict) -> dict[str, dict[str, float]]:
-    """Per-operator factors replica -> bottleneck device (see parallel.shard_factors)."""
+    """Per-operator factors replica -> bottleneck device (see sharding.shard_factors)."""
     tp, pp, ep, mb = _knob(k, "tp"), _knob(k, "pp"), _knob(k, "ep"), _knob(k, "micro_batches")
     L, d, h, kv, hd = m["n_layers"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
     E, top_k, v = m["n_experts"], m["n_experts_active"], m["vocab_size"]

@@ -26,7 +26,8 @@ import numpy as np
 
 from dse.model import perf, power
 from dse.model.arrays import any_rows
-from dse.model.parallel import knob, shard_dims
+from dse.model.parallel import knob
+from dse.model.sharding import shard_dims
 from dse.model.workload import Array, Op, stored_weight_bytes, weight_bytes_per_param
 
 PIM_BITS = 16.0  # the PIM units' only arithmetic format (FP16 Aquabolt-XL, BF16 AiM)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import cost, jit, parallel, perf, pim, power, quality, silicon
+from dse.model import cost, jit, parallel, perf, pim, power, quality, sharding, silicon
 from dse.model.arrays import fused, ndim, scale
 from dse.model.serving_stage import serving_stage
 from dse.model.workload import (
@@ -32,13 +32,13 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     dense FLOP, :func:`dse.model.power.op_rates`), ``steps`` and, where PIM is possible,
     ``energy_j`` and ``on_pim``.
     """
-    factors = None if parallel.is_single_device(k) else parallel.shard_factors(m, k)
+    factors = None if parallel.is_single_device(k) else sharding.shard_factors(m, k)
     return _phase_costs(m, k, hw, wb, factors, decode_queries(k))
 
 
 def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[str, Array]] | None,
                  queries: Array) -> dict[str, dict[str, dict[str, Array]]]:
-    """:func:`phase_costs` with the knobs' shard ``factors`` (:func:`dse.model.parallel.shard_factors`;
+    """:func:`phase_costs` with the knobs' shard ``factors`` (:func:`dse.model.sharding.shard_factors`;
     None on one device) and decode ``queries`` (:func:`dse.model.workload.decode_queries`)."""
     lin_rate, attn_rate = power.op_rates(hw, k)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
@@ -54,8 +54,8 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
     fa = None if factors is None else factors["attn"]
     streams = k["batch"] * (m["n_kv_heads"] if fa is None else m["n_kv_heads"] * (fa["kv"] / fa["kernels"]))
     if factors is not None:  # the bottleneck device's share
-        pre_ops = parallel.shard_ops(pre_ops, m, k, factors, owned=True)
-        dec_ops = parallel.shard_ops(dec_ops, m, k, factors, owned=True, other_phase=pre_ops)
+        pre_ops = sharding.shard_ops(pre_ops, m, k, factors, owned=True)
+        dec_ops = sharding.shard_ops(dec_ops, m, k, factors, owned=True, other_phase=pre_ops)
     del fa, factors  # ~25 chunk arrays freed before the costs are formed (smaller working set)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
@@ -105,7 +105,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     for the decode phase only, the one a metric reads; None for prefill).
 
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
-    :func:`dse.model.parallel.shard_ops`). Their time is overlapped with the stage's
+    :func:`dse.model.sharding.shard_ops`). Their time is overlapped with the stage's
     collectives ``comm`` (:func:`dse.model.parallel.stage_comm` of one pass; None on one device)
     and run through the pipeline (:func:`dse.model.parallel.phase_time_and_device_j`); each of the
     replica's ``devices`` (``tp * pp * ep``) is charged the bottleneck device's dynamic energy for each
@@ -134,7 +134,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
 def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array], queries: Array) -> dict[str, dict[str, Array]]:
     """:func:`dse.model.parallel.stage_comm` of a prefill pass and of a decode step (``queries``
     positions per sequence, :func:`dse.model.workload.decode_queries`), set up once for both
-    (``dims``: the knobs' :func:`dse.model.parallel.shard_dims`)."""
+    (``dims``: the knobs' :func:`dse.model.sharding.shard_dims`)."""
     b = k["batch"]
     step_tokens = b * queries
     plan = parallel.comm_plan(m, k, hw, dims)
@@ -224,10 +224,10 @@ def performance(m: dict, k: dict, hw: dict) -> dict[str, Array]:
     """The workload, mapping, performance and power stages: time, energy, memory, devices."""
     wb = weight_bytes_per_param(k)
     single = parallel.is_single_device(k)
-    dims = None if single else parallel.shard_dims(m, k)  # shared by the operators, the links and the memory
+    dims = None if single else sharding.shard_dims(m, k)  # shared by the operators, the links and the memory
     replica = 1.0 if single else k["tp"] * k["pp"] * k["ep"]  # devices
     times, energies, watts = phase_totals(m, k, hw, wb, dims, replica)
-    mem = memory_bytes(m, k, wb) if single else parallel.memory_bytes_of(m, k, wb, dims)  # the same on one device
+    mem = memory_bytes(m, k, wb) if single else sharding.memory_bytes_of(m, k, wb, dims)  # the same on one device
     n_devices = parallel.n_devices(k) if single else scale(k["dp"], replica)
     names = ("tpot_s", "decode_tokens_per_s", "tokens_per_s", "decode_power_w", "avg_power_w", "decode_tokens_per_j",
              "tokens_per_j", "tdp_tokens_per_j", "g_memory_bytes")
@@ -265,10 +265,10 @@ def _metric_rows(ttft_s, decode_s, prefill_j, decode_j, decode_w, dp, batch, out
 def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] | None, replica: Array,
                  ) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array | None]]:
     """Seconds, joules and watts of each phase (:func:`phase_system`) for ``replica`` devices; ``dims``:
-    the knobs' :func:`dse.model.parallel.shard_dims`, None on one device. The operator costs and the
+    the knobs' :func:`dse.model.sharding.shard_dims`, None on one device. The operator costs and the
     collectives are freed on return, before the metrics are formed (smaller working set)."""
     queries = decode_queries(k)
-    costs = _phase_costs(m, k, hw, wb, None if dims is None else parallel.shard_factors_of(m, k, dims), queries)
+    costs = _phase_costs(m, k, hw, wb, None if dims is None else sharding.shard_factors_of(m, k, dims), queries)
     linked = hw if dims is None else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     comms = {phase: None for phase in costs} if dims is None else phase_comms(m, k, linked, dims, queries)
     capped_s_per_j = perf.capped_s_per_j(hw)

@@ -4,7 +4,7 @@ Pure numpy. :func:`dse.model.serving_coeffs.serving_coeffs` prices one device ho
 model. A replica of ``tp * pp * ep`` devices runs each iteration on every device at once:
 
 * time terms become the bottleneck device's (the shard factors of
-  :func:`dse.model.parallel.shard_factors`: FLOPs, weights, activations, KV and kernels per row);
+  :func:`dse.model.sharding.shard_factors`: FLOPs, weights, activations, KV and kernels per row);
 * the tensor/expert-parallel collectives of an iteration are affine in its tokens: the
   all-reduces (and all-to-alls) in the tokens through the layers, the LM head's vocabulary
   all-gather in the head rows. The stage's ``comm_s`` at (1, 1), (2, 1) and (1, 2) (tokens,
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import parallel
+from dse.model import parallel, sharding
 from dse.model.serving_iteration import LIN_ROWS
 from dse.model.serving_lengths import STOPLOSS_GRID, avg_var_factor
 
@@ -60,7 +60,7 @@ def replica_coeffs(c: dict, m: dict, k: dict, hw: dict, weights_per_device_bytes
     a batch."""
     pp = k["pp"]
     k = {**k, "micro_batches": pp}
-    f = parallel.shard_factors(m, k)
+    f = sharding.shard_factors(m, k)
     devices = k["tp"] * k["ep"] * pp
     out = dict(c)
     for key, factor in _TIME_TERMS.items():  # pp passes of the bottleneck stage per round

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.model import cost, parallel
+from dse.model import cost, parallel, sharding
 from dse.model.serving import SCHED_DEFAULTS, serving_metrics
 from dse.model.serving_coeffs import serving_coeffs
 from dse.model.serving_lengths import MOMENT_KEYS
@@ -66,7 +66,7 @@ def serving_stage(m: dict, k: dict, hw: dict, tech: dict, moments: list[dict | N
     if not parallel.is_single_device(k1):
         wb = weight_bytes_per_param(k)
         weights = stored_weight_bytes(m, k, wb)
-        per_device = parallel.memory_bytes_per_device(m, {**k1, "batch": 0.0}, wb)
+        per_device = sharding.memory_bytes_per_device(m, {**k1, "batch": 0.0}, wb)
         c = replica_coeffs(c, m, k1, hw, per_device, weights)
     dp = k["dp"]
     sched = round_limits({key: k[key] for key in SCHED_DEFAULTS}, k["pp"])

@@ -11,6 +11,7 @@ import yaml
 from dse.model import collectives as coll
 from dse.model import parallel as par
 from dse.model import parallel_reference as ref
+from dse.model import sharding as shd
 from dse.model.workload import Op, draft_op, memory_bytes, phase_ops, weight_bytes_per_param
 from dse.spec.presets import builtin_names, load_model, load_platform
 from dse.spec.registry import CARD_FIELD_NAMES, KNOB_DEFAULTS
@@ -226,9 +227,9 @@ def test_mapping_matches_scalar_reference():
         "decode": ({**phase_ops(m, k, wb, k["batch"], prefill=False), "draft": draft_op(m, k, wb)},
                    k["batch"], k["batch"]),
     }
-    mem = par.memory_bytes_per_device(m, k, wb)
+    mem = shd.memory_bytes_per_device(m, k, wb)
     for phase, (ops, tokens, head) in passes.items():
-        sharded = par.shard_ops(ops, m, k)
+        sharded = shd.shard_ops(ops, m, k)
         comm = par.stage_comm(m, k, sys, tokens, head)
         compute = rng.uniform(1e-4, 1e-1, n)
         head_s = compute * rng.uniform(0.0, 0.2, n)
@@ -269,19 +270,19 @@ def test_one_device_is_the_single_device_model_bit_for_bit(name):
     for prefill in (True, False):
         tokens = k["batch"] * k["in_len"] if prefill else k["batch"]
         ops = phase_ops(m, k, wb, tokens, prefill=prefill)
-        factors = par.shard_factors(m, k)
+        factors = shd.shard_factors(m, k)
         for op_name, op in ops.items():  # the factors path itself, not only the shortcut
-            got = par.shard_op(op, factors[op_name])
+            got = shd.shard_op(op, factors[op_name])
             for field in Op._fields:
                 a, b = getattr(op, field), getattr(got, field)
                 assert (a is None and b is None) or np.array_equal(np.broadcast_to(a, np.shape(b)), b), (op_name, field)
-        assert par.shard_ops(ops, m, {**KNOB_DEFAULTS}) == ops
+        assert shd.shard_ops(ops, m, {**KNOB_DEFAULTS}) == ops
         comm = par.stage_comm(m, k, system(), tokens, k["batch"])
         for key in ("comm_s", "p2p_s", "p2p_path_s", "intra_bytes", "inter_bytes", "energy_j"):
             assert np.all(comm[key] == 0.0)
         compute = rng.uniform(1e-3, 1.0, 50)
         assert np.array_equal(par.phase_time_s(compute, 0.1 * compute, comm, k, prefill, k["out_len"]), compute)
-    assert np.array_equal(par.memory_bytes_per_device(m, k, wb), memory_bytes(m, k, wb))
+    assert np.array_equal(shd.memory_bytes_per_device(m, k, wb), memory_bytes(m, k, wb))
 
 
 def test_more_link_bandwidth_never_slows():
@@ -322,20 +323,20 @@ def test_a_model_too_big_for_one_device_fits_on_enough():
     m = load_model("llama-2-70b").fields
     k = knobs(batch=8.0, in_len=1024.0, out_len=256.0)
     wb = weight_bytes_per_param(k)
-    assert float(par.memory_bytes_per_device(m, k, wb)) > cap
-    tp_mem = [float(par.memory_bytes_per_device(m, {**k, "tp": tp}, wb)) for tp in (1.0, 2.0, 4.0, 8.0)]
-    pp_mem = [float(par.memory_bytes_per_device(m, {**k, "pp": pp}, wb)) for pp in (1.0, 2.0, 4.0, 8.0)]
+    assert float(shd.memory_bytes_per_device(m, k, wb)) > cap
+    tp_mem = [float(shd.memory_bytes_per_device(m, {**k, "tp": tp}, wb)) for tp in (1.0, 2.0, 4.0, 8.0)]
+    pp_mem = [float(shd.memory_bytes_per_device(m, {**k, "pp": pp}, wb)) for pp in (1.0, 2.0, 4.0, 8.0)]
     assert tp_mem == sorted(tp_mem, reverse=True) and pp_mem == sorted(pp_mem, reverse=True)
     assert tp_mem[2] < cap and pp_mem[2] < cap
     mix = load_model("mixtral-8x7b").fields
-    ep_mem = [float(par.memory_bytes_per_device(mix, {**k, "ep": ep}, wb)) for ep in (1.0, 2.0, 4.0, 8.0)]
+    ep_mem = [float(shd.memory_bytes_per_device(mix, {**k, "ep": ep}, wb)) for ep in (1.0, 2.0, 4.0, 8.0)]
     assert ep_mem == sorted(ep_mem, reverse=True) and ep_mem[0] > cap and ep_mem[1] < cap
 
 
 def test_kv_heads_replicate_when_tp_exceeds_them():
     m = load_model("llama-2-70b").fields  # 8 KV heads
     k = knobs(batch=1.0, in_len=1.0, out_len=1.0)
-    f8, f16 = par.shard_factors(m, {**k, "tp": 8.0}), par.shard_factors(m, {**k, "tp": 16.0})
+    f8, f16 = shd.shard_factors(m, {**k, "tp": 8.0}), shd.shard_factors(m, {**k, "tp": 16.0})
     assert float(f8["attn"]["kv"]) == pytest.approx(1 / 8) and float(f16["attn"]["kv"]) == pytest.approx(1 / 8)
     assert float(f16["attn"]["flop"]) == pytest.approx(1 / 16)  # query heads keep splitting
     assert float(f16["qkv"]["store"]) == pytest.approx((4 + 2) / (64 + 16))
