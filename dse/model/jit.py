@@ -74,6 +74,12 @@ def kernel(fn: Callable) -> Callable:
     return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
 
 
+def inlined(fn: Callable) -> Callable:
+    """A :func:`kernel` part inlined into each kernel that calls it, before compilation: a constant
+    argument of a call folds the part's branches on it there (one specialised loop per constant)."""
+    return numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+
+
 def at(x: Any, i: int) -> Any:
     """Row ``i`` of ``x`` (an array), or ``x`` itself (a number). Inside kernels only."""
     return x[i] if isinstance(x, np.ndarray) else x

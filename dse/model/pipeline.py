@@ -32,14 +32,14 @@ def phase_costs(m: dict, k: dict, hw: dict, wb: Array) -> dict[str, dict[str, di
     dense FLOP, :func:`dse.model.power.op_rates`), ``steps`` and, where PIM is possible,
     ``energy_j`` and ``on_pim``.
     """
-    factors = None if parallel.is_single_device(k) else sharding.shard_factors(m, k)
-    return _phase_costs(m, k, hw, wb, factors, decode_queries(k))
+    dims = None if parallel.is_single_device(k) else sharding.shard_dims(m, k)
+    return _phase_costs(m, k, hw, wb, dims, decode_queries(k))
 
 
-def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[str, Array]] | None,
+def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] | None,
                  queries: Array) -> dict[str, dict[str, dict[str, Array]]]:
-    """:func:`phase_costs` with the knobs' shard ``factors`` (:func:`dse.model.sharding.shard_factors`;
-    None on one device) and decode ``queries`` (:func:`dse.model.workload.decode_queries`)."""
+    """:func:`phase_costs` with the knobs' :func:`dse.model.sharding.shard_dims` ``dims`` (None on one
+    device) and decode ``queries`` (:func:`dse.model.workload.decode_queries`)."""
     lin_rate, attn_rate = power.op_rates(hw, k)
     pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
     if not (ndim(queries) == 0 and queries == 1.0):  # speculative decoding: verification steps
@@ -50,13 +50,12 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, factors: dict[str, dict[
     else:
         per_step, steps = 1.0, k["out_len"]
         dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
-    # decode attention's (sequence, KV head) streams on the device: the KV it reads per layer (kv / kernels factor)
-    fa = None if factors is None else factors["attn"]
-    streams = k["batch"] * (m["n_kv_heads"] if fa is None else m["n_kv_heads"] * (fa["kv"] / fa["kernels"]))
-    if factors is not None:  # the bottleneck device's share
-        pre_ops = sharding.shard_ops(pre_ops, m, k, factors, owned=True)
-        dec_ops = sharding.shard_ops(dec_ops, m, k, factors, owned=True, other_phase=pre_ops)
-    del fa, factors  # ~25 chunk arrays freed before the costs are formed (smaller working set)
+    # decode attention's (sequence, KV head) streams on the device: the KV it reads per launch
+    kv_heads = m["n_kv_heads"] if dims is None else m["n_kv_heads"] * sharding.kv_read_per_launch(m, k, dims)
+    streams = k["batch"] * kv_heads
+    if dims is not None:  # the bottleneck device's share
+        pre_ops = sharding.shard_ops(pre_ops, m, k, dims)
+        dec_ops = sharding.shard_ops(dec_ops, m, k, dims, other_phase=pre_ops)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)
@@ -268,7 +267,7 @@ def phase_totals(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] |
     the knobs' :func:`dse.model.sharding.shard_dims`, None on one device. The operator costs and the
     collectives are freed on return, before the metrics are formed (smaller working set)."""
     queries = decode_queries(k)
-    costs = _phase_costs(m, k, hw, wb, None if dims is None else sharding.shard_factors_of(m, k, dims), queries)
+    costs = _phase_costs(m, k, hw, wb, dims, queries)
     linked = hw if dims is None else with_links(hw)  # missing links: finite stand-ins (c_link flags them)
     comms = {phase: None for phase in costs} if dims is None else phase_comms(m, k, linked, dims, queries)
     capped_s_per_j = perf.capped_s_per_j(hw)

@@ -9,12 +9,10 @@ device's memory (:func:`memory_bytes_per_device`). Pure functions of arrays or n
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from dse.model import jit
-from dse.model.arrays import accumulate, fused, ndim
+from dse.model.arrays import fused, ndim
 from dse.model.parallel import is_single_device, knob
 from dse.model.workload import Array, Op, layer_params, stored_weight_bytes_at
 
@@ -43,89 +41,162 @@ def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
     """Per-operator factors from the replica's operator to one device's (last stage, one
     micro-batch): ``flop`` (flop0, flop1), ``store`` (the non-activation part of bytes0:
     weights, or the KV written by attention), ``kv`` (bytes1, the KV read by decode
-    attention), ``act`` (activation bytes), ``act_less_store`` (``act - store``) and ``kernels``.
-    All exactly 1 (0 for ``act_less_store``) on one device.
+    attention), ``act`` (activation bytes) and ``kernels``. All exactly 1 on one device.
     """
     return shard_factors_of(m, k, shard_dims(m, k))
 
 
 def shard_factors_of(m: dict, k: dict, s: dict[str, Array]) -> dict[str, dict[str, Array]]:
-    """:func:`shard_factors` from the knobs' :func:`shard_dims` ``s``."""
-    tp = knob(k, "tp")
-    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
-    hs, kvs, tok = s["heads"], s["kv_heads"], s["token_frac"]
-    lf = s["layers"] / m["n_layers"]
-    lt = lf * tok  # layers on this stage x this device's share of the tokens
-    per_tp = 1.0 / tp
-    q_kv = hs + 2.0 * kvs  # Q + K + V heads on the device
-    qkv_store = lf * (q_kv / (h + 2.0 * kv))
-    qkv_flop = qkv_store * tok
-    head_frac = hs / h
-    o_flop = lt * head_frac
-    kv_tok = lt * (kvs / kv)
-    ffn_width = (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
-    etok = s["expert_token_frac"]
-    ffn_flop = lf * etok * per_tp
-    v = m["vocab_size"]
-    head_flop = tok * per_tp
-    factors = {
-        "qkv": {"flop": qkv_flop, "store": qkv_store, "kv": qkv_flop,
-                "act": lt * ((d + q_kv * hd) / (d + (h + 2.0 * kv) * hd)), "kernels": lf},
-        "o": {"flop": o_flop, "store": lf * head_frac, "kv": o_flop,
-              "act": lt * ((hs * hd + 2.0 * d) / (h * hd + 2.0 * d)), "kernels": lf},
-        "attn": {"flop": o_flop, "store": kv_tok, "kv": kv_tok,
-                 "act": lt * ((hs + kvs) / (h + kv)), "kernels": lf},
-        "ffn": {"flop": ffn_flop, "store": lf * (s["experts"] / m["n_experts"]) * per_tp, "kv": ffn_flop,
-                "act": lf * (((2.0 * d) * tok + ffn_width * (etok * per_tp)) / (2.0 * d + ffn_width)),
-                "kernels": lf},
-        "lm_head": {"flop": head_flop, "store": per_tp, "kv": head_flop,
-                    "act": tok * ((d + v * per_tp) / (d + v)), "kernels": 1.0},
-        "draft": {"flop": head_flop, "store": per_tp, "kv": head_flop, "act": head_flop, "kernels": 1.0},
-    }
-    for f in factors.values():
-        f["act_less_store"] = f["act"] - f["store"]
+    """:func:`shard_factors` from the knobs' :func:`shard_dims` ``s`` (one compiled pass per operator,
+    :func:`factors_at`)."""
+    args = _factor_args(m, k, s)
+    factors = {}
+    for name, code in OP_CODES.items():
+        flop, store, kv, act, kernels = fused(_factor_rows, 5, code, *args)
+        factors[name] = {"flop": flop, "store": store, "kv": kv, "act": act, "kernels": kernels}
     return factors
 
 
-def shard_op(op: Op, f: dict[str, Array], owned: bool = False, kernels: Array | None = None) -> Op:
-    """One replica operator scaled to one device by the factors ``f`` of :func:`shard_factors`.
-
-    ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors
-    return the operands bit for bit (``act_less_store``: ``act - store``, computed once).
-    ``owned``: the operator's arrays are the caller's temporaries, scaled in place;
-    ``kernels``: its launches on the device where the caller has them.
-    """
-    scale = functools.partial(accumulate, op=np.multiply) if owned else np.multiply
-    bytes0 = accumulate(scale(op.bytes0, f["store"]), op.act_bytes * f["act_less_store"])  # before act_bytes
-    return Op(
-        flop0=0.0 if _is_zero(op.flop0) else scale(op.flop0, f["flop"]),
-        flop1=None if op.flop1 is None else scale(op.flop1, f["flop"]),
-        bytes0=bytes0,
-        bytes1=None if op.bytes1 is None else scale(op.bytes1, f["kv"]),
-        act_bytes=scale(op.act_bytes, f["act"]),
-        kernels=scale(op.kernels, f["kernels"]) if kernels is None else kernels,
-    )
+OP_CODES: dict[str, int] = {"qkv": 0, "o": 1, "attn": 2, "ffn": 3, "lm_head": 4, "draft": 5}  # inside kernels
+OP_CODES_ATTN = OP_CODES["attn"]
 
 
-def shard_ops(ops: dict[str, Op], m: dict, k: dict, factors: dict[str, dict[str, Array]] | None = None,
-              owned: bool = False, other_phase: dict[str, Op] | None = None) -> dict[str, Op]:
+def _factor_args(m: dict, k: dict, s: dict[str, Array]) -> tuple[Array, ...]:
+    """The arguments of :func:`factors_at` but the operator's code."""
+    return (knob(k, "tp"), s["heads"], s["kv_heads"], s["layers"], s["experts"], s["token_frac"],
+            s["expert_token_frac"], m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"], m["n_layers"],
+            m["n_experts"], m["ffn_gated"], m["d_ff"], m["n_experts_active"], m["vocab_size"])
+
+
+@jit.kernel
+def factors_at(code: int, tp: float, hs: float, kvs: float, layers: float, experts: float, tok: float, etok: float,
+               d: float, h: float, kv: float, hd: float, n_layers: float, n_experts: float, gated: float,
+               d_ff: float, n_active: float, vocab: float) -> tuple[float, float, float, float, float]:
+    """``(flop, store, kv, act, kernels)`` factors of operator ``code`` (:data:`OP_CODES`) of one design
+    (:func:`shard_factors`): ``hs``, ``kvs``, ``layers``, ``experts``, ``tok``, ``etok`` are its
+    :func:`shard_dims`, the rest the model card's. ``lf``: the stage's share of the layers, ``lt`` that
+    times the device's share of the tokens."""
+    if code >= 4:  # the LM head (and the draft model) once, on the last stage, vocabulary split by tp
+        per_tp = 1.0 / tp
+        head_flop = tok * per_tp
+        act = tok * ((d + vocab * per_tp) / (d + vocab)) if code == 4 else head_flop
+        return head_flop, per_tp, head_flop, act, 1.0
+    lf = layers / n_layers
+    lt = lf * tok
+    if code == 0:  # Q + K + V heads on the device
+        q_kv = hs + 2.0 * kvs
+        store = lf * (q_kv / (h + 2.0 * kv))
+        flop = store * tok
+        return flop, store, flop, lt * ((d + q_kv * hd) / (d + (h + 2.0 * kv) * hd)), lf
+    if code == 1:
+        head_frac = hs / h
+        flop = lt * head_frac
+        return flop, lf * head_frac, flop, lt * ((hs * hd + 2.0 * d) / (h * hd + 2.0 * d)), lf
+    if code == 2:  # Q heads compute, KV heads store and read
+        flop = lt * (hs / h)
+        kv_tok = lt * (kvs / kv)
+        return flop, kv_tok, kv_tok, lt * ((hs + kvs) / (h + kv)), lf
+    per_tp = 1.0 / tp  # the FFN: experts split by ep, each by tp
+    width = (1.0 + gated) * d_ff * n_active
+    flop = lf * etok * per_tp
+    act = lf * (((2.0 * d) * tok + width * (etok * per_tp)) / (2.0 * d + width))
+    return flop, lf * (experts / n_experts) * per_tp, flop, act, lf
+
+
+@jit.kernel
+def _factor_rows(code, tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
+                 gated, d_ff, n_active, vocab, flop, store, kv_out, act, kernels):
+    for i in range(flop.shape[0]):
+        flop[i], store[i], kv_out[i], act[i], kernels[i] = factors_at(
+            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
+            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
+            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+
+
+def shard_ops(ops: dict[str, Op], m: dict, k: dict, s: dict[str, Array] | None = None,
+              other_phase: dict[str, Op] | None = None) -> dict[str, Op]:
     """The operators of one replica pass (:func:`dse.model.workload.phase_ops`, ``draft_op``)
     as run by the bottleneck device: last pipeline stage, one micro-batch, its tp/ep share.
 
-    ``factors``: :func:`shard_factors` of ``m, k`` when the caller already has them (both
-    phases share one set; unit factors return the operands bit for bit). Without them, returns
-    ``ops`` itself (same objects) when nothing is sharded. ``owned``: the operators' arrays are
-    the caller's temporaries, scaled in place (:func:`shard_op`). ``other_phase``: the other
-    phase's operators on the device, whose launches are taken as they are (an operator
-    launches the same kernels per step in both phases).
+    ``s``: :func:`shard_dims` of ``m, k`` when the caller has them. Without them, returns ``ops``
+    itself (same objects) when nothing is sharded; with them, unit factors return the operands bit
+    for bit. ``other_phase``: the other phase's operators on the device, whose launches are taken as
+    they are (an operator launches the same kernels per step in both phases). One compiled pass per
+    operator (:func:`shard_op`).
     """
-    if factors is None:
+    if s is None:
         if is_single_device(k):
             return dict(ops)
-        factors = shard_factors(m, k)
+        s = shard_dims(m, k)
+    args = _factor_args(m, k, s)
     other = {} if other_phase is None else other_phase
-    return {name: shard_op(op, factors[name], owned, getattr(other.get(name), "kernels", None))
+    return {name: shard_op(op, OP_CODES[name], args, getattr(other.get(name), "kernels", None))
             for name, op in ops.items()}
+
+
+def shard_op(op: Op, code: int, args: tuple[Array, ...], kernels: Array | None = None) -> Op:
+    """One replica operator (:data:`OP_CODES` ``code``) scaled to one device, its factors
+    (:func:`factors_at` of ``args``, :func:`_factor_args`) formed in the pass and never stored.
+    ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors return the
+    operands bit for bit. ``kernels``: its launches on the device where the caller has them."""
+    if op.flop1 is None:
+        flop0, bytes0, act, launches = fused(_shard_rows, 4, code, *args, op.flop0, op.bytes0, op.act_bytes,
+                                             op.kernels, 0.0)
+        return Op(0.0 if _is_zero(op.flop0) else flop0, None, bytes0, None, act,
+                  launches if kernels is None else kernels)
+    flop1, bytes0, act, launches, bytes1 = fused(_shard_rows, 5, code, *args, op.flop1, op.bytes0, op.act_bytes,
+                                                 op.kernels, op.bytes1)
+    return Op(op.flop0, flop1, bytes0, bytes1, act, launches if kernels is None else kernels)
+
+
+@jit.kernel
+def _shard_rows(code, tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
+                gated, d_ff, n_active, vocab, flop, nbytes, act, kernels, kv_bytes, *outs):
+    """:func:`shard_op` over the designs: ``flop`` (flop0, or flop1 of a context-dependent operator),
+    ``bytes0``, ``act_bytes``, ``kernels`` and, with a fifth output, ``bytes1`` (``kv_bytes``)."""
+    xs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab,
+          flop, nbytes, act, kernels, kv_bytes)
+    if len(outs) == 5:
+        _shard_code_rows(code, xs, (outs[0], outs[1], outs[2], outs[3], outs[4]), True)
+    else:  # the first output stands in for the fifth, unwritten
+        _shard_code_rows(code, xs, (outs[0], outs[1], outs[2], outs[3], outs[0]), False)
+
+
+@jit.kernel
+def _shard_code_rows(code, xs, outs, with_kv):  # noqa: ANN001
+    """One loop per operator code, each with the code and ``with_kv`` constants (the factors'
+    branches fold away)."""
+    if code == 0.0:
+        _shard_loop(0, xs, outs, with_kv)
+    elif code == 1.0:
+        _shard_loop(1, xs, outs, with_kv)
+    elif code == 2.0:
+        _shard_loop(2, xs, outs, with_kv)
+    elif code == 3.0:
+        _shard_loop(3, xs, outs, with_kv)
+    elif code == 4.0:
+        _shard_loop(4, xs, outs, with_kv)
+    else:
+        _shard_loop(5, xs, outs, with_kv)
+
+
+@jit.inlined
+def _shard_loop(code, xs, outs, with_kv):  # noqa: ANN001
+    tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab = xs[:17]
+    flop, nbytes, act, kernels, kv_bytes = xs[17:]
+    flop_out, bytes_out, act_out, kernels_out, kv_out = outs
+    for i in range(flop_out.shape[0]):
+        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(
+            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
+            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
+            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+        a = jit.at(act, i)
+        bytes_out[i] = jit.at(nbytes, i) * f_store + a * (f_act - f_store)
+        flop_out[i] = jit.at(flop, i) * f_flop
+        act_out[i] = a * f_act
+        kernels_out[i] = jit.at(kernels, i) * f_kernels
+        if with_kv:
+            kv_out[i] = jit.at(kv_bytes, i) * f_kv
 
 
 def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
@@ -175,3 +246,22 @@ def _memory_rows(tp, pp, ep, mb, d_model, n_heads, n_kv_heads, head_dim, n_exper
 
 def _is_zero(x: Array) -> bool:
     return ndim(x) == 0 and x == 0.0
+
+
+def kv_read_per_launch(m: dict, k: dict, s: dict[str, Array]) -> Array:
+    """Decode attention's KV read per kernel launch on the device relative to the replica's
+    (:func:`shard_factors`' attention ``kv / kernels``): its (sequence, KV head) streams per sequence
+    and KV head of the replica."""
+    return fused(_kv_per_launch_rows, 1, *_factor_args(m, k, s))[0]
+
+
+@jit.kernel
+def _kv_per_launch_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
+                        gated, d_ff, n_active, vocab, out):
+    for i in range(out.shape[0]):
+        _, _, f_kv, _, f_kernels = factors_at(
+            OP_CODES_ATTN, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i),
+            jit.at(tok, i), jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i),
+            jit.at(n_layers, i), jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i),
+            jit.at(vocab, i))
+        out[i] = f_kv / f_kernels

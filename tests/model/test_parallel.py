@@ -270,9 +270,9 @@ def test_one_device_is_the_single_device_model_bit_for_bit(name):
     for prefill in (True, False):
         tokens = k["batch"] * k["in_len"] if prefill else k["batch"]
         ops = phase_ops(m, k, wb, tokens, prefill=prefill)
-        factors = shd.shard_factors(m, k)
-        for op_name, op in ops.items():  # the factors path itself, not only the shortcut
-            got = shd.shard_op(op, factors[op_name])
+        sharded = shd.shard_ops(ops, m, k, shd.shard_dims(m, k))  # the factors path itself, not only the shortcut
+        for op_name, op in ops.items():
+            got = sharded[op_name]
             for field in Op._fields:
                 a, b = getattr(op, field), getattr(got, field)
                 assert (a is None and b is None) or np.array_equal(np.broadcast_to(a, np.shape(b)), b), (op_name, field)
