@@ -25,16 +25,24 @@ def shard_dims(m: dict, k: dict) -> dict[str, Array]:
     tokens in dense operators, ``1 / (ep * micro_batches)``; ``expert_token_frac``: its
     share of the routed expert work, ``experts / max(ep, E) / micro_batches``.
     """
-    tp, ep, mb = knob(k, "tp"), knob(k, "ep"), knob(k, "micro_batches")
-    experts = np.ceil(m["n_experts"] / ep)
-    return {
-        "heads": np.ceil(m["n_heads"] / tp),
-        "kv_heads": np.ceil(m["n_kv_heads"] / tp),
-        "layers": np.ceil(m["n_layers"] / knob(k, "pp")),
-        "experts": experts,
-        "token_frac": 1.0 / (ep * mb),
-        "expert_token_frac": experts / np.maximum(ep, m["n_experts"]) / mb,
-    }
+    names = ("heads", "kv_heads", "layers", "experts", "token_frac", "expert_token_frac")
+    return dict(zip(names, fused(_dims_rows, len(names), knob(k, "tp"), knob(k, "pp"), knob(k, "ep"),
+                                 knob(k, "micro_batches"), m["n_heads"], m["n_kv_heads"], m["n_layers"],
+                                 m["n_experts"]), strict=True))
+
+
+@jit.kernel
+def _dims_rows(tp, pp, ep, mb, n_heads, n_kv_heads, n_layers, n_experts,  # noqa: ANN001
+               heads, kv_heads, layers, experts, token_frac, expert_token_frac):
+    for i in range(heads.shape[0]):
+        t, e, m, n_e = jit.at(tp, i), jit.at(ep, i), jit.at(mb, i), jit.at(n_experts, i)
+        stored = np.ceil(n_e / e)
+        heads[i] = np.ceil(jit.at(n_heads, i) / t)
+        kv_heads[i] = np.ceil(jit.at(n_kv_heads, i) / t)
+        layers[i] = np.ceil(jit.at(n_layers, i) / jit.at(pp, i))
+        experts[i] = stored
+        token_frac[i] = 1.0 / (e * m)
+        expert_token_frac[i] = stored / np.maximum(e, n_e) / m
 
 
 def shard_factors(m: dict, k: dict) -> dict[str, dict[str, Array]]:
