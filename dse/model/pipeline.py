@@ -41,21 +41,24 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] |
     """:func:`phase_costs` with the knobs' :func:`dse.model.sharding.shard_dims` ``dims`` (None on one
     device) and decode ``queries`` (:func:`dse.model.workload.decode_queries`)."""
     lin_rate, attn_rate = power.op_rates(hw, k)
-    pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
-    if not (ndim(queries) == 0 and queries == 1.0):  # speculative decoding: verification steps
+    spec = not (ndim(queries) == 0 and queries == 1.0)  # speculative decoding: verification steps
+    if spec:
         per_step = tokens_per_verify(k)
         steps = np.ceil(k["out_len"] / per_step)
-        dec_ops = phase_ops(m, k, wb, k["batch"] * queries, prefill=False, queries=queries)
-        dec_ops["draft"] = draft_op(m, k, wb)
     else:
         per_step, steps = 1.0, k["out_len"]
-        dec_ops = phase_ops(m, k, wb, k["batch"], prefill=False)
+    dec_tokens = k["batch"] * queries if spec else k["batch"]
+    if dims is None:
+        pre_ops = phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True)
+        dec_ops = phase_ops(m, k, wb, dec_tokens, prefill=False)
+        if spec:
+            dec_ops["draft"] = draft_op(m, k, wb)
+        kv_heads = m["n_kv_heads"]
+    else:  # the bottleneck device's share
+        pre_ops, dec_ops = sharding.device_ops(m, k, wb, dims, dec_tokens, spec)
+        kv_heads = m["n_kv_heads"] * sharding.kv_read_per_launch(m, k, dims)
     # decode attention's (sequence, KV head) streams on the device: the KV it reads per launch
-    kv_heads = m["n_kv_heads"] if dims is None else m["n_kv_heads"] * sharding.kv_read_per_launch(m, k, dims)
     streams = k["batch"] * kv_heads
-    if dims is not None:  # the bottleneck device's share
-        pre_ops = sharding.shard_ops(pre_ops, m, k, dims)
-        dec_ops = sharding.shard_ops(dec_ops, m, k, dims, other_phase=pre_ops)
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j
     dec_ops["attn"] = _in_steps(dec_ops["attn"], k["in_len"], per_step)
     on_pim = pim.pim_possible(hw, k)

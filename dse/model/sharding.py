@@ -14,7 +14,19 @@ import numpy as np
 from dse.model import jit
 from dse.model.arrays import fused, ndim
 from dse.model.parallel import is_single_device, knob
-from dse.model.workload import Array, Op, layer_params, stored_weight_bytes_at
+from dse.model.workload import (
+    LINEAR_OPS,
+    Array,
+    Op,
+    attention_operands,
+    decode_attn_at,
+    draft_op,
+    layer_params,
+    linear_at,
+    linear_operands,
+    prefill_attn_at,
+    stored_weight_bytes_at,
+)
 
 
 def shard_dims(m: dict, k: dict) -> dict[str, Array]:
@@ -198,13 +210,115 @@ def _shard_loop(code, xs, outs, with_kv):  # noqa: ANN001
             code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
             jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
             jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
-        a = jit.at(act, i)
-        bytes_out[i] = jit.at(nbytes, i) * f_store + a * (f_act - f_store)
-        flop_out[i] = jit.at(flop, i) * f_flop
-        act_out[i] = a * f_act
+        flop_out[i], bytes_out[i], act_out[i] = scale_at(jit.at(flop, i), jit.at(nbytes, i), jit.at(act, i), f_flop,
+                                                         f_store, f_act)
         kernels_out[i] = jit.at(kernels, i) * f_kernels
         if with_kv:
             kv_out[i] = jit.at(kv_bytes, i) * f_kv
+
+
+@jit.kernel
+def scale_at(flop: float, nbytes: float, act: float, f_flop: float, f_store: float,
+             f_act: float) -> tuple[float, float, float]:
+    """``(flop, bytes0, act_bytes)`` of one operator on the device from the replica's, one design
+    (compiled): ``bytes0 = store * (bytes0 - act) + act_factor * act``, written so that unit factors
+    return the operands bit for bit."""
+    return flop * f_flop, nbytes * f_store + act * (f_act - f_store), act * f_act
+
+
+def device_ops(m: dict, k: dict, wb: Array, s: dict[str, Array], dec_tokens: Array, draft: bool,
+               ) -> tuple[dict[str, Op], dict[str, Op]]:
+    """The prefill and decode operators (:func:`dse.model.workload.phase_ops`; with ``draft``, the
+    decode's ``draft_op``) as the bottleneck device runs them, from the knobs' :func:`shard_dims` ``s``:
+    :func:`shard_ops` of both phases, bit for bit, with each operator built and scaled in one compiled
+    pass for both phases (its factors formed once, the replica's operator never stored). ``dec_tokens``:
+    the replica's tokens in a decode step."""
+    b, a_bits, kv_bits = k["batch"], k["a_bits"], k["kv_bits"]
+    pre_lin, dec_lin = linear_operands(m, b * k["in_len"], b), linear_operands(m, dec_tokens, dec_tokens)
+    args = _factor_args(m, k, s)
+    pre: dict[str, Op] = {}
+    dec: dict[str, Op] = {}
+
+    def linear(name: str) -> None:
+        layers, pre_tokens, pre_params, flop_params, act_elems, kernels = pre_lin[name]
+        dec_params = dec_lin[name][2]
+        pf, pb, pa, launches, df, db, da = fused(
+            _device_linear_rows, 7, OP_CODES[name], *args, layers, pre_tokens, dec_lin[name][1], pre_params,
+            dec_params, flop_params, act_elems, layers * kernels, a_bits, wb)
+        pre[name], dec[name] = Op(pf, None, pb, None, pa, launches), Op(df, None, db, None, da, launches)
+
+    for name in LINEAR_OPS:
+        linear(name)
+    pairs, act_per, kv_per, dec_pairs, kv_seq = attention_operands(m)
+    pf, pb, pa, launches, df1, db0, db1, da = fused(
+        _device_attn_rows, 8, *args, pairs, act_per, kv_per, dec_pairs, kv_seq, b, k["in_len"], dec_tokens, a_bits,
+        kv_bits, 2.0 * m["n_layers"])
+    pre["attn"], dec["attn"] = Op(pf, None, pb, None, pa, launches), Op(0.0, df1, db0, db1, da, launches)
+    linear("lm_head")
+    if draft:
+        dec["draft"] = shard_op(draft_op(m, k, wb), OP_CODES["draft"], args)
+    return pre, dec
+
+
+@jit.kernel
+def _device_linear_rows(code, tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers,  # noqa: ANN001
+                        n_experts, gated, d_ff, n_active, vocab, op_layers, pre_tokens, dec_tokens, pre_params,
+                        dec_params, flop_params, act_elems, launches, a_bits, wb, *outs):
+    """A weight GEMM of both phases on the device (:func:`device_ops`): ``(flop0, bytes0, act_bytes)`` of
+    prefill, its ``kernels``, then decode's ``(flop0, bytes0, act_bytes)``; one loop per operator code."""
+    xs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab,
+          op_layers, pre_tokens, dec_tokens, pre_params, dec_params, flop_params, act_elems, launches, a_bits, wb)
+    if code == 0.0:
+        _device_linear_loop(0, xs, outs)
+    elif code == 1.0:
+        _device_linear_loop(1, xs, outs)
+    elif code == 3.0:
+        _device_linear_loop(3, xs, outs)
+    else:
+        _device_linear_loop(4, xs, outs)
+
+
+@jit.inlined
+def _device_linear_loop(code, xs, outs):  # noqa: ANN001
+    tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab = xs[:17]
+    op_layers, pre_tokens, dec_tokens, pre_params, dec_params, flop_params, act_elems, launches, a_bits, wb = xs[17:]
+    pre_flop, pre_bytes, pre_act, kernels_out, dec_flop, dec_bytes, dec_act = outs
+    for i in range(pre_flop.shape[0]):
+        f_flop, f_store, _, f_act, f_kernels = factors_at(
+            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
+            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
+            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+        nl, fp, ae, ab, w = (jit.at(op_layers, i), jit.at(flop_params, i), jit.at(act_elems, i), jit.at(a_bits, i),
+                             jit.at(wb, i))
+        flop, nbytes, act = linear_at(nl, jit.at(pre_tokens, i), jit.at(pre_params, i), fp, ae, ab, w)
+        pre_flop[i], pre_bytes[i], pre_act[i] = scale_at(flop, nbytes, act, f_flop, f_store, f_act)
+        kernels_out[i] = jit.at(launches, i) * f_kernels
+        flop, nbytes, act = linear_at(nl, jit.at(dec_tokens, i), jit.at(dec_params, i), fp, ae, ab, w)
+        dec_flop[i], dec_bytes[i], dec_act[i] = scale_at(flop, nbytes, act, f_flop, f_store, f_act)
+
+
+@jit.kernel
+def _device_attn_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
+                      gated, d_ff, n_active, vocab, pairs, act_per, kv_per, dec_pairs, kv_seq, batch, in_len,
+                      dec_tokens, a_bits, kv_bits, launches, pre_flop, pre_bytes, pre_act, kernels_out, dec_flop1,
+                      dec_bytes0, dec_bytes1, dec_act):
+    """Attention of both phases on the device (:func:`device_ops`): prefill's ``(flop0, bytes0,
+    act_bytes)``, its ``kernels``, then decode's ``(flop1, bytes0, bytes1, act_bytes)``."""
+    for i in range(pre_flop.shape[0]):
+        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(
+            OP_CODES_ATTN, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i),
+            jit.at(tok, i), jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i),
+            jit.at(n_layers, i), jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i),
+            jit.at(vocab, i))
+        ap, kp, b = jit.at(act_per, i), jit.at(kv_per, i), jit.at(batch, i)
+        ab, kb = jit.at(a_bits, i), jit.at(kv_bits, i)
+        flop, nbytes, act = prefill_attn_at(jit.at(pairs, i), ap, kp, b, jit.at(in_len, i), ab, kb)
+        pre_flop[i], pre_bytes[i], pre_act[i] = scale_at(flop, nbytes, act, f_flop, f_store, f_act)
+        kernels_out[i] = jit.at(launches, i) * f_kernels
+        flop1, nbytes, kv_read, act = decode_attn_at(jit.at(dec_pairs, i), ap, kp, jit.at(kv_seq, i), b,
+                                                     jit.at(dec_tokens, i), ab, kb)
+        dec_flop1[i], dec_bytes0[i], dec_act[i] = scale_at(flop1, nbytes, act, f_flop, f_store, f_act)
+        dec_bytes1[i] = kv_read * f_kv
 
 
 def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:

@@ -138,22 +138,58 @@ def experts_touched(m: dict, tokens: Array) -> Array:
     return e * (1.0 - (1.0 - m["n_experts_active"] / e) ** tokens)
 
 
-def _linear(layers: Array, tokens: Array, a_bits: Array, params: Array, flop_params: Array,
-            wbytes: Array, act_elems: Array, kernels: Array) -> Op:
-    """A weight GEMM/GEMV in ``layers`` layers: ``2 * tokens * flop_params`` FLOPs each;
-    weights read once per pass, ``act_elems`` activations of ``a_bits`` per token in and out."""
-    flop, nbytes, act = fused(_linear_rows, 3, layers, tokens, a_bits, params, flop_params, wbytes, act_elems)
+def _linear(layers: Array, tokens: Array, params: Array, flop_params: Array, act_elems: Array, kernels: Array,
+            a_bits: Array, wbytes: Array) -> Op:
+    """A weight GEMM/GEMV in ``layers`` layers (:func:`linear_at`)."""
+    flop, nbytes, act = fused(_linear_rows, 3, layers, tokens, params, flop_params, act_elems, a_bits, wbytes)
     return Op(flop, None, nbytes, None, act, layers * kernels)
 
 
 @jit.kernel
-def _linear_rows(layers, tokens, a_bits, params, flop_params, wbytes, act_elems, flop, nbytes, act):  # noqa: ANN001
+def linear_at(layers: float, tokens: float, params: float, flop_params: float, act_elems: float, a_bits: float,
+              wbytes: float) -> tuple[float, float, float]:
+    """``(flop, bytes, act_bytes)`` of a weight GEMM/GEMV in ``layers`` layers, one design (compiled):
+    ``2 * tokens * flop_params`` FLOPs each; weights read once per pass, ``act_elems`` activations of
+    ``a_bits`` per token in and out."""
+    a = (layers * act_elems) * (tokens * (a_bits / 8.0))
+    return (2.0 * layers * flop_params) * tokens, (layers * params) * wbytes + a, a
+
+
+@jit.kernel
+def _linear_rows(layers, tokens, params, flop_params, act_elems, a_bits, wbytes, flop, nbytes, act):  # noqa: ANN001
     for i in range(flop.shape[0]):
-        nl, t = jit.at(layers, i), jit.at(tokens, i)
-        flop[i] = (2.0 * nl * jit.at(flop_params, i)) * t
-        a = (nl * jit.at(act_elems, i)) * (t * (jit.at(a_bits, i) / 8.0))
-        nbytes[i] = (nl * jit.at(params, i)) * jit.at(wbytes, i) + a
-        act[i] = a
+        flop[i], nbytes[i], act[i] = linear_at(jit.at(layers, i), jit.at(tokens, i), jit.at(params, i),
+                                               jit.at(flop_params, i), jit.at(act_elems, i), jit.at(a_bits, i),
+                                               jit.at(wbytes, i))
+
+
+LINEAR_OPS: tuple[str, ...] = ("qkv", "o", "ffn")  # per layer; then attention, then the LM head
+
+
+def linear_operands(m: dict, tokens: Array, head_tokens: Array) -> dict[str, tuple[Array, ...]]:
+    """``(layers, tokens, params, flop_params, act_elems, kernels)`` of each weight GEMM of a pass of
+    ``tokens`` tokens, ``head_tokens`` of them into the LM head (:func:`linear_at`; ``kernels`` per layer)."""
+    nl = m["n_layers"]
+    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    p = layer_params(m)
+    v = m["vocab_size"]
+    return {
+        "qkv": (nl, tokens, p["qkv"], p["qkv"], d + (h + 2.0 * kv) * hd, 3.0),
+        "o": (nl, tokens, p["o"], p["o"], h * hd + 2.0 * d, 2.0),
+        "ffn": (nl, tokens, p["ffn_expert"] * experts_touched(m, tokens) + p["router"],
+                p["ffn_expert"] * m["n_experts_active"] + p["router"],
+                2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"],
+                4.0 + np.where(m["n_experts"] > 1, 2.0, 0.0)),
+        "lm_head": (1.0, head_tokens, v * d, v * d, d + v, 2.0),
+    }
+
+
+def attention_operands(m: dict) -> tuple[Array, ...]:
+    """Per-token constants of attention over all layers, scalar factors grouped first (one-model
+    batches: numbers): prefill ``pairs``, ``act_per`` and ``kv_per`` (:func:`prefill_attn_at`), then
+    decode ``pairs`` and ``kv_seq`` (:func:`decode_attn_at`, with ``act_per`` and ``kv_per``)."""
+    nl, h, kv, hd = m["n_layers"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    return 2.0 * nl * h * hd, nl * hd * (2.0 * h + 2.0 * kv), nl * hd * 2.0 * kv, 4.0 * nl * h * hd, 2.0 * nl * kv * hd
 
 
 def decode_queries(k: dict) -> Array:
@@ -168,7 +204,7 @@ def tokens_per_verify(k: dict) -> Array:
     return (1.0 - a ** (g + 1.0)) / (1.0 - a)
 
 
-def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool, queries: Array = 1.0) -> dict[str, Op]:
+def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool) -> dict[str, Op]:
     """Operators of one prefill pass (``tokens = batch * in_len``) or one decode step
     (``tokens = batch * queries``, ``queries`` positions per sequence: 1, or ``spec_len + 1``
     when verifying draft tokens).
@@ -178,55 +214,54 @@ def phase_ops(m: dict, k: dict, wb: Array, tokens: Array, prefill: bool, queries
     :func:`weight_bytes_per_param` of ``k``.
     """
     a_bits = k["a_bits"]
-    nl = m["n_layers"]
-    d, h, kv, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
-    p = layer_params(m)
-    ops: dict[str, Op] = {}
-    ops["qkv"] = _linear(nl, tokens, a_bits, p["qkv"], p["qkv"], wb, d + (h + 2.0 * kv) * hd, 3.0)
-    ops["o"] = _linear(nl, tokens, a_bits, p["o"], p["o"], wb, h * hd + 2.0 * d, 2.0)
-    ffn_params = p["ffn_expert"] * experts_touched(m, tokens) + p["router"]
-    ffn_flop_params = p["ffn_expert"] * m["n_experts_active"] + p["router"]
-    ffn_act = 2.0 * d + (1.0 + m["ffn_gated"]) * m["d_ff"] * m["n_experts_active"]
-    ffn_kernels = 4.0 + np.where(m["n_experts"] > 1, 2.0, 0.0)
-    ops["ffn"] = _linear(nl, tokens, a_bits, ffn_params, ffn_flop_params, wb, ffn_act, ffn_kernels)
-
     b = k["batch"]
-    # per-token constants, scalar factors grouped first (one-model batches: numbers)
-    pairs, act_per, kv_per = 2.0 * nl * h * hd, nl * hd * (2.0 * h + 2.0 * kv), nl * hd * 2.0 * kv
+    lin = linear_operands(m, tokens, b if prefill else tokens)
+    ops = {name: _linear(*lin[name], a_bits, wb) for name in LINEAR_OPS}
+    pairs, act_per, kv_per, dec_pairs, kv_seq = attention_operands(m)
     if prefill:  # causal: QK^T and PV over L(L+1)/2 pairs
         flop, nbytes, act = fused(_prefill_attn_rows, 3, pairs, act_per, kv_per, b, k["in_len"], a_bits, k["kv_bits"])
-        ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * nl)
+        ops["attn"] = Op(flop, None, nbytes, None, act, 2.0 * m["n_layers"])
     else:  # every query position attends the cache; the cache is read once per step
-        flop1, bytes0, bytes1, act = fused(_decode_attn_rows, 4, 4.0 * nl * h * hd, act_per, kv_per,
-                                           2.0 * nl * kv * hd, b, tokens, a_bits, k["kv_bits"])
-        ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * nl)
-
-    v = m["vocab_size"]
-    ops["lm_head"] = _linear(1.0, b if prefill else tokens, a_bits, v * d, v * d, wb, d + v, 2.0)
+        flop1, bytes0, bytes1, act = fused(_decode_attn_rows, 4, dec_pairs, act_per, kv_per, kv_seq, b, tokens, a_bits,
+                                           k["kv_bits"])
+        ops["attn"] = Op(0.0, flop1, bytes0, bytes1, act, 2.0 * m["n_layers"])
+    ops["lm_head"] = _linear(*lin["lm_head"], a_bits, wb)
     return ops
+
+
+@jit.kernel
+def prefill_attn_at(pairs: float, act_per: float, kv_per: float, batch: float, in_len: float, a_bits: float,
+                    kv_bits: float) -> tuple[float, float, float]:
+    """``(flop, bytes, act_bytes)`` of causal prefill attention, one design (compiled)."""
+    bl = batch * in_len
+    a = (act_per * bl) * (a_bits / 8.0)
+    return (pairs * bl) * (in_len + 1.0), (kv_per * bl) * (kv_bits / 8.0) + a, a
 
 
 @jit.kernel
 def _prefill_attn_rows(pairs, act_per, kv_per, batch, in_len, a_bits, kv_bits, flop, nbytes, act):  # noqa: ANN001
     for i in range(flop.shape[0]):
-        length = jit.at(in_len, i)
-        bl = jit.at(batch, i) * length
-        flop[i] = (jit.at(pairs, i) * bl) * (length + 1.0)
-        a = (jit.at(act_per, i) * bl) * (jit.at(a_bits, i) / 8.0)
-        nbytes[i] = (jit.at(kv_per, i) * bl) * (jit.at(kv_bits, i) / 8.0) + a
-        act[i] = a
+        flop[i], nbytes[i], act[i] = prefill_attn_at(jit.at(pairs, i), jit.at(act_per, i), jit.at(kv_per, i),
+                                                     jit.at(batch, i), jit.at(in_len, i), jit.at(a_bits, i),
+                                                     jit.at(kv_bits, i))
+
+
+@jit.kernel
+def decode_attn_at(pairs: float, act_per: float, kv_per: float, kv_seq: float, batch: float, tokens: float,
+                   a_bits: float, kv_bits: float) -> tuple[float, float, float, float]:
+    """``(flop1, bytes0, bytes1, act_bytes)`` of decode attention, one design (compiled)."""
+    kv_b = kv_bits / 8.0
+    a = (act_per * tokens) * (a_bits / 8.0)
+    return pairs * tokens, (kv_per * tokens) * kv_b + a, (kv_seq * batch) * kv_b, a
 
 
 @jit.kernel
 def _decode_attn_rows(pairs, act_per, kv_per, kv_seq, batch, tokens, a_bits, kv_bits,  # noqa: ANN001
                       flop1, bytes0, bytes1, act):
     for i in range(flop1.shape[0]):
-        t, kv_b = jit.at(tokens, i), jit.at(kv_bits, i) / 8.0
-        flop1[i] = jit.at(pairs, i) * t
-        bytes1[i] = (jit.at(kv_seq, i) * jit.at(batch, i)) * kv_b
-        a = (jit.at(act_per, i) * t) * (jit.at(a_bits, i) / 8.0)
-        bytes0[i] = (jit.at(kv_per, i) * t) * kv_b + a
-        act[i] = a
+        flop1[i], bytes0[i], bytes1[i], act[i] = decode_attn_at(
+            jit.at(pairs, i), jit.at(act_per, i), jit.at(kv_per, i), jit.at(kv_seq, i), jit.at(batch, i),
+            jit.at(tokens, i), jit.at(a_bits, i), jit.at(kv_bits, i))
 
 
 def draft_op(m: dict, k: dict, wb: Array) -> Op:
