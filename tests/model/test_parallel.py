@@ -257,6 +257,28 @@ def test_mapping_matches_scalar_reference():
                 np.testing.assert_allclose(mem[i], ref.memory_one(mi, ki, float(wb[i])), rtol=1e-12)
 
 
+@pytest.mark.parametrize("one_model", [False, True])
+def test_device_ops_are_the_sharded_phase_ops_bit_for_bit(one_model):
+    """The fused build-and-shard pass of both phases equals phase_ops + draft_op, then shard_ops."""
+    rng = np.random.default_rng(13)
+    n = 300
+    m = load_model("mixtral-8x7b").fields if one_model else _cards(rng, n)
+    k = {**KNOB_DEFAULTS, **_random_knobs(rng, n)}
+    wb = weight_bytes_per_param(k)
+    s = shd.shard_dims(m, k)
+    dec_tokens = k["batch"] * (k["spec_len"] + 1.0)
+    pre, dec = shd.device_ops(m, k, wb, s, dec_tokens, True)
+    want_pre = shd.shard_ops(phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True), m, k, s)
+    want_dec = shd.shard_ops({**phase_ops(m, k, wb, dec_tokens, prefill=False), "draft": draft_op(m, k, wb)}, m, k, s,
+                             other_phase=want_pre)
+    for got, want in ((pre, want_pre), (dec, want_dec)):
+        assert list(got) == list(want)  # the order the phase's sums take
+        for name in want:
+            for field in Op._fields:
+                a, b = getattr(got[name], field), getattr(want[name], field)
+                assert (a is None and b is None) or np.array_equal(a, b), (name, field)
+
+
 # ---- properties ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", MODELS)
