@@ -385,23 +385,37 @@ def phase_time_and_device_j(compute_s: Array, head_s: Array, dyn_j: Array, comm:
     ``exposed`` false), run through the pipeline (:func:`pipeline_at`) with the passes' sends;
     the device's energy is ``dyn_j * mb * stage / compute`` (``dyn_j * mb`` where there is no compute).
     """
+    return tuple(fused(_phase_rows, 2, compute_s, head_s, dyn_j, comm["comm_s"], comm["p2p_s"], comm["p2p_path_s"],
+                       steps, knob(k, "comm_overlap_frac"), knob(k, "pp"), knob(k, "micro_batches"), float(prefill),
+                       float(exposed(comm, steps))))
+
+
+def exposed(comm: dict[str, Array], steps: Array) -> bool:
+    """False where no design of the batch communicates in the phase's collectives (:func:`phase_at`)."""
     comm_s = comm["comm_s"]
-    exposed = not (ndim(comm_s) == 0 and ndim(steps) == 0 and scale(steps, comm_s) == 0.0)
-    return tuple(fused(_phase_rows, 2, compute_s, head_s, dyn_j, comm_s, comm["p2p_s"], comm["p2p_path_s"], steps,
-                       knob(k, "comm_overlap_frac"), knob(k, "pp"), knob(k, "micro_batches"), float(prefill),
-                       float(exposed)))
+    return not (ndim(comm_s) == 0 and ndim(steps) == 0 and scale(steps, comm_s) == 0.0)
+
+
+@jit.kernel
+def phase_at(compute_s: float, head_s: float, dyn_j: float, comm_s: float, p2p_s: float, p2p_path_s: float,
+             steps: float, overlap_frac: float, pp: float, mb: float, prefill: float,
+             exposed: float) -> tuple[float, float]:
+    """(:func:`phase_time_s`, :func:`device_dynamic_j`) of one design (compiled; arguments as
+    :func:`phase_time_and_device_j`, ``comm_s``, ``p2p_s`` and ``p2p_path_s`` per pass)."""
+    if exposed:
+        stage = overlap_at(compute_s, steps * comm_s, overlap_frac)
+        device_j = dyn_j * mb * (stage / compute_s if compute_s > 0.0 else 1.0)
+    else:  # nothing exposed
+        stage = compute_s
+        device_j = dyn_j * mb
+    return pipeline_at(stage, head_s, steps * p2p_s, steps * p2p_path_s, pp, mb, prefill), device_j
 
 
 @jit.kernel
 def _phase_rows(compute_s, head_s, dyn_j, comm_s, p2p_s, p2p_path_s, steps, overlap_frac, pp, mb,  # noqa: ANN001
-                prefill, exposed, time_s, device_j):
+                prefill, is_exposed, time_s, device_j):
     for i in range(time_s.shape[0]):
-        compute, n_steps, n_mb = jit.at(compute_s, i), jit.at(steps, i), jit.at(mb, i)
-        if exposed:
-            stage = overlap_at(compute, n_steps * jit.at(comm_s, i), jit.at(overlap_frac, i))
-            device_j[i] = jit.at(dyn_j, i) * n_mb * (stage / compute if compute > 0.0 else 1.0)
-        else:  # nothing exposed
-            stage = compute
-            device_j[i] = jit.at(dyn_j, i) * n_mb
-        time_s[i] = pipeline_at(stage, jit.at(head_s, i), n_steps * jit.at(p2p_s, i), n_steps * jit.at(p2p_path_s, i),
-                                jit.at(pp, i), n_mb, prefill)
+        time_s[i], device_j[i] = phase_at(
+            jit.at(compute_s, i), jit.at(head_s, i), jit.at(dyn_j, i), jit.at(comm_s, i), jit.at(p2p_s, i),
+            jit.at(p2p_path_s, i), jit.at(steps, i), jit.at(overlap_frac, i), jit.at(pp, i), jit.at(mb, i), prefill,
+            is_exposed)

@@ -156,18 +156,25 @@ def capped_phase(hw: dict, raw_s: Array, dynamic_j: Array, s_per_j: Array, devic
 
 
 @jit.kernel
+def capped_phase_at(raw_s: float, dynamic_j: float, s_per_j: float, static_w: float, tdp_w: float, devices: float,
+                    link_j: float, linked: float) -> tuple[float, float, float]:
+    """:func:`capped_phase` of one design (compiled)."""
+    t = power_capped_s(raw_s, dynamic_j, s_per_j)
+    w = device_power_w(dynamic_j, t, static_w, tdp_w)
+    e = static_w * t + dynamic_j
+    if linked:
+        w = w * devices + link_j / t
+        e = e * devices + link_j
+    return t, e, w
+
+
+@jit.kernel
 def _capped_phase_rows(raw_s, dynamic_j, s_per_j, static_w, tdp_w, devices, link_j, linked,  # noqa: ANN001
                        time_s, energy_j, watts):
     for i in range(time_s.shape[0]):
-        dyn, static = jit.at(dynamic_j, i), jit.at(static_w, i)
-        t = power_capped_s(jit.at(raw_s, i), dyn, jit.at(s_per_j, i))
-        w = device_power_w(dyn, t, static, jit.at(tdp_w, i))
-        e = static * t + dyn
-        if linked:
-            n, link = jit.at(devices, i), jit.at(link_j, i)
-            w = w * n + link / t
-            e = e * n + link
-        time_s[i], energy_j[i], watts[i] = t, e, w
+        time_s[i], energy_j[i], watts[i] = capped_phase_at(
+            jit.at(raw_s, i), jit.at(dynamic_j, i), jit.at(s_per_j, i), jit.at(static_w, i), jit.at(tdp_w, i),
+            jit.at(devices, i), jit.at(link_j, i), linked)
 
 
 @jit.kernel

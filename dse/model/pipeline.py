@@ -125,12 +125,32 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
         time_s, energy_j, watts = perf.capped_phase(hw, raw_s, dyn_j, capped_s_per_j)
         return time_s, energy_j, None if prefill else watts
     steps = 1.0 if prefill else costs["qkv"]["steps"]
-    head_s = perf.op_total(costs["lm_head"], "time_s")
-    # every micro-batch of the phase, and compute power held while waiting in the collectives
-    raw_s, device_j = parallel.phase_time_and_device_j(raw_s, head_s, dyn_j, comm, k, prefill, steps)
-    time_s, energy_j, watts = perf.capped_phase(hw, raw_s, device_j, capped_s_per_j, devices,
-                                                scale(steps, comm["energy_j"]))
+    head = costs["lm_head"]
+    # every micro-batch of the phase, and compute power held while waiting in the collectives; one compiled pass
+    time_s, energy_j, watts = fused(
+        _system_rows, 3, raw_s, head["time_s"], float(head["per_step"]), dyn_j, comm["comm_s"], comm["p2p_s"],
+        comm["p2p_path_s"], steps, parallel.knob(k, "comm_overlap_frac"), parallel.knob(k, "pp"),
+        parallel.knob(k, "micro_batches"), float(prefill), float(parallel.exposed(comm, steps)), capped_s_per_j,
+        hw["static_power_w"], hw["tdp_w"], devices, comm["energy_j"])
     return time_s, energy_j, None if prefill else watts
+
+
+@jit.kernel
+def _system_rows(raw_s, head_s, head_per_step, dyn_j, comm_s, p2p_s, p2p_path_s, steps, overlap_frac, pp,  # noqa: ANN001
+                 mb, prefill, exposed, s_per_j, static_w, tdp_w, devices, link_j_per_pass, time_s, energy_j, watts):
+    """:func:`phase_system` of a replica per design: the pipeline and the collectives
+    (:func:`dse.model.parallel.phase_at`, the LM head's time a phase total as
+    :func:`dse.model.perf.op_total` makes it), then the power cap with every device and the links'
+    energy of the ``steps`` passes (:func:`dse.model.perf.capped_phase_at`)."""
+    for i in range(time_s.shape[0]):
+        n = jit.at(steps, i)
+        head = n * jit.at(head_s, i) if head_per_step else jit.at(head_s, i)
+        t, device_j = parallel.phase_at(jit.at(raw_s, i), head, jit.at(dyn_j, i), jit.at(comm_s, i), jit.at(p2p_s, i),
+                                        jit.at(p2p_path_s, i), n, jit.at(overlap_frac, i), jit.at(pp, i),
+                                        jit.at(mb, i), prefill, exposed)
+        time_s[i], energy_j[i], watts[i] = perf.capped_phase_at(
+            t, device_j, jit.at(s_per_j, i), jit.at(static_w, i), jit.at(tdp_w, i), jit.at(devices, i),
+            n * jit.at(link_j_per_pass, i), 1.0)
 
 
 def phase_comms(m: dict, k: dict, hw: dict, dims: dict[str, Array], queries: Array) -> dict[str, dict[str, Array]]:
