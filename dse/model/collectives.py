@@ -131,73 +131,6 @@ def _lg(n: Array) -> Array:
     return np.ceil(np.log2(np.maximum(n, 1.0)))
 
 
-# ---- flat collectives: (time_s, bytes sent per device) within one level ------------------
-# Each row runs one algorithm, ``time = steps * alpha + wire / B``: its (latency steps, wire
-# bytes) are selected per row first and timed once. Ring, tree and direct send the same wire
-# bytes (Bruck's all-to-all and the ring topology's all-to-all aside); the direct all-reduce
-# takes the faster of its two-shot and one-shot kernels (ties keep the one-shot).
-
-def _batch_rows(rows: Array) -> bool | np.ndarray:
-    """A row mask as one bool when it holds the same value for the whole batch."""
-    if ndim(rows) == 0:
-        return bool(rows)
-    return True if rows.all() else rows if rows.any() else False
-
-
-def _native_rows(rows: Array, native: bool | np.ndarray) -> bool | np.ndarray:
-    """The rows of an algorithm (``rows``) where it is native (:func:`_batch_rows`)."""
-    if native is False:
-        return False
-    return _batch_rows(rows if native is True else rows & native)
-
-
-def _pick(rows: bool | np.ndarray, a: Array, b: Array) -> Array:
-    """``a`` where ``rows``, else ``b``; one select only when the rows differ."""
-    return a if rows is True else b if rows is False else np.where(rows, a, b)
-
-
-class Group(NamedTuple):
-    """``n`` devices on one level ``ln`` running ``algo``: what every collective over them shares.
-
-    ``native``, ``tree``, ``direct``: the rows where the topology is not a ring and where the
-    tree or the direct algorithm runs (:func:`_batch_rows`); ``steps``: the all-gather's latency
-    steps (an all-reduce takes twice as many), ``lat_s`` their latency; ``frac``: ``(n - 1) / n``;
-    ``lg``: ``ceil(log2 n)`` (None without tree rows); ``one_shot_lat_s``: the one-shot
-    all-reduce's latency (one step where ``n > 1``) on direct rows, NaN on the others (None without
-    direct rows).
-    """
-
-    n: Array
-    ln: Link
-    native: bool | np.ndarray
-    tree: bool | np.ndarray
-    direct: bool | np.ndarray
-    n1: Array
-    steps: Array
-    lat_s: Array
-    frac: Array
-    lg: Array | None
-    one_shot_lat_s: Array | None
-
-
-def group(n: Array, ln: Link, algo: Array = ALGO_RING) -> Group:
-    """The :class:`Group` of ``n`` devices on ``ln`` running ``algo``. Tree and direct algorithms
-    are not native on a ring topology and fall back to the ring algorithm."""
-    native = _batch_rows(ln.topology != RING)
-    tree = _native_rows(algo == ALGO_TREE, native)
-    direct = _native_rows(algo >= ALGO_DIRECT, native)  # auto: direct
-    n1 = n - 1.0
-    steps, lg = n1, None  # the ring's
-    if tree is not False:  # recursive halving / doubling
-        lg = _lg(n)
-        steps = _pick(tree, lg, steps)
-    if direct is not False:  # one step; a one-device group takes none (ring and tree steps vanish there by themselves)
-        steps = _pick(direct, n > 1.0, steps)
-    lat_s = steps * ln.lat_s
-    one_shot_lat_s = None if direct is False else _pick(direct, lat_s, math.nan)  # one step, as the two-shot's
-    return Group(n, ln, native, tree, direct, n1, steps, lat_s, n1 / n, lg, one_shot_lat_s)
-
-
 def _finite(x: Array) -> bool:
     """True when ``x`` (a scalar or an array) is finite everywhere."""
     return math.isfinite(x) if ndim(x) == 0 else bool(np.isfinite(x).all())
@@ -256,76 +189,59 @@ def collectives(calls: tuple[tuple[str, Array], ...], n: Array, sys: dict, algo:
 
 
 class Setup(NamedTuple):
-    """What every collective over one group of ``n`` devices shares: the group ``whole`` on the
-    node's interconnect, the call ``overhead_s``, and where the group spans nodes (``hier``: the
-    rows, None when no row does) its ``local`` group of ``a`` members per node and the ``net``
-    group of its nodes."""
+    """What every collective over one group of ``n`` devices running ``algo`` shares, as
+    :func:`call_at` reads it (after the kind and the bytes): the node's link (``topology``, ``bw``,
+    its reciprocal ``rbw`` where ``recip``: :func:`link_args`, step latency ``lat_s``); ``lg``:
+    ``ceil(log2 n)`` (0 where no row runs the tree algorithm); ``zero``: the link's latency is not
+    finite everywhere, so a level of one device takes no time (zero steps times an infinite
+    latency); the call ``overhead_s`` (0 where no row has one); ``hier``: some group spans nodes
+    (``nodes > 1``), with ``a`` members per node, ``lg_a``, ``lg_nodes`` and the network's link
+    (without it, ``nodes`` is 1 and the network 0)."""
 
     n: Array
-    whole: Group
+    algo: Array
+    topology: Array
+    bw: Array
+    rbw: float
+    recip: bool
+    lat_s: Array
+    lg: Array
+    zero: bool
     overhead_s: Array
+    hier: bool
     a: Array
-    hier: Array | None
-    local: Group | None
-    net: Group | None
+    nodes: Array
+    lg_a: Array
+    lg_nodes: Array
+    net_bw: Array
+    net_rbw: float
+    net_recip: bool
+    net_lat_s: Array
 
 
 def setup(n: Array, sys: dict, algo: Array = ALGO_RING, n_per_node: Array | None = None,
           n_sharing: Array | None = None) -> Setup:
-    """The :class:`Setup` of a group of ``n`` devices (arguments as :func:`collective`): links,
-    algorithm masks, step counts and overhead, for any number of collectives over the group."""
+    """The :class:`Setup` of a group of ``n`` devices (arguments as :func:`collective`), for any
+    number of collectives over the group: the links, and the batch's shortcuts (no tree row: no
+    ``lg``; every group in a node: no hierarchy)."""
     one_node = n_per_node is None and all_rows(n <= field(sys, "n_devices_per_node"))
     # every group of the batch fits in a node: flat, no hierarchy to set up (intra_link needs
     # no max(n, 1): it clips its mesh share and its fabric share by itself)
     a = n if one_node else _members_per_node(sys, n, n_per_node)
     intra = intra_link(sys, a, n_sharing)
-    whole = group(n, intra, algo)
+    tree = algo == ALGO_TREE
+    tree_in_node = any_rows(tree) and any_rows(tree & (intra.topology != RING))  # a ring runs no tree
+    lg = _lg(n) if tree_in_node else 0.0
     overhead_s = field(sys, "collective_overhead_s")
-    overhead = overhead_s * (n > 1.0) if any_rows(overhead_s != 0.0) else 0.0
+    if not any_rows(overhead_s != 0.0):
+        overhead_s = 0.0
     nodes = None if one_node else np.ceil(n / a)
+    node = (n, algo, intra.topology, *link_args(intra), intra.lat_s, lg, not _finite(intra.lat_s), overhead_s)
     if nodes is None or not any_rows(nodes > 1.0):
-        return Setup(n, whole, overhead, a, None, None, None)
-    return Setup(n, whole, overhead, a, nodes > 1.0, group(a, intra, algo), group(nodes, inter_link(sys), algo))
-
-
-def collectives_in(calls: tuple[tuple[str, Array], ...], s: Setup) -> list[Comm]:
-    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over the group set up in ``s``
-    (one compiled pass each, :func:`call_at`)."""
-    return [Comm(*fused(_call_rows, 3, KIND_CODES[kind], nbytes, *call_args(kind, s))) for kind, nbytes in calls]
-
-
-# ---- one collective of one design, compiled: what a call adds to its group's set-up --------
-# Each level (the whole group on the node's link; where the group spans nodes, a node's members
-# and the nodes on the network) runs ``time = xfer(c * s) + lat`` with its coefficients from the
-# set-up (:func:`call_args`): ring, tree and direct send the same wire bytes (Bruck's all-to-all
-# and the ring topology's all-to-all aside), the direct all-reduce also times its one-shot kernel.
-
-ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL = 0, 1, 2, 3  # kinds inside kernels
-KIND_CODES: dict[str, int] = {name: i for i, name in enumerate(COLLECTIVES)}
-N_CALL_ARGS = 25  # the length of call_args' tuple
-
-
-def _level_args(kind: str, g: Group) -> tuple[Array, Array, Array, Array, Array]:
-    """``(c, lat, n1, one_shot_lat, zero)`` of one collective ``kind`` over the group ``g``
-    (:func:`level_at`): its wire bytes per buffer byte and latency; the one-shot all-reduce's
-    ``n - 1`` and latency (NaN where it does not run); 1 where the level takes no time at all
-    (``n <= 1`` under an infinite latency)."""
-    n1, one_shot = 0.0, math.nan
-    if kind == "all_reduce":
-        c, lat = 2.0 * g.frac, 2.0 * g.lat_s
-        if g.direct is not False:
-            n1, one_shot = g.n1, g.one_shot_lat_s
-    else:
-        c, lat = g.frac, g.lat_s
-        if kind == "all_to_all":
-            if g.native is not True:  # the ring's bisection-bound form on a ring
-                on_ring = True if g.native is False else ~g.native
-                lat = _pick(on_ring, np.floor(g.n / 2.0) * g.ln.lat_s, lat)
-                c = _pick(on_ring, np.floor(g.n * g.n / 4.0) / g.n, c)
-            if g.tree is not False:  # Bruck: lg n / 2 of the buffer ((lg s) / 2 exactly, halving is exact)
-                c = _pick(g.tree, g.lg * 0.5, c)
-    zero = 0.0 if _finite(g.ln.lat_s) else g.n <= 1.0  # zero steps times an infinite latency
-    return c, lat, n1, one_shot, zero
+        return Setup(*node, False, n, 1.0, 0.0, 0.0, 0.0, 0.0, False, 0.0)
+    net = inter_link(sys)
+    return Setup(*node, True, a, nodes, _lg(a) if tree_in_node else 0.0, _lg(nodes) if any_rows(tree) else 0.0,
+                 *link_args(net), net.lat_s)
 
 
 def link_args(ln: Link) -> tuple[Array, float, bool]:
@@ -335,19 +251,21 @@ def link_args(ln: Link) -> tuple[Array, float, bool]:
     return ln.bw, (1.0 / ln.bw) if recip else 0.0, recip
 
 
-def call_args(kind: str, s: Setup) -> tuple:
-    """The arguments of :func:`call_at` but the kind and the bytes: one collective ``kind`` over the
-    group set up in ``s`` (:data:`N_CALL_ARGS` numbers or arrays)."""
-    whole = _level_args(kind, s.whole)
-    if s.hier is None:  # no design spans nodes
-        hier, nodes, net_link, local, net = 0.0, 1.0, (0.0, 0.0, False), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0, 0.0)
-        net_lat = 0.0
-    else:
-        hier, nodes, net_link, net_lat = s.hier, s.net.n, link_args(s.net.ln), s.net.ln.lat_s
-        c, lat, _, _, zero = _level_args("reduce_scatter" if kind == "all_reduce" else kind, s.local)
-        local = (c, lat, zero)
-        net = (0.0, 0.0, 0.0, 0.0, 0.0) if kind == "all_to_all" else _level_args(kind, s.net)
-    return (s.n, s.a, hier, s.overhead_s, *link_args(s.whole.ln), *net_link, net_lat, nodes, *whole, *local, *net)
+def collectives_in(calls: tuple[tuple[str, Array], ...], s: Setup) -> list[Comm]:
+    """:func:`collective` of each ``(kind, nbytes)`` of ``calls`` over the group set up in ``s``
+    (one compiled pass each, :func:`call_at`)."""
+    return [Comm(*fused(_call_rows, 3, KIND_CODES[kind], nbytes, *s)) for kind, nbytes in calls]
+
+
+# ---- one collective of one design, compiled ----------------------------------------------
+# Each level (the whole group on the node's link; where the group spans nodes, a node's members
+# and the nodes on the network) runs one algorithm per design, ``time = xfer(c * s) + steps *
+# alpha``: ring, tree and direct send the same wire bytes (Bruck's all-to-all and the ring
+# topology's all-to-all aside), the direct all-reduce also times its one-shot kernel. No branch
+# on a design's values (selects only), so that a loop over the designs runs in SIMD lanes.
+
+ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL = 0, 1, 2, 3  # kinds inside kernels
+KIND_CODES: dict[str, int] = {name: i for i, name in enumerate(COLLECTIVES)}
 
 
 @jit.kernel
@@ -355,72 +273,108 @@ def xfer_at(nbytes: float, bw: float, rbw: float, recip: bool) -> float:
     """:func:`xfer_s` of one design: ``nbytes * rbw`` (``rbw = 1 / bw``) where ``recip``."""
     if recip:
         return nbytes * rbw
-    if nbytes > 0.0:
-        return nbytes / (bw if bw > 0.0 else 0.0)
-    return 0.0
+    q = nbytes / (bw if bw > 0.0 else 0.0)  # selected, not branched on
+    return q if nbytes > 0.0 else 0.0
 
 
 @jit.kernel
-def level_at(s: float, c: float, lat: float, n1: float, one_shot_lat: float, zero: float, bw: float, rbw: float,
-             recip: bool) -> tuple[float, float]:
-    """``(time_s, bytes sent per device)`` of a collective of ``s`` bytes on one level
-    (:func:`_level_args`, :func:`link_args`). ``ALGO_AUTO`` is the direct algorithm where it is
-    native and the ring elsewhere: direct takes 1 or 2 latency steps and sends no more bytes than
-    ring or tree (whose steps are at least ``lg n >= 1``; Bruck's all-to-all sends ``lg n / 2 >=
-    (n-1)/n`` of the buffer), so it is never slower for ``alpha >= 0`` and is what the
-    fastest-of-three choice returns."""
+def level_at(kind: int, s: float, n: float, algo: float, topology: float, lg: float, lat_s: float, zero: bool,
+             bw: float, rbw: float, recip: bool) -> tuple[float, float]:
+    """``(time_s, bytes sent per device)`` of a collective ``kind`` of ``s`` bytes over ``n`` devices
+    on one level (step latency ``lat_s``, bandwidth :func:`link_args`; ``lg``: ``ceil(log2 n)``).
+    Tree and direct algorithms are not native on a ring topology and fall back to the ring's.
+    ``ALGO_AUTO`` is the direct algorithm where it is native and the ring elsewhere: direct takes 1
+    or 2 latency steps and sends no more bytes than ring or tree (whose steps are at least ``lg n >=
+    1``; Bruck's all-to-all sends ``lg n / 2 >= (n-1)/n`` of the buffer), so it is never slower for
+    ``alpha >= 0`` and is what the fastest-of-three choice returns. The direct all-reduce takes the
+    faster of its two-shot and one-shot kernels (ties: one-shot). ``zero``: no time where ``n <=
+    1`` (zero steps times an infinite latency)."""
+    n1 = n - 1.0
+    native = topology != RING
+    tree = native and algo == ALGO_TREE
+    direct = native and algo >= ALGO_DIRECT  # auto: direct
+    # latency steps of an all-gather (an all-reduce takes twice as many): one for direct (none for
+    # one device), lg n for recursive halving / doubling, n - 1 for the ring
+    steps = (1.0 if n > 1.0 else 0.0) if direct else lg if tree else n1
+    step_lat = steps * lat_s
+    frac = n1 / n
+    if kind == ALL_REDUCE:
+        c, lat = 2.0 * frac, 2.0 * step_lat
+    elif kind == ALL_TO_ALL:  # the ring's bisection-bound form on a ring; Bruck's lg n / 2 of the buffer on tree
+        ring_lat = np.floor(n / 2.0) * lat_s  # rows ((lg s) / 2 exactly, halving is exact)
+        ring_c = np.floor(n * n / 4.0) / n
+        lat = step_lat if native else ring_lat
+        c = (lg * 0.5 if tree else frac) if native else ring_c
+    else:
+        c, lat = frac, step_lat
     wire = c * s
     t = xfer_at(wire, bw, rbw, recip) + lat
-    # the one-shot kernel where the two-shot is not faster (ties: one-shot); no branch: a NaN latency
-    # (no one-shot) leaves the two-shot's time and bytes
-    wire1 = n1 * s
-    t1 = xfer_at(wire1, bw, rbw, recip) + one_shot_lat
-    wire = wire1 if t1 <= t else wire
-    t = np.fmin(t, t1)
-    if zero:
-        return 0.0, 0.0
-    return t, wire
+    if kind == ALL_REDUCE:
+        # the one-shot kernel where the two-shot is not faster (ties: one-shot); a NaN latency off
+        # the direct rows leaves the two-shot's time and bytes
+        wire1 = n1 * s
+        t1 = xfer_at(wire1, bw, rbw, recip) + (step_lat if direct else math.nan)
+        wire = wire1 if t1 <= t else wire
+        t = np.fmin(t, t1)
+    none = zero and n <= 1.0
+    return (0.0 if none else t), (0.0 if none else wire)
 
 
-@jit.kernel
-def call_at(kind: int, s: float, n: float, a: float, hier: float, overhead_s: float, bw: float, rbw: float,
-            recip: bool, net_bw: float, net_rbw: float, net_recip: bool, net_lat: float, nodes: float, c: float,
-            lat: float, n1: float, one_shot_lat: float, zero: float, c_in: float, lat_in: float, zero_in: float,
-            c_out: float, lat_out: float, n1_out: float, one_shot_out: float,
-            zero_out: float) -> tuple[float, float, float]:
-    """:func:`collective` of one design from :func:`call_args`: ``(time_s, intra bytes, inter bytes)``.
+@jit.inlined
+def call_at(kind: int, s: float, n: float, algo: float, topology: float, bw: float, rbw: float, recip: bool,
+            lat_s: float, lg: float, zero: bool, overhead_s: float, hier: bool, a: float, nodes: float, lg_a: float,
+            lg_nodes: float, net_bw: float, net_rbw: float, net_recip: bool,
+            net_lat_s: float) -> tuple[float, float, float]:
+    """:func:`collective` of one design from its :class:`Setup`: ``(time_s, intra bytes, inter bytes)``.
     Where the group spans nodes: all-reduce = intra reduce-scatter + inter all-reduce of ``s / a`` +
     intra all-gather; all-gather (reduce-scatter) = the intra and inter halves in sequence;
     all-to-all = an intra part of ``s a / n`` and a pairwise exchange over the nodes."""
-    if hier:
+    t, b_in = level_at(kind, s, n, algo, topology, lg, lat_s, zero, bw, rbw, recip)
+    b_out = 0.0
+    if hier:  # a constant: no branch where no group of the batch spans nodes
         if kind == ALL_TO_ALL:
-            t_in, b_in = level_at(s * a / n, c_in, lat_in, 0.0, math.nan, zero_in, bw, rbw, recip)
-            b_out = (n - a) / n * s
-            t = t_in + ((nodes - 1.0) * net_lat + xfer_at(b_out, net_bw, net_rbw, net_recip))
+            h_in, hb_in = level_at(ALL_TO_ALL, s * a / n, a, algo, topology, lg_a, lat_s, zero, bw, rbw, recip)
+            hb_out = (n - a) / n * s
+            h = h_in + ((nodes - 1.0) * net_lat_s + xfer_at(hb_out, net_bw, net_rbw, net_recip))
         else:
-            t_in, b_in = level_at(s, c_in, lat_in, 0.0, math.nan, zero_in, bw, rbw, recip)
-            t_out, b_out = level_at(s / a, c_out, lat_out, n1_out, one_shot_out, zero_out, net_bw, net_rbw,
-                                    net_recip)
+            h_in, hb_in = level_at(REDUCE_SCATTER if kind == ALL_REDUCE else kind, s, a, algo, topology, lg_a,
+                                   lat_s, zero, bw, rbw, recip)
+            h_out, hb_out = level_at(kind, s / a, nodes, algo, SWITCH, lg_nodes, net_lat_s, False, net_bw, net_rbw,
+                                     net_recip)
             if kind == ALL_REDUCE:  # the reduce-scatter twice (with the all-gather)
-                t_in, b_in = 2.0 * t_in, 2.0 * b_in
-            t = t_in + t_out
-    else:
-        t, b_in = level_at(s, c, lat, n1, one_shot_lat, zero, bw, rbw, recip)
-        b_out = 0.0
-    return t + overhead_s, b_in, b_out
+                h_in, hb_in = 2.0 * h_in, 2.0 * hb_in
+            h = h_in + h_out
+        spans = nodes > 1.0
+        t, b_in, b_out = (h if spans else t), (hb_in if spans else b_in), (hb_out if spans else b_out)
+    return t + overhead_s * (1.0 if n > 1.0 else 0.0), b_in, b_out
+
+
+@jit.inlined
+def call_in(kind: int, s: float, i: int, g: tuple, hier: bool, recip: bool) -> tuple[float, float, float]:
+    """:func:`call_at` of row ``i`` of the columns ``g`` of a :class:`Setup`, whose ``hier`` and
+    ``recip`` are given (constants where the caller specialises its loop on them)."""
+    n, algo, topology, bw, rbw, _, lat_s, lg, zero, overhead_s, _, a, nodes, lg_a, lg_nodes, net_bw, net_rbw, \
+        net_recip, net_lat_s = g
+    return call_at(kind, s, jit.at(n, i), jit.at(algo, i), jit.at(topology, i), jit.at(bw, i), rbw, recip,
+                   jit.at(lat_s, i), jit.at(lg, i), zero, jit.at(overhead_s, i), hier, jit.at(a, i), jit.at(nodes, i),
+                   jit.at(lg_a, i), jit.at(lg_nodes, i), jit.at(net_bw, i), net_rbw, net_recip, jit.at(net_lat_s, i))
 
 
 @jit.kernel
-def _call_rows(kind, s, n, a, hier, overhead_s, bw, rbw, recip, net_bw, net_rbw, net_recip, net_lat, nodes,  # noqa: ANN001
-               c, lat, n1, one_shot_lat, zero, c_in, lat_in, zero_in, c_out, lat_out, n1_out, one_shot_out,
-               zero_out, t_out, b_in, b_out):
+def _call_rows(kind, s, n, algo, topology, bw, rbw, recip, lat_s, lg, zero, overhead_s, hier, a, nodes,  # noqa: ANN001
+               lg_a, lg_nodes, net_bw, net_rbw, net_recip, net_lat_s, t_out, b_in, b_out):
+    g = (n, algo, topology, bw, rbw, recip, lat_s, lg, zero, overhead_s, hier, a, nodes, lg_a, lg_nodes, net_bw,
+         net_rbw, net_recip, net_lat_s)
+    if hier:
+        _call_loop(int(kind), s, g, t_out, b_in, b_out, True)
+    else:
+        _call_loop(int(kind), s, g, t_out, b_in, b_out, False)
+
+
+@jit.inlined
+def _call_loop(kind, s, g, t_out, b_in, b_out, hier):  # noqa: ANN001
     for i in range(t_out.shape[0]):
-        t_out[i], b_in[i], b_out[i] = call_at(
-            int(kind), jit.at(s, i), jit.at(n, i), jit.at(a, i), jit.at(hier, i), jit.at(overhead_s, i),
-            jit.at(bw, i), rbw, recip, jit.at(net_bw, i), net_rbw, net_recip, jit.at(net_lat, i), jit.at(nodes, i),
-            jit.at(c, i), jit.at(lat, i), jit.at(n1, i), jit.at(one_shot_lat, i), jit.at(zero, i), jit.at(c_in, i),
-            jit.at(lat_in, i), jit.at(zero_in, i), jit.at(c_out, i), jit.at(lat_out, i), jit.at(n1_out, i),
-            jit.at(one_shot_out, i), jit.at(zero_out, i))
+        t_out[i], b_in[i], b_out[i] = call_in(kind, jit.at(s, i), i, g, hier, g[5])
 
 
 def all_reduce(nbytes: Array, n: Array, sys: dict, algo: Array = ALGO_RING, **kw) -> Comm:

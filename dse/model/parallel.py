@@ -96,11 +96,6 @@ def n_devices(k: dict) -> Array:
 RESIDUAL_MIN_BITS = 16.0  # the hidden state between layers stays in the model's 16-bit type (module docstring)
 
 
-def residual_bytes(k: dict) -> Array:
-    """Bytes per element of the residual stream (collectives, stage sends, MoE dispatch)."""
-    return np.maximum(k["a_bits"], RESIDUAL_MIN_BITS) / 8.0
-
-
 def stage_comm(m: dict, k: dict, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
     """Communication of one pass (prefill, or one decode step) of the replica's batch.
 
@@ -159,13 +154,12 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
         layers, token_frac = np.ceil(m["n_layers"] / pp), 1.0 / (ep * mb)
     else:
         layers, token_frac = dims["layers"], dims["token_frac"]
-    r_bytes = residual_bytes(k)
-    hidden = token_frac * (m["d_model"] * r_bytes)  # one token's hidden state, one micro-batch of one ep group
+    hidden, gather, n_ar, runs = fused(_plan_rows, 4, token_frac, k["a_bits"], m["d_model"], m["vocab_size"], layers,
+                                       tp, pp, ep, mb)
     per_node = coll.field(sys, "n_devices_per_node")
     shared = any_rows(coll.field(sys, "fabric_bw_bytes_per_s") > 0.0)
     sharing = np.minimum(n_devices(k), per_node) if shared else None  # devices on a shared fabric at once
     tp_group = coll.setup(tp, sys, algo, n_sharing=sharing)
-    n_ar = 2.0 * layers + (pp <= 1.0)  # + the embedding's on the first stage
 
     moe = m["n_experts"] > 1.0
     ep_group, a2a_frac, n_a2a = None, 0.0, 0.0
@@ -183,9 +177,21 @@ def comm_plan(m: dict, k: dict, sys: dict, dims: dict[str, Array] | None = None)
             _sends_rows, 6, pp, tp, ep, mb, hidden, per_node, near.lat_s, *coll.link_args(near), far.lat_s,
             *coll.link_args(far))
         p2p_s, p2p_path_s = (lat, per_token), (path_lat, path_per_token)
-    return CommPlan(hidden, token_frac * (m["vocab_size"] * r_bytes), tp_group, ep_group,
-                    a2a_frac, n_ar, n_a2a, p2p_s, p2p_path_s, near_sends, far_sends,
-                    (tp * pp * ep) * mb)
+    return CommPlan(hidden, gather, tp_group, ep_group, a2a_frac, n_ar, n_a2a, p2p_s, p2p_path_s, near_sends,
+                    far_sends, runs)
+
+
+@jit.kernel
+def _plan_rows(token_frac, a_bits, d_model, vocab, layers, tp, pp, ep, mb, hidden, gather, n_ar, runs):  # noqa: ANN001
+    """The per-token bytes of :class:`CommPlan` (the residual stream's element: ``max(a_bits, 16) /
+    8`` bytes), its all-reduces per pass (+ the embedding's on the first stage) and its runs."""
+    for i in range(hidden.shape[0]):
+        frac, pp_i = jit.at(token_frac, i), jit.at(pp, i)
+        r_bytes = np.maximum(jit.at(a_bits, i), RESIDUAL_MIN_BITS) / 8.0
+        hidden[i] = frac * (jit.at(d_model, i) * r_bytes)  # one token's hidden state, one micro-batch of one ep group
+        gather[i] = frac * (jit.at(vocab, i) * r_bytes)
+        n_ar[i] = 2.0 * jit.at(layers, i) + (1.0 if pp_i <= 1.0 else 0.0)
+        runs[i] = jit.at(tp, i) * pp_i * jit.at(ep, i) * jit.at(mb, i)
 
 
 @jit.kernel
@@ -194,11 +200,22 @@ def _sends_rows(pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, n
     """The stage sends of :class:`CommPlan`: a micro-batch's activations ``hidden / tp`` per token and
     device; ``n_cross`` of the pp - 1 boundaries lie between nodes (on the network, where any design
     of the batch has one), the others on the node's links."""
-    any_cross = False
+    xs = (pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, near_recip, far_lat, far_bw, far_rbw,
+          far_recip)
+    outs = (lat, per_token, path_lat, path_per_token, near_sends, far_sends)
     for i in range(lat.shape[0]):
         boundaries = jit.at(pp, i) - 1.0
-        crossing = np.floor(boundaries * (jit.at(tp, i) * jit.at(ep, i)) / jit.at(per_node, i))
-        any_cross = any_cross or np.minimum(boundaries, crossing) > 0.0
+        if np.minimum(boundaries, np.floor(boundaries * (jit.at(tp, i) * jit.at(ep, i)) / jit.at(per_node, i))) > 0.0:
+            _sends_loop(xs, outs, True)
+            return
+    _sends_loop(xs, outs, False)
+
+
+@jit.inlined
+def _sends_loop(xs, outs, any_cross):  # noqa: ANN001
+    """The rows of :func:`_sends_rows` (``any_cross``: a constant), without a branch."""
+    pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, near_recip, far_lat, far_bw, far_rbw, far_recip = xs
+    lat, per_token, path_lat, path_per_token, near_sends, far_sends = outs
     for i in range(lat.shape[0]):
         pp_i, tp_i = jit.at(pp, i), jit.at(tp, i)
         p2p_bytes = jit.at(hidden, i) / tp_i
@@ -211,12 +228,9 @@ def _sends_rows(pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, n
         f_lat = f_per_token = 0.0
         if any_cross:
             f_lat, f_per_token = jit.at(far_lat, i), coll.xfer_at(p2p_bytes, jit.at(far_bw, i), far_rbw, far_recip)
-        if n_cross > 0.0:  # the slowest send
-            lat[i], per_token[i] = f_lat, f_per_token
-        elif pp_i > 1.0:
-            lat[i], per_token[i] = n_lat, n_per_token
-        else:
-            lat[i], per_token[i] = 0.0, 0.0
+        cross, staged = n_cross > 0.0, pp_i > 1.0  # the slowest send: between nodes, else on the node's links
+        lat[i] = f_lat if cross else n_lat if staged else 0.0
+        per_token[i] = f_per_token if cross else n_per_token if staged else 0.0
         path_lat[i] = n_cross * f_lat + n_near * n_lat
         path_per_token[i] = n_cross * f_per_token + n_near * n_per_token
         sends = jit.at(mb, i) * stage_devices * p2p_bytes
@@ -226,80 +240,95 @@ def _sends_rows(pp, tp, ep, mb, hidden, per_node, near_lat, near_bw, near_rbw, n
 
 def pass_comm(plan: CommPlan, sys: dict, tokens: Array, head_tokens: Array) -> dict[str, Array]:
     """:func:`stage_comm` of one pass from its :func:`comm_plan`, in one compiled pass over the designs
-    (:func:`_pass_rows`). ``ep_s``, ``p2p_s`` and ``p2p_path_s`` are the number 0 where no design of
-    the batch has them."""
-    no_ep = plan.ep is None
-    a2a = (0.0,) * coll.N_CALL_ARGS if no_ep else coll.call_args("all_to_all", plan.ep)
-    out = dict(zip(_PASS_KEYS, fused(
-        _pass_rows, len(_PASS_KEYS), tokens, head_tokens, plan.hidden_bytes_per_token, plan.gather_bytes_per_token,
-        plan.n_ar, plan.a2a_frac, plan.n_a2a, float(not no_ep), *plan.p2p_s, *plan.p2p_path_s,
-        plan.near_sends_per_token, plan.far_sends_per_token, plan.runs, *coll.wire_j_per_byte(sys),
-        *coll.call_args("all_reduce", plan.tp), *coll.call_args("all_gather", plan.tp), *a2a), strict=True))
-    if no_ep:
-        out["ep_s"] = 0.0
-    if all(_is_zero(x) for x in (*plan.p2p_s, *plan.p2p_path_s)):  # one stage everywhere: no sends
-        out["p2p_s"] = out["p2p_path_s"] = 0.0
-    return out
+    for the collectives (:func:`_pass_rows`) and one for the sends. ``ep_s``, ``p2p_s`` and
+    ``p2p_path_s`` are the number 0 where no design of the batch has them."""
+    has_ep = plan.ep is not None
+    tp_s, ep_s, comm_s, intra, inter, energy = fused(
+        _pass_rows, 6, tokens, head_tokens, plan.hidden_bytes_per_token, plan.gather_bytes_per_token, plan.n_ar,
+        plan.a2a_frac, plan.n_a2a, float(has_ep), plan.near_sends_per_token, plan.far_sends_per_token, plan.runs,
+        *coll.wire_j_per_byte(sys), *plan.tp, *(plan.ep if has_ep else _NO_GROUP))
+    p2p_s = p2p_path_s = 0.0
+    if not all(_is_zero(x) for x in (*plan.p2p_s, *plan.p2p_path_s)):  # sends where some design has stages
+        p2p_s, p2p_path_s = fused(_p2p_rows, 2, tokens, *plan.p2p_s, *plan.p2p_path_s)
+    return {"tp_s": tp_s, "ep_s": ep_s if has_ep else 0.0, "comm_s": comm_s, "p2p_s": p2p_s, "p2p_path_s": p2p_path_s,
+            "intra_bytes": intra, "inter_bytes": inter, "energy_j": energy}
 
 
-_PASS_KEYS: tuple[str, ...] = ("tp_s", "ep_s", "comm_s", "p2p_s", "p2p_path_s", "intra_bytes", "inter_bytes",
-                               "energy_j")
+_NO_GROUP: tuple[float, ...] = (0.0,) * len(coll.Setup._fields)  # the ep group's columns where no design has one
 
 
 @jit.kernel
-def _pass_rows(tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, has_ep, p2p_lat, p2p_per_token,  # noqa: ANN001
-               path_lat, path_per_token, near_sends, far_sends, runs, j_intra, j_inter,
-               ar0, ar1, ar2, ar3, ar4, ar5, ar6, ar7, ar8, ar9, ar10, ar11, ar12, ar13, ar14, ar15, ar16, ar17, ar18,
-               ar19, ar20, ar21, ar22, ar23, ar24,
-               ag0, ag1, ag2, ag3, ag4, ag5, ag6, ag7, ag8, ag9, ag10, ag11, ag12, ag13, ag14, ag15, ag16, ag17, ag18,
-               ag19, ag20, ag21, ag22, ag23, ag24,
-               aa0, aa1, aa2, aa3, aa4, aa5, aa6, aa7, aa8, aa9, aa10, aa11, aa12, aa13, aa14, aa15, aa16, aa17, aa18,
-               aa19, aa20, aa21, aa22, aa23, aa24,
-               tp_s, ep_s, comm_s, p2p_s, p2p_path_s, intra_bytes, inter_bytes, energy_j):
-    """:func:`pass_comm` over the designs: the tp group's two all-reduces per layer (+ the
-    embedding's on the first stage) and the logits' all-gather (``ar*``, ``ag*``:
-    :func:`dse.model.collectives.call_args`), the ep groups' two all-to-alls per MoE layer (``aa*``,
-    where ``has_ep``) and the stage sends; the replica's bytes: every device of a stage runs the
-    stage's collectives (the bottleneck stage's counts, an upper bound for pp > 1), plus the sends
-    (pp - 1 per micro-batch from each of the tp * ep devices of a stage)."""
+def _p2p_rows(tokens, lat, per_token, path_lat, path_per_token, p2p_s, p2p_path_s):  # noqa: ANN001
+    """The slowest stage send and all pp - 1 of a pass (:class:`CommPlan`)."""
+    for i in range(p2p_s.shape[0]):
+        tok = jit.at(tokens, i)
+        p2p_s[i] = jit.at(lat, i) + tok * jit.at(per_token, i)
+        p2p_path_s[i] = jit.at(path_lat, i) + tok * jit.at(path_per_token, i)
+
+
+@jit.kernel
+def _pass_rows(tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, has_ep, near_sends, far_sends, runs,  # noqa: ANN001
+               j_intra, j_inter,
+               tp0, tp1, tp2, tp3, tp4, tp5, tp6, tp7, tp8, tp9, tp10, tp11, tp12, tp13, tp14, tp15,
+               tp16, tp17, tp18,
+               ep0, ep1, ep2, ep3, ep4, ep5, ep6, ep7, ep8, ep9, ep10, ep11, ep12, ep13, ep14, ep15,
+               ep16, ep17, ep18,
+               tp_s, ep_s, comm_s, intra_bytes, inter_bytes, energy_j):
+    """The collectives of :func:`pass_comm` over the designs: the tp group's two all-reduces per layer
+    (+ the embedding's on the first stage) and the logits' all-gather (``tp*``: the columns of its
+    :class:`dse.model.collectives.Setup`), the ep groups' two all-to-alls per MoE layer (``ep*``,
+    where ``has_ep``; ``ep_s`` is not written without). One loop per case of the tp group's
+    hierarchy and bandwidth (constants: without ep, the loop has no branch and runs in SIMD lanes)."""
+    xs = (tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, near_sends, far_sends, runs, j_intra, j_inter)
+    tp = (tp0, tp1, tp2, tp3, tp4, tp5, tp6, tp7, tp8, tp9, tp10, tp11, tp12, tp13, tp14, tp15, tp16, tp17,
+          tp18)
+    ep = (ep0, ep1, ep2, ep3, ep4, ep5, ep6, ep7, ep8, ep9, ep10, ep11, ep12, ep13, ep14, ep15, ep16, ep17,
+          ep18)
+    outs = (tp_s, ep_s, comm_s, intra_bytes, inter_bytes, energy_j)
+    if has_ep:
+        _pass_loop(xs, tp, ep, outs, True, tp10, tp5)
+    elif tp10:
+        if tp5:
+            _pass_loop(xs, tp, ep, outs, False, True, True)
+        else:
+            _pass_loop(xs, tp, ep, outs, False, True, False)
+    elif tp5:
+        _pass_loop(xs, tp, ep, outs, False, False, True)
+    else:
+        _pass_loop(xs, tp, ep, outs, False, False, False)
+
+
+@jit.inlined
+def _pass_loop(xs, tp, ep, outs, has_ep, tp_hier, tp_recip):  # noqa: ANN001
+    """The rows of :func:`_pass_rows`; the replica's bytes: every device of a stage runs the stage's
+    collectives (the bottleneck stage's counts, an upper bound for pp > 1), plus the sends (pp - 1
+    per micro-batch from each of the tp * ep devices of a stage)."""
+    tokens, head_tokens, hidden, gather, n_ar, a2a_frac, n_a2a, near_sends, far_sends, runs, j_intra, j_inter = xs
+    tp_s, ep_s, comm_s, intra_bytes, inter_bytes, energy_j = outs
     for i in range(tp_s.shape[0]):
         tok = jit.at(tokens, i)
         hidden_bytes = tok * jit.at(hidden, i)
-        ar_t, ar_in, ar_out = coll.call_at(
-            coll.ALL_REDUCE, hidden_bytes, jit.at(ar0, i), jit.at(ar1, i), jit.at(ar2, i), jit.at(ar3, i),
-            jit.at(ar4, i), ar5, ar6, jit.at(ar7, i), ar8, ar9, jit.at(ar10, i), jit.at(ar11, i), jit.at(ar12, i),
-            jit.at(ar13, i), jit.at(ar14, i), jit.at(ar15, i), jit.at(ar16, i), jit.at(ar17, i), jit.at(ar18, i),
-            jit.at(ar19, i), jit.at(ar20, i), jit.at(ar21, i), jit.at(ar22, i), jit.at(ar23, i), jit.at(ar24, i))
-        ag_t, ag_in, ag_out = coll.call_at(
-            coll.ALL_GATHER, jit.at(head_tokens, i) * jit.at(gather, i), jit.at(ag0, i), jit.at(ag1, i),
-            jit.at(ag2, i), jit.at(ag3, i), jit.at(ag4, i), ag5, ag6, jit.at(ag7, i), ag8, ag9, jit.at(ag10, i),
-            jit.at(ag11, i), jit.at(ag12, i), jit.at(ag13, i), jit.at(ag14, i), jit.at(ag15, i), jit.at(ag16, i),
-            jit.at(ag17, i), jit.at(ag18, i), jit.at(ag19, i), jit.at(ag20, i), jit.at(ag21, i), jit.at(ag22, i),
-            jit.at(ag23, i), jit.at(ag24, i))
+        ar_t, ar_in, ar_out = coll.call_in(coll.ALL_REDUCE, hidden_bytes, i, tp, tp_hier, tp_recip)
+        ag_t, ag_in, ag_out = coll.call_in(coll.ALL_GATHER, jit.at(head_tokens, i) * jit.at(gather, i), i, tp,
+                                           tp_hier, tp_recip)
         nar = jit.at(n_ar, i)
-        tp = nar * ar_t + ag_t
+        t = nar * ar_t + ag_t
         calls_in = nar * ar_in + ag_in
         calls_out = nar * ar_out + ag_out
-        ep = 0.0
+        e = 0.0
         if has_ep:
-            a2a_t, a2a_in, a2a_out = coll.call_at(
-                coll.ALL_TO_ALL, hidden_bytes * jit.at(a2a_frac, i), jit.at(aa0, i), jit.at(aa1, i), jit.at(aa2, i),
-                jit.at(aa3, i), jit.at(aa4, i), aa5, aa6, jit.at(aa7, i), aa8, aa9, jit.at(aa10, i), jit.at(aa11, i),
-                jit.at(aa12, i), jit.at(aa13, i), jit.at(aa14, i), jit.at(aa15, i), jit.at(aa16, i), jit.at(aa17, i),
-                jit.at(aa18, i), jit.at(aa19, i), jit.at(aa20, i), jit.at(aa21, i), jit.at(aa22, i), jit.at(aa23, i),
-                jit.at(aa24, i))
+            a2a_t, a2a_in, a2a_out = coll.call_in(coll.ALL_TO_ALL, hidden_bytes * jit.at(a2a_frac, i), i, ep, ep[10],
+                                                  ep[5])
             na2a = jit.at(n_a2a, i)
-            ep = na2a * a2a_t
+            e = na2a * a2a_t
             calls_in = calls_in + na2a * a2a_in
             calls_out = calls_out + na2a * a2a_out
+            ep_s[i] = e
         n_runs = jit.at(runs, i)
         intra = n_runs * calls_in + tok * jit.at(near_sends, i)
         inter = n_runs * calls_out + tok * jit.at(far_sends, i)
-        tp_s[i] = tp
-        ep_s[i] = ep
-        comm_s[i] = tp + ep
-        p2p_s[i] = jit.at(p2p_lat, i) + tok * jit.at(p2p_per_token, i)
-        p2p_path_s[i] = jit.at(path_lat, i) + tok * jit.at(path_per_token, i)
+        tp_s[i] = t
+        comm_s[i] = t + e
         intra_bytes[i] = intra
         inter_bytes[i] = inter
         energy_j[i] = intra * jit.at(j_intra, i) + inter * jit.at(j_inter, i)
