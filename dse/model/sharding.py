@@ -89,13 +89,18 @@ def _factor_args(m: dict, k: dict, s: dict[str, Array]) -> tuple[Array, ...]:
 
 
 @jit.kernel
-def factors_at(code: int, tp: float, hs: float, kvs: float, layers: float, experts: float, tok: float, etok: float,
-               d: float, h: float, kv: float, hd: float, n_layers: float, n_experts: float, gated: float,
-               d_ff: float, n_active: float, vocab: float) -> tuple[float, float, float, float, float]:
-    """``(flop, store, kv, act, kernels)`` factors of operator ``code`` (:data:`OP_CODES`) of one design
-    (:func:`shard_factors`): ``hs``, ``kvs``, ``layers``, ``experts``, ``tok``, ``etok`` are its
-    :func:`shard_dims`, the rest the model card's. ``lf``: the stage's share of the layers, ``lt`` that
-    times the device's share of the tokens."""
+def factors_at(code: int, fargs: tuple, i: int) -> tuple[float, float, float, float, float]:
+    """``(flop, store, kv, act, kernels)`` factors of operator ``code`` (:data:`OP_CODES`) of design ``i``
+    (:func:`shard_factors`) from the factor arguments ``fargs`` (:func:`_factor_args`: ``tp``, the
+    knobs' :func:`shard_dims`, the model card's fields; numbers or arrays). ``lf``: the stage's share
+    of the layers, ``lt`` that times the device's share of the tokens."""
+    tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab = fargs
+    tp, hs, kvs, layers, experts, tok = (jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i),
+                                         jit.at(experts, i), jit.at(tok, i))
+    etok, d, h, kv, hd, n_layers = (jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i),
+                                    jit.at(n_layers, i))
+    n_experts, gated, d_ff, n_active, vocab = (jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i),
+                                               jit.at(n_active, i), jit.at(vocab, i))
     if code >= 4:  # the LM head (and the draft model) once, on the last stage, vocabulary split by tp
         per_tp = 1.0 / tp
         head_flop = tok * per_tp
@@ -126,11 +131,9 @@ def factors_at(code: int, tp: float, hs: float, kvs: float, layers: float, exper
 @jit.kernel
 def _factor_rows(code, tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
                  gated, d_ff, n_active, vocab, flop, store, kv_out, act, kernels):
+    fargs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab)
     for i in range(flop.shape[0]):
-        flop[i], store[i], kv_out[i], act[i], kernels[i] = factors_at(
-            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
-            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
-            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+        flop[i], store[i], kv_out[i], act[i], kernels[i] = factors_at(code, fargs, i)
 
 
 def shard_ops(ops: dict[str, Op], m: dict, k: dict, s: dict[str, Array] | None = None,
@@ -202,14 +205,11 @@ def _shard_code_rows(code, xs, outs, with_kv):  # noqa: ANN001
 
 @jit.inlined
 def _shard_loop(code, xs, outs, with_kv):  # noqa: ANN001
-    tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab = xs[:17]
+    fargs = xs[:17]
     flop, nbytes, act, kernels, kv_bytes = xs[17:]
     flop_out, bytes_out, act_out, kernels_out, kv_out = outs
     for i in range(flop_out.shape[0]):
-        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(
-            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
-            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
-            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(code, fargs, i)
         flop_out[i], bytes_out[i], act_out[i] = scale_at(jit.at(flop, i), jit.at(nbytes, i), jit.at(act, i), f_flop,
                                                          f_store, f_act)
         kernels_out[i] = jit.at(kernels, i) * f_kernels
@@ -280,14 +280,11 @@ def _device_linear_rows(code, tp, hs, kvs, layers, experts, tok, etok, d, h, kv,
 
 @jit.inlined
 def _device_linear_loop(code, xs, outs):  # noqa: ANN001
-    tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab = xs[:17]
+    fargs = xs[:17]
     op_layers, pre_tokens, dec_tokens, pre_params, dec_params, flop_params, act_elems, launches, a_bits, wb = xs[17:]
     pre_flop, pre_bytes, pre_act, kernels_out, dec_flop, dec_bytes, dec_act = outs
     for i in range(pre_flop.shape[0]):
-        f_flop, f_store, _, f_act, f_kernels = factors_at(
-            code, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i), jit.at(tok, i),
-            jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i), jit.at(n_layers, i),
-            jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i), jit.at(vocab, i))
+        f_flop, f_store, _, f_act, f_kernels = factors_at(code, fargs, i)
         nl, fp, ae, ab, w = (jit.at(op_layers, i), jit.at(flop_params, i), jit.at(act_elems, i), jit.at(a_bits, i),
                              jit.at(wb, i))
         flop, nbytes, act = linear_at(nl, jit.at(pre_tokens, i), jit.at(pre_params, i), fp, ae, ab, w)
@@ -304,12 +301,9 @@ def _device_attn_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_l
                       dec_bytes0, dec_bytes1, dec_act):
     """Attention of both phases on the device (:func:`device_ops`): prefill's ``(flop0, bytes0,
     act_bytes)``, its ``kernels``, then decode's ``(flop1, bytes0, bytes1, act_bytes)``."""
+    fargs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab)
     for i in range(pre_flop.shape[0]):
-        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(
-            OP_CODES_ATTN, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i),
-            jit.at(tok, i), jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i),
-            jit.at(n_layers, i), jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i),
-            jit.at(vocab, i))
+        f_flop, f_store, f_kv, f_act, f_kernels = factors_at(OP_CODES_ATTN, fargs, i)
         ap, kp, b = jit.at(act_per, i), jit.at(kv_per, i), jit.at(batch, i)
         ab, kb = jit.at(a_bits, i), jit.at(kv_bits, i)
         flop, nbytes, act = prefill_attn_at(jit.at(pairs, i), ap, kp, b, jit.at(in_len, i), ab, kb)
@@ -380,10 +374,7 @@ def kv_read_per_launch(m: dict, k: dict, s: dict[str, Array]) -> Array:
 @jit.kernel
 def _kv_per_launch_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
                         gated, d_ff, n_active, vocab, out):
+    fargs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab)
     for i in range(out.shape[0]):
-        _, _, f_kv, _, f_kernels = factors_at(
-            OP_CODES_ATTN, jit.at(tp, i), jit.at(hs, i), jit.at(kvs, i), jit.at(layers, i), jit.at(experts, i),
-            jit.at(tok, i), jit.at(etok, i), jit.at(d, i), jit.at(h, i), jit.at(kv, i), jit.at(hd, i),
-            jit.at(n_layers, i), jit.at(n_experts, i), jit.at(gated, i), jit.at(d_ff, i), jit.at(n_active, i),
-            jit.at(vocab, i))
+        _, _, f_kv, _, f_kernels = factors_at(OP_CODES_ATTN, fargs, i)
         out[i] = f_kv / f_kernels
