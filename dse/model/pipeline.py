@@ -109,7 +109,7 @@ def phase_system(k: dict, hw: dict, costs: dict[str, dict[str, Array]], phase: s
     The operators in ``costs`` are the bottleneck device's (last stage, one micro-batch,
     :func:`dse.model.sharding.shard_ops`). Their time is overlapped with the stage's
     collectives ``comm`` (:func:`dse.model.parallel.stage_comm` of one pass; None on one device)
-    and run through the pipeline (:func:`dse.model.parallel.phase_time_and_device_j`); each of the
+    and run through the pipeline (:func:`dse.model.parallel.phase_at`, one compiled pass); each of the
     replica's ``devices`` (``tp * pp * ep``) is charged the bottleneck device's dynamic energy for each
     micro-batch (an upper bound off the last stage) and its compute power while it waits in
     exposed collectives (:func:`dse.model.parallel.device_dynamic_j`), plus static power for
