@@ -55,8 +55,8 @@ def _phase_costs(m: dict, k: dict, hw: dict, wb: Array, dims: dict[str, Array] |
             dec_ops["draft"] = draft_op(m, k, wb)
         kv_heads = m["n_kv_heads"]
     else:  # the bottleneck device's share
-        pre_ops, dec_ops = sharding.device_ops(m, k, wb, dims, dec_tokens, spec)
-        kv_heads = m["n_kv_heads"] * sharding.kv_read_per_launch(m, k, dims)
+        pre_ops, dec_ops, kv_per_launch = sharding.device_ops(m, k, wb, dims, dec_tokens, spec)
+        kv_heads = m["n_kv_heads"] * kv_per_launch
     # decode attention's (sequence, KV head) streams on the device: the KV it reads per launch
     streams = k["batch"] * kv_heads
     # decode step j = 1..steps attends c = in_len + per_step * j: rewrite attention as linear in j

@@ -227,12 +227,14 @@ def scale_at(flop: float, nbytes: float, act: float, f_flop: float, f_store: flo
 
 
 def device_ops(m: dict, k: dict, wb: Array, s: dict[str, Array], dec_tokens: Array, draft: bool,
-               ) -> tuple[dict[str, Op], dict[str, Op]]:
+               ) -> tuple[dict[str, Op], dict[str, Op], Array]:
     """The prefill and decode operators (:func:`dse.model.workload.phase_ops`; with ``draft``, the
     decode's ``draft_op``) as the bottleneck device runs them, from the knobs' :func:`shard_dims` ``s``:
     :func:`shard_ops` of both phases, bit for bit, with each operator built and scaled in one compiled
     pass for both phases (its factors formed once, the replica's operator never stored). ``dec_tokens``:
-    the replica's tokens in a decode step."""
+    the replica's tokens in a decode step. Third: decode attention's KV read per kernel launch on the
+    device relative to the replica's (:func:`shard_factors`' attention ``kv / kernels``: its (sequence,
+    KV head) streams per sequence and KV head of the replica), from the same pass."""
     b, a_bits, kv_bits = k["batch"], k["a_bits"], k["kv_bits"]
     pre_lin, dec_lin = linear_operands(m, b * k["in_len"], b), linear_operands(m, dec_tokens, dec_tokens)
     args = _factor_args(m, k, s)
@@ -250,14 +252,14 @@ def device_ops(m: dict, k: dict, wb: Array, s: dict[str, Array], dec_tokens: Arr
     for name in LINEAR_OPS:
         linear(name)
     pairs, act_per, kv_per, dec_pairs, kv_seq = attention_operands(m)
-    pf, pb, pa, launches, df1, db0, db1, da = fused(
-        _device_attn_rows, 8, *args, pairs, act_per, kv_per, dec_pairs, kv_seq, b, k["in_len"], dec_tokens, a_bits,
+    pf, pb, pa, launches, df1, db0, db1, da, kv_per_launch = fused(
+        _device_attn_rows, 9, *args, pairs, act_per, kv_per, dec_pairs, kv_seq, b, k["in_len"], dec_tokens, a_bits,
         kv_bits, 2.0 * m["n_layers"])
     pre["attn"], dec["attn"] = Op(pf, None, pb, None, pa, launches), Op(0.0, df1, db0, db1, da, launches)
     linear("lm_head")
     if draft:
         dec["draft"] = shard_op(draft_op(m, k, wb), OP_CODES["draft"], args)
-    return pre, dec
+    return pre, dec, kv_per_launch
 
 
 @jit.kernel
@@ -298,9 +300,10 @@ def _device_linear_loop(code, xs, outs):  # noqa: ANN001
 def _device_attn_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
                       gated, d_ff, n_active, vocab, pairs, act_per, kv_per, dec_pairs, kv_seq, batch, in_len,
                       dec_tokens, a_bits, kv_bits, launches, pre_flop, pre_bytes, pre_act, kernels_out, dec_flop1,
-                      dec_bytes0, dec_bytes1, dec_act):
+                      dec_bytes0, dec_bytes1, dec_act, kv_per_launch):
     """Attention of both phases on the device (:func:`device_ops`): prefill's ``(flop0, bytes0,
-    act_bytes)``, its ``kernels``, then decode's ``(flop1, bytes0, bytes1, act_bytes)``."""
+    act_bytes)``, its ``kernels``, then decode's ``(flop1, bytes0, bytes1, act_bytes)`` and its KV read per
+    launch (``kv / kernels``)."""
     fargs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab)
     for i in range(pre_flop.shape[0]):
         f_flop, f_store, f_kv, f_act, f_kernels = factors_at(OP_CODES_ATTN, fargs, i)
@@ -313,6 +316,7 @@ def _device_attn_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_l
                                                      jit.at(dec_tokens, i), ab, kb)
         dec_flop1[i], dec_bytes0[i], dec_act[i] = scale_at(flop1, nbytes, act, f_flop, f_store, f_act)
         dec_bytes1[i] = kv_read * f_kv
+        kv_per_launch[i] = f_kv / f_kernels
 
 
 def memory_bytes_per_device(m: dict, k: dict, wb: Array) -> Array:
@@ -362,19 +366,3 @@ def _memory_rows(tp, pp, ep, mb, d_model, n_heads, n_kv_heads, head_dim, n_exper
 
 def _is_zero(x: Array) -> bool:
     return ndim(x) == 0 and x == 0.0
-
-
-def kv_read_per_launch(m: dict, k: dict, s: dict[str, Array]) -> Array:
-    """Decode attention's KV read per kernel launch on the device relative to the replica's
-    (:func:`shard_factors`' attention ``kv / kernels``): its (sequence, KV head) streams per sequence
-    and KV head of the replica."""
-    return fused(_kv_per_launch_rows, 1, *_factor_args(m, k, s))[0]
-
-
-@jit.kernel
-def _kv_per_launch_rows(tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts,  # noqa: ANN001
-                        gated, d_ff, n_active, vocab, out):
-    fargs = (tp, hs, kvs, layers, experts, tok, etok, d, h, kv, hd, n_layers, n_experts, gated, d_ff, n_active, vocab)
-    for i in range(out.shape[0]):
-        _, _, f_kv, _, f_kernels = factors_at(OP_CODES_ATTN, fargs, i)
-        out[i] = f_kv / f_kernels

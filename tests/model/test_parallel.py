@@ -267,7 +267,7 @@ def test_device_ops_are_the_sharded_phase_ops_bit_for_bit(one_model):
     wb = weight_bytes_per_param(k)
     s = shd.shard_dims(m, k)
     dec_tokens = k["batch"] * (k["spec_len"] + 1.0)
-    pre, dec = shd.device_ops(m, k, wb, s, dec_tokens, True)
+    pre, dec, _ = shd.device_ops(m, k, wb, s, dec_tokens, True)
     want_pre = shd.shard_ops(phase_ops(m, k, wb, k["batch"] * k["in_len"], prefill=True), m, k, s)
     want_dec = shd.shard_ops({**phase_ops(m, k, wb, dec_tokens, prefill=False), "draft": draft_op(m, k, wb)}, m, k, s,
                              other_phase=want_pre)
